@@ -1,0 +1,53 @@
+# pc-switcher — the two commands of the README:
+#   make demo   set everything up, bring up a sandbox target, run a real sync into it, tear down
+#   make test   set everything up and run the whole test suite (lint, types, unit, integration)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := openssh-server openssh-client rsync btrfs-progs acl attr procps util-linux iproute2 debootstrap tmux
+
+.PHONY: bootstrap system-deps venv demo test lint unit integration bench clean-sandboxes
+
+bootstrap: system-deps venv
+
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:" $$missing; \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: run as root to install: $$missing" >&2; exit 2; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check pcswitcher tests bench
+	$(BIN)/ruff format --check pcswitcher tests bench
+	$(BIN)/mypy
+	cd . && PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint --profile production -q playbooks roles
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+integration: bootstrap
+	$(BIN)/pytest -q tests/integration
+
+test: bootstrap lint
+	$(BIN)/python -m tests.sandbox down --all
+	$(BIN)/pytest -q tests
+
+demo: bootstrap
+	$(BIN)/python -m tests.sandbox demo
+
+bench: bootstrap
+	$(BIN)/python -m bench.abort_latency
+
+clean-sandboxes: venv
+	$(BIN)/python -m tests.sandbox down --all

@@ -1,0 +1,291 @@
+"""The pc-switcher agent: one small stdlib-only program that runs on both machines of a sync.
+
+It is the run's watchman on a machine. The driver starts one on the source (a child process with a
+pipe) and one on the target (over ssh; that ssh process is also the run's ControlMaster). They speak
+JSON lines: the driver writes commands to the agent's stdin, the agent answers on stdout.
+
+Commands (one per line):
+    ping                 -> {"t": "hb", "time": ..., "disk": [...]} (and any new progress lines)
+    sweep [JID ...]      -> kill every process of the run now; {"t": "swept", "killed": [...]}
+    quit                 -> sweep, remove the run's directory, exit
+
+Dead-man switch: when stdin reaches EOF (the driver died, its ssh died) or no command arrives for
+``--timeout`` seconds (a frozen link), the agent sweeps the run's processes and exits.
+
+A process belongs to the run when its environment holds ``PCSWITCHER_RUN_ID=<run id>`` (the play
+environment gives every module, async wrapper and their children this tag), or when its command
+line names one of the run's async job ids, or when it descends from such a process. Nothing is ever
+matched by process name. The agent never kills itself or its ancestors.
+
+The same file serves the cleanup role (``roles/cleanup/files/pcswitcher_agent.py`` links here):
+``pcswitcher_agent.py sweep --run ID [--jid J ...] [--remove]``.
+Python 3.6+ and the standard library only: it runs on any target that Ansible can manage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import sys
+import time
+
+TAG = "PCSWITCHER_RUN_ID"
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+RUN_DIR_PREFIX = "/tmp/pcswitcher-"  # noqa: S108 - the run's directory, the same path on both machines
+
+
+def run_dir(run_id: str) -> str:
+    """The run's working directory on a machine (progress file, Ansible's remote tmp, async dir)."""
+    return RUN_DIR_PREFIX + run_id
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rindex(b")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _ancestors(pid: int) -> set[int]:
+    seen = {pid}
+    while pid > 1:
+        pid = _ppid(pid)
+        seen.add(pid)
+    return seen
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def find_run_processes(run_id: str, jids: list[str] | tuple[str, ...] = ()) -> dict[int, str]:
+    """pid -> command line of every live process of the run (tag, async job id, or descendant)."""
+    tag = f"{TAG}={run_id}".encode()
+    jid_bytes = [j.encode() for j in jids if j]
+    protected = _ancestors(os.getpid())
+    parents: dict[int, int] = {}
+    cmdlines: dict[int, str] = {}
+    matched: set[int] = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        if pid in protected:
+            continue
+        cmdline = _read(f"/proc/{pid}/cmdline")
+        if not cmdline:  # kernel thread or zombie: nothing to kill
+            continue
+        parents[pid] = _ppid(pid)
+        cmdlines[pid] = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+        if tag in _read(f"/proc/{pid}/environ").split(b"\0") or any(j in cmdline for j in jid_bytes):
+            matched.add(pid)
+    # descendants of matched processes belong to the run even if they cleared their environment
+    changed = True
+    while changed:
+        changed = False
+        for pid, ppid in parents.items():
+            if pid not in matched and ppid in matched:
+                matched.add(pid)
+                changed = True
+    return {pid: cmdlines[pid] for pid in sorted(matched)}
+
+
+def _signal_all(pids: object, sig: int) -> None:
+    for pid in pids:  # type: ignore[attr-defined]
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def sweep(run_id: str, jids: list[str] | tuple[str, ...] = (), grace: float = 0.3) -> dict[str, object]:
+    """Kill every process of the run: SIGTERM, a short grace, then freeze-and-SIGKILL until none is left."""
+    found = find_run_processes(run_id, jids)
+    killed = dict(found)
+    if found:
+        _signal_all(found, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and find_run_processes(run_id, jids):
+            time.sleep(0.02)
+    for _ in range(50):
+        found = find_run_processes(run_id, jids)
+        if not found:
+            break
+        killed.update(found)
+        _signal_all(found, signal.SIGSTOP)  # frozen processes cannot fork new children
+        again = find_run_processes(run_id, jids)
+        killed.update(again)
+        _signal_all(set(found) | set(again), signal.SIGKILL)
+        time.sleep(0.02)
+    remaining = find_run_processes(run_id, jids)
+    return {
+        "t": "swept",
+        "killed": [{"pid": pid, "cmd": cmd[:200]} for pid, cmd in sorted(killed.items())],
+        "remaining": sorted(remaining),
+    }
+
+
+def remove_run_files(run_id: str, jids: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Remove the run's directory and the async status files of its jobs in the default async dir."""
+    removed = []
+    path = run_dir(run_id)
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    async_dir = os.path.expanduser("~/.ansible_async")
+    for jid in jids:
+        if RUN_ID_RE.match(jid):
+            for name in (jid, f"{jid}.results"):
+                status = os.path.join(async_dir, name)
+                if os.path.exists(status):
+                    os.remove(status)
+                    removed.append(status)
+    return removed
+
+
+def disk_figures(paths: list[str]) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for path in paths:
+        try:
+            st = os.statvfs(path)
+        except OSError as exc:
+            out.append({"path": path, "error": exc.strerror or str(exc)})
+            continue
+        out.append({"path": path, "free": st.f_bavail * st.f_frsize, "total": st.f_blocks * st.f_frsize})
+    return out
+
+
+class _ProgressTail:
+    """Follows the run's progress file (JSON lines appended by long-running tasks)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.offset = 0
+        self.partial = b""
+
+    def read(self) -> list[object]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(1 << 20)
+        except OSError:
+            return []
+        self.offset += len(data)
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        out: list[object] = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"message": line.decode(errors="replace"), "level": "INFO"})
+        return out
+
+
+def _emit(obj: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def monitor(run_id: str, paths: list[str], timeout: float) -> int:
+    """Serve the driver until quit, EOF or silence; always sweep the run on the way out."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
+    directory = run_dir(run_id)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    tail = _ProgressTail(os.path.join(directory, "progress.jsonl"))
+    _emit({"t": "hello", "pid": os.getpid(), "host": socket.gethostname(), "run_dir": directory})
+    last_command = time.monotonic()
+    buffer = b""
+    stdin = sys.stdin.fileno()
+    jids: list[str] = []
+    quitting = False
+    try:
+        while not quitting:
+            for line in tail.read():
+                _emit({"t": "progress", "line": line})
+            ready, _, _ = select.select([stdin], [], [], 0.2)
+            if not ready:
+                if time.monotonic() - last_command > timeout:
+                    _emit({"t": "timeout"})
+                    break
+                continue
+            chunk = os.read(stdin, 65536)
+            if not chunk:
+                break  # EOF: the driver is gone
+            last_command = time.monotonic()
+            buffer += chunk
+            while b"\n" in buffer:
+                raw, buffer = buffer.split(b"\n", 1)
+                words = raw.decode(errors="replace").split()
+                if not words:
+                    continue
+                if words[0] == "ping":
+                    _emit({"t": "hb", "time": time.time(), "disk": disk_figures(paths)})
+                elif words[0] == "sweep":
+                    jids.extend(w for w in words[1:] if w not in jids)
+                    _emit(sweep(run_id, jids))
+                elif words[0] == "quit":
+                    quitting = True
+                    break
+    except (SystemExit, BrokenPipeError, OSError):
+        pass
+    finally:
+        report = sweep(run_id, jids)
+        if quitting:
+            report["removed"] = remove_run_files(run_id, jids)
+        try:
+            _emit({**report, "t": "bye"})
+        except OSError:
+            pass
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pcswitcher_agent", description="pc-switcher agent")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_sweep = sub.add_parser("sweep", help="kill every process of a run, now")
+    p_sweep.add_argument("--run", required=True)
+    p_sweep.add_argument("--jid", action="append", default=[])
+    p_sweep.add_argument("--remove", action="store_true", help="also remove the run's files")
+    p_sweep.add_argument("--check", action="store_true", help="only list what would be killed")
+    p_mon = sub.add_parser("monitor", help="serve the driver (heartbeat, disk, progress, dead-man)")
+    p_mon.add_argument("--run", required=True)
+    p_mon.add_argument("--timeout", type=float, default=5.0)
+    p_mon.add_argument("--path", action="append", default=[])
+    args = parser.parse_args(argv)
+    if not RUN_ID_RE.match(args.run):
+        parser.error(f"invalid run id {args.run!r}")
+    if args.command == "monitor":
+        return monitor(args.run, args.path or ["/"], args.timeout)
+    if args.check:
+        found = find_run_processes(args.run, args.jid)
+        report: dict[str, object] = {"t": "check", "would_kill": [{"pid": p, "cmd": c} for p, c in found.items()]}
+    else:
+        report = sweep(args.run, args.jid)
+        if args.remove:
+            report["removed"] = remove_run_files(args.run, args.jid)
+    _emit(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""The ``pc-switcher`` command line (click).
+
+Every error a user can cause ends as one line ``error: <problem> — <fix>`` on stderr and a
+documented exit code (pcswitcher.errors.ExitCode); a traceback only ever goes to the log file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+from click.shell_completion import CompletionItem
+
+from . import __version__, logs, paths
+from .errors import ExitCode, PcsError, UsageError
+from .ui import Ui
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+log = logging.getLogger("pcswitcher")
+
+
+def _complete_target(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    from .inventory import load_inventory
+
+    path = Path(ctx.params.get("inventory") or paths.default_inventory_path())
+    try:
+        hosts = load_inventory(path).hosts()
+    except Exception:
+        return []
+    return [CompletionItem(h) for h in hosts if h.startswith(incomplete)]
+
+
+def _split_only(ctx: click.Context, param: click.Parameter, value: Sequence[str]) -> tuple[str, ...]:
+    names = [n.strip() for item in value for n in item.split(",")]
+    if any(not n for n in names):
+        raise click.BadParameter("empty job name; write --only JOB[,JOB]")
+    return tuple(dict.fromkeys(names))
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="pc-switcher")
+def cli() -> None:
+    """Sync this workstation onto another one, built on Ansible.
+
+    \b
+    Exit codes: 0 success; 1 the sync failed or was aborted (a job failed, low disk, lost link,
+    unreachable target); 2 bad usage, config or inventory; 3 another sync holds the lock;
+    130 interrupted by Ctrl+C; 143 terminated by SIGTERM.
+    """
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("target", shell_complete=_complete_target)
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file [default: ~/.config/pc-switcher/config.yml]",
+)
+@click.option(
+    "-i",
+    "--inventory",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Ansible inventory (INI or YAML) [default: ~/.config/pc-switcher/inventory.yml]",
+)
+@click.option("-n", "--dry-run", is_flag=True, help="Show what every job would change; change nothing.")
+@click.option("-y", "--yes", "assume_yes", is_flag=True, help="Answer yes to every question.")
+@click.option(
+    "--only",
+    multiple=True,
+    callback=_split_only,
+    metavar="JOB[,JOB]",
+    help="Run only these enabled jobs (in config order).",
+)
+def sync(
+    target: str,
+    config_path: Path | None,
+    inventory: Path | None,
+    dry_run: bool,
+    assume_yes: bool,
+    only: tuple[str, ...],
+) -> None:
+    """Sync this machine onto TARGET (a host of the inventory)."""
+    from .driver import Sync, SyncOptions, prepare
+
+    options = SyncOptions(
+        target=target,
+        config_path=config_path or paths.default_config_path(),
+        inventory_path=inventory or paths.default_inventory_path(),
+        dry_run=dry_run,
+        assume_yes=assume_yes,
+        only=only,
+    )
+    prepared = prepare(options)
+    ui = Ui()
+    code = Sync(options, prepared, ui).run()
+    sys.exit(int(code))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--force", is_flag=True, help="Overwrite existing files (the old ones are kept as *.bak).")
+def init(force: bool) -> None:
+    """Write a commented default config and an example inventory."""
+    from .config import default_config_text, example_inventory_text
+    from .jobs import discover_jobs
+
+    jobs = discover_jobs(paths.project_root())
+    files = {
+        paths.default_config_path(): default_config_text(jobs),
+        paths.default_inventory_path(): example_inventory_text(),
+    }
+    existing = [p for p in files if p.exists()]
+    if existing and not force:
+        raise UsageError(
+            f"{existing[0]} already exists", "edit it, or run `pc-switcher init --force` to overwrite (keeps a .bak)"
+        )
+    paths.config_dir().mkdir(parents=True, exist_ok=True)
+    for path, text in files.items():
+        if path.exists():
+            path.replace(path.with_name(path.name + ".bak"))
+        path.write_text(text)
+        click.echo(f"wrote {path}")
+    click.echo("next: add your target to the inventory, then `pc-switcher sync TARGET --dry-run`")
+
+
+@cli.command("logs", context_settings=CONTEXT)
+@click.option("--last", is_flag=True, help="Show the newest log.")
+@click.option("--level", default="DEBUG", show_default=True, help="Lowest level shown.")
+@click.argument("run_id", required=False)
+def logs_command(last: bool, level: str, run_id: str | None) -> None:
+    """List the session logs, or show one (RUN_ID or --last)."""
+    from rich.console import Console
+
+    directory = paths.logs_dir()
+    if level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise UsageError(f"--level {level!r} is not a level", "use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    console = Console()
+    if run_id or last:
+        path = directory / f"{run_id}.jsonl" if run_id else logs.latest_log(directory)
+        if path is None or not path.exists():
+            raise UsageError(
+                f"no log {'for run ' + run_id if run_id else 'yet'} in {directory}",
+                "run `pc-switcher logs` to list the logs" if run_id else "run a sync first",
+            )
+        logs.render_log(path, console, level.upper())
+        return
+    found = logs.list_logs(directory)
+    if not found:
+        click.echo(f"no logs yet in {directory}")
+        return
+    for path in found:
+        click.echo(f"{path.stem}  {path.stat().st_size:>9} B  {path}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("target", shell_complete=_complete_target)
+@click.option("--run", "run_id", help="The run to clean up [default: the newest run].")
+@click.option("-i", "--inventory", type=click.Path(dir_okay=False, path_type=Path), help="Ansible inventory.")
+def cleanup(target: str, run_id: str | None, inventory: Path | None) -> None:
+    """Kill what a run left on TARGET and on this machine, and remove its files."""
+    from .cleanup import run_cleanup
+
+    sys.exit(int(run_cleanup(target, run_id, inventory or paths.default_inventory_path(), Ui())))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script (e.g. `eval "$(pc-switcher completion bash)"`)."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None
+    click.echo(cls(cli, {}, "pc-switcher", "_PC_SWITCHER_COMPLETE").source())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: runs the CLI and turns every error into one line and an exit code."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="pc-switcher", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        Ui().error("interrupted")
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "pc-switcher"
+        Ui().error(exc.format_message(), f"see `{command} --help`")
+        sys.exit(int(ExitCode.USAGE))
+    except click.ClickException as exc:
+        Ui().error(exc.format_message())
+        sys.exit(exc.exit_code)
+    except PcsError as exc:
+        Ui().error(exc.message, exc.hint)
+        sys.exit(int(exc.exit_code))
+    except (BrokenPipeError, KeyboardInterrupt):
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except Exception as exc:
+        _internal_error(exc)
+        sys.exit(int(ExitCode.FAILED))
+
+
+def _internal_error(exc: BaseException) -> None:
+    """A bug: one line on the terminal, the traceback in a file."""
+    crash = paths.state_dir() / "crash.log"
+    try:
+        crash.parent.mkdir(parents=True, exist_ok=True)
+        with crash.open("a") as f:
+            f.write("".join(traceback.format_exception(exc)))
+        where = str(crash)
+    except OSError:
+        where = "stderr"
+        traceback.print_exception(exc)
+    Ui().error(f"internal error: {type(exc).__name__}: {exc}", f"please report it; the traceback is in {where}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] if len(sys.argv) > 1 else None)
+    os._exit(0)

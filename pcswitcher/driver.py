@@ -1,0 +1,528 @@
+"""The driver: one sync, from checks to summary, and the abort path.
+
+Order of a sync (docs/architecture.md):
+1. load jobs, config, inventory; resolve the target        (bad input: exit 2, nothing started)
+2. take the source lock                                     (held: exit 3)
+3. start the agents on both machines; refuse a self-sync; preflight disk check
+4. validate every enabled job (``--tags validate``)         (nothing has changed yet)
+5. run the jobs one after another (``--skip-tags validate``)
+6. close the agents, release the lock, print the summary
+
+Whatever stops a run — Ctrl+C, SIGTERM, low disk, lost link, a failed job — takes :meth:`Sync._abort`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from . import logs, paths
+from .abort import AbortController, Cause
+from .agent import TAG, run_dir
+from .cleanup import JIDS_FILE, cleanup_playbook_run
+from .config import Config, JobConfig, load_config
+from .errors import ExitCode, PcsError, UsageError
+from .inventory import Target, load_inventory
+from .jobs import JobSpec, discover_jobs
+from .lock import SyncLock
+from .monitor import AgentSession, Monitor, close_master, local_agent, remote_agent
+from .registry import Registry
+from .runner import PlaybookResult, PlaybookRun, prepare_bin_dir, standard_envvars
+from .ui import Ui
+
+log = logging.getLogger("pcswitcher")
+KEEP_RUN_DIRS = 20
+
+
+@dataclass
+class SyncOptions:
+    target: str
+    config_path: Path
+    inventory_path: Path
+    dry_run: bool = False
+    assume_yes: bool = False
+    only: Sequence[str] = ()
+
+
+@dataclass
+class JobOutcome:
+    name: str
+    status: str = "not run"  # succeeded | failed | skipped | not run | aborted
+    duration: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class Prepared:
+    """Everything checked before the run starts anything."""
+
+    root: Path
+    jobs: dict[str, JobSpec]
+    config: Config
+    selected: list[JobConfig]
+    skipped: list[JobConfig]
+    target: Target
+    inventory_path: Path
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
+def prepare(options: SyncOptions) -> Prepared:
+    """Read and check every input; raises a UsageError (exit 2) naming the problem and the fix."""
+    root = paths.project_root()
+    jobs = discover_jobs(root)
+    config = load_config(options.config_path, jobs)
+    inventory = load_inventory(options.inventory_path)
+    target = inventory.resolve(options.target)
+    if target.connection not in {"ssh", "paramiko", "smart"}:
+        raise UsageError(
+            f"target {target.name} uses ansible_connection={target.connection}; pc-switcher needs ssh",
+            "remove ansible_connection from the target's inventory entry",
+        )
+    enabled = config.enabled_jobs()
+    selected = enabled
+    if options.only:
+        listed = {job.name: job for job in config.jobs}
+        for name in options.only:
+            if name not in jobs:
+                raise UsageError(
+                    f"--only: unknown job {name!r} (known jobs: {', '.join(sorted(jobs))})",
+                    "name jobs from the config's `jobs:` list",
+                )
+            if name not in listed or not listed[name].enabled:
+                raise UsageError(
+                    f"--only: job {name!r} is not enabled in {config.path}",
+                    f"set `{name}: true` under `jobs:` in the config, or leave it out of --only",
+                )
+        selected = [job for job in enabled if job.name in options.only]
+    skipped = [job for job in config.jobs if job not in selected]
+    if not selected:
+        raise UsageError(f"no job is enabled in {config.path}", "enable at least one job under `jobs:`")
+    return Prepared(root, jobs, config, selected, skipped, target, options.inventory_path)
+
+
+class Sync:
+    """One run of ``pc-switcher sync``."""
+
+    def __init__(self, options: SyncOptions, prepared: Prepared, ui: Ui) -> None:
+        self.options = options
+        self.p = prepared
+        self.ui = ui
+        self.run_id = new_run_id()
+        self.abort = AbortController()
+        self.lock = SyncLock(paths.lock_path())
+        self.run_state = paths.runs_dir() / self.run_id
+        self.registry = Registry(self.run_id, self.run_state / JIDS_FILE)
+        self.local_run_dir = Path(run_dir(self.run_id))
+        self.control_path = self.local_run_dir / "cm"
+        self.source_label = socket.gethostname()
+        self.agents: dict[str, AgentSession] = {}
+        self.monitor: Monitor | None = None
+        self.current: PlaybookRun | None = None
+        self.current_job: str | None = None
+        self.outcomes = [JobOutcome(job.name) for job in prepared.selected]
+        self.outcomes += [JobOutcome(job.name, "skipped", detail="disabled") for job in prepared.skipped]
+        self._counter = 0
+        self._played = False  # a playbook has been started: an error must take the abort path
+        self._finished = False
+        self.log_path = paths.logs_dir() / f"{self.run_id}.jsonl"
+
+    # -- entry -----------------------------------------------------------------------------------
+    def run(self) -> ExitCode:
+        config = self.p.config
+        self.lock.acquire(target=self.p.target.name, run_id=self.run_id)
+        try:
+            logs.setup_logging(self.log_path, config.file_log_level, self.ui.log_handler(), config.terminal_log_level)
+            self.abort.install_signal_handlers()
+            self.abort.set_force_action(self._force)
+            return self._run()
+        finally:
+            self.abort.restore_signal_handlers()
+            self.ui.stop()
+            self.lock.release()
+            logs.shutdown_logging()
+
+    def _run(self) -> ExitCode:
+        p = self.p
+        log.info(
+            "pc-switcher run %s: %s -> %s%s",
+            self.run_id,
+            self.source_label,
+            p.target.describe(),
+            " (dry-run)" if self.options.dry_run else "",
+            extra={"fields": {"run_id": self.run_id, "jobs": [j.name for j in p.selected]}},
+        )
+        if self.lock.stale:
+            log.info("cleared a stale lock left by pid %s", self.lock.stale.get("pid"))
+        self.ui.start(p.target.name, self.run_id, [j.name for j in p.selected], self.options.dry_run)
+        self._prune_old_runs()
+        try:
+            self._start_agents()
+            if self.abort.requested:
+                return self._abort(None)
+            assert self.monitor is not None
+            self.monitor.preflight()
+            self.monitor.start()
+            if not self._validate_all():
+                return self._finish(self._abort(None) if self.abort.requested else ExitCode.FAILED)
+            for index, job in enumerate(p.selected, start=1):
+                if self.abort.requested:
+                    return self._abort(None)
+                result = self._run_job(index, job)
+                if self.abort.requested:
+                    return self._abort(self.current)
+                if result is None or not result.ok:
+                    detail = "; ".join(result.failures) if result and result.failures else "the playbook failed"
+                    self.abort.request(Cause.JOB_FAILED, f"job {job.name} failed: {detail}", logging.ERROR, job=job.name)
+                    return self._abort(None)
+            return self._finish(ExitCode.OK)
+        except BaseException as exc:
+            # a driver error in the middle of a run (unreachable target, no heartbeat, a bug):
+            # whatever was started is stopped on the same path, then the CLI reports the error
+            if not self._finished and self._played:
+                with contextlib.suppress(Exception):
+                    self.abort.request(Cause.ERROR, f"aborting: {exc}", logging.CRITICAL)
+                    self._abort(self.current)
+            raise
+        finally:
+            if not self._finished:
+                self._teardown()
+
+    # -- agents ------------------------------------------------------------------------------------
+    def _start_agents(self) -> None:
+        cfg = self.p.config
+        self.local_run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        silent_after = max(cfg.link_timeout * 2, 10.0)  # the agent's own dead-man timeout
+        source = local_agent(self.run_id, self.source_label, cfg.disk.source_paths, silent_after, self.registry)
+        target = remote_agent(
+            self.p.target,
+            self.run_id,
+            cfg.disk.target_paths,
+            silent_after,
+            self.control_path,
+            cfg.link_timeout,
+            self.registry,
+        )
+        for agent in (source, target):
+            agent.on_progress = self._on_progress
+            self.agents[agent.label] = agent
+        source.start()
+        hello = target.start()
+        remote_host = str(hello.get("host", ""))
+        log.debug("agents up: source pid %s, target %s pid %s", source.hello.get("pid"), remote_host, hello.get("pid"))
+        if remote_host and remote_host == self.source_label:
+            raise PcsError(
+                f"target {self.p.target.name} is this machine (host name {remote_host}); a machine cannot sync to itself",
+                "pick another target from the inventory",
+            )
+        self.monitor = Monitor(self.agents, self.p.target.name, cfg.disk, cfg.link_timeout, self.abort)
+
+    # -- jobs --------------------------------------------------------------------------------------
+    def _outcome(self, name: str) -> JobOutcome:
+        return next(o for o in self.outcomes if o.name == name)
+
+    def _validate_all(self) -> bool:
+        total = len(self.p.selected)
+        for index, job in enumerate(self.p.selected, start=1):
+            if self.abort.requested:
+                return False
+            self.ui.step(index, total, job.name, "validate")
+            result = self._play(job, tags=["validate"], skip_tags=[], phase="validate")
+            if result is None or not result.ok:
+                outcome = self._outcome(job.name)
+                outcome.status = "aborted" if self.abort.requested else "failed"
+                outcome.detail = "; ".join(result.failures) if result and result.failures else "validation failed"
+                if not self.abort.requested:
+                    log.error("validation of %s failed: %s", job.name, outcome.detail, extra={"job": job.name})
+                    self.abort.request(Cause.JOB_FAILED, f"validation of {job.name} failed", logging.ERROR)
+                return False
+        log.info("all %d job(s) validated", total)
+        return True
+
+    def _run_job(self, index: int, job: JobConfig) -> PlaybookResult | None:
+        self.ui.step(index, len(self.p.selected), job.name, "sync")
+        outcome = self._outcome(job.name)
+        started = time.monotonic()
+        result = self._play(job, tags=[], skip_tags=["validate"], phase="sync")
+        outcome.duration = time.monotonic() - started
+        if self.abort.requested:
+            outcome.status = "aborted"
+            outcome.detail = self.abort.message
+        elif result is not None and result.ok:
+            outcome.status = "succeeded"
+            outcome.detail = f"{result.changed} changed" if result.changed else "no change"
+        else:
+            outcome.status = "failed"
+            outcome.detail = "; ".join(result.failures) if result and result.failures else "the playbook failed"
+        self.ui.job_finished(job.name, outcome.status, outcome.duration, outcome.detail)
+        return result
+
+    def _envvars(self, tagged: bool) -> dict[str, str]:
+        env = standard_envvars(
+            project_dir=self.p.root,
+            bin_dir=prepare_bin_dir(self.run_state / "bin"),
+            control_path=self.control_path,
+            run_dir=str(self.local_run_dir) if tagged else None,
+            local_tmp=self.run_state / "tmp",
+            ssh_keepalive=1,
+        )
+        if tagged:
+            env[TAG] = self.run_id
+        return env
+
+    def _play(self, job: JobConfig, tags: list[str], skip_tags: list[str], phase: str) -> PlaybookResult | None:
+        spec = self.p.jobs[job.name]
+        extravars: dict[str, Any] = {
+            "pcswitcher_run_id": self.run_id,
+            "pcswitcher_progress_file": f"{self.local_run_dir}/progress.jsonl",
+            "pcswitcher_dry_run": self.options.dry_run,
+            **spec.extravars(job.settings),
+        }
+        run = self._new_run(spec.playbook, f"{job.name}-{phase}", extravars, tags, skip_tags, tagged=True, job=job.name)
+        self.current_job = job.name
+        return self._wait(run, job.name)
+
+    def _new_run(
+        self,
+        playbook: Path,
+        ident: str,
+        extravars: dict[str, Any],
+        tags: list[str],
+        skip_tags: list[str],
+        *,
+        tagged: bool,
+        job: str | None,
+    ) -> PlaybookRun:
+        self._counter += 1
+        self._played = True
+        run = PlaybookRun(
+            playbook,
+            project_dir=self.p.root,
+            private_data_dir=self.run_state / f"{self._counter:02d}-{ident}",
+            ident=ident,
+            inventory=self.p.inventory_path.resolve(),
+            limit=self.p.target.name,
+            extravars=extravars,
+            envvars=self._envvars(tagged),
+            tags=tags,
+            skip_tags=skip_tags,
+            check=self.options.dry_run and tagged,
+            on_event=lambda event: self._on_event(job, event),
+        )
+        return run
+
+    def _wait(self, run: PlaybookRun, job: str) -> PlaybookResult | None:
+        self.current = run
+        run.start()
+        proc = run.wait_for_process()
+        if proc is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                self.registry.add_process(proc, f"playbook:{job}")
+        while not run.join(0.1):
+            if self.abort.requested:
+                return None
+        run.scrub()
+        self.current = None
+        return run.result()
+
+    # -- events and progress -------------------------------------------------------------------
+    def _host_of(self, data: dict[str, Any]) -> str:
+        res = data.get("res") or {}
+        delegated = (res.get("_ansible_delegated_vars") or {}).get("ansible_delegated_host")
+        if delegated in {"localhost", "127.0.0.1"}:
+            return self.source_label
+        return str(data.get("host") or self.p.target.name)
+
+    def _on_event(self, job: str | None, event: dict[str, Any]) -> None:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        res = data.get("res") or {}
+        task = str(data.get("task") or "")
+        extra: dict[str, Any] = {"job": job, "host": self._host_of(data) if data.get("host") else None}
+        if kind == "playbook_on_task_start" and job is not None:
+            self.ui.progress(job, None, None, task)
+            log.debug("task: %s", task, extra=extra)
+        elif kind in {"runner_on_ok", "runner_on_async_poll", "runner_on_async_ok"}:
+            jid = res.get("ansible_job_id") or data.get("jid")
+            if jid:
+                self.registry.add_jid(str(extra["host"]), str(jid))
+            if kind != "runner_on_ok":
+                return
+            if res.get("changed"):
+                log.info("changed: %s", task, extra={**extra, "fields": {"task": task, "action": data.get("task_action")}})
+            elif data.get("task_action") in {"ansible.builtin.debug", "debug"} and res.get("msg"):
+                log.info("%s", res.get("msg"), extra=extra)
+            else:
+                log.debug("ok: %s", task, extra=extra)
+        elif kind == "runner_on_failed":
+            level = logging.WARNING if data.get("ignore_errors") else logging.ERROR
+            log.log(level, "failed: %s: %s", task, str(res.get("msg") or "").strip(), extra=extra)
+        elif kind == "runner_on_unreachable":
+            log.error("unreachable: %s", str(res.get("msg") or "").strip(), extra=extra)
+        elif kind == "runner_on_skipped":
+            log.debug("skipped: %s", task, extra=extra)
+        elif kind == "warning":
+            log.warning("%s", str(data.get("warning") or event.get("stdout") or "").strip(), extra=extra)
+
+    def _on_progress(self, host: str, line: dict[str, Any]) -> None:
+        job = self.current_job
+        if job is None:
+            return
+        percent = line.get("percent")
+        item = line.get("item")
+        if isinstance(percent, int | float) or isinstance(item, str):
+            self.ui.progress(
+                job,
+                host,
+                float(percent) if isinstance(percent, int | float) else None,
+                item if isinstance(item, str) else None,
+            )
+        message = line.get("message")
+        if isinstance(message, str) and message:
+            level = logging.getLevelName(str(line.get("level", "INFO")).upper())
+            log.log(level if isinstance(level, int) else logging.INFO, "%s", message, extra={"job": job, "host": host})
+
+    # -- the abort path --------------------------------------------------------------------------
+    def _abort(self, running: PlaybookRun | None) -> ExitCode:
+        """Steps 2–6 of the abort path (step 1, logging the cause, happened in AbortController.request)."""
+        cause = self.abort.cause or Cause.ERROR
+        started = time.monotonic()
+        target = self.agents.get(self.p.target.name)
+        source = self.agents.get(self.source_label)
+        # 3 + 4 at once: SIGTERM to ansible-playbook (clean stop of workers and ssh clients) and the
+        # target's agent kills the run's tagged processes through the open connection
+        if running is not None:
+            running.terminate()
+        if target is not None and target.alive:
+            target.send(" ".join(["sweep", *self.registry.jids()]))
+        self._stop_local_trees(running)
+        if source is not None and source.alive:
+            report = source.sweep(self.registry.jids(), timeout=3)
+            self._log_sweep(self.source_label, report)
+        if target is not None and target.alive:
+            report = target.wait_for("swept", timeout=3)
+            self._log_sweep(self.p.target.name, report)
+        log.info("run stopped in %.2f s; running the cleanup playbook", time.monotonic() - started)
+        # 5: the cleanup playbook
+        self._cleanup_playbook()
+        for outcome in self.outcomes:
+            if outcome.status == "not run" and outcome.name == self.current_job:
+                outcome.status = "aborted"
+        return self._finish(cause.exit_code)
+
+    def _stop_local_trees(self, running: PlaybookRun | None) -> None:
+        """Give ansible-playbook 1 s to end its tree, then SIGKILL whatever of it is left."""
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and self.registry.live_trees("playbook:"):
+            time.sleep(0.02)
+        leftovers = self.registry.kill_trees("playbook:")
+        if leftovers:
+            log.debug("killed %d local process(es) left by ansible-playbook", len(leftovers))
+        if running is not None:
+            running.cancel()
+            running.join(5)
+            running.scrub()
+        self.current = None
+
+    def _log_sweep(self, host: str, report: dict[str, Any] | None) -> None:
+        if report is None:
+            log.warning("no answer from the agent on %s; the cleanup playbook takes over", host, extra={"host": host})
+            return
+        killed = report.get("killed") or []
+        log.info(
+            "killed %d process(es) of the run on %s",
+            len(killed),
+            host,
+            extra={"host": host, "fields": {"killed": killed, "remaining": report.get("remaining")}},
+        )
+
+    def _cleanup_playbook(self) -> None:
+        self._counter += 1
+        result = cleanup_playbook_run(
+            root=self.p.root,
+            inventory=self.p.inventory_path,
+            target=self.p.target.name,
+            run_id=self.run_id,
+            jids=self.registry.jids(),
+            private_data_dir=self.run_state / f"{self._counter:02d}-cleanup",
+            on_process=lambda proc: self.registry.add_process(proc, "playbook:cleanup"),
+        )
+        if result.ok:
+            log.info("cleanup playbook done in %.1f s", result.duration)
+        else:
+            log.error(
+                "cleanup playbook failed: %s; the target's agent sweeps the run when its session ends; "
+                "run `pc-switcher cleanup %s --run %s` once the target is reachable",
+                "; ".join(result.failures) or result.status,
+                self.p.target.name,
+                self.run_id,
+            )
+
+    def _force(self, cause: Cause) -> None:
+        """Second Ctrl+C: SIGKILL every local tree, best-effort remote sweep, exit now."""
+        self.registry.kill_trees("playbook:")
+        target = self.agents.get(self.p.target.name)
+        if target is not None and target.alive:
+            target.sweep(self.registry.jids(), timeout=0.4)
+        for agent in self.agents.values():
+            agent.detach()  # EOF: each agent sweeps its machine once more and exits
+        log.warning("forced exit; run `pc-switcher cleanup %s --run %s` to be thorough", self.p.target.name, self.run_id)
+        logs.shutdown_logging()
+        self.ui.stop()
+        self.lock.release()
+        os._exit(int(cause.exit_code))
+
+    # -- end -------------------------------------------------------------------------------------
+    def _finish(self, code: ExitCode) -> ExitCode:
+        if self._finished:
+            return code
+        self._teardown()
+        rows = [(o.name, o.status, o.duration, o.detail) for o in self.outcomes]
+        if code == ExitCode.OK:
+            outcome = f"sync to {self.p.target.name} completed" + (" (dry-run)" if self.options.dry_run else "")
+        else:
+            outcome = f"sync to {self.p.target.name} {'aborted' if self.abort.cause else 'failed'}: {self.abort.message}"
+        self.ui.summary(rows, outcome)
+        log.info(
+            "run %s finished with exit code %d",
+            self.run_id,
+            int(code),
+            extra={"fields": {"exit_code": int(code), "jobs": [o.__dict__ for o in self.outcomes], "log": str(self.log_path)}},
+        )
+        return code
+
+    def _teardown(self) -> None:
+        """Close the agents (each sweeps and removes the run's directory), the ssh master, state."""
+        self._finished = True
+        if self.monitor is not None:
+            self.monitor.stop()
+        for agent in self.agents.values():
+            report = agent.close(timeout=5)
+            killed = (report or {}).get("killed") or []
+            if killed:
+                log.warning("the agent on %s killed %d leftover process(es)", agent.label, len(killed), extra={"host": agent.label})
+        close_master(self.p.target, self.control_path)
+        self.registry.kill_trees("agent:")
+        shutil.rmtree(self.local_run_dir, ignore_errors=True)
+        for tmp in (self.run_state / "tmp", self.run_state / "bin"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _prune_old_runs(self) -> None:
+        runs = sorted((p for p in paths.runs_dir().glob("*") if p.is_dir()), key=lambda p: p.name)
+        for old in runs[:-KEEP_RUN_DIRS]:
+            shutil.rmtree(old, ignore_errors=True)
+

@@ -1,0 +1,58 @@
+"""Exit codes and the errors that map to them.
+
+Every error a user can cause is a :class:`PcsError`: the CLI prints its one-line message (and the
+hint naming the fix) and exits with its code. Nothing else may reach the user as a traceback.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The documented exit codes of ``pc-switcher`` (see README, "Exit codes")."""
+
+    OK = 0
+    FAILED = 1  # the sync failed or was aborted (a job failed, low disk, lost link, unreachable target)
+    USAGE = 2  # bad usage, config or inventory
+    LOCKED = 3  # another sync holds the lock
+    INTERRUPTED = 130  # Ctrl+C (SIGINT)
+    TERMINATED = 143  # SIGTERM
+
+
+class PcsError(Exception):
+    """An error with a one-line message, an optional fix, and an exit code."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} — {self.hint}" if self.hint else self.message
+
+
+class UsageError(PcsError):
+    """Bad command-line usage."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(UsageError):
+    """The config file is missing, not YAML, or does not match the schema."""
+
+
+class InventoryError(UsageError):
+    """The inventory cannot be read, or the target is not in it."""
+
+
+class LockHeld(PcsError):
+    """Another sync holds the lock."""
+
+    exit_code = ExitCode.LOCKED
+
+
+class TargetError(PcsError):
+    """The target cannot be reached or is not ready (missing tool, ssh refused, host key)."""

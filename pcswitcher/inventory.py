@@ -1,0 +1,205 @@
+"""Targets come from a standard Ansible inventory, read with Ansible's own inventory code.
+
+Host vars, groups, ``ansible_host``, ``ansible_port``, ``ansible_user``, keys and ssh args work as
+Ansible users expect; the driver's own ssh session to the target (the monitor) is built from the
+same variables, so it reaches the target exactly as Ansible does.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InventoryError
+
+LOCAL_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """How to reach one target host (its inventory name plus resolved connection variables)."""
+
+    name: str
+    address: str
+    port: int | None = None
+    user: str | None = None
+    private_key: str | None = None
+    ssh_common_args: tuple[str, ...] = ()
+    ssh_extra_args: tuple[str, ...] = ()
+    ssh_executable: str = "ssh"
+    connection: str = "ssh"
+    become: bool = False
+    python: str = "python3"
+    host_key_checking: bool = True
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def describe(self) -> str:
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"{self.name} ({user}{self.address}{port})"
+
+    def ssh_argv(self, *options: str) -> list[str]:
+        """ssh with the inventory's settings; ``options`` are extra ``-o``-style arguments."""
+        argv = [self.ssh_executable, *options]
+        if not self.host_key_checking:
+            argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+        if self.port:
+            argv += ["-p", str(self.port)]
+        if self.user:
+            argv += ["-l", self.user]
+        if self.private_key:
+            argv += ["-i", os.path.expanduser(self.private_key)]
+        argv += [*self.ssh_common_args, *self.ssh_extra_args, self.address]
+        return argv
+
+
+@contextmanager
+def _captured_warnings() -> Iterator[list[str]]:
+    from ansible.utils.display import Display
+
+    seen: list[str] = []
+    original = Display.warning
+
+    def capture(self: Any, msg: str, *args: Any, **kwargs: Any) -> None:
+        seen.append(str(msg))
+
+    Display.warning = capture  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        Display.warning = original  # type: ignore[method-assign]
+
+
+def _parse_problem(path: Path, warnings: list[str]) -> str:
+    """The one warning that explains why a file failed to parse, as one line."""
+    plugin = "yaml" if path.suffix in {".yml", ".yaml"} else "ini"
+    chosen = next((w for w in warnings if f"'{plugin}' plugin" in w), warnings[0] if warnings else "")
+    cause = chosen.split("<<< caused by >>>")[-1] if "caused by" in chosen else chosen
+    lines = [ln.strip() for ln in cause.strip().splitlines() if ln.strip()]
+    text = lines[0] if lines else "not a valid inventory"
+    text = re.sub(r"^Failed to parse inventory:\s*", "", text)
+    text = re.sub(r"^Failed to parse inventory with '\w+' plugin:\s*", "", text)
+    origin = next((ln for ln in lines if ln.startswith("Origin:") and re.search(r":\d+:\d+$", ln)), None)
+    where = ""
+    if origin:
+        match = re.search(r":(\d+):(\d+)$", origin)
+        if match:
+            where = f":{match.group(1)}:{match.group(2)}"
+    return f"{path}{where}: {text}"
+
+
+class Inventory:
+    """A loaded inventory; :meth:`resolve` turns a TARGET argument into a :class:`Target`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.exists():
+            raise InventoryError(
+                f"inventory {path} does not exist",
+                "run `pc-switcher init` to write an example, or pass -i/--inventory PATH",
+            )
+        if not os.access(path, os.R_OK):
+            raise InventoryError(f"inventory {path} is not readable", f"check its permissions (chmod u+r {path})")
+        os.environ.setdefault("ANSIBLE_INVENTORY_UNPARSED_FAILED", "True")
+        os.environ.setdefault("ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED", "True")
+        from ansible.errors import AnsibleError
+        from ansible.inventory.manager import InventoryManager
+        from ansible.parsing.dataloader import DataLoader
+        from ansible.vars.manager import VariableManager
+
+        self._loader = DataLoader()
+        with _captured_warnings() as warnings:
+            try:
+                self._manager = InventoryManager(loader=self._loader, sources=[str(path)])
+            except AnsibleError:
+                raise InventoryError(
+                    _parse_problem(path, warnings), "fix the inventory (INI or YAML, see inventory/example.yml)"
+                ) from None
+        self._variables = VariableManager(loader=self._loader, inventory=self._manager)
+
+    def hosts(self) -> list[str]:
+        return sorted(h.name for h in self._manager.get_hosts())
+
+    def _host(self, name: str) -> Any:
+        host = self._manager.get_host(name)
+        if host is not None:
+            return host
+        for candidate in self._manager.get_hosts():  # an alias: TARGET given as its ansible_host
+            if str(candidate.vars.get("ansible_host", "")) == name:
+                return candidate
+        return None
+
+    def resolve(self, name: str) -> Target:
+        host = self._host(name)
+        if host is None:
+            known = self.hosts()
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            listing = ", ".join(known) if known else "none"
+            raise InventoryError(
+                f"unknown target {name!r}: not a host of inventory {self.path} (known hosts: {listing})",
+                f"{hint}pass one of the known hosts, or add {name} to the inventory",
+            )
+        from ansible.template import Templar
+
+        variables = self._variables.get_vars(host=host)
+        templar = Templar(loader=self._loader, variables=variables)
+
+        def var(key: str, default: Any = None) -> Any:
+            if key not in variables:
+                return default
+            try:
+                return templar.template(variables[key])
+            except Exception as exc:
+                raise InventoryError(
+                    f"inventory {self.path}: host {host.name}: cannot evaluate {key}: {exc}".splitlines()[0],
+                    f"fix {key} of {host.name} in the inventory",
+                ) from None
+
+        connection = str(var("ansible_connection", "ssh"))
+        port = var("ansible_port")
+        try:
+            port_number = int(port) if port not in (None, "") else None
+        except (TypeError, ValueError):
+            raise InventoryError(
+                f"inventory {self.path}: host {host.name}: ansible_port {port!r} is not a number",
+                "set ansible_port to the target's ssh port (e.g. 22)",
+            ) from None
+        checking = var("ansible_host_key_checking", os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"))
+        return Target(
+            name=host.name,
+            address=str(var("ansible_host", host.name)),
+            port=port_number,
+            user=var("ansible_user") or var("ansible_ssh_user"),
+            private_key=var("ansible_ssh_private_key_file") or var("ansible_private_key_file"),
+            ssh_common_args=tuple(shlex.split(str(var("ansible_ssh_common_args", "") or ""))),
+            ssh_extra_args=tuple(shlex.split(str(var("ansible_ssh_extra_args", "") or ""))),
+            ssh_executable=str(var("ansible_ssh_executable", "ssh") or "ssh"),
+            connection=connection,
+            become=_truthy(var("ansible_become", False)),
+            python=_interpreter(var("ansible_python_interpreter")),
+            host_key_checking=_truthy(checking),
+        )
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in {"1", "true", "yes", "on", "y"}
+
+
+def _interpreter(value: Any) -> str:
+    """ansible_python_interpreter, with Ansible's discovery values ("auto", …) meaning python3."""
+    text = str(value or "").strip()
+    return "python3" if not text or text.startswith("auto") else text
+
+
+def load_inventory(path: Path) -> Inventory:
+    return Inventory(path)

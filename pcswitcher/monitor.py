@@ -1,0 +1,373 @@
+"""The agents on both machines and the monitor that watches them during a run.
+
+An :class:`AgentSession` is a long-lived session with a ``pcswitcher.agent`` (see agent.py): on the
+source a child process with pipes, on the target an ssh session that is also the run's ssh
+ControlMaster (Ansible's connections reuse it; when the driver dies, it dies, and the target's
+agent sweeps the run's processes — the dead-man switch).
+
+The :class:`Monitor` thread pings both agents every ``interval`` seconds, reads their heartbeats
+and disk figures, and requests the abort when free space falls below ``runtime_minimum`` or the
+target is silent for ``link_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import agent as agent_module
+from .abort import AbortController, Cause
+from .config import DiskConfig, Threshold
+from .errors import PcsError, TargetError
+from .inventory import Target
+from .registry import Registry
+
+log = logging.getLogger("pcswitcher")
+ProgressHandler = Callable[[str, dict[str, Any]], None]
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask the kernel for SIGTERM when the driver dies (prctl PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class AgentSession:
+    """One agent: ``label`` names the machine in logs ("source host name" or the target's name)."""
+
+    def __init__(self, label: str, argv: Sequence[str], registry: Registry, role: str) -> None:
+        self.label = label
+        self.argv = list(argv)
+        self.registry = registry
+        self.role = role
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.hello: dict[str, Any] = {}
+        self.last_seen = 0.0
+        self.disk: list[dict[str, Any]] = []
+        self.on_progress: ProgressHandler | None = None
+        self.on_heartbeat: Callable[[AgentSession], None] | None = None
+        self._stderr: list[str] = []
+        self._replies: dict[str, list[dict[str, Any]]] = {}
+        self._cond = threading.Condition()
+        self._write_lock = threading.Lock()
+        self.closing = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self, timeout: float = 20.0) -> dict[str, Any]:
+        import psutil
+
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # a Ctrl+C in the terminal must not reach it
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - the only way to set the parent-death signal
+        )
+        with contextlib.suppress(psutil.NoSuchProcess):
+            self.registry.add_process(psutil.Process(self.proc.pid), self.role)
+        threading.Thread(target=self._read_stdout, name=f"agent-{self.label}", daemon=True).start()
+        threading.Thread(target=self._read_stderr, name=f"agent-err-{self.label}", daemon=True).start()
+        hello = self.wait_for("hello", timeout)
+        if hello is None:
+            self.kill()
+            raise TargetError(self._start_failure(), self._start_hint())
+        self.hello = hello
+        return hello
+
+    def _start_failure(self) -> str:
+        err = [ln for ln in self._stderr if ln.strip() and not ln.startswith("Warning: Permanently added")]
+        detail = err[-1].strip() if err else "no answer"
+        return f"cannot start the pc-switcher agent on {self.label}: {detail}"
+
+    def _start_hint(self) -> str:
+        text = " ".join(self._stderr).lower()
+        if "host key verification failed" in text or "no matching host key" in text:
+            return "the target's host key is unknown or changed: check known_hosts (ssh-keyscan) before trusting it"
+        if "permission denied" in text:
+            return "check ansible_user and ansible_ssh_private_key_file in the inventory"
+        if "connection refused" in text or "timed out" in text or "no route" in text:
+            return "check that sshd runs on the target and ansible_host/ansible_port in the inventory"
+        if "not found" in text:
+            return "install python3 on the target (Ansible needs it too)"
+        return "check the target's ssh settings in the inventory (try `ssh` with the same options)"
+
+    def _read_stdout(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            try:
+                message = json.loads(raw)
+            except ValueError:
+                log.debug("agent %s: %s", self.label, raw.decode(errors="replace").rstrip())
+                continue
+            if not isinstance(message, dict):
+                continue
+            self.last_seen = time.monotonic()
+            kind = message.get("t")
+            if kind == "progress" and self.on_progress is not None:
+                line = message.get("line")
+                if isinstance(line, dict):
+                    self.on_progress(self.label, line)
+                continue
+            if kind == "hb":
+                self.disk = list(message.get("disk") or [])
+                if self.on_heartbeat is not None:
+                    self.on_heartbeat(self)
+            with self._cond:
+                self._replies.setdefault(str(kind), []).append(message)
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self._stderr.append(line)
+            del self._stderr[:-50]
+            if line and not self.closing:
+                log.debug("agent %s stderr: %s", self.label, line, extra={"host": self.label})
+
+    def wait_for(self, kind: str, timeout: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                replies = self._replies.get(kind)
+                if replies:
+                    return replies.pop(0)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self.alive:
+                    replies = self._replies.get(kind)
+                    return replies.pop(0) if replies else None
+                self._cond.wait(min(remaining, 0.1))
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def send(self, line: str) -> bool:
+        if self.proc is None or self.proc.stdin is None:
+            return False
+        with self._write_lock:
+            try:
+                self.proc.stdin.write(line.encode() + b"\n")
+                self.proc.stdin.flush()
+                return True
+            except (BrokenPipeError, OSError, ValueError):
+                return False
+
+    def ping(self) -> bool:
+        return self.send("ping")
+
+    def sweep(self, jids: Sequence[str], timeout: float) -> dict[str, Any] | None:
+        """Kill the run's processes on this machine now; the agent's report, or None on timeout."""
+        with self._cond:
+            self._replies.pop("swept", None)
+        if not self.send(" ".join(["sweep", *jids])):
+            return None
+        return self.wait_for("swept", timeout)
+
+    def close(self, timeout: float = 5.0) -> dict[str, Any] | None:
+        """quit: the agent sweeps, removes the run's directory and exits; then the session ends."""
+        self.closing = True
+        report = None
+        if self.send("quit"):
+            report = self.wait_for("bye", timeout)
+        self._close_stdin()
+        self._wait_exit(timeout)
+        return report
+
+    def _close_stdin(self) -> None:
+        if self.proc is not None and self.proc.stdin is not None:
+            with contextlib.suppress(OSError, BrokenPipeError, ValueError):
+                self.proc.stdin.close()
+
+    def _wait_exit(self, timeout: float) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        self.closing = True
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(2)
+
+    def detach(self) -> None:
+        """Close our end without waiting (force path): EOF makes the agent sweep and exit."""
+        self.closing = True
+        self._close_stdin()
+
+
+def local_agent(run_id: str, label: str, paths: Sequence[str], timeout: float, registry: Registry) -> AgentSession:
+    argv = [sys.executable, "-I", str(Path(agent_module.__file__))]
+    argv += ["monitor", "--run", run_id, "--timeout", str(timeout)]
+    for path in paths:
+        argv += ["--path", path]
+    return AgentSession(label, argv, registry, "agent:source")
+
+
+def remote_agent(
+    target: Target,
+    run_id: str,
+    paths: Sequence[str],
+    timeout: float,
+    control_path: Path,
+    link_timeout: float,
+    registry: Registry,
+) -> AgentSession:
+    """The target's agent over ssh; this ssh process is the run's ControlMaster."""
+    code = Path(agent_module.__file__).read_text()
+    remote = [target.python, "-c", code, "monitor", "--run", run_id, "--timeout", str(timeout)]
+    for path in paths:
+        remote += ["--path", path]
+    if target.become:
+        remote = ["sudo", "-n", "--", *remote]
+    argv = target.ssh_argv(
+        "-T",
+        "-o", "BatchMode=yes",
+        "-o", "ConnectTimeout=10",
+        "-o", "ControlMaster=yes",
+        "-o", f"ControlPath={control_path}",
+        "-o", "ControlPersist=no",
+        "-o", "ServerAliveInterval=1",
+        "-o", f"ServerAliveCountMax={max(2, int(link_timeout))}",
+    )  # fmt: skip
+    argv.append(shlex.join(remote))
+    return AgentSession(target.name, argv, registry, "agent:target")
+
+
+def close_master(target: Target, control_path: Path) -> None:
+    """``ssh -O exit`` on the run's control socket (ends the master and every session on it)."""
+    if not control_path.exists():
+        return
+    argv = target.ssh_argv("-o", f"ControlPath={control_path}", "-O", "exit")
+    with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+        subprocess.run(argv, capture_output=True, timeout=3, check=False)
+
+
+class Monitor(threading.Thread):
+    """Heartbeats, disk space and link watch for the run (one thread)."""
+
+    def __init__(
+        self,
+        agents: dict[str, AgentSession],
+        target_label: str,
+        disk: DiskConfig,
+        link_timeout: float,
+        abort: AbortController,
+    ) -> None:
+        super().__init__(name="monitor", daemon=True)
+        self.agents = agents
+        self.target_label = target_label
+        self.disk = disk
+        self.link_timeout = link_timeout
+        self.abort = abort
+        self._stop_event = threading.Event()
+        self._warned: set[tuple[str, str]] = set()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def preflight(self) -> None:
+        """Check free space against ``preflight_minimum`` on both machines before anything changes."""
+        for agent in self.agents.values():
+            agent.ping()
+        for agent in self.agents.values():
+            hb = agent.wait_for("hb", max(self.link_timeout, 5.0))
+            if hb is None:
+                raise TargetError(
+                    f"no heartbeat from the agent on {agent.label}", "check the link to the target and retry"
+                )
+            for figure in agent.disk:
+                if "error" in figure:
+                    raise PcsError(
+                        f"cannot watch free space of {figure['path']} on {agent.label}: {figure['error']}",
+                        "fix disk.paths in the config",
+                    )
+                free, total = int(figure["free"]), int(figure["total"])
+                if self.disk.preflight_minimum.breached(free, total):
+                    raise PcsError(
+                        f"not enough free space on {agent.label}: {figure['path']} has {human_bytes(free)} free, "
+                        f"preflight_minimum is {self.disk.preflight_minimum.text}",
+                        "free some space or lower disk.preflight_minimum in the config",
+                    )
+                log.debug(
+                    "free space on %s %s: %s of %s",
+                    agent.label,
+                    figure["path"],
+                    human_bytes(free),
+                    human_bytes(total),
+                    extra={"host": agent.label},
+                )
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.disk.interval):
+            for agent in self.agents.values():
+                agent.ping()
+                self._check_disk(agent)
+            target = self.agents.get(self.target_label)
+            if target is None or target.closing:
+                continue
+            silent = time.monotonic() - target.last_seen
+            if not target.alive or silent > self.link_timeout:
+                self.abort.request(
+                    Cause.LINK,
+                    f"lost connection to {self.target_label}: no heartbeat for {silent:.1f} s "
+                    f"(link_timeout {self.link_timeout:g} s)",
+                    host=self.target_label,
+                )
+                return
+
+    def _check_disk(self, agent: AgentSession) -> None:
+        for figure in agent.disk:
+            if "error" in figure:
+                continue
+            free, total = int(figure["free"]), int(figure["total"])
+            path = str(figure["path"])
+            fields = {"path": path, "free": free, "total": total}
+            if self.disk.runtime_minimum.breached(free, total):
+                self.abort.request(
+                    Cause.DISK,
+                    f"free space on {agent.label} {path} is {human_bytes(free)}, below runtime_minimum "
+                    f"{self.disk.runtime_minimum.text}",
+                    host=agent.label,
+                    threshold=self.disk.runtime_minimum.text,
+                    **fields,
+                )
+            elif self.disk.warning_threshold.breached(free, total) and (agent.label, path) not in self._warned:
+                self._warned.add((agent.label, path))
+                log.warning(
+                    "free space on %s %s is %s, below warning_threshold %s",
+                    agent.label,
+                    path,
+                    human_bytes(free),
+                    self.disk.warning_threshold.text,
+                    extra={"host": agent.label, "fields": fields},
+                )
+

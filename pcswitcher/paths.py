@@ -1,0 +1,57 @@
+"""Where pc-switcher keeps its files (XDG base directories) and where its playbooks live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+APP = "pc-switcher"
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    if value and os.path.isabs(value):
+        return Path(value)
+    return Path.home() / fallback
+
+
+def config_dir() -> Path:
+    """``$XDG_CONFIG_HOME/pc-switcher`` (default ``~/.config/pc-switcher``)."""
+    return _xdg("XDG_CONFIG_HOME", ".config") / APP
+
+
+def state_dir() -> Path:
+    """``$XDG_STATE_HOME/pc-switcher`` (default ``~/.local/state/pc-switcher``): logs, runs, lock."""
+    return _xdg("XDG_STATE_HOME", ".local/state") / APP
+
+
+def default_config_path() -> Path:
+    return config_dir() / "config.yml"
+
+
+def default_inventory_path() -> Path:
+    return config_dir() / "inventory.yml"
+
+
+def logs_dir() -> Path:
+    return state_dir() / "logs"
+
+
+def runs_dir() -> Path:
+    """One folder per run: ansible-runner private data dirs, the ssh control socket."""
+    return state_dir() / "runs"
+
+
+def lock_path() -> Path:
+    return state_dir() / "sync.lock"
+
+
+def project_root() -> Path:
+    """The folder holding ``playbooks/`` and ``roles/``.
+
+    ``PCSWITCHER_PROJECT_DIR`` overrides; otherwise the checkout this package was installed from.
+    """
+    override = os.environ.get("PCSWITCHER_PROJECT_DIR")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parent.parent
