@@ -1,0 +1,386 @@
+"""Job discovery: which roles are jobs, and what settings each job takes.
+
+A job is Ansible, not Python (see ``docs/job-contract.md``). A role ``<job>`` is a job when these
+three files exist::
+
+    playbooks/<job>.yml
+    roles/<job>/meta/argument_specs.yml     # the job's settings (entry point ``main``)
+    roles/<job>/meta/pcswitcher.yml         # the declaration: description, default_enabled
+
+The argument spec is the single source of a job's settings: :meth:`JobSpec.schema` turns it into
+the JSON schema of the config section ``<job>:``, :meth:`JobSpec.defaults` gives its defaults and
+:meth:`JobSpec.extravars` the ``<job>_<option>`` extra vars the playbook is run with.
+
+Nothing here names a job.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+from jsonschema.protocols import Validator
+
+__all__ = [
+    "JobDefinitionError",
+    "JobSpec",
+    "StrictValidator",
+    "discover_jobs",
+]
+
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+# A job name is a role name, a config key and a variable prefix: keep it a plain identifier.
+_JOB_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_OPTION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# ``pcswitcher_*`` variables belong to the driver (see the job contract).
+_RESERVED_JOB_NAMES = frozenset({"pcswitcher"})
+
+# Ansible argspec type -> JSON schema. ``path`` is a string (Ansible expands ``~`` itself);
+# ``float`` accepts ints, like Ansible; ``int`` is strict (no "5", no 5.0, no true).
+_TYPE_SCHEMAS: Mapping[str, Mapping[str, Any]] = {
+    "str": {"type": "string"},
+    "path": {"type": "string"},
+    "int": {"type": "integer"},
+    "float": {"type": "number"},
+    "bool": {"type": "boolean"},
+    "list": {"type": "array"},
+    "dict": {"type": "object"},
+    "raw": {},
+}
+# Argspec keys that only matter to ansible-core (accepted, not used for the config schema).
+_IGNORED_KEYS = frozenset(
+    {
+        "aliases",
+        "apply_defaults",
+        "deprecated_aliases",
+        "fallback",
+        "mutually_exclusive",
+        "no_log",
+        "removed_at_date",
+        "removed_from_collection",
+        "removed_in_version",
+        "required_by",
+        "required_if",
+        "required_one_of",
+        "required_together",
+        "version_added",
+        "version_added_collection",
+    }
+)
+_KNOWN_KEYS = frozenset({"type", "description", "default", "required", "choices", "elements", "options"})
+_DECLARATION_KEYS = frozenset({"description", "default_enabled"})
+
+
+def _is_strict_integer(checker: object, instance: object) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+#: Draft 2020-12 validator whose ``integer`` is a real int (jsonschema also accepts ``5.0``).
+StrictValidator: type[Validator] = validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_strict_integer),
+)
+
+
+class JobDefinitionError(Exception):
+    """A job's files are malformed (a developer error, not a user error): names the file and problem."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def _description_text(value: object) -> str | None:
+    """An argspec description is a string or a list of strings (paragraphs)."""
+    if isinstance(value, str) and value.strip():
+        return " ".join(value.split())
+    if isinstance(value, list) and value and all(isinstance(p, str) for p in value):
+        text = " ".join(" ".join(p.split()) for p in value)
+        return text or None
+    return None
+
+
+def _first_error(schema: Mapping[str, Any], instance: Any) -> str | None:
+    error = next(iter(StrictValidator(schema).iter_errors(instance)), None)
+    return None if error is None else error.message
+
+
+def _option_schema(file: Path, where: str, spec: object) -> dict[str, Any]:
+    """The JSON schema of one argspec option (recursing into nested ``options``)."""
+    if not isinstance(spec, Mapping):
+        raise JobDefinitionError(file, f"option {where}: must be a mapping, not {type(spec).__name__}")
+    unknown = set(spec) - _KNOWN_KEYS - _IGNORED_KEYS
+    if unknown:
+        raise JobDefinitionError(file, f"option {where}: unknown argspec key(s) {', '.join(sorted(unknown))}")
+    type_ = spec.get("type")
+    if type_ is None:
+        raise JobDefinitionError(file, f"option {where}: missing 'type'")
+    if type_ not in _TYPE_SCHEMAS:
+        raise JobDefinitionError(
+            file, f"option {where}: type {type_!r} is not supported (use one of {', '.join(_TYPE_SCHEMAS)})"
+        )
+    description = _description_text(spec.get("description"))
+    if description is None:
+        raise JobDefinitionError(file, f"option {where}: missing 'description' (a non-empty string)")
+    required = spec.get("required", False)
+    if not isinstance(required, bool):
+        raise JobDefinitionError(file, f"option {where}: 'required' must be true or false")
+    if required and "default" in spec:
+        raise JobDefinitionError(file, f"option {where}: 'required' and 'default' are mutually exclusive")
+
+    schema: dict[str, Any] = {"description": description, **copy.deepcopy(dict(_TYPE_SCHEMAS[type_]))}
+
+    elements = spec.get("elements")
+    if elements is not None:
+        if type_ != "list":
+            raise JobDefinitionError(file, f"option {where}: 'elements' is only allowed with type list")
+        if elements not in _TYPE_SCHEMAS:
+            raise JobDefinitionError(file, f"option {where}: elements type {elements!r} is not supported")
+        schema["items"] = copy.deepcopy(dict(_TYPE_SCHEMAS[elements]))
+
+    suboptions = spec.get("options")
+    if suboptions is not None:
+        if type_ == "dict":
+            target = schema
+        elif type_ == "list" and elements == "dict":
+            target = schema["items"]
+        else:
+            raise JobDefinitionError(
+                file, f"option {where}: 'options' needs type dict, or type list with elements dict"
+            )
+        if not isinstance(suboptions, Mapping) or not suboptions:
+            raise JobDefinitionError(file, f"option {where}: 'options' must be a non-empty mapping")
+        target.update(_options_schema(file, where, suboptions))
+
+    choices = spec.get("choices")
+    if choices is not None:
+        if not isinstance(choices, list) or not choices:
+            raise JobDefinitionError(file, f"option {where}: 'choices' must be a non-empty list")
+        if type_ == "dict" or (type_ == "list" and elements == "dict"):
+            raise JobDefinitionError(file, f"option {where}: 'choices' is not supported for dicts")
+        # For a list, Ansible checks every element against the choices.
+        target = schema.setdefault("items", {}) if type_ == "list" else schema
+        for choice in choices:
+            problem = _first_error(target, choice)
+            if problem is not None:
+                raise JobDefinitionError(
+                    file, f"option {where}: choice {choice!r} does not match the option's type: {problem}"
+                )
+        target["enum"] = list(choices)
+
+    if "default" in spec:
+        default = spec["default"]
+        if default is None:
+            # ``default: null`` means "not set": the option may also be written as null.
+            if "type" in schema:
+                schema["type"] = [schema["type"], "null"]
+            if "enum" in schema:
+                schema["enum"] = [*schema["enum"], None]
+        problem = _first_error(schema, default)
+        if problem is not None:
+            raise JobDefinitionError(
+                file, f"option {where}: default {default!r} does not match the option's type: {problem}"
+            )
+        schema["default"] = copy.deepcopy(default)
+    return schema
+
+
+def _options_schema(file: Path, where: str, options: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
+    """``properties``/``required``/``additionalProperties`` for a set of options.
+
+    ``where`` names the enclosing option in messages; ``prefix`` is prepended to names in messages.
+    """
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for name, spec in options.items():
+        if not isinstance(name, str) or not name:
+            raise JobDefinitionError(file, f"option {name!r}{_in(where)}: the name must be a string")
+        label = f"{where}.{name}" if where else f"{prefix}{name}"
+        properties[name] = _option_schema(file, label, spec)
+        if isinstance(spec, Mapping) and spec.get("required", False):
+            required.append(name)
+    schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _in(where: str) -> str:
+    return f" in {where}" if where else ""
+
+
+def _apply_defaults(schema: Mapping[str, Any], value: Any) -> Any:
+    """``value`` with the nested defaults of ``schema`` filled in (recursively, copies)."""
+    if isinstance(value, dict) and "properties" in schema:
+        result = {}
+        for key, sub in schema["properties"].items():
+            if key in value:
+                result[key] = _apply_defaults(sub, value[key])
+            elif "default" in sub:
+                result[key] = _apply_defaults(sub, copy.deepcopy(sub["default"]))
+        for key, item in value.items():  # keys the schema does not know (dict without options)
+            if key not in result:
+                result[key] = copy.deepcopy(item)
+        return result
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        return [_apply_defaults(schema["items"], item) for item in value]
+    return copy.deepcopy(value)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One discovered job."""
+
+    name: str
+    playbook: Path
+    role_dir: Path
+    description: str
+    default_enabled: bool
+    #: The argspec options of entry point ``main``, keyed by short name (``<job>_`` stripped).
+    options: Mapping[str, Mapping[str, Any]]
+    _schema: Mapping[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        file = self.role_dir / "meta" / "argument_specs.yml"
+        schema = _options_schema(file, "", self.options, prefix=f"{self.name}_")
+        object.__setattr__(self, "_schema", MappingProxyType(schema))
+
+    def schema(self) -> dict[str, Any]:
+        """The JSON schema (draft 2020-12) of the config section ``<job>:`` (a fresh copy)."""
+        return {
+            "$schema": JSON_SCHEMA_DIALECT,
+            "title": self.name,
+            "description": self.description,
+            **copy.deepcopy(dict(self._schema)),
+        }
+
+    def defaults(self) -> dict[str, Any]:
+        """Short option name -> its default (nested defaults applied). Required options are absent."""
+        return _apply_defaults(self._schema, {})  # type: ignore[no-any-return]
+
+    def required(self) -> list[str]:
+        """Short names of the options that have no default and must be set."""
+        return list(self._schema.get("required", []))
+
+    def with_defaults(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """``settings`` (short names, already validated) with every default applied."""
+        unknown = set(settings) - set(self.options)
+        if unknown:
+            raise ValueError(f"job {self.name}: unknown option(s) {', '.join(sorted(map(str, unknown)))}")
+        return _apply_defaults(self._schema, dict(settings))  # type: ignore[no-any-return]
+
+    def extravars(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The extra vars ``{"<job>_<option>": value}`` for all options, defaults applied."""
+        full = self.with_defaults(settings)
+        missing = [name for name in self.required() if name not in full]
+        if missing:
+            raise ValueError(f"job {self.name}: required option(s) not set: {', '.join(missing)}")
+        return {f"{self.name}_{short}": full[short] for short in self.options if short in full}
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobDefinitionError(path, f"cannot read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise JobDefinitionError(path, f"invalid YAML: {' '.join(str(exc).split())}") from exc
+
+
+def _load_declaration(path: Path) -> tuple[str, bool]:
+    data = _load_yaml(path)
+    if not isinstance(data, Mapping):
+        raise JobDefinitionError(path, "must be a mapping with 'description' (and 'default_enabled')")
+    unknown = set(data) - _DECLARATION_KEYS
+    if unknown:
+        raise JobDefinitionError(
+            path,
+            f"unknown key(s) {', '.join(sorted(map(str, unknown)))} (allowed: description, default_enabled)",
+        )
+    description = data.get("description")
+    if not isinstance(description, str) or not description.strip() or "\n" in description.strip():
+        raise JobDefinitionError(path, "'description' must be a non-empty one-line string")
+    default_enabled = data.get("default_enabled", True)
+    if not isinstance(default_enabled, bool):
+        raise JobDefinitionError(path, "'default_enabled' must be true or false")
+    return description.strip(), default_enabled
+
+
+def _load_argspec(path: Path, name: str) -> dict[str, Mapping[str, Any]]:
+    """The options of entry point ``main``, keyed by short name (names checked, specs copied)."""
+    data = _load_yaml(path)
+    specs = data.get("argument_specs") if isinstance(data, Mapping) else None
+    main = specs.get("main") if isinstance(specs, Mapping) else None
+    if not isinstance(main, Mapping):
+        raise JobDefinitionError(path, "must define 'argument_specs: main:' (the role's entry point)")
+    options = main.get("options")
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        raise JobDefinitionError(path, "'argument_specs.main.options' must be a mapping")
+    prefix = f"{name}_"
+    by_short: dict[str, Mapping[str, Any]] = {}
+    for key, spec in options.items():
+        short = key.removeprefix(prefix) if isinstance(key, str) else ""
+        if not isinstance(key, str) or not key.startswith(prefix) or not _OPTION_NAME.match(short):
+            raise JobDefinitionError(
+                path, f"option {key!r}: must be named '{prefix}<option>' (lowercase letters, digits, _)"
+            )
+        if not isinstance(spec, Mapping):
+            raise JobDefinitionError(path, f"option {key}: must be a mapping, not {type(spec).__name__}")
+        by_short[short] = MappingProxyType(copy.deepcopy(dict(spec)))
+    return by_short
+
+
+def load_job(root: Path, name: str) -> JobSpec:
+    """Load the job ``name`` from the project ``root`` (its three files must exist)."""
+    role_dir = root / "roles" / name
+    declaration = role_dir / "meta" / "pcswitcher.yml"
+    if not _JOB_NAME.match(name) or name in _RESERVED_JOB_NAMES:
+        raise JobDefinitionError(
+            declaration,
+            f"job name {name!r} is not allowed: use lowercase letters, digits and _ "
+            f"(starting with a letter), not {', '.join(sorted(_RESERVED_JOB_NAMES))}",
+        )
+    description, default_enabled = _load_declaration(declaration)
+    options = _load_argspec(role_dir / "meta" / "argument_specs.yml", name)
+    return JobSpec(
+        name=name,
+        playbook=root / "playbooks" / f"{name}.yml",
+        role_dir=role_dir,
+        description=description,
+        default_enabled=default_enabled,
+        options=MappingProxyType(options),
+    )
+
+
+def discover_jobs(root: Path) -> dict[str, JobSpec]:
+    """All jobs of the project ``root`` (the folder holding ``playbooks/`` and ``roles/``), by name.
+
+    A role is a job when ``playbooks/<name>.yml``, ``roles/<name>/meta/argument_specs.yml`` and
+    ``roles/<name>/meta/pcswitcher.yml`` all exist. Raises :class:`JobDefinitionError` for a
+    malformed job.
+    """
+    roles = root / "roles"
+    if not roles.is_dir():
+        return {}
+    jobs: dict[str, JobSpec] = {}
+    for role_dir in sorted(roles.iterdir(), key=lambda p: p.name):
+        name = role_dir.name
+        if not (
+            (root / "playbooks" / f"{name}.yml").is_file()
+            and (role_dir / "meta" / "argument_specs.yml").is_file()
+            and (role_dir / "meta" / "pcswitcher.yml").is_file()
+        ):
+            continue
+        jobs[name] = load_job(root, name)
+    return jobs
