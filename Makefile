@@ -2,10 +2,10 @@
 #   make demo   set everything up, bring up a sandbox target, run a real sync into it, tear down
 #   make test   set everything up and run the whole test suite (lint, types, unit, integration)
 SHELL := /bin/bash
-PYTHON ?= python3
+PYTHON ?= /usr/bin/python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := openssh-server openssh-client rsync btrfs-progs acl attr procps util-linux iproute2 debootstrap tmux
+APT_PACKAGES := python3 python3-venv openssh-server openssh-client rsync btrfs-progs acl attr procps util-linux iproute2 debootstrap tmux
 
 .PHONY: bootstrap system-deps venv demo test lint unit integration bench clean-sandboxes
 

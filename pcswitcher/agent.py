@@ -25,6 +25,7 @@ Python 3.6+ and the standard library only: it runs on any target that Ansible ca
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -37,7 +38,7 @@ import time
 
 TAG = "PCSWITCHER_RUN_ID"
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-RUN_DIR_PREFIX = "/tmp/pcswitcher-"  # noqa: S108 - the run's directory, the same path on both machines
+RUN_DIR_PREFIX = "/tmp/pcswitcher-"
 
 
 def run_dir(run_id: str) -> str:
@@ -104,10 +105,8 @@ def find_run_processes(run_id: str, jids: list[str] | tuple[str, ...] = ()) -> d
 
 def _signal_all(pids: object, sig: int) -> None:
     for pid in pids:  # type: ignore[attr-defined]
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def sweep(run_id: str, jids: list[str] | tuple[str, ...] = (), grace: float = 0.3) -> dict[str, object]:
@@ -252,10 +251,8 @@ def monitor(run_id: str, paths: list[str], timeout: float) -> int:
         report = sweep(run_id, jids)
         if quitting:
             report["removed"] = remove_run_files(run_id, jids)
-        try:
+        with contextlib.suppress(OSError):
             _emit({**report, "t": "bye"})
-        except OSError:
-            pass
     return 0
 
 
@@ -278,7 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         return monitor(args.run, args.path or ["/"], args.timeout)
     if args.check:
         found = find_run_processes(args.run, args.jid)
-        report: dict[str, object] = {"t": "check", "would_kill": [{"pid": p, "cmd": c} for p, c in found.items()]}
+        report: dict[str, object] = {
+            "t": "check",
+            "would_kill": [{"pid": p, "cmd": c} for p, c in found.items()],
+        }
     else:
         report = sweep(args.run, args.jid)
         if args.remove:

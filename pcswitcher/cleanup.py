@@ -45,7 +45,7 @@ def cleanup_playbook_run(
     env = standard_envvars(
         project_dir=root,
         bin_dir=prepare_bin_dir(private_data_dir / "bin"),
-        control_path=Path(f"/tmp/pcswitcher-{run_id}/cm"),  # noqa: S108 - the run's master if still there
+        control_path=Path(f"/tmp/pcswitcher-{run_id}/cm"),
         run_dir=None,  # its own Ansible temp files must not live in the directory it removes
         local_tmp=private_data_dir / "tmp",
         ssh_keepalive=1,
@@ -84,12 +84,16 @@ def run_cleanup(target: str, run_id: str | None, inventory_path: Path, ui: Ui) -
     if run_id is None:
         run_id = newest_run_id()
         if run_id is None:
-            raise UsageError(f"no run recorded in {paths.runs_dir()}", "pass --run RUN_ID (see `pc-switcher logs`)")
+            raise UsageError(
+                f"no run recorded in {paths.runs_dir()}", "pass --run RUN_ID (see `pc-switcher logs`)"
+            )
     if not RUN_ID_RE.match(run_id) or not re.match(r"^[\w.-]+$", run_id):
         raise UsageError(f"--run {run_id!r} is not a run id", "pass an id shown by `pc-switcher logs`")
     run_state = paths.runs_dir() / run_id
     jids = recorded_jids(run_state)
-    ui.message(f"cleaning up run {run_id} on {host.describe()} and this machine ({len(jids)} async job id(s))")
+    ui.message(
+        f"cleaning up run {run_id} on {host.describe()} and this machine ({len(jids)} async job id(s))"
+    )
     result = cleanup_playbook_run(
         root=paths.project_root(),
         inventory=inventory_path,
@@ -99,7 +103,9 @@ def run_cleanup(target: str, run_id: str | None, inventory_path: Path, ui: Ui) -
         private_data_dir=run_state / "cleanup-manual",
     )
     if not result.ok:
-        ui.error(f"cleanup of run {run_id} on {host.name} failed: {'; '.join(result.failures) or result.status}")
+        ui.error(
+            f"cleanup of run {run_id} on {host.name} failed: {'; '.join(result.failures) or result.status}"
+        )
         return ExitCode.FAILED
     report = result.set_stats.get("cleanup_result") or {}
     for side in ("target", "source"):

@@ -18,6 +18,7 @@ from click.shell_completion import CompletionItem
 
 from . import __version__, logs, paths
 from .errors import ExitCode, PcsError, UsageError
+from .jobs import JobDefinitionError
 from .ui import Ui
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -118,7 +119,8 @@ def init(force: bool) -> None:
     existing = [p for p in files if p.exists()]
     if existing and not force:
         raise UsageError(
-            f"{existing[0]} already exists", "edit it, or run `pc-switcher init --force` to overwrite (keeps a .bak)"
+            f"{existing[0]} already exists",
+            "edit it, or run `pc-switcher init --force` to overwrite (keeps a .bak)",
         )
     paths.config_dir().mkdir(parents=True, exist_ok=True)
     for path, text in files.items():
@@ -183,7 +185,9 @@ def completion(shell: str) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: runs the CLI and turns every error into one line and an exit code."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="pc-switcher", standalone_mode=False)
+        cli.main(
+            args=list(argv) if argv is not None else None, prog_name="pc-switcher", standalone_mode=False
+        )
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
@@ -199,6 +203,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except PcsError as exc:
         Ui().error(exc.message, exc.hint)
         sys.exit(int(exc.exit_code))
+    except JobDefinitionError as exc:
+        Ui().error(f"broken job definition: {exc}", "fix the role (see docs/job-contract.md)")
+        sys.exit(int(ExitCode.USAGE))
     except (BrokenPipeError, KeyboardInterrupt):
         sys.exit(int(ExitCode.INTERRUPTED))
     except Exception as exc:
@@ -217,7 +224,9 @@ def _internal_error(exc: BaseException) -> None:
     except OSError:
         where = "stderr"
         traceback.print_exception(exc)
-    Ui().error(f"internal error: {type(exc).__name__}: {exc}", f"please report it; the traceback is in {where}")
+    Ui().error(
+        f"internal error: {type(exc).__name__}: {exc}", f"please report it; the traceback is in {where}"
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import shutil
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -146,7 +146,9 @@ class Sync:
         config = self.p.config
         self.lock.acquire(target=self.p.target.name, run_id=self.run_id)
         try:
-            logs.setup_logging(self.log_path, config.file_log_level, self.ui.log_handler(), config.terminal_log_level)
+            logs.setup_logging(
+                self.log_path, config.file_log_level, self.ui.log_handler(), config.terminal_log_level
+            )
             self.abort.install_signal_handlers()
             self.abort.set_force_action(self._force)
             return self._run()
@@ -186,8 +188,12 @@ class Sync:
                 if self.abort.requested:
                     return self._abort(self.current)
                 if result is None or not result.ok:
-                    detail = "; ".join(result.failures) if result and result.failures else "the playbook failed"
-                    self.abort.request(Cause.JOB_FAILED, f"job {job.name} failed: {detail}", logging.ERROR, job=job.name)
+                    detail = (
+                        "; ".join(result.failures) if result and result.failures else "the playbook failed"
+                    )
+                    self.abort.request(
+                        Cause.JOB_FAILED, f"job {job.name} failed: {detail}", logging.ERROR, job=job.name
+                    )
                     return self._abort(None)
             return self._finish(ExitCode.OK)
         except BaseException as exc:
@@ -207,7 +213,9 @@ class Sync:
         cfg = self.p.config
         self.local_run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         silent_after = max(cfg.link_timeout * 2, 10.0)  # the agent's own dead-man timeout
-        source = local_agent(self.run_id, self.source_label, cfg.disk.source_paths, silent_after, self.registry)
+        source = local_agent(
+            self.run_id, self.source_label, cfg.disk.source_paths, silent_after, self.registry
+        )
         target = remote_agent(
             self.p.target,
             self.run_id,
@@ -223,10 +231,16 @@ class Sync:
         source.start()
         hello = target.start()
         remote_host = str(hello.get("host", ""))
-        log.debug("agents up: source pid %s, target %s pid %s", source.hello.get("pid"), remote_host, hello.get("pid"))
+        log.debug(
+            "agents up: source pid %s, target %s pid %s",
+            source.hello.get("pid"),
+            remote_host,
+            hello.get("pid"),
+        )
         if remote_host and remote_host == self.source_label:
             raise PcsError(
-                f"target {self.p.target.name} is this machine (host name {remote_host}); a machine cannot sync to itself",
+                f"target {self.p.target.name} is this machine (host name {remote_host}); "
+                "a machine cannot sync to itself",
                 "pick another target from the inventory",
             )
         self.monitor = Monitor(self.agents, self.p.target.name, cfg.disk, cfg.link_timeout, self.abort)
@@ -245,9 +259,13 @@ class Sync:
             if result is None or not result.ok:
                 outcome = self._outcome(job.name)
                 outcome.status = "aborted" if self.abort.requested else "failed"
-                outcome.detail = "; ".join(result.failures) if result and result.failures else "validation failed"
+                outcome.detail = (
+                    "; ".join(result.failures) if result and result.failures else "validation failed"
+                )
                 if not self.abort.requested:
-                    log.error("validation of %s failed: %s", job.name, outcome.detail, extra={"job": job.name})
+                    log.error(
+                        "validation of %s failed: %s", job.name, outcome.detail, extra={"job": job.name}
+                    )
                     self.abort.request(Cause.JOB_FAILED, f"validation of {job.name} failed", logging.ERROR)
                 return False
         log.info("all %d job(s) validated", total)
@@ -267,7 +285,9 @@ class Sync:
             outcome.detail = f"{result.changed} changed" if result.changed else "no change"
         else:
             outcome.status = "failed"
-            outcome.detail = "; ".join(result.failures) if result and result.failures else "the playbook failed"
+            outcome.detail = (
+                "; ".join(result.failures) if result and result.failures else "the playbook failed"
+            )
         self.ui.job_finished(job.name, outcome.status, outcome.duration, outcome.detail)
         return result
 
@@ -284,7 +304,9 @@ class Sync:
             env[TAG] = self.run_id
         return env
 
-    def _play(self, job: JobConfig, tags: list[str], skip_tags: list[str], phase: str) -> PlaybookResult | None:
+    def _play(
+        self, job: JobConfig, tags: list[str], skip_tags: list[str], phase: str
+    ) -> PlaybookResult | None:
         spec = self.p.jobs[job.name]
         extravars: dict[str, Any] = {
             "pcswitcher_run_id": self.run_id,
@@ -292,7 +314,9 @@ class Sync:
             "pcswitcher_dry_run": self.options.dry_run,
             **spec.extravars(job.settings),
         }
-        run = self._new_run(spec.playbook, f"{job.name}-{phase}", extravars, tags, skip_tags, tagged=True, job=job.name)
+        run = self._new_run(
+            spec.playbook, f"{job.name}-{phase}", extravars, tags, skip_tags, tagged=True, job=job.name
+        )
         self.current_job = job.name
         return self._wait(run, job.name)
 
@@ -363,7 +387,11 @@ class Sync:
             if kind != "runner_on_ok":
                 return
             if res.get("changed"):
-                log.info("changed: %s", task, extra={**extra, "fields": {"task": task, "action": data.get("task_action")}})
+                log.info(
+                    "changed: %s",
+                    task,
+                    extra={**extra, "fields": {"task": task, "action": data.get("task_action")}},
+                )
             elif data.get("task_action") in {"ansible.builtin.debug", "debug"} and res.get("msg"):
                 log.info("%s", res.get("msg"), extra=extra)
             else:
@@ -394,7 +422,12 @@ class Sync:
         message = line.get("message")
         if isinstance(message, str) and message:
             level = logging.getLevelName(str(line.get("level", "INFO")).upper())
-            log.log(level if isinstance(level, int) else logging.INFO, "%s", message, extra={"job": job, "host": host})
+            log.log(
+                level if isinstance(level, int) else logging.INFO,
+                "%s",
+                message,
+                extra={"job": job, "host": host},
+            )
 
     # -- the abort path --------------------------------------------------------------------------
     def _abort(self, running: PlaybookRun | None) -> ExitCode:
@@ -440,7 +473,9 @@ class Sync:
 
     def _log_sweep(self, host: str, report: dict[str, Any] | None) -> None:
         if report is None:
-            log.warning("no answer from the agent on %s; the cleanup playbook takes over", host, extra={"host": host})
+            log.warning(
+                "no answer from the agent on %s; the cleanup playbook takes over", host, extra={"host": host}
+            )
             return
         killed = report.get("killed") or []
         log.info(
@@ -459,7 +494,7 @@ class Sync:
             run_id=self.run_id,
             jids=self.registry.jids(),
             private_data_dir=self.run_state / f"{self._counter:02d}-cleanup",
-            on_process=lambda proc: self.registry.add_process(proc, "playbook:cleanup"),
+            on_process=self._track_cleanup,
         )
         if result.ok:
             log.info("cleanup playbook done in %.1f s", result.duration)
@@ -472,6 +507,9 @@ class Sync:
                 self.run_id,
             )
 
+    def _track_cleanup(self, proc: psutil.Process) -> None:
+        self.registry.add_process(proc, "playbook:cleanup")
+
     def _force(self, cause: Cause) -> None:
         """Second Ctrl+C: SIGKILL every local tree, best-effort remote sweep, exit now."""
         self.registry.kill_trees("playbook:")
@@ -480,7 +518,11 @@ class Sync:
             target.sweep(self.registry.jids(), timeout=0.4)
         for agent in self.agents.values():
             agent.detach()  # EOF: each agent sweeps its machine once more and exits
-        log.warning("forced exit; run `pc-switcher cleanup %s --run %s` to be thorough", self.p.target.name, self.run_id)
+        log.warning(
+            "forced exit; run `pc-switcher cleanup %s --run %s` to be thorough",
+            self.p.target.name,
+            self.run_id,
+        )
         logs.shutdown_logging()
         self.ui.stop()
         self.lock.release()
@@ -493,15 +535,24 @@ class Sync:
         self._teardown()
         rows = [(o.name, o.status, o.duration, o.detail) for o in self.outcomes]
         if code == ExitCode.OK:
-            outcome = f"sync to {self.p.target.name} completed" + (" (dry-run)" if self.options.dry_run else "")
+            outcome = f"sync to {self.p.target.name} completed" + (
+                " (dry-run)" if self.options.dry_run else ""
+            )
         else:
-            outcome = f"sync to {self.p.target.name} {'aborted' if self.abort.cause else 'failed'}: {self.abort.message}"
+            verb = "aborted" if self.abort.cause else "failed"
+            outcome = f"sync to {self.p.target.name} {verb}: {self.abort.message}"
         self.ui.summary(rows, outcome)
         log.info(
             "run %s finished with exit code %d",
             self.run_id,
             int(code),
-            extra={"fields": {"exit_code": int(code), "jobs": [o.__dict__ for o in self.outcomes], "log": str(self.log_path)}},
+            extra={
+                "fields": {
+                    "exit_code": int(code),
+                    "jobs": [o.__dict__ for o in self.outcomes],
+                    "log": str(self.log_path),
+                }
+            },
         )
         return code
 
@@ -514,7 +565,12 @@ class Sync:
             report = agent.close(timeout=5)
             killed = (report or {}).get("killed") or []
             if killed:
-                log.warning("the agent on %s killed %d leftover process(es)", agent.label, len(killed), extra={"host": agent.label})
+                log.info(
+                    "the agent on %s ended %d process(es) of the run still running at the end",
+                    agent.label,
+                    len(killed),
+                    extra={"host": agent.label, "fields": {"killed": killed}},
+                )
         close_master(self.p.target, self.control_path)
         self.registry.kill_trees("agent:")
         shutil.rmtree(self.local_run_dir, ignore_errors=True)
@@ -525,4 +581,3 @@ class Sync:
         runs = sorted((p for p in paths.runs_dir().glob("*") if p.is_dir()), key=lambda p: p.name)
         for old in runs[:-KEEP_RUN_DIRS]:
             shutil.rmtree(old, ignore_errors=True)
-

@@ -70,11 +70,11 @@ def _captured_warnings() -> Iterator[list[str]]:
     def capture(self: Any, msg: str, *args: Any, **kwargs: Any) -> None:
         seen.append(str(msg))
 
-    Display.warning = capture  # type: ignore[method-assign]
+    Display.warning = capture
     try:
         yield seen
     finally:
-        Display.warning = original  # type: ignore[method-assign]
+        Display.warning = original
 
 
 def _parse_problem(path: Path, warnings: list[str]) -> str:
@@ -106,7 +106,9 @@ class Inventory:
                 "run `pc-switcher init` to write an example, or pass -i/--inventory PATH",
             )
         if not os.access(path, os.R_OK):
-            raise InventoryError(f"inventory {path} is not readable", f"check its permissions (chmod u+r {path})")
+            raise InventoryError(
+                f"inventory {path} is not readable", f"check its permissions (chmod u+r {path})"
+            )
         os.environ.setdefault("ANSIBLE_INVENTORY_UNPARSED_FAILED", "True")
         os.environ.setdefault("ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED", "True")
         from ansible.errors import AnsibleError
@@ -120,7 +122,8 @@ class Inventory:
                 self._manager = InventoryManager(loader=self._loader, sources=[str(path)])
             except AnsibleError:
                 raise InventoryError(
-                    _parse_problem(path, warnings), "fix the inventory (INI or YAML, see inventory/example.yml)"
+                    _parse_problem(path, warnings),
+                    "fix the inventory (INI or YAML, see inventory/example.yml)",
                 ) from None
         self._variables = VariableManager(loader=self._loader, inventory=self._manager)
 

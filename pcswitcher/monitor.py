@@ -28,7 +28,7 @@ from typing import Any
 
 from . import agent as agent_module
 from .abort import AbortController, Cause
-from .config import DiskConfig, Threshold
+from .config import DiskConfig
 from .errors import PcsError, TargetError
 from .inventory import Target
 from .registry import Registry
@@ -103,7 +103,7 @@ class AgentSession:
     def _start_hint(self) -> str:
         text = " ".join(self._stderr).lower()
         if "host key verification failed" in text or "no matching host key" in text:
-            return "the target's host key is unknown or changed: check known_hosts (ssh-keyscan) before trusting it"
+            return "the target's host key is unknown or changed: check known_hosts before trusting it"
         if "permission denied" in text:
             return "check ansible_user and ansible_ssh_private_key_file in the inventory"
         if "connection refused" in text or "timed out" in text or "no route" in text:
@@ -113,7 +113,8 @@ class AgentSession:
         return "check the target's ssh settings in the inventory (try `ssh` with the same options)"
 
     def _read_stdout(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
+        assert self.proc is not None
+        assert self.proc.stdout is not None
         for raw in self.proc.stdout:
             try:
                 message = json.loads(raw)
@@ -140,7 +141,8 @@ class AgentSession:
             self._cond.notify_all()
 
     def _read_stderr(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
+        assert self.proc is not None
+        assert self.proc.stderr is not None
         for raw in self.proc.stderr:
             line = raw.decode(errors="replace").rstrip()
             self._stderr.append(line)
@@ -224,7 +226,9 @@ class AgentSession:
         self._close_stdin()
 
 
-def local_agent(run_id: str, label: str, paths: Sequence[str], timeout: float, registry: Registry) -> AgentSession:
+def local_agent(
+    run_id: str, label: str, paths: Sequence[str], timeout: float, registry: Registry
+) -> AgentSession:
     argv = [sys.executable, "-I", str(Path(agent_module.__file__))]
     argv += ["monitor", "--run", run_id, "--timeout", str(timeout)]
     for path in paths:
@@ -313,7 +317,8 @@ class Monitor(threading.Thread):
                 free, total = int(figure["free"]), int(figure["total"])
                 if self.disk.preflight_minimum.breached(free, total):
                     raise PcsError(
-                        f"not enough free space on {agent.label}: {figure['path']} has {human_bytes(free)} free, "
+                        f"not enough free space on {agent.label}: {figure['path']} has "
+                        f"{human_bytes(free)} free, "
                         f"preflight_minimum is {self.disk.preflight_minimum.text}",
                         "free some space or lower disk.preflight_minimum in the config",
                     )
@@ -350,7 +355,7 @@ class Monitor(threading.Thread):
                 continue
             free, total = int(figure["free"]), int(figure["total"])
             path = str(figure["path"])
-            fields = {"path": path, "free": free, "total": total}
+            fields: dict[str, Any] = {"path": path, "free": free, "total": total}
             if self.disk.runtime_minimum.breached(free, total):
                 self.abort.request(
                     Cause.DISK,
@@ -360,7 +365,9 @@ class Monitor(threading.Thread):
                     threshold=self.disk.runtime_minimum.text,
                     **fields,
                 )
-            elif self.disk.warning_threshold.breached(free, total) and (agent.label, path) not in self._warned:
+            elif (
+                self.disk.warning_threshold.breached(free, total) and (agent.label, path) not in self._warned
+            ):
                 self._warned.add((agent.label, path))
                 log.warning(
                     "free space on %s %s is %s, below warning_threshold %s",
@@ -370,4 +377,3 @@ class Monitor(threading.Thread):
                     self.disk.warning_threshold.text,
                     extra={"host": agent.label, "fields": fields},
                 )
-

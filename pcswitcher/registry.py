@@ -7,6 +7,7 @@ job ids that the runner events reported for each host. Thread-safe: events arriv
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -97,7 +98,5 @@ class Registry:
 
 
 def _signal(proc: psutil.Process, sig: int) -> None:
-    try:
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
         proc.send_signal(sig)
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        pass

@@ -12,6 +12,7 @@ SIGKILLs the process group and leaves the setsid'ed workers running (see docs/ar
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -183,10 +184,8 @@ class PlaybookRun:
         """The clean stop: SIGTERM to ansible-playbook, which ends its workers and ssh clients."""
         proc = self.process
         if proc is not None:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.send_signal(signal.SIGTERM)
-            except psutil.NoSuchProcess:
-                pass
 
     def cancel(self) -> None:
         """Make runner return (it SIGKILLs the playbook's process group) — after terminate()."""
