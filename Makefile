@@ -40,7 +40,7 @@ integration: bootstrap
 	$(BIN)/pytest -q tests/integration
 
 test: bootstrap lint
-	$(BIN)/python -m tests.sandbox down --all
+	$(BIN)/python -m tests.sandbox down --all --orphaned
 	$(BIN)/pytest -q tests
 
 demo: bootstrap
@@ -50,4 +50,4 @@ bench: bootstrap
 	$(BIN)/python -m bench.abort_latency
 
 clean-sandboxes: venv
-	$(BIN)/python -m tests.sandbox down --all
+	$(BIN)/python -m tests.sandbox down --all --orphaned

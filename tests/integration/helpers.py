@@ -1,0 +1,135 @@
+"""Shared helpers of the integration tests: the real CLI, run inside the sandbox machine ``source``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+from tests.sandbox import Machine, Sandbox
+
+REPO = Path(__file__).resolve().parents[2]
+PC_SWITCHER = str(REPO / ".venv" / "bin" / "pc-switcher")
+CONFIG = "/root/.config/pc-switcher/config.yml"
+STATE = "/root/.local/state/pc-switcher"
+TAG = "PCSWITCHER_RUN_ID"
+
+
+def write_config(source: Machine, config: dict[str, Any] | str, path: str = CONFIG) -> str:
+    """Write a config into the source machine; returns its in-machine path."""
+    host_path = source.path(path)
+    host_path.parent.mkdir(parents=True, exist_ok=True)
+    text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
+    host_path.write_text(text)
+    return path
+
+
+def dummy_config(source_duration: int = 2, target_duration: int = 2, **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "jobs": {"dummy_success": True},
+        "dummy_success": {"source_duration": source_duration, "target_duration": target_duration},
+    }
+    config.update(extra)
+    return config
+
+
+def sync_argv(sb: Sandbox, *args: str, target: str = "target") -> list[str]:
+    return [PC_SWITCHER, "sync", target, "-i", str(sb.inventory_path), *args]
+
+
+def run_sync(sb: Sandbox, *args: str, timeout: float = 240, target: str = "target") -> subprocess.CompletedProcess[str]:
+    """Run ``pc-switcher sync`` to completion inside the source machine."""
+    return sb.machines["source"].run(sync_argv(sb, *args, target=target), timeout=timeout)
+
+
+def run_cli(sb: Sandbox, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``pc-switcher ARGS`` inside the source machine."""
+    return sb.machines["source"].run([PC_SWITCHER, *args], timeout=timeout)
+
+
+@dataclass
+class RunningSync:
+    """A ``pc-switcher sync`` started in the background inside the source machine."""
+
+    handle: subprocess.Popen[str]  # the host-side nsenter
+    driver: psutil.Process  # the pc-switcher process itself (host pid)
+
+    def signal(self, sig: int = signal.SIGINT) -> None:
+        """What a terminal does on Ctrl+C: the signal to the driver (nsenter ignores SIGINT)."""
+        self.driver.send_signal(sig)
+
+    def wait(self, timeout: float = 120) -> tuple[int, str]:
+        out, _ = self.handle.communicate(timeout=timeout)
+        return self.handle.returncode, out
+
+
+def start_sync(sb: Sandbox, *args: str, target: str = "target") -> RunningSync:
+    source = sb.machines["source"]
+    handle = source.popen(sync_argv(sb, *args, target=target), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for child in psutil.Process(handle.pid).children(recursive=True):
+            try:
+                if any("pc-switcher" in part for part in child.cmdline()):
+                    return RunningSync(handle, child)
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.01)
+    handle.kill()
+    raise AssertionError("the driver did not start")
+
+
+def tagged(machine: Machine) -> list[psutil.Process]:
+    """Processes of the machine that carry a pc-switcher run tag."""
+    found = []
+    for proc in machine.processes():
+        try:
+            if TAG in proc.environ():
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def describe(procs: list[psutil.Process]) -> list[str]:
+    out = []
+    for proc in procs:
+        try:
+            out.append(f"{proc.pid} {' '.join(proc.cmdline())[:160]}")
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def wait_until_clean(machine: Machine, timeout: float = 5.0) -> list[str]:
+    """Wait until the machine runs nothing beyond its baseline; returns what is left (empty = clean)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = describe(machine.extra_processes())
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def log_records(source: Machine, run_id: str | None = None) -> list[dict[str, Any]]:
+    """The JSON records of a run's log (the newest run by default)."""
+    logs = source.path(f"{STATE}/logs")
+    files = sorted(logs.glob("*.jsonl"))
+    assert files, f"no log in {logs}"
+    path = logs / f"{run_id}.jsonl" if run_id else files[-1]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_id_of(records: list[dict[str, Any]]) -> str:
+    for record in records:
+        run_id = record.get("run_id")
+        if run_id:
+            return str(run_id)
+    raise AssertionError("no run_id in the log")

@@ -1,0 +1,102 @@
+"""PID 1 of a sandbox machine (runs inside the new PID/mount/UTS namespaces).
+
+Started by ``unshare ... -- python3 -I _init.py CONFIG.json``. Standard library only. It
+
+1. sets the hostname, mounts private tmpfs on /tmp and /run,
+2. mounts the machine's btrfs image (``mount -o loop``, so the loop device auto-clears when the last
+   mount is gone), creates the ``home`` and ``root`` subvolumes (and any extra ones) and mounts them
+   over /home and /root (and the extra dirs),
+3. starts ``sshd -D -e -f CONFIG`` with its log in the state dir,
+4. writes ``ready`` (or ``error: ...``) to the status file and then reaps every child forever
+   (orphans of ssh sessions are reparented to it).
+
+It is stopped from outside with SIGKILL, which ends the whole PID namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+
+def _run(argv: list[str]) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv!r} failed with rc {proc.returncode}: {proc.stderr.strip()}")
+
+
+def _write_status(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text + "\n")
+    os.replace(tmp, path)
+
+
+def _setup(cfg: dict[str, Any]) -> None:
+    socket.sethostname(cfg["name"])
+    os.chdir("/")
+    _run(["mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", "/tmp"])
+    _run(["mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", "tmpfs", "/run"])
+    os.mkdir("/run/sshd", 0o755)
+    top = cfg["btrfs_top"]
+    os.makedirs(top, mode=0o700, exist_ok=True)
+    _run(["mount", "-t", "btrfs", "-o", "loop,subvolid=5", cfg["image"], top])
+    dev = subprocess.run(
+        ["findmnt", "-n", "-v", "-o", "SOURCE", "--mountpoint", top],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not dev.startswith("/dev/loop"):
+        raise RuntimeError(f"unexpected source of {top}: {dev!r}")
+    for target, sub in cfg["subvolumes"]:
+        if not os.path.isdir(os.path.join(top, sub)):
+            _run(["btrfs", "-q", "subvolume", "create", os.path.join(top, sub)])
+        os.chmod(os.path.join(top, sub), 0o700 if target == "/root" else 0o755)
+        _run(["mount", "-t", "btrfs", "-o", f"subvol=/{sub}", dev, target])
+
+
+def _reap_forever() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    while True:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+        signal.sigtimedwait([signal.SIGCHLD], 5.0)
+
+
+def main() -> int:
+    cfg: dict[str, Any] = json.loads(Path(sys.argv[1]).read_text())
+    status = Path(cfg["status_file"])
+    try:
+        _setup(cfg)
+        _run(["/usr/sbin/sshd", "-t", "-f", cfg["sshd_config"]])
+        with open(cfg["sshd_log"], "ab") as log:
+            subprocess.Popen(
+                ["/usr/sbin/sshd", "-D", "-e", "-f", cfg["sshd_config"]],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                close_fds=True,
+            )
+    except Exception as exc:
+        traceback.print_exc()
+        _write_status(status, f"error: {exc}")
+        return 1
+    _write_status(status, "ready")
+    _reap_forever()
+    return 0  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Command line of the sandbox tool: ``python -m tests.sandbox {up,down,status}``.
+
+More commands plug in without touching this file: a module listed in ``EXTENSION_MODULES`` (e.g. a
+future ``tests/sandbox/demo.py``) that exists must define ``register(subparsers)``, adding its
+sub-parser with ``set_defaults(func=handler)``, where ``handler(args: argparse.Namespace) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.sandbox.machine import (
+    STATE_FILE,
+    Sandbox,
+    SandboxError,
+    down_all,
+    down_dir,
+    live_process,
+    recorded_sandboxes,
+)
+
+EXTENSION_MODULES: tuple[str, ...] = ("tests.sandbox.demo",)
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    sandbox = Sandbox(base_dir=args.base_dir, size=args.size, port=args.port)
+    try:
+        for name in args.name:
+            machine = sandbox.add(name, extra_dirs=args.extra_dir)
+            print(f"{machine.name}: {machine.address}:{machine.port} (init pid {machine.init_pid})")
+    except BaseException:
+        sandbox.down()
+        raise
+    # Leave the machines running: no teardown on exit.
+    print(f"inventory: {sandbox.inventory_path}")
+    print(f"sandbox dir: {sandbox.dir}")
+    print(f"ssh: {' '.join(next(iter(sandbox.machines.values())).ssh_argv())}")
+    print(f"stop with: {sys.executable} -m tests.sandbox down {sandbox.dir}")
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    if args.all == (args.dir is not None):
+        print("give either --all or one sandbox DIR", file=sys.stderr)
+        return 2
+    if args.all:
+        for done in down_all(args.base_dir, only_orphaned=args.orphaned):
+            print(f"removed {done}")
+        return 0
+    down_dir(Path(args.dir))
+    print(f"removed {args.dir}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    dirs = recorded_sandboxes(args.base_dir)
+    if not dirs:
+        print("no sandboxes recorded")
+    for sandbox_dir in dirs:
+        try:
+            state: dict[str, Any] = json.loads((sandbox_dir / STATE_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            print(f"{sandbox_dir}: unreadable state ({exc})")
+            continue
+        owner_alive = live_process(state.get("owner_pid"), state.get("owner_ctime")) is not None
+        owner = f"owner pid {state.get('owner_pid')} ({'alive' if owner_alive else 'gone'})"
+        print(f"{sandbox_dir}: {owner}")
+        for rec in state.get("machines", {}).values():
+            alive = live_process(rec.get("init_pid"), rec.get("init_ctime")) is not None
+            print(
+                f"  {rec.get('name')}: {rec.get('address')}:{rec.get('port')}"
+                f" unshare pid {rec.get('unshare_pid')} init pid {rec.get('init_pid')}"
+                f" sshd pid {rec.get('sshd_pid')} {'running' if alive else 'DOWN'}"
+            )
+        inventory = sandbox_dir / "inventory.yml"
+        if inventory.exists():
+            print(f"  inventory: {inventory}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tests.sandbox", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--base-dir",
+        type=Path,
+        default=None,
+        help="dir of all sandboxes (default $PCS_SANDBOX_DIR or /var/tmp/pcswitcher-sandbox)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="bring machines up and leave them running")
+    up.add_argument("--name", action="append", required=True, help="machine name (repeatable)")
+    up.add_argument("--size", default="2G", help="btrfs image size per machine (default 2G)")
+    up.add_argument("--port", type=int, default=2222, help="sshd port (default 2222)")
+    up.add_argument(
+        "--extra-dir",
+        action="append",
+        default=[],
+        help="existing host dir to overmount with a private subvolume in each machine (repeatable)",
+    )
+    up.set_defaults(func=_cmd_up)
+
+    down = sub.add_parser("down", help="tear down one sandbox (DIR) or all recorded ones (--all)")
+    down.add_argument("dir", nargs="?", default=None)
+    down.add_argument("--all", action="store_true")
+    down.add_argument(
+        "--orphaned", action="store_true", help="with --all: skip sandboxes whose owner process is alive"
+    )
+    down.set_defaults(func=_cmd_down)
+
+    status = sub.add_parser("status", help="list recorded sandboxes, their machines and pids")
+    status.set_defaults(func=_cmd_status)
+
+    for module_name in EXTENSION_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc: int = args.func(args)
+    except SandboxError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return rc
