@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -154,6 +155,60 @@ def remove_run_files(run_id: str, jids: list[str] | tuple[str, ...] = ()) -> lis
     return removed
 
 
+def try_lock(path: str) -> tuple[int | None, dict[str, object]]:
+    """Take the flock on ``path``: (fd, previous content) or (None, holder) when held.
+
+    Retries when the file was replaced under us (a holder unlinks it on release), so that two
+    processes can never both hold locks on different inodes of the same path.
+    """
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None, read_holder(path)
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd, read_holder(path)
+        os.close(fd)
+
+
+def write_holder(fd: int, record: dict[str, object]) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(record).encode(), 0)
+
+
+def unlock(fd: int, path: str) -> None:
+    """Remove the file, then drop the lock (in this order: see try_lock)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read_holder(path: str) -> dict[str, object]:
+    try:
+        with open(path) as f:
+            data = json.loads(f.read() or "{}")
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def default_lock_path() -> str:
+    """The sync lock of this machine (the same file the driver takes as source, see lock.py)."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(state, "pc-switcher", "sync.lock")
+
+
 def disk_figures(paths: list[str]) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for path in paths:
@@ -204,10 +259,28 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def monitor(run_id: str, paths: list[str], timeout: float) -> int:
-    """Serve the driver until quit, EOF or silence; always sweep the run on the way out."""
+def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = None, peer: str = "") -> int:
+    """Serve the driver until quit, EOF or silence; always sweep the run on the way out.
+
+    With ``lock``, hold this machine's sync lock for the session (the target lock): exit 3 with a
+    ``locked`` message naming the holder when another sync has it.
+    """
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
+    lock_fd = None
+    if lock:
+        lock_fd, holder = try_lock(lock)
+        if lock_fd is None:
+            _emit({"t": "locked", "host": socket.gethostname(), "path": lock, "holder": holder})
+            return 3
+        record = {
+            "role": "target",
+            "source": peer,
+            "run_id": run_id,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
+        write_holder(lock_fd, {**record, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     directory = run_dir(run_id)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     tail = _ProgressTail(os.path.join(directory, "progress.jsonl"))
@@ -251,6 +324,8 @@ def monitor(run_id: str, paths: list[str], timeout: float) -> int:
         report = sweep(run_id, jids)
         if quitting:
             report["removed"] = remove_run_files(run_id, jids)
+        if lock_fd is not None:
+            unlock(lock_fd, lock)  # type: ignore[arg-type]
         with contextlib.suppress(OSError):
             _emit({**report, "t": "bye"})
     return 0
@@ -268,11 +343,14 @@ def main(argv: list[str] | None = None) -> int:
     p_mon.add_argument("--run", required=True)
     p_mon.add_argument("--timeout", type=float, default=5.0)
     p_mon.add_argument("--path", action="append", default=[])
+    p_mon.add_argument("--lock", action="store_true", help="hold this machine's sync lock (target lock)")
+    p_mon.add_argument("--peer", default="", help="the other machine's host name (for the lock's holder)")
     args = parser.parse_args(argv)
     if not RUN_ID_RE.match(args.run):
         parser.error(f"invalid run id {args.run!r}")
     if args.command == "monitor":
-        return monitor(args.run, args.path or ["/"], args.timeout)
+        lock = default_lock_path() if args.lock else None
+        return monitor(args.run, args.path or ["/"], args.timeout, lock, args.peer)
     if args.check:
         found = find_run_processes(args.run, args.jid)
         report: dict[str, object] = {

@@ -6,6 +6,7 @@ documented exit code (pcswitcher.errors.ExitCode); a traceback only ever goes to
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import click
 from click.shell_completion import CompletionItem
+from rich.console import Console
 
 from . import __version__, logs, paths
 from .errors import ExitCode, PcsError, UsageError
@@ -73,6 +75,9 @@ def cli() -> None:
 @click.option("-n", "--dry-run", is_flag=True, help="Show what every job would change; change nothing.")
 @click.option("-y", "--yes", "assume_yes", is_flag=True, help="Answer yes to every question.")
 @click.option(
+    "--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (the display goes to stderr)."
+)
+@click.option(
     "--only",
     multiple=True,
     callback=_split_only,
@@ -85,6 +90,7 @@ def sync(
     inventory: Path | None,
     dry_run: bool,
     assume_yes: bool,
+    as_json: bool,
     only: tuple[str, ...],
 ) -> None:
     """Sync this machine onto TARGET (a host of the inventory)."""
@@ -99,8 +105,11 @@ def sync(
         only=only,
     )
     prepared = prepare(options)
-    ui = Ui()
-    code = Sync(options, prepared, ui).run()
+    ui = Ui(Console(stderr=True)) if as_json else Ui()
+    run = Sync(options, prepared, ui)
+    code = run.run()
+    if as_json:
+        click.echo(json.dumps(run.result(), indent=2))
     sys.exit(int(code))
 
 
@@ -137,8 +146,6 @@ def init(force: bool) -> None:
 @click.argument("run_id", required=False)
 def logs_command(last: bool, level: str, run_id: str | None) -> None:
     """List the session logs, or show one (RUN_ID or --last)."""
-    from rich.console import Console
-
     directory = paths.logs_dir()
     if level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise UsageError(f"--level {level!r} is not a level", "use DEBUG, INFO, WARNING, ERROR or CRITICAL")

@@ -21,7 +21,7 @@ import shutil
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,18 @@ class JobOutcome:
     status: str = "not run"  # succeeded | failed | skipped | not run | aborted
     duration: float = 0.0
     detail: str = ""
+    changed: int = 0
+    result: dict[str, Any] = field(default_factory=dict)  # the job's set_stats data
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "duration": round(self.duration, 3),
+            "changed": self.changed,
+            "detail": self.detail,
+            "result": self.result,
+        }
 
 
 @dataclass
@@ -125,9 +137,11 @@ class Sync:
         self.run_id = new_run_id()
         self.abort = AbortController()
         self.lock = SyncLock(paths.lock_path())
-        self.run_state = paths.runs_dir() / self.run_id
-        self.registry = Registry(self.run_id, self.run_state / JIDS_FILE)
         self.local_run_dir = Path(run_dir(self.run_id))
+        # a dry-run writes nothing on either machine: its state lives in the run's temp dir
+        state = self.local_run_dir / "state" if options.dry_run else paths.state_dir()
+        self.run_state = state / "runs" / self.run_id
+        self.registry = Registry(self.run_id, self.run_state / JIDS_FILE)
         self.control_path = self.local_run_dir / "cm"
         self.source_label = socket.gethostname()
         self.agents: dict[str, AgentSession] = {}
@@ -139,7 +153,8 @@ class Sync:
         self._counter = 0
         self._played = False  # a playbook has been started: an error must take the abort path
         self._finished = False
-        self.log_path = paths.logs_dir() / f"{self.run_id}.jsonl"
+        self.log_path = state / "logs" / f"{self.run_id}.jsonl"
+        self.exit_code: ExitCode | None = None
 
     # -- entry -----------------------------------------------------------------------------------
     def run(self) -> ExitCode:
@@ -282,6 +297,8 @@ class Sync:
             outcome.detail = self.abort.message
         elif result is not None and result.ok:
             outcome.status = "succeeded"
+            outcome.changed = result.changed
+            outcome.result = result.set_stats
             outcome.detail = f"{result.changed} changed" if result.changed else "no change"
         else:
             outcome.status = "failed"
@@ -541,6 +558,8 @@ class Sync:
         else:
             verb = "aborted" if self.abort.cause else "failed"
             outcome = f"sync to {self.p.target.name} {verb}: {self.abort.message}"
+        self.exit_code = code
+        self.outcome_text = outcome
         self.ui.summary(rows, outcome)
         log.info(
             "run %s finished with exit code %d",
@@ -555,6 +574,22 @@ class Sync:
             },
         )
         return code
+
+    def result(self) -> dict[str, Any]:
+        """The machine-readable result of the run (``pc-switcher sync --json``, docs/cli.md)."""
+        cause = self.abort.cause
+        return {
+            "schema": "pc-switcher/sync-result/1",
+            "run_id": self.run_id,
+            "source": self.source_label,
+            "target": self.p.target.name,
+            "dry_run": self.options.dry_run,
+            "exit_code": int(self.exit_code) if self.exit_code is not None else None,
+            "outcome": getattr(self, "outcome_text", ""),
+            "abort_cause": cause.value if cause else None,
+            "jobs": [o.as_dict() for o in self.outcomes],
+            "log": None if self.options.dry_run else str(self.log_path),
+        }
 
     def _teardown(self) -> None:
         """Close the agents (each sweeps and removes the run's directory), the ssh master, state."""

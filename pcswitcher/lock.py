@@ -1,14 +1,16 @@
-"""The source lock: one sync at a time on this machine.
+"""The sync lock: one sync at a time per machine, as source or as target.
 
-An exclusive ``flock`` on ``$XDG_STATE_HOME/pc-switcher/sync.lock``. The kernel drops it when the
-holder dies, however it dies, so a lock left by a dead process is never in the way: the file's
-content (who held it) only serves the message. The descriptor is close-on-exec, so no child keeps it.
+An exclusive ``flock`` on ``$XDG_STATE_HOME/pc-switcher/sync.lock``. The driver takes it on the
+source; the agent takes the same file on the target for the whole session (agent.py), so a machine
+is never the source of one sync and the target of another at once, and a machine cannot sync to
+itself. The kernel drops a flock when its holder dies, however it dies; the file's content (who
+held it) only serves the messages. The file is removed on release; an acquirer that finds a file
+left by a dead holder reports it as stale. The descriptor is close-on-exec, so no child keeps it.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -16,61 +18,46 @@ from typing import Any
 
 import psutil
 
+from .agent import try_lock, unlock, write_holder
 from .errors import LockHeld
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    keys = ("host", "pid", "role", "target", "source", "run_id", "started")
+    return ", ".join(f"{k} {holder[k]}" for k in keys if holder.get(k) is not None) or "unknown holder"
 
 
 class SyncLock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
-        self.stale: dict[str, Any] | None = None  # the holder a previous, dead run left in the file
-
-    def holder(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.path.read_text() or "{}")
-            return data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
-            return {}
+        self._created_dir = False
+        self.stale: dict[str, Any] | None = None  # what a dead holder left in the file
 
     def acquire(self, **info: Any) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            held = self.holder()
-            who = ", ".join(
-                f"{k} {held[k]}" for k in ("pid", "target", "run_id", "started") if held.get(k) is not None
-            )
-            alive = _alive(held.get("pid"))
+        self._created_dir = not self.path.parent.exists()
+        fd, previous = try_lock(str(self.path))
+        if fd is None:
+            pid = previous.get("pid")
+            alive = isinstance(pid, int) and psutil.pid_exists(pid)
             hint = (
                 "wait for that sync to finish (or stop it with Ctrl+C / kill -TERM PID)"
                 if alive
-                else f"the holder is gone but a child still holds the file; remove {self.path} and retry"
+                else f"its holder is gone but a child keeps the file open; remove {self.path} and retry"
             )
-            raise LockHeld(f"another sync holds the lock ({who or 'unknown holder'})", hint) from None
-        previous = self.holder()
-        if previous.get("pid") and previous.get("released") is not True:
+            raise LockHeld(f"another sync holds the lock {self.path} ({describe_holder(previous)})", hint)
+        if previous.get("pid"):
             self.stale = previous
-        record = {**info, "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode(), 0)
+        write_holder(
+            fd,
+            {**info, "role": "source", "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        )
         self._fd = fd
 
     def release(self) -> None:
-        if self._fd is None:
-            return
-        try:
-            held = self.holder()
-            held["released"] = True
-            os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, json.dumps(held).encode(), 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-        finally:
-            os.close(self._fd)
+        if self._fd is not None:
+            unlock(self._fd, str(self.path))
             self._fd = None
-
-
-def _alive(pid: object) -> bool:
-    return isinstance(pid, int) and psutil.pid_exists(pid)
+            if self._created_dir:  # leave no trace where there was none (a first dry-run)
+                with contextlib.suppress(OSError):
+                    self.path.parent.rmdir()

@@ -18,6 +18,7 @@ import json
 import logging
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -29,8 +30,9 @@ from typing import Any
 from . import agent as agent_module
 from .abort import AbortController, Cause
 from .config import DiskConfig
-from .errors import PcsError, TargetError
+from .errors import LockHeld, PcsError, TargetError
 from .inventory import Target
+from .lock import describe_holder
 from .registry import Registry
 
 log = logging.getLogger("pcswitcher")
@@ -71,6 +73,7 @@ class AgentSession:
         self._cond = threading.Condition()
         self._write_lock = threading.Lock()
         self.closing = False
+        self._reader_done = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, timeout: float = 20.0) -> dict[str, Any]:
@@ -88,10 +91,27 @@ class AgentSession:
             self.registry.add_process(psutil.Process(self.proc.pid), self.role)
         threading.Thread(target=self._read_stdout, name=f"agent-{self.label}", daemon=True).start()
         threading.Thread(target=self._read_stderr, name=f"agent-err-{self.label}", daemon=True).start()
-        hello = self.wait_for("hello", timeout)
+        hello = self.wait_for_any(("hello", "locked"), timeout)
         if hello is None:
             self.kill()
             raise TargetError(self._start_failure(), self._start_hint())
+        if hello.get("t") == "locked":
+            self.kill()
+            holder = hello.get("holder") or {}
+            if (
+                holder.get("role") == "source"
+                and holder.get("host", hello.get("host")) == socket.gethostname()
+            ):
+                raise LockHeld(
+                    f"{self.label} is this machine (host name {hello.get('host')}); "
+                    "a machine cannot sync to itself",
+                    "pick another target from the inventory",
+                )
+            raise LockHeld(
+                f"target {self.label} is busy: another sync holds its lock {hello.get('path')} "
+                f"({describe_holder(holder)})",
+                "wait for that sync to finish; the lock ends with its run and its connection",
+            )
         self.hello = hello
         return hello
 
@@ -138,6 +158,7 @@ class AgentSession:
                 self._replies.setdefault(str(kind), []).append(message)
                 self._cond.notify_all()
         with self._cond:
+            self._reader_done = True
             self._cond.notify_all()
 
     def _read_stderr(self) -> None:
@@ -151,17 +172,20 @@ class AgentSession:
                 log.debug("agent %s stderr: %s", self.label, line, extra={"host": self.label})
 
     def wait_for(self, kind: str, timeout: float) -> dict[str, Any] | None:
+        return self.wait_for_any((kind,), timeout)
+
+    def wait_for_any(self, kinds: Sequence[str], timeout: float) -> dict[str, Any] | None:
+        """The first pending reply of one of ``kinds`` (waits up to ``timeout``; None if none came)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                replies = self._replies.get(kind)
-                if replies:
-                    return replies.pop(0)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self.alive:
+                for kind in kinds:
                     replies = self._replies.get(kind)
-                    return replies.pop(0) if replies else None
-                self._cond.wait(min(remaining, 0.1))
+                    if replies:
+                        return replies.pop(0)
+                if time.monotonic() >= deadline or self._reader_done:
+                    return None  # timed out, or the agent's output ended (it exited)
+                self._cond.wait(0.1)
 
     @property
     def alive(self) -> bool:
@@ -247,7 +271,8 @@ def remote_agent(
 ) -> AgentSession:
     """The target's agent over ssh; this ssh process is the run's ControlMaster."""
     code = Path(agent_module.__file__).read_text()
-    remote = [target.python, "-c", code, "monitor", "--run", run_id, "--timeout", str(timeout)]
+    remote = [target.python, "-c", code, "monitor", "--run", run_id, "--timeout", str(timeout), "--lock"]
+    remote += ["--peer", socket.gethostname()]
     for path in paths:
         remote += ["--path", path]
     if target.become:
