@@ -600,7 +600,7 @@ class Sync:
             report = agent.close(timeout=5)
             killed = (report or {}).get("killed") or []
             if killed:
-                log.info(
+                log.debug(  # Ansible's async watchers poll every 5 s and outlive their job briefly
                     "the agent on %s ended %d process(es) of the run still running at the end",
                     agent.label,
                     len(killed),
