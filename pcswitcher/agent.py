@@ -210,13 +210,25 @@ def default_lock_path() -> str:
 
 
 def disk_figures(paths: list[str]) -> list[dict[str, object]]:
+    """Free and total bytes of the filesystem of each path, once per filesystem.
+
+    A path that does not exist (yet) is measured at its nearest existing parent: the filesystem
+    that would hold it.
+    """
     out: list[dict[str, object]] = []
+    seen: set[int] = set()
     for path in paths:
+        probe = path
+        while not os.path.exists(probe) and probe not in ("/", ""):
+            probe = os.path.dirname(probe)
         try:
-            st = os.statvfs(path)
+            st = os.statvfs(probe or "/")
         except OSError as exc:
             out.append({"path": path, "error": exc.strerror or str(exc)})
             continue
+        if st.f_fsid in seen or st.f_blocks == 0:  # the same filesystem again, or a pseudo filesystem
+            continue
+        seen.add(st.f_fsid)
         out.append({"path": path, "free": st.f_bavail * st.f_frsize, "total": st.f_blocks * st.f_frsize})
     return out
 

@@ -422,6 +422,9 @@ class Sync:
             log.debug("skipped: %s", task, extra=extra)
         elif kind == "warning":
             log.warning("%s", str(data.get("warning") or event.get("stdout") or "").strip(), extra=extra)
+        elif kind in {"verbose", "deprecated", "error"} and event.get("stdout"):
+            # Ansible's own output goes to the log, not to the screen
+            log.debug("ansible: %s", str(event["stdout"]).strip(), extra=extra)
 
     def _on_progress(self, host: str, line: dict[str, Any]) -> None:
         job = self.current_job
