@@ -52,6 +52,13 @@ def project_root() -> Path:
     ``PCSWITCHER_PROJECT_DIR`` overrides; otherwise the checkout this package was installed from.
     """
     override = os.environ.get("PCSWITCHER_PROJECT_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parent.parent
+    root = Path(override) if override else Path(__file__).resolve().parent.parent
+    if not (root / "playbooks").is_dir() or not (root / "roles").is_dir():
+        from .errors import PcsError
+
+        raise PcsError(
+            f"pc-switcher's playbooks and roles are not in {root}",
+            "install pc-switcher from its checkout (make bootstrap, or pip install -e .) "
+            "or set PCSWITCHER_PROJECT_DIR to the checkout",
+        )
+    return root
