@@ -186,7 +186,8 @@ class Sync:
         if self.lock.stale:
             log.info("cleared a stale lock left by pid %s", self.lock.stale.get("pid"))
         self.ui.start(p.target.name, self.run_id, [j.name for j in p.selected], self.options.dry_run)
-        self._prune_old_runs()
+        if not self.options.dry_run:
+            self._prune_old_runs()
         try:
             self._start_agents()
             if self.abort.requested:
@@ -195,7 +196,7 @@ class Sync:
             self.monitor.preflight()
             self.monitor.start()
             if not self._validate_all():
-                return self._finish(self._abort(None) if self.abort.requested else ExitCode.FAILED)
+                return self._finish(self._abort(self.current) if self.abort.requested else ExitCode.FAILED)
             for index, job in enumerate(p.selected, start=1):
                 if self.abort.requested:
                     return self._abort(None)
@@ -460,6 +461,10 @@ class Sync:
         # target's agent kills the run's tagged processes through the open connection
         if running is not None:
             running.terminate()
+        if cause is Cause.LINK and target is not None:
+            # the master's connection is frozen or gone: drop it, so that the cleanup playbook
+            # connects afresh instead of multiplexing over a dead link
+            target.kill()
         if target is not None and target.alive:
             target.send(" ".join(["sweep", *self.registry.jids()]))
         self._stop_local_trees(running)
@@ -544,7 +549,11 @@ class Sync:
             self.run_id,
         )
         logs.shutdown_logging()
-        self.ui.stop()
+        # not ui.stop(): this runs in a signal handler and the display's lock may be held by the
+        # code it interrupted; just give the terminal its cursor back
+        if self.ui.interactive:
+            with contextlib.suppress(OSError):
+                os.write(2, b"\x1b[?25h\n")
         self.lock.release()
         os._exit(int(cause.exit_code))
 
