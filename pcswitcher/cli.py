@@ -178,6 +178,35 @@ def cleanup(target: str, run_id: str | None, inventory: Path | None) -> None:
     sys.exit(int(run_cleanup(target, run_id, inventory or paths.default_inventory_path(), Ui())))
 
 
+@cli.group("config", context_settings=CONTEXT)
+def config_group() -> None:
+    """Check the config, or print the reference of every setting."""
+
+
+@config_group.command("check", context_settings=CONTEXT)
+@click.option(
+    "-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="Config file."
+)
+def config_check(config_path: Path | None) -> None:
+    """Validate the config (exit 0 when valid, 2 with the first problem)."""
+    from .config import load_config
+    from .jobs import discover_jobs
+
+    path = config_path or paths.default_config_path()
+    config = load_config(path, discover_jobs(paths.project_root()))
+    enabled = ", ".join(j.name for j in config.enabled_jobs()) or "none"
+    click.echo(f"{path}: valid; jobs enabled in order: {enabled}")
+
+
+@config_group.command("reference", context_settings=CONTEXT)
+def config_reference() -> None:
+    """Print the reference of every setting (Markdown, as docs/configuration.md)."""
+    from .jobs import discover_jobs
+    from .reference import render
+
+    click.echo(render(discover_jobs(paths.project_root())), nl=False)
+
+
 @cli.command(context_settings=CONTEXT)
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(shell: str) -> None:

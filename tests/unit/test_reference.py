@@ -1,0 +1,26 @@
+"""docs/configuration.md is the reference rendered from the schema: it cannot drift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pcswitcher.jobs import discover_jobs
+from pcswitcher.reference import render
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_configuration_doc_is_the_rendered_reference() -> None:
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    rendered = render(discover_jobs(REPO))
+    fix = "run `pc-switcher config reference > docs/configuration.md`"
+    assert doc == rendered, f"docs/configuration.md is stale: {fix}"
+
+
+def test_reference_names_every_job_and_global_setting() -> None:
+    jobs = discover_jobs(REPO)
+    text = render(jobs)
+    for name in jobs:
+        assert f"### `{name}`" in text
+    for key in ("jobs", "log_level.file", "disk.runtime_minimum", "disk.paths.target", "link_timeout"):
+        assert f"| `{key}` |" in text
