@@ -149,7 +149,10 @@ class Sync:
         self.current: PlaybookRun | None = None
         self.current_job: str | None = None
         self.outcomes = [JobOutcome(job.name) for job in prepared.selected]
-        self.outcomes += [JobOutcome(job.name, "skipped", detail="disabled") for job in prepared.skipped]
+        self.outcomes += [
+            JobOutcome(job.name, "skipped", detail="disabled" if not job.enabled else "not in --only")
+            for job in prepared.skipped
+        ]
         self._counter = 0
         self._played = False  # a playbook has been started: an error must take the abort path
         self._finished = False

@@ -62,19 +62,22 @@ class Target:
 
 @contextmanager
 def _captured_warnings() -> Iterator[list[str]]:
+    from ansible._internal import _display_utils
     from ansible.utils.display import Display
 
     seen: list[str] = []
-    original = Display.warning
+    # ``_warning`` is where both ``warning`` and ``error_as_warning`` (the inventory manager's
+    # "Failed to parse inventory with ... plugin") end up printing: capture there.
+    original = Display._warning
 
-    def capture(self: Any, msg: str, *args: Any, **kwargs: Any) -> None:
-        seen.append(str(msg))
+    def capture(self: Any, warning: Any, *args: Any, **kwargs: Any) -> None:
+        seen.append(_display_utils.format_message(warning, False))
 
-    Display.warning = capture
+    Display._warning = capture
     try:
         yield seen
     finally:
-        Display.warning = original
+        Display._warning = original
 
 
 def _parse_problem(path: Path, warnings: list[str]) -> str:

@@ -3,11 +3,11 @@
 Everything pc-switcher logs goes through the stdlib logger ``pcswitcher`` (and its children). Callers
 attach context with ``extra``::
 
-    log.info("copied", extra={"job": "folder_sync", "host": "target1", "fields": {"files": 12}})
+    log.info("copied", extra={"job": "my_job", "host": "target1", "fields": {"files": 12}})
 
 The file ``<logs_dir>/<run_id>.jsonl`` holds one JSON object per record::
 
-    {"time": "2026-11-27T23:50:01.123Z", "level": "INFO", "job": "folder_sync", "host": "target1",
+    {"time": "2026-11-27T23:50:01.123Z", "level": "INFO", "job": "my_job", "host": "target1",
      "message": "copied", "files": 12}
 
 Secrets never reach a handler: every handler carries a :class:`RedactingFilter`.
@@ -365,6 +365,11 @@ def _local_time(value: Any) -> str | None:
 
 
 def _field_text(value: Any) -> str:
+    # containers readably, without JSON braces: (key=value, ...) and [item, ...]
+    if isinstance(value, Mapping):
+        return "(" + ", ".join(f"{k}={_field_text(v)}" for k, v in value.items()) + ")"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_field_text(v) for v in value) + "]"
     if isinstance(value, str):
         return (
             value if value and not any(c.isspace() for c in value) and "=" not in value else json.dumps(value)

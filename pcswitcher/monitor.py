@@ -90,10 +90,14 @@ class AgentSession:
         with contextlib.suppress(psutil.NoSuchProcess):
             self.registry.add_process(psutil.Process(self.proc.pid), self.role)
         threading.Thread(target=self._read_stdout, name=f"agent-{self.label}", daemon=True).start()
-        threading.Thread(target=self._read_stderr, name=f"agent-err-{self.label}", daemon=True).start()
+        stderr_reader = threading.Thread(
+            target=self._read_stderr, name=f"agent-err-{self.label}", daemon=True
+        )
+        stderr_reader.start()
         hello = self.wait_for_any(("hello", "locked"), timeout)
         if hello is None:
             self.kill()
+            stderr_reader.join(2)  # all of ssh's message (its last line is the reason), not a part
             raise TargetError(self._start_failure(), self._start_hint())
         if hello.get("t") == "locked":
             self.kill()

@@ -281,7 +281,7 @@ class Ui:
     # steps and progress
 
     def step(self, index: int, total: int, job: str, phase: str) -> None:
-        """A new step began: ``Step 2/3 dummy_success (sync)``."""
+        """A new step began: ``Step 2/3 <job> (sync)``."""
         text = f"Step {index}/{total} {job} ({phase})"
         with self._lock:
             self._step_text = text

@@ -133,3 +133,67 @@ def run_id_of(records: list[dict[str, Any]]) -> str:
         if run_id:
             return str(run_id)
     raise AssertionError("no run_id in the log")
+
+
+# --------------------------------------------------------------------------- foundation tests
+
+
+def sandbox_config(jobs: dict[str, bool], **sections: Any) -> dict[str, Any]:
+    """A config with ``jobs`` (in this order) and job/global ``sections``, fit for sandbox machines.
+
+    Global sections that cannot work inside a sandbox (btrfs snapshots: the sandbox's ``/`` is the
+    host's) are turned off when the config schema knows them.
+    """
+    from pcswitcher.config import config_schema
+    from pcswitcher.jobs import discover_jobs
+
+    known = config_schema(discover_jobs(REPO))["properties"]
+    config: dict[str, Any] = {"jobs": dict(jobs)}
+    if "snapshots" in known:
+        config["snapshots"] = {"enabled": False}
+    config.update(sections)
+    return config
+
+
+def run_dirs(machine: Machine) -> list[str]:
+    """The ``/tmp/pcswitcher-*`` run directories present on the machine."""
+    return sorted(str(p.name) for p in machine.path("/tmp").glob("pcswitcher-*"))
+
+
+def leftovers(sb: Sandbox, timeout: float = 5.0) -> dict[str, list[str]]:
+    """What a run left on each machine: processes beyond the baseline and run directories."""
+    found: dict[str, list[str]] = {}
+    for name, machine in sb.machines.items():
+        left = wait_until_clean(machine, timeout) + run_dirs(machine)
+        if left:
+            found[name] = left
+    return found
+
+
+def stderr_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
+    """The command exited ``code`` with exactly one ``error:`` line on stderr (and no traceback)."""
+    lines = stderr_lines(result)
+    assert result.returncode == code, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    assert "Traceback" not in result.stdout + result.stderr
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def in_namespace_pid(proc: psutil.Process) -> int:
+    """The pid of a machine's process as the machine sees it (the last NSpid of its status)."""
+    for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+        if line.startswith("NSpid:"):
+            return int(line.split()[-1])
+    raise AssertionError(f"no NSpid for {proc.pid}")
+
+
+def wait_for_path(machine: Machine, path: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not machine.path(path).exists():
+        assert time.monotonic() < deadline, f"{path} did not appear on {machine.name}"
+        time.sleep(0.05)
