@@ -1,0 +1,1 @@
+"""Benchmarks of pc-switcher against sandbox machines (``python -m bench.<name>``)."""

@@ -1,0 +1,203 @@
+"""Benchmark of the folder_sync job against raw rsync, on sandbox machines (needs root).
+
+    python -m bench.folder_sync [--small] [--scale F] [--size 6G]
+
+Generates two seeded trees in the sandbox machine ``source`` — "big": about 1 GB in 20k files,
+"many": 200k small files (``--scale`` multiplies both file counts; ``--small`` = ``--scale 0.05``) —
+then, per tree, times:
+
+* raw ``rsync -aHAX --delete`` over the same ssh to the sandbox machine ``target`` (full, then no-op);
+* ``pc-switcher sync --only folder_sync`` with the tree as its only folder (full, then no-op), the
+  driver's peak RSS (``VmHWM`` of the driver process, polled) and the job's own time from the log.
+
+The target is emptied before each full run. Prints the figures, the ratios and the goals: full ≤ 1.10×
+raw rsync; no-op ≤ raw rsync + 2.5 s; driver peak RSS ≤ 200 MB on the 200k-file tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+from tests.integration.folder_sync_helpers import folder_config, ssh_command
+from tests.integration.helpers import log_records, start_sync, write_config
+from tests.sandbox import Machine, Sandbox
+
+GEN_SCRIPT = r"""
+import os, random, sys
+root, files, total, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rng = random.Random(seed)
+avg = max(1, total // max(files, 1))
+block = os.urandom(1 << 20)
+for i in range(files):
+    d = os.path.join(root, "d%03d" % (i % 200), "s%02d" % (i // 200 % 50))
+    os.makedirs(d, exist_ok=True)
+    size = rng.randint(0, 2 * avg)
+    with open(os.path.join(d, "f%07d.bin" % i), "wb") as f:
+        off = rng.randrange(1 << 20)
+        while size > 0:
+            chunk = block[off:off + size] or block[:size]
+            f.write(chunk)
+            size -= len(chunk)
+            off = 0
+"""
+
+
+@dataclass
+class Timing:
+    seconds: float
+    peak_rss_mb: float = 0.0
+    job_seconds: float = 0.0
+
+
+def _run(machine: Machine, argv: list[str], timeout: float = 3600) -> float:
+    started = time.monotonic()
+    res = machine.run(argv, timeout=timeout)
+    elapsed = time.monotonic() - started
+    if res.returncode != 0:
+        raise RuntimeError(f"{argv[:3]} failed (rc {res.returncode}): {res.stderr[-2000:]}")
+    return elapsed
+
+
+def _empty_target(sb: Sandbox, path: str) -> None:
+    sb["target"].run(["rm", "-rf", path], timeout=600)
+    sb["target"].run(["sync"], timeout=600)
+
+
+def raw_rsync(sb: Sandbox, path: str) -> float:
+    argv = [
+        "rsync",
+        "-aHAX",
+        "--delete",
+        "-e",
+        ssh_command(sb),
+        f"{path}/",
+        f"{sb['target'].address}:{path}/",
+    ]
+    return _run(sb["source"], argv)
+
+
+def job(sb: Sandbox, path: str) -> Timing:
+    write_config(sb["source"], folder_config([{"source": path}]))
+    started = time.monotonic()
+    sync = start_sync(sb, "--only", "folder_sync")
+    peak = 0
+    stop = threading.Event()
+
+    def poll() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            try:
+                with open(f"/proc/{sync.driver.pid}/status") as fh:
+                    status = fh.read()
+            except OSError:
+                return
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+            time.sleep(0.05)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    rc, out = sync.wait(timeout=3600)
+    elapsed = time.monotonic() - started
+    stop.set()
+    poller.join()
+    if rc != 0:
+        raise RuntimeError(f"pc-switcher sync failed (rc {rc}):\n{out[-3000:]}")
+    job_seconds = 0.0
+    for record in log_records(sb["source"]):
+        jobs = record.get("jobs")
+        for entry in jobs if isinstance(jobs, list) else []:
+            if isinstance(entry, dict) and entry.get("name") == "folder_sync":
+                job_seconds = float(entry.get("duration") or 0.0)
+    print(
+        f"  pc-switcher sync {path}: {elapsed:.2f} s (job {job_seconds:.2f} s, peak RSS {peak / 1024:.0f} MB)"
+    )
+    return Timing(elapsed, peak / 1024, job_seconds)
+
+
+def generate(sb: Sandbox, path: str, files: int, total: int, seed: int) -> None:
+    res = sb["source"].run(
+        ["/usr/bin/python3", "-c", GEN_SCRIPT, path, str(files), str(total), str(seed)], timeout=3600
+    )
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr)
+    sb["source"].run(["sync"], timeout=600)
+
+
+def bench_tree(sb: Sandbox, name: str, path: str) -> dict[str, float]:
+    _empty_target(sb, path)
+    raw_full = raw_rsync(sb, path)
+    raw_noop = raw_rsync(sb, path)
+    print(f"  raw rsync {path}: full {raw_full:.2f} s, no-op {raw_noop:.2f} s")
+    _empty_target(sb, path)
+    job_full = job(sb, path)
+    job_noop = job(sb, path)
+    figures = {
+        "raw_full": raw_full,
+        "raw_noop": raw_noop,
+        "job_full": job_full.seconds,
+        "job_full_job_only": job_full.job_seconds,
+        "job_noop": job_noop.seconds,
+        "job_noop_job_only": job_noop.job_seconds,
+        "peak_rss_mb": max(job_full.peak_rss_mb, job_noop.peak_rss_mb),
+    }
+    print(f"\n== {name}: {path}")
+    print(f"raw rsync full   {raw_full:8.2f} s    no-op {raw_noop:6.2f} s")
+    print(
+        f"folder_sync full {job_full.seconds:8.2f} s    no-op {job_noop.seconds:6.2f} s   "
+        f"(whole CLI run; the job itself: full {job_full.job_seconds:.2f} s, "
+        f"no-op {job_noop.job_seconds:.2f} s)"
+    )
+    ratio = job_full.seconds / raw_full if raw_full else float("inf")
+    print(f"full ratio   {ratio:5.2f}x  (goal <= 1.10x)  {'OK' if ratio <= 1.10 else 'MISSED'}")
+    job_ratio = job_full.job_seconds / raw_full if raw_full else float("inf")
+    print(f"  job-only   {job_ratio:5.2f}x")
+    extra = job_noop.seconds - raw_noop
+    print(f"no-op extra  {extra:+6.2f} s (goal <= +2.5 s)  {'OK' if extra <= 2.5 else 'MISSED'}")
+    print(f"  job-only   {job_noop.job_seconds - raw_noop:+6.2f} s")
+    print(f"driver peak RSS {figures['peak_rss_mb']:.0f} MB")
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.folder_sync", description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="a quick run: --scale 0.05")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply file counts and sizes")
+    parser.add_argument("--size", default="6G", help="btrfs image size of each sandbox machine")
+    parser.add_argument("--seed", type=int, default=20261128)
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    args = parser.parse_args(argv)
+    scale = 0.05 if args.small else args.scale
+    big_files, big_bytes = max(1, int(20_000 * scale)), int(1_000_000_000 * scale)
+    many_files = max(1, int(200_000 * scale))
+    rng = random.Random(args.seed)  # noqa: S311 - reproducible trees, not secret
+    print(
+        f"seed {args.seed}, scale {scale}: big = {big_files} files / {big_bytes / 1e9:.2f} GB, "
+        f"many = {many_files} files"
+    )
+    with Sandbox(size=args.size) as sb:
+        sb.add("source")
+        sb.add("target")
+        started = time.monotonic()
+        generate(sb, "/home/big", big_files, big_bytes, rng.randrange(1 << 30))
+        generate(sb, "/home/many", many_files, many_files * 2000, rng.randrange(1 << 30))
+        print(f"trees generated in {time.monotonic() - started:.1f} s")
+        results = {"big": bench_tree(sb, "big", "/home/big"), "many": bench_tree(sb, "many", "/home/many")}
+        rss = results["many"]["peak_rss_mb"]
+        print(
+            f"\ndriver peak RSS on the {many_files}-file tree: {rss:.0f} MB (goal <= 200 MB) "
+            f"{'OK' if rss <= 200 else 'MISSED'}"
+        )
+        if args.json:
+            print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,257 @@
+"""The folder_sync job end to end: the real CLI in the sandbox machine ``source`` syncing to ``target``."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from tests.integration.folder_sync_helpers import (
+    build_tree,
+    change_tree,
+    folder_config,
+    itemize_pass,
+    last_result,
+    manifest,
+    rsync_processes,
+    sh,
+    wait_for,
+)
+from tests.integration.helpers import (
+    describe,
+    log_records,
+    run_sync,
+    start_sync,
+    tagged,
+    wait_until_clean,
+    write_config,
+)
+from tests.sandbox import Sandbox
+
+DATA = "/home/user/data"
+
+
+def _sync(sandbox: Sandbox, *args: str) -> str:
+    res = run_sync(sandbox, "--only", "folder_sync", *args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout
+
+
+def _compare(sandbox: Sandbox, path: str) -> None:
+    source, target = sandbox["source"], sandbox["target"]
+    assert manifest(target, path) == manifest(source, path)
+    assert itemize_pass(sandbox, path) == []
+    for tool in (["getfacl", "-R", "-p", "."], ["getfattr", "-R", "-h", "-d", "-m", "-", "."]):
+        ours, theirs = source.run(tool, cwd=path), target.run(tool, cwd=path)
+        assert ours.returncode == theirs.returncode == 0, ours.stderr + theirs.stderr
+        assert _blocks(theirs.stdout) == _blocks(ours.stdout), tool
+
+
+def _blocks(text: str) -> list[str]:
+    """getfacl/getfattr output as sorted per-file blocks (directory order differs between machines)."""
+    return sorted(block.strip() for block in text.split("\n\n") if block.strip())
+
+
+def test_mirror_is_exact_and_second_sync_is_a_noop(sandbox: Sandbox) -> None:
+    source, target = sandbox["source"], sandbox["target"]
+    build_tree(source, DATA)
+    # the target has stale things that must go, and a folder the source never had
+    sh(
+        target,
+        "mkdir -p /home/user/data/stale-dir && echo old > /home/user/data/stale-dir/f"
+        " && echo x > /home/user/old",
+    )
+    write_config(source, folder_config([{"source": "/home"}]))
+
+    _sync(sandbox)
+    _compare(sandbox, DATA)
+    first = last_result(source)
+    assert first["files_transferred"] > 10
+    assert first["deleted"] >= 3  # stale-dir, stale-dir/f, /home/user/old
+
+    # the sparse file stays sparse on the target
+    allocated = target.run(["stat", "-c", "%b %B %s", f"{DATA}/sparse.img"]).stdout.split()
+    assert int(allocated[0]) * int(allocated[1]) < int(allocated[2]) // 4
+
+    change_tree(source, DATA)
+    _sync(sandbox)
+    _compare(sandbox, DATA)
+    second = last_result(source)
+    assert second["deleted"] >= 4
+    # every deletion was logged at DEBUG
+    deletions = [r for r in log_records(source) if ": deleted " in str(r.get("message", ""))]
+    assert deletions
+    assert all(r["level"] == "DEBUG" for r in deletions)
+    assert any("random.bin" in str(r["message"]) for r in deletions)
+
+    _sync(sandbox)
+    third = last_result(source)
+    assert third == {"files_transferred": 0, "bytes": 0, "deleted": 0, "dry_run": False}
+    records = log_records(source)
+    final = records[-1]["jobs"][0]
+    assert final["status"] == "succeeded"
+    assert final["changed"] == 0, final
+
+
+def test_never_sync_items_and_filter_precedence(sandbox: Sandbox) -> None:
+    source, target = sandbox["source"], sandbox["target"]
+    sh(
+        source,
+        """
+        set -e
+        mkdir -p /home/user/.ssh /home/user/.local/state/pc-switcher/logs /home/user/.config/pc-switcher
+        mkdir -p /home/user/.cache/pip/http /home/user/.cache/thumbs /home/user/proj/build /home/user/proj/src
+        mkdir -p /home/user/.cache/mesa_shader_cache /home/user/.gnupg/private-keys-v1.d /home/user/keep
+        for k in id_ed25519 id_rsa id_ecdsa_sk id_b id_pub work_ed25519 deploy.pem; do
+          echo SECRET > /home/user/.ssh/$k
+        done
+        for k in id_ed25519.pub id_rsa.pub known_hosts config authorized_keys; do
+          echo public > /home/user/.ssh/$k
+        done
+        echo state > /home/user/.local/state/pc-switcher/sync.lock
+        echo log > /home/user/.local/state/pc-switcher/logs/x.jsonl
+        echo cfg > /home/user/.config/pc-switcher/config.yml
+        echo pip > /home/user/.cache/pip/http/wheel
+        echo thumb > /home/user/.cache/thumbs/t.png
+        echo shader > /home/user/.cache/mesa_shader_cache/index
+        echo gpg > /home/user/.gnupg/private-keys-v1.d/K.key
+        echo pubring > /home/user/.gnupg/pubring.kbx
+        echo built > /home/user/proj/build/out.o
+        echo code > /home/user/proj/src/main.c
+        echo tmp > /home/user/proj/src/scratch.tmp
+        echo '- build/' > /home/user/proj/.pcswitcher-filter
+        echo 'keep me' > /home/user/keep/file
+        echo 'drop me' > /home/user/keep/file.bak
+        echo '- *.bak' > /root/folder-filter
+        """,
+    )
+    # the target's own key and pc-switcher state: never overwritten, never deleted
+    sh(
+        target,
+        """
+        set -e
+        mkdir -p /home/user/.ssh /home/user/.local/state/pc-switcher /home/user/.cache/thumbs/old
+        echo TARGET-KEY > /home/user/.ssh/id_ed25519
+        echo TARGET-STATE > /home/user/.local/state/pc-switcher/sync.lock
+        echo excluded-on-target > /home/user/.cache/thumbs/old/x
+        """,
+    )
+    config = folder_config(
+        [{"source": "/home", "filter_file": "/root/folder-filter", "filters": ["- *.tmp"]}],
+        # a user who tries to include everything secret: the fixed rules come first and win
+        filters=[
+            "+ .ssh/***",
+            "+ .local/state/pc-switcher/***",
+            "+ .config/pc-switcher/***",
+            "+ .gnupg/***",
+            "+ .cache/pip/***",
+            "- .cache/*",
+        ],
+    )
+    write_config(source, config)
+    _sync(sandbox)
+
+    def exists(path: str) -> bool:
+        return target.path(path).exists()
+
+    for key in ("id_rsa", "id_ecdsa_sk", "id_b", "id_pub", "work_ed25519", "deploy.pem"):
+        assert not exists(f"/home/user/.ssh/{key}"), key
+    assert target.path("/home/user/.ssh/id_ed25519").read_text() == "TARGET-KEY\n"
+    for public in ("id_ed25519.pub", "id_rsa.pub", "known_hosts", "config", "authorized_keys"):
+        assert exists(f"/home/user/.ssh/{public}"), public
+    assert target.path("/home/user/.local/state/pc-switcher/sync.lock").read_text() == "TARGET-STATE\n"
+    assert not exists("/home/user/.local/state/pc-switcher/logs")
+    assert not exists("/home/user/.config/pc-switcher/config.yml")
+    assert not exists("/home/user/.gnupg/private-keys-v1.d")
+    assert exists("/home/user/.gnupg/pubring.kbx")
+    assert not exists("/home/user/.cache/mesa_shader_cache")  # user-adjustable default never_sync
+    # re-include of a child of an excluded dir
+    assert exists("/home/user/.cache/pip/http/wheel")
+    assert not exists("/home/user/.cache/thumbs/t.png")
+    assert exists("/home/user/.cache/thumbs/old/x")  # excluded = protected from --delete
+    # per-directory filter file, folder filter_file and folder filters
+    assert not exists("/home/user/proj/build")
+    assert exists("/home/user/proj/src/main.c")
+    assert exists("/home/user/proj/.pcswitcher-filter")
+    assert not exists("/home/user/proj/src/scratch.tmp")
+    assert exists("/home/user/keep/file")
+    assert not exists("/home/user/keep/file.bak")
+
+    # never_sync is adjustable: an empty list syncs the shader cache
+    config["folder_sync"]["never_sync"] = []
+    write_config(source, config)
+    _sync(sandbox)
+    assert exists("/home/user/.cache/pip/http/wheel")
+    assert not exists("/home/user/.ssh/id_rsa")
+
+
+def test_dry_run_changes_nothing_and_lists_the_changes(sandbox: Sandbox) -> None:
+    source, target = sandbox["source"], sandbox["target"]
+    build_tree(source, DATA)
+    sh(target, "mkdir -p /home/user && echo old > /home/user/would-go")
+    write_config(source, folder_config([{"source": "/home"}]))
+    before = manifest(target, "/home")
+    out = _sync(sandbox, "--dry-run")
+    assert manifest(target, "/home") == before
+    # a dry-run keeps no log: what it would do is in the output (the "Dry run:" summary, INFO)
+    summary = next(line for line in out.splitlines() if "Dry run:" in line)
+    assert "would be transferred and 1 deleted" in summary
+    assert "Would transfer: " in summary
+    assert "plain.txt" in summary
+    assert "Would delete: user/would-go" in summary
+    assert not source.path("/root/.local/state/pc-switcher/logs").exists()
+
+
+def test_validate_names_a_missing_source_folder(sandbox: Sandbox) -> None:
+    source, target = sandbox["source"], sandbox["target"]
+    write_config(source, folder_config([{"source": "/home"}, {"source": "/srv/nothing-here"}]))
+    before = manifest(target, "/home")
+    res = run_sync(sandbox, "--only", "folder_sync")
+    assert res.returncode == 1
+    assert "/srv/nothing-here does not exist" in res.stdout + res.stderr, res.stdout
+    assert manifest(target, "/home") == before
+
+
+def test_interrupted_sync_keeps_good_files_and_resync_converges(sandbox: Sandbox) -> None:
+    source, target = sandbox["source"], sandbox["target"]
+    sh(
+        source,
+        "mkdir -p /home/user && head -c 300000000 /dev/urandom > /home/user/big && echo small > /home/user/s",
+    )
+    sh(target, "mkdir -p /home/user && head -c 1000000 /dev/urandom > /home/user/big")
+    good = target.run(["sha256sum", "/home/user/big"]).stdout.split()[0]
+    write_config(source, folder_config([{"source": "/home"}], rsync_args=["--bwlimit=30m"]))
+    sync = start_sync(sandbox, "--only", "folder_sync")
+
+    def transferring() -> bool:
+        return bool(rsync_processes(target)) and bool(rsync_processes(source))
+
+    assert wait_for(transferring, 60), sync.wait(5)
+    time.sleep(2.0)  # well into the 10 s transfer of the big file
+    assert target.run(["pgrep", "-x", "rsync"]).returncode == 0
+    sync.signal(signal.SIGINT)
+    rc, out = sync.wait(60)
+    assert rc == 130, out
+    for machine in (source, target):
+        left = wait_until_clean(machine, 10)
+        assert left == [], f"{machine.name}: {left}"
+        assert rsync_processes(machine) == []
+        assert describe(tagged(machine)) == []
+    # the old file is intact: never a half-written file in its place
+    assert target.run(["sha256sum", "/home/user/big"]).stdout.split()[0] == good
+
+    write_config(source, folder_config([{"source": "/home"}]))
+    _sync(sandbox)
+    _compare(sandbox, "/home/user")
+    assert not target.path("/home/user/.pcswitcher-partial").exists()
+
+
+@pytest.mark.parametrize("folders", [[{"source": "/home/user", "target": "/home/elsewhere"}]])
+def test_target_path_differs_from_source(sandbox: Sandbox, folders: list[dict[str, str]]) -> None:
+    source, target = sandbox["source"], sandbox["target"]
+    sh(source, "mkdir -p /home/user/a && echo one > '/home/user/a/file one'")
+    write_config(source, folder_config(folders))
+    _sync(sandbox)
+    assert target.path("/home/elsewhere/a/file one").read_text() == "one\n"
+    assert not target.path("/home/user").exists()
