@@ -77,6 +77,12 @@ def cli() -> None:
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (the display goes to stderr)."
 )
+@click.option("--allow-first-sync", is_flag=True, help="Sync even if the target has never been synced.")
+@click.option(
+    "--allow-out-of-order",
+    is_flag=True,
+    help="Sync even if the target last synced with another machine, or this machine already pushed to it.",
+)
 @click.option(
     "--only",
     multiple=True,
@@ -91,6 +97,8 @@ def sync(
     dry_run: bool,
     assume_yes: bool,
     as_json: bool,
+    allow_first_sync: bool,
+    allow_out_of_order: bool,
     only: tuple[str, ...],
 ) -> None:
     """Sync this machine onto TARGET (a host of the inventory)."""
@@ -103,6 +111,8 @@ def sync(
         dry_run=dry_run,
         assume_yes=assume_yes,
         only=only,
+        allow_first_sync=allow_first_sync,
+        allow_out_of_order=allow_out_of_order,
     )
     prepared = prepare(options)
     ui = Ui(Console(stderr=True)) if as_json else Ui()
@@ -205,6 +215,123 @@ def config_reference() -> None:
     from .reference import render
 
     click.echo(render(discover_jobs(paths.project_root())), nl=False)
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    from .config import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+_CONFIG_OPTION = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file [default: ~/.config/pc-switcher/config.yml]",
+)
+_INVENTORY_OPTION = click.option(
+    "-i", "--inventory", type=click.Path(dir_okay=False, path_type=Path), help="Ansible inventory."
+)
+
+
+@cli.group(context_settings=CONTEXT)
+def snapshots() -> None:
+    """The btrfs snapshots pc-switcher takes around each sync (this machine, or TARGET and this one)."""
+
+
+@snapshots.command("list", context_settings=CONTEXT)
+@click.argument("target", required=False, shell_complete=_complete_target)
+@_CONFIG_OPTION
+@_INVENTORY_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def snapshots_list(
+    target: str | None, config_path: Path | None, inventory: Path | None, as_json: bool
+) -> None:
+    """List the snapshot sessions of this machine (and of TARGET when given)."""
+    from .snapshots_cli import snapshots_list as run
+
+    code = run(
+        target,
+        config_path or paths.default_config_path(),
+        inventory or paths.default_inventory_path(),
+        Ui(),
+        as_json,
+    )
+    sys.exit(int(code))
+
+
+@snapshots.command("cleanup", context_settings=CONTEXT)
+@click.argument("target", required=False, shell_complete=_complete_target)
+@_CONFIG_OPTION
+@_INVENTORY_OPTION
+@click.option("--keep", type=int, help="Keep this many newest sessions [default: snapshots.keep].")
+@click.option(
+    "--older-than", callback=_duration, metavar="AGE", help="Also delete sessions older than AGE (7d, 12h)."
+)
+@click.option("-n", "--dry-run", is_flag=True, help="Only list what would be deleted.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def snapshots_cleanup(
+    target: str | None,
+    config_path: Path | None,
+    inventory: Path | None,
+    keep: int | None,
+    older_than: int | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Delete old snapshot sessions (never the newest) on this machine (and on TARGET when given)."""
+    from .snapshots_cli import snapshots_cleanup as run
+
+    code = run(
+        target,
+        config_path or paths.default_config_path(),
+        inventory or paths.default_inventory_path(),
+        keep,
+        older_than,
+        dry_run,
+        Ui(),
+        as_json,
+    )
+    sys.exit(int(code))
+
+
+@cli.command("rollback", context_settings=CONTEXT)
+@click.argument("target", shell_complete=_complete_target)
+@click.option("--session", help="The session to roll back to [default: the newest with pre-sync snapshots].")
+@_CONFIG_OPTION
+@_INVENTORY_OPTION
+@click.option("-n", "--dry-run", is_flag=True, help="Show what would be rolled back; change nothing.")
+@click.option("-y", "--yes", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--quick", is_flag=True, help="Compare files by size and mtime only (no --checksum).")
+def rollback_command(
+    target: str,
+    session: str | None,
+    config_path: Path | None,
+    inventory: Path | None,
+    dry_run: bool,
+    assume_yes: bool,
+    quick: bool,
+) -> None:
+    """Put TARGET's synced subvolumes back to a session's pre-sync snapshots (keeps the current state)."""
+    from .snapshots_cli import rollback
+
+    code = rollback(
+        target,
+        session,
+        config_path or paths.default_config_path(),
+        inventory or paths.default_inventory_path(),
+        dry_run,
+        assume_yes,
+        quick,
+        Ui(),
+    )
+    sys.exit(int(code))
 
 
 @cli.command(context_settings=CONTEXT)

@@ -31,12 +31,15 @@ __all__ = [
     "LOG_LEVELS",
     "Config",
     "DiskConfig",
+    "HistoryConfig",
     "JobConfig",
+    "SnapshotsConfig",
     "Threshold",
     "config_schema",
     "default_config_text",
     "example_inventory_text",
     "load_config",
+    "parse_duration",
     "parse_threshold",
 ]
 
@@ -100,11 +103,25 @@ def parse_threshold(text: object) -> Threshold:
     raise ValueError(f"{text!r} is not a threshold: write {_THRESHOLD_FORMS}")
 
 
+_DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
+_DURATION_UNITS: Mapping[str, int] = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION_FORMS = "a number and a unit like '7d', '12h', '30m', '2w' or '90s'"
+
+
+def parse_duration(text: object) -> int:
+    """Parse ``"7d"`` (s, m, h, d, w) into seconds; raises :class:`ValueError` naming the forms."""
+    match = _DURATION.match(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"{_show(text)} is not a duration: write {_DURATION_FORMS}")
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
 # --------------------------------------------------------------------------------------------
 # The schema
 # --------------------------------------------------------------------------------------------
 
 _THRESHOLD_FORMAT = "pcswitcher-threshold"
+_DURATION_FORMAT = "pcswitcher-duration"
 _ABSPATH_FORMAT = "pcswitcher-absolute-path"
 
 _FORMAT_CHECKER = FormatChecker(())
@@ -113,6 +130,13 @@ _FORMAT_CHECKER = FormatChecker(())
 @_FORMAT_CHECKER.checks(_THRESHOLD_FORMAT, raises=ValueError)
 def _check_threshold(instance: object) -> bool:
     parse_threshold(instance)
+    return True
+
+
+@_FORMAT_CHECKER.checks(_DURATION_FORMAT, raises=ValueError)
+def _check_duration(instance: object) -> bool:
+    if instance is not None:
+        parse_duration(instance)
     return True
 
 
@@ -128,14 +152,28 @@ def _threshold_schema(description: str, default: str) -> dict[str, Any]:
     return {"description": description, "format": _THRESHOLD_FORMAT, "default": default}
 
 
-def _paths_schema(description: str) -> dict[str, Any]:
+DEFAULT_DISK_PATHS = ("/", "/home")
+
+
+def _paths_schema(description: str, default: Sequence[str] = ("/",), min_items: int = 1) -> dict[str, Any]:
     return {
         "description": description,
         "type": "array",
         "items": {"type": "string", "format": _ABSPATH_FORMAT},
-        "minItems": 1,
-        "default": ["/"],
+        "minItems": min_items,
+        "default": list(default),
     }
+
+
+def _path_schema(description: str, default: str) -> dict[str, Any]:
+    return {"description": description, "type": "string", "format": _ABSPATH_FORMAT, "default": default}
+
+
+#: Defaults of the ``snapshots:`` and ``history:`` sections (docs/safety.md).
+DEFAULT_SNAPSHOT_SUBVOLUMES = ("/home",)
+DEFAULT_SNAPSHOT_LOCATION = "/.snapshots/pc-switcher"
+DEFAULT_SNAPSHOT_KEEP = 10
+DEFAULT_HISTORY_PATH = "/root/.local/state/pc-switcher/history.json"
 
 
 #: The global settings (everything but ``jobs`` and the job sections), in the order of the file.
@@ -188,8 +226,12 @@ GLOBAL_SCHEMA: Mapping[str, Any] = {
                 "additionalProperties": False,
                 "default": {},
                 "properties": {
-                    "source": _paths_schema("Absolute paths watched on the source (this machine)."),
-                    "target": _paths_schema("Absolute paths watched on the target."),
+                    "source": _paths_schema(
+                        "Absolute paths watched on the source (this machine): the filesystems that "
+                        "hold the synced data; a path not there yet counts as its nearest parent.",
+                        DEFAULT_DISK_PATHS,
+                    ),
+                    "target": _paths_schema("Absolute paths watched on the target.", DEFAULT_DISK_PATHS),
                 },
             },
         },
@@ -199,6 +241,78 @@ GLOBAL_SCHEMA: Mapping[str, Any] = {
         "type": "number",
         "exclusiveMinimum": 0,
         "default": 5,
+    },
+    "snapshots": {
+        "description": (
+            "Read-only btrfs snapshots of both machines before and after every sync (docs/safety.md). "
+            "A target's inventory host vars pcswitcher_snapshots_subvolumes and "
+            "pcswitcher_snapshots_location override the target values."
+        ),
+        "type": "object",
+        "additionalProperties": False,
+        "default": {},
+        "properties": {
+            "enabled": {
+                "description": "Take snapshots (false: no snapshot, no rollback; a warning at each sync).",
+                "type": "boolean",
+                "default": True,
+            },
+            "subvolumes": {
+                "description": "The btrfs subvolumes to snapshot, by the path they are mounted at.",
+                "type": "object",
+                "additionalProperties": False,
+                "default": {},
+                "properties": {
+                    "source": _paths_schema(
+                        "Subvolumes of the source (this machine).", DEFAULT_SNAPSHOT_SUBVOLUMES
+                    ),
+                    "target": _paths_schema("Subvolumes of the target.", DEFAULT_SNAPSHOT_SUBVOLUMES),
+                },
+            },
+            "location": {
+                "description": (
+                    "The directory that holds the snapshots, one folder per session: on the same btrfs "
+                    "file system as the subvolumes, not inside one of them (created if missing)."
+                ),
+                "type": "object",
+                "additionalProperties": False,
+                "default": {},
+                "properties": {
+                    "source": _path_schema("Snapshot location on the source.", DEFAULT_SNAPSHOT_LOCATION),
+                    "target": _path_schema("Snapshot location on the target.", DEFAULT_SNAPSHOT_LOCATION),
+                },
+            },
+            "keep": {
+                "description": "`snapshots cleanup` keeps the snapshots of this many newest sessions (>= 1).",
+                "type": "integer",
+                "minimum": 1,
+                "default": DEFAULT_SNAPSHOT_KEEP,
+            },
+            "older_than": {
+                "description": (
+                    "`snapshots cleanup` also deletes sessions older than this ('7d', '12h'); null: no age "
+                    "limit. The newest session is never deleted."
+                ),
+                "type": ["string", "null"],
+                "format": _DURATION_FORMAT,
+                "default": None,
+            },
+        },
+    },
+    "history": {
+        "description": (
+            "The sync history each machine keeps (last role, peer, session, time) to warn about a first "
+            "sync or syncs out of order. A target's host var pcswitcher_history_path overrides the path."
+        ),
+        "type": "object",
+        "additionalProperties": False,
+        "default": {},
+        "properties": {
+            "path": _path_schema(
+                "The history file on both machines (keep it outside the snapshotted subvolumes).",
+                DEFAULT_HISTORY_PATH,
+            ),
+        },
     },
 }
 
@@ -256,6 +370,23 @@ class DiskConfig:
 
 
 @dataclass(frozen=True)
+class SnapshotsConfig:
+    enabled: bool = True
+    source_subvolumes: tuple[str, ...] = DEFAULT_SNAPSHOT_SUBVOLUMES
+    target_subvolumes: tuple[str, ...] = DEFAULT_SNAPSHOT_SUBVOLUMES
+    source_location: str = DEFAULT_SNAPSHOT_LOCATION
+    target_location: str = DEFAULT_SNAPSHOT_LOCATION
+    keep: int = DEFAULT_SNAPSHOT_KEEP
+    #: Seconds, or None for no age limit.
+    older_than: int | None = None
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    path: str = DEFAULT_HISTORY_PATH
+
+
+@dataclass(frozen=True)
 class JobConfig:
     name: str
     enabled: bool
@@ -272,6 +403,8 @@ class Config:
     link_timeout: float
     file_log_level: str
     terminal_log_level: str
+    snapshots: SnapshotsConfig = SnapshotsConfig()
+    history: HistoryConfig = HistoryConfig()
 
     def enabled_jobs(self) -> list[JobConfig]:
         return [job for job in self.jobs if job.enabled]
@@ -570,12 +703,13 @@ def _describe(error: ValidationError, jobs: Mapping[str, JobSpec], marks: _Marks
 
 def _null_sections_to_empty(data: dict[Any, Any], jobs: Mapping[str, JobSpec]) -> None:
     """A section whose entries are all commented out (``disk:`` alone) is an empty mapping."""
-    for key in ("jobs", "log_level", "disk", *jobs):
+    for key in ("jobs", "log_level", "disk", "snapshots", "history", *jobs):
         if key in data and data[key] is None:
             data[key] = {}
-    disk = data.get("disk")
-    if isinstance(disk, dict) and "paths" in disk and disk["paths"] is None:
-        disk["paths"] = {}
+    for section, sub in (("disk", "paths"), ("snapshots", "subvolumes"), ("snapshots", "location")):
+        value = data.get(section)
+        if isinstance(value, dict) and sub in value and value[sub] is None:
+            value[sub] = {}
 
 
 def _with_defaults(schema: Mapping[str, Any], value: Any) -> Any:
@@ -679,6 +813,21 @@ def load_config(path: Path, jobs: Mapping[str, JobSpec]) -> Config:
         link_timeout=float(full["link_timeout"]),
         file_log_level=full["log_level"]["file"],
         terminal_log_level=full["log_level"]["terminal"],
+        snapshots=_snapshots_config(full["snapshots"]),
+        history=HistoryConfig(path=full["history"]["path"]),
+    )
+
+
+def _snapshots_config(section: Mapping[str, Any]) -> SnapshotsConfig:
+    older = section["older_than"]
+    return SnapshotsConfig(
+        enabled=bool(section["enabled"]),
+        source_subvolumes=tuple(section["subvolumes"]["source"]),
+        target_subvolumes=tuple(section["subvolumes"]["target"]),
+        source_location=section["location"]["source"],
+        target_location=section["location"]["target"],
+        keep=int(section["keep"]),
+        older_than=None if older is None else parse_duration(older),
     )
 
 

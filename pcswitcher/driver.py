@@ -40,6 +40,7 @@ from .lock import SyncLock
 from .monitor import AgentSession, Monitor, close_master, local_agent, remote_agent
 from .registry import Registry
 from .runner import PlaybookResult, PlaybookRun, prepare_bin_dir, standard_envvars
+from .safety import HistoryRefused, Safety, SafetyError, confirm_history
 from .ui import Ui
 
 log = logging.getLogger("pcswitcher")
@@ -54,6 +55,8 @@ class SyncOptions:
     dry_run: bool = False
     assume_yes: bool = False
     only: Sequence[str] = ()
+    allow_first_sync: bool = False
+    allow_out_of_order: bool = False
 
 
 @dataclass
@@ -158,6 +161,15 @@ class Sync:
         self._finished = False
         self.log_path = state / "logs" / f"{self.run_id}.jsonl"
         self.exit_code: ExitCode | None = None
+        self.safety = Safety.from_config(
+            prepared.root,
+            prepared.config,
+            self.run_id,
+            self._safety_play,
+            dry_run=options.dry_run,
+            target_label=prepared.target.name,
+        )
+        self.snapshots: dict[str, Any] = {}
 
     # -- entry -----------------------------------------------------------------------------------
     def run(self) -> ExitCode:
@@ -198,8 +210,21 @@ class Sync:
             assert self.monitor is not None
             self.monitor.preflight()
             self.monitor.start()
+            # nothing has changed yet: the history questions, then every check of every job
+            confirm_history(
+                self.safety.history_warnings(),
+                self.ui,
+                dry_run=self.options.dry_run,
+                allow_first_sync=self.options.allow_first_sync,
+                allow_out_of_order=self.options.allow_out_of_order,
+                assume_yes=self.options.assume_yes,
+            )
+            self.safety.validate()
             if not self._validate_all():
                 return self._finish(self._abort(self.current) if self.abort.requested else ExitCode.FAILED)
+            if self.abort.requested:
+                return self._abort(None)
+            self.snapshots["pre"] = self.safety.snapshot("pre")
             for index, job in enumerate(p.selected, start=1):
                 if self.abort.requested:
                     return self._abort(None)
@@ -214,7 +239,18 @@ class Sync:
                         Cause.JOB_FAILED, f"job {job.name} failed: {detail}", logging.ERROR, job=job.name
                     )
                     return self._abort(None)
+            if self.abort.requested:
+                return self._abort(None)
+            # all jobs succeeded: the target was synced, even if the post snapshot should fail
+            self.safety.record_history()
+            self.snapshots["post"] = self.safety.snapshot("post")
             return self._finish(ExitCode.OK)
+        except HistoryRefused:
+            raise  # nothing has changed; the CLI says why (exit 2)
+        except SafetyError as exc:
+            # a failed snapshot or safety check: stop on the abort path, before any (further) change
+            self.abort.request(Cause.ERROR, exc.message, logging.CRITICAL)
+            return self._abort(self.current)
         except BaseException as exc:
             # a driver error in the middle of a run (unreachable target, no heartbeat, a bug):
             # whatever was started is stopped on the same path, then the CLI reports the error
@@ -535,6 +571,27 @@ class Sync:
                 self.run_id,
             )
 
+    def _safety_play(
+        self, playbook: Path, ident: str, extravars: dict[str, Any], check: bool
+    ) -> PlaybookResult | None:
+        """How Safety runs its playbooks: on the run's connection, registry and abort path."""
+        run = self._new_run(
+            playbook,
+            ident,
+            {
+                "pcswitcher_progress_file": f"{self.local_run_dir}/progress.jsonl",
+                "pcswitcher_dry_run": self.options.dry_run,
+                **extravars,
+            },
+            [],
+            [],
+            tagged=True,
+            job=None,
+        )
+        run.check = check
+        self.current_job = None
+        return self._wait(run, ident)
+
     def _track_cleanup(self, proc: psutil.Process) -> None:
         self.registry.add_process(proc, "playbook:cleanup")
 
@@ -603,6 +660,7 @@ class Sync:
             "outcome": getattr(self, "outcome_text", ""),
             "abort_cause": cause.value if cause else None,
             "jobs": [o.as_dict() for o in self.outcomes],
+            "snapshots": self.snapshots,
             "log": None if self.options.dry_run else str(self.log_path),
         }
 

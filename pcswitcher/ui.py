@@ -416,10 +416,19 @@ class Ui:
             return True
         if not self.interactive:
             return False
-        try:
-            answer = self.console.input(f"{question} [y/N] ", markup=False)
-        except (EOFError, OSError, ValueError):
-            return False
+        with self._life:
+            live = self._live
+            if live is not None:  # the question must not be drawn over by the live display
+                with contextlib.suppress(Exception):
+                    live.stop()
+            try:
+                answer = self.console.input(f"{question} [y/N] ", markup=False)
+            except (EOFError, OSError, ValueError):
+                answer = ""
+            finally:
+                if live is not None:
+                    with contextlib.suppress(Exception):
+                        live.start()
         return answer.strip().lower() in {"y", "yes"}
 
     # ---------------------------------------------------------------------------------------------

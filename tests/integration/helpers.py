@@ -40,11 +40,19 @@ def dummy_config(source_duration: int = 2, target_duration: int = 2, **extra: An
     return config
 
 
-def sync_argv(sb: Sandbox, *args: str, target: str = "target") -> list[str]:
-    return [PC_SWITCHER, "sync", target, "-i", str(sb.inventory_path), *args]
+# Sandbox machines are synced again and again in every direction: the history questions (tested in
+# test_snapshots.py / test_history) would refuse most runs without a terminal.
+HISTORY_FLAGS = ("--allow-first-sync", "--allow-out-of-order")
 
 
-def run_sync(sb: Sandbox, *args: str, timeout: float = 240, target: str = "target") -> subprocess.CompletedProcess[str]:
+def sync_argv(sb: Sandbox, *args: str, target: str = "target", history_checks: bool = False) -> list[str]:
+    flags = () if history_checks else HISTORY_FLAGS
+    return [PC_SWITCHER, "sync", target, "-i", str(sb.inventory_path), *flags, *args]
+
+
+def run_sync(
+    sb: Sandbox, *args: str, timeout: float = 240, target: str = "target"
+) -> subprocess.CompletedProcess[str]:
     """Run ``pc-switcher sync`` to completion inside the source machine."""
     return sb.machines["source"].run(sync_argv(sb, *args, target=target), timeout=timeout)
 
@@ -72,7 +80,9 @@ class RunningSync:
 
 def start_sync(sb: Sandbox, *args: str, target: str = "target") -> RunningSync:
     source = sb.machines["source"]
-    handle = source.popen(sync_argv(sb, *args, target=target), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    handle = source.popen(
+        sync_argv(sb, *args, target=target), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         for child in psutil.Process(handle.pid).children(recursive=True):

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from pcswitcher.jobs import discover_jobs
-from tests.sandbox.machine import Machine, Sandbox
+from tests.sandbox.machine import BTRFS_TOP, Machine, Sandbox
 
 REPO = Path(__file__).resolve().parents[2]
 PC_SWITCHER = str(REPO / ".venv" / "bin" / "pc-switcher")
@@ -42,11 +42,21 @@ def demo_config(jobs: set[str], durations: tuple[int, int]) -> dict[str, object]
     enabled: dict[str, bool] = {}
     if "folder_sync" in jobs:
         enabled["folder_sync"] = True
-        config["folder_sync"] = {"folders": [{"source": "/home"}]}
+        # a user filter: skip caches, keep pip's (rsync filter rules, first match wins)
+        config["folder_sync"] = {
+            "folders": [{"source": "/home"}],
+            "filters": ["+ .cache/pip/***", "- .cache/*"],
+        }
     enabled["dummy_success"] = True
     config["dummy_success"] = {"source_duration": durations[0], "target_duration": durations[1]}
     config["jobs"] = enabled
     config["disk"] = {"paths": {"source": ["/home"], "target": ["/home"]}}
+    # read-only btrfs snapshots of /home on both machines, kept on each machine's btrfs top level
+    location = f"{BTRFS_TOP}/snapshots"
+    config["snapshots"] = {
+        "subvolumes": {"source": ["/home"], "target": ["/home"]},
+        "location": {"source": location, "target": location},
+    }
     return config
 
 
@@ -83,12 +93,15 @@ def run_demo(args: argparse.Namespace) -> int:
         _say("config (in workstation1's ~/.config/pc-switcher/config.yml)")
         print(textwrap.indent(cfg.read_text(), "  "))
         _say("pc-switcher sync workstation2   (Ctrl+C aborts cleanly)")
-        argv = [PC_SWITCHER, "sync", "workstation2", "-i", str(sb.inventory_path)]
+        argv = [PC_SWITCHER, "sync", "workstation2", "-i", str(sb.inventory_path), "--allow-first-sync"]
         code = subprocess.run(source.exec_argv(argv), check=False).returncode
         _say(f"pc-switcher exited with {code}")
         if "folder_sync" in jobs:
             _say("/home/alice on the target (no .ssh private key, no .cache)")
             print(tree(target, "/home/alice"))
+        _say("snapshots on both machines (pc-switcher snapshots list workstation2)")
+        snaps = source.run([PC_SWITCHER, "snapshots", "list", "workstation2", "-i", str(sb.inventory_path)])
+        print(snaps.stdout.rstrip() or snaps.stderr.rstrip())
         _say("the end of the session log (pc-switcher logs --last --level INFO)")
         log = source.run([PC_SWITCHER, "logs", "--last", "--level", "INFO"])
         print("\n".join(log.stdout.splitlines()[-12:]))

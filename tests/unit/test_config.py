@@ -70,8 +70,8 @@ def test_minimal_config_gets_all_defaults(tmp_path: Path, jobs: dict[str, JobSpe
     assert disk.warning_threshold == Threshold("15%", 15.0, None)
     assert disk.runtime_minimum == Threshold("5%", 5.0, None)
     assert disk.interval == 1.0
-    assert disk.source_paths == ("/",)
-    assert disk.target_paths == ("/",)
+    assert disk.source_paths == ("/", "/home")
+    assert disk.target_paths == ("/", "/home")
 
 
 def test_full_config(tmp_path: Path, jobs: dict[str, JobSpec]) -> None:
@@ -137,7 +137,7 @@ def test_section_of_a_disabled_job_is_validated(tmp_path: Path, jobs: dict[str, 
 def test_empty_sections_mean_defaults(tmp_path: Path, jobs: dict[str, JobSpec]) -> None:
     config = load(tmp_path, jobs, "jobs:\nlog_level:\ndisk:\n  paths:\ndemo:\n")
     assert config.jobs == ()
-    assert config.disk.source_paths == ("/",)
+    assert config.disk.source_paths == ("/", "/home")
 
 
 def test_enabled_job_with_required_option(tmp_path: Path, jobs: dict[str, JobSpec]) -> None:
@@ -224,7 +224,8 @@ def test_unknown_top_level_key(tmp_path: Path, jobs: dict[str, JobSpec]) -> None
     error = fail(tmp_path, jobs, "jobs: {}\n\nlog_levle:\n  file: INFO\n")
     assert where(error) == "3:1: unknown top-level key 'log_levle' (did you mean 'log_level'?)"
     assert error.hint == (
-        "valid keys are jobs, log_level, disk, link_timeout and a section per job (demo, needs, other)"
+        "valid keys are jobs, log_level, disk, link_timeout, snapshots, history and a section per job "
+        "(demo, needs, other)"
     )
 
 
@@ -493,7 +494,17 @@ def test_config_schema(jobs: dict[str, JobSpec]) -> None:
     schema = config_schema(jobs)
     Draft202012Validator.check_schema(schema)
     props = schema["properties"]
-    assert list(props) == ["jobs", "log_level", "disk", "link_timeout", "demo", "needs", "other"]
+    assert list(props) == [
+        "jobs",
+        "log_level",
+        "disk",
+        "link_timeout",
+        "snapshots",
+        "history",
+        "demo",
+        "needs",
+        "other",
+    ]
     assert schema["additionalProperties"] is False
     assert props["jobs"]["properties"]["demo"] == {
         "description": "A demo job with options of every type",
@@ -549,7 +560,16 @@ def test_default_config_without_jobs(tmp_path: Path) -> None:
 
 def test_default_config_is_yaml_with_comments(jobs: dict[str, JobSpec]) -> None:
     data = yaml.safe_load(default_config_text(jobs))
-    assert list(data) == ["jobs", "log_level", "disk", "link_timeout", "demo", "other"]
+    assert list(data) == [
+        "jobs",
+        "log_level",
+        "disk",
+        "link_timeout",
+        "snapshots",
+        "history",
+        "demo",
+        "other",
+    ]
     assert list(data["jobs"]) == ["demo", "needs", "other"]
 
 
