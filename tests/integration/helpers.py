@@ -23,9 +23,16 @@ TAG = "PCSWITCHER_RUN_ID"
 
 
 def write_config(source: Machine, config: dict[str, Any] | str, path: str = CONFIG) -> str:
-    """Write a config into the source machine; returns its in-machine path."""
+    """Write a config into the source machine; returns its in-machine path.
+
+    A config given as a dict without a ``snapshots`` section gets ``snapshots: {enabled: false}``:
+    the default snapshot location is not on btrfs inside a sandbox machine (its ``/`` is the host's).
+    Tests of snapshots configure them (location under the machine's btrfs top level).
+    """
     host_path = source.path(path)
     host_path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(config, dict) and "snapshots" not in config:
+        config = {**config, "snapshots": {"enabled": False}}
     text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
     host_path.write_text(text)
     return path
