@@ -411,7 +411,7 @@ def test_history_warnings_for_each_case(sandbox: Sandbox) -> None:
     assert kinds(probe(sandbox, warn, session=session_id())) == ["unreadable"]
 
 
-# --------------------------------------------------------------------------- molecule-equivalent
+# --------------------------------------------------------------------------- idempotence, check mode
 
 
 def playbook(sb: Sandbox, *extra: str, check: bool = False) -> str:
