@@ -10,7 +10,8 @@ Commands (one per line):
     quit                 -> sweep, remove the run's directory, exit
 
 Dead-man switch: when stdin reaches EOF (the driver died, its ssh died) or no command arrives for
-``--timeout`` seconds (a frozen link), the agent sweeps the run's processes and exits.
+``--timeout`` seconds (a frozen link), the agent sweeps the run's processes, removes the run's
+directory and exits — as it does on ``quit``.
 
 A process belongs to the run when its environment holds ``PCSWITCHER_RUN_ID=<run id>`` (the play
 environment gives every module, async wrapper and their children this tag), or when its command
@@ -178,6 +179,22 @@ def try_lock(path: str) -> tuple[int | None, dict[str, object]]:
         os.close(fd)
 
 
+def missing_dirs(path: str) -> list[str]:
+    """``path`` and those of its parents that do not exist (deepest first): what try_lock creates."""
+    missing: list[str] = []
+    while path and not os.path.exists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+def remove_empty_dirs(paths: list[str]) -> None:
+    """Remove the directories a lock created, deepest first, when nothing else was put in them."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+
+
 def write_holder(fd: int, record: dict[str, object]) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(record).encode(), 0)
@@ -280,7 +297,9 @@ def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = No
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
     lock_fd = None
+    made: list[str] = []
     if lock:
+        made = missing_dirs(os.path.dirname(lock))  # a dry-run leaves no trace (docs/safety.md)
         lock_fd, holder = try_lock(lock)
         if lock_fd is None:
             _emit({"t": "locked", "host": socket.gethostname(), "path": lock, "holder": holder})
@@ -333,11 +352,13 @@ def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = No
     except (SystemExit, BrokenPipeError, OSError):
         pass
     finally:
+        # quit, EOF or silence: the run is over on this machine either way (a driver that died or
+        # lost its link has aborted); leave none of its processes and none of its files
         report = sweep(run_id, jids)
-        if quitting:
-            report["removed"] = remove_run_files(run_id, jids)
+        report["removed"] = remove_run_files(run_id, jids)
         if lock_fd is not None:
             unlock(lock_fd, lock)  # type: ignore[arg-type]
+            remove_empty_dirs(made)
         with contextlib.suppress(OSError):
             _emit({**report, "t": "bye"})
     return 0

@@ -40,6 +40,7 @@ def cleanup_playbook_run(
     private_data_dir: Path,
     on_process: Callable[[psutil.Process], None] | None = None,
     timeout: float = 60.0,
+    source: bool = True,
 ) -> PlaybookResult:
     """Run ``playbooks/cleanup.yml`` against TARGET for RUN_ID and wait for it (at most ``timeout``)."""
     env = standard_envvars(
@@ -57,7 +58,7 @@ def cleanup_playbook_run(
         ident="cleanup",
         inventory=inventory.resolve(),
         limit=target,
-        extravars={"cleanup_run_id": run_id, "cleanup_async_jids": list(jids)},
+        extravars={"cleanup_run_id": run_id, "cleanup_async_jids": list(jids), "cleanup_source": source},
         envvars=env,
     )
     run.start()

@@ -92,6 +92,19 @@ class Prepared:
     inventory_path: Path
 
 
+def _result_summary(job: str, stats: dict[str, Any]) -> str:
+    """What the job changed (or would change) for the summary: the scalars of its ``<job>_result``."""
+    data = stats.get(f"{job}_result")
+    if not isinstance(data, dict):
+        return ""
+    parts = [
+        f"{key} {value}"
+        for key, value in data.items()
+        if key != "dry_run" and isinstance(value, int | float | str) and not isinstance(value, bool)
+    ]
+    return f": {', '.join(parts)}" if parts else ""
+
+
 def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
 
@@ -339,7 +352,9 @@ class Sync:
             outcome.status = "succeeded"
             outcome.changed = result.changed
             outcome.result = result.set_stats
-            outcome.detail = f"{result.changed} changed" if result.changed else "no change"
+            outcome.detail = (f"{result.changed} changed" if result.changed else "no change") + (
+                _result_summary(job.name, result.set_stats)
+            )
         else:
             outcome.status = "failed"
             outcome.detail = (
@@ -559,6 +574,7 @@ class Sync:
             jids=self.registry.jids(),
             private_data_dir=self.run_state / f"{self._counter:02d}-cleanup",
             on_process=self._track_cleanup,
+            source=False,  # the source agent has swept this machine already
         )
         if result.ok:
             log.info("cleanup playbook done in %.1f s", result.duration)

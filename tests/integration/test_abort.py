@@ -1,0 +1,726 @@
+"""The abort path against real sandbox machines and the real CLI (issue 3).
+
+Every test here starts ``pc-switcher sync`` inside the sandbox machine ``source`` towards ``target``
+and stops it: Ctrl+C at random moments, a second Ctrl+C, SIGTERM, low disk on either machine, a
+frozen link, a SIGKILL of the driver. After each one, *nothing of the run* may be left:
+
+* on the target: no process beyond the machine's baseline (init and the sshd listener), no
+  ``/tmp/pcswitcher-*`` directory;
+* on the source (the driver has exited): no process beyond the baseline either — so no descendant
+  of the driver, no process tagged ``PCSWITCHER_RUN_ID``, no ssh master (``ssh: ... [mux]``) — and
+  no ``/tmp/pcswitcher-*`` directory (which holds the run's ControlPath socket);
+* the sync locks on both machines can be taken.
+
+All tests share ONE sandbox (module fixture); each leaves it clean or fails.
+The random trials print their seed (``PCS_ABORT_SEED`` replays a set, ``PCS_ABORT_TRIALS`` sizes it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.integration.helpers import (
+    PC_SWITCHER,
+    REPO,
+    STATE,
+    TAG,
+    describe,
+    dummy_config,
+    run_sync,
+    sync_argv,
+    write_config,
+)
+from tests.sandbox import Machine, Sandbox
+
+ANSIBLE_PLAYBOOK = str(REPO / ".venv" / "bin" / "ansible-playbook")
+LOGS = f"{STATE}/logs"
+LOCK = f"{STATE}/sync.lock"
+MiB = 1 << 20
+REAP = 3.0  # seconds allowed for the reaping of killed processes
+
+
+# --------------------------------------------------------------------------------------------------
+# fixtures
+
+
+def _write(source: Machine, config: dict[str, Any]) -> None:
+    """Write the config, with the sections a sandbox cannot serve turned off when the schema has them
+    (btrfs snapshots: a sandbox machine's ``/`` is the host's)."""
+    from pcswitcher.config import config_schema
+    from pcswitcher.jobs import discover_jobs
+
+    if "snapshots" in config_schema(discover_jobs(REPO))["properties"]:
+        config.setdefault("snapshots", {"enabled": False})
+    write_config(source, config)
+
+
+@pytest.fixture(scope="module")
+def sb() -> Iterator[Sandbox]:
+    """One sandbox (machines ``source`` and ``target``) for every test of this module."""
+    if os.geteuid() != 0:
+        pytest.skip("integration tests need root")
+    with Sandbox(size="2G") as sandbox:
+        sandbox.add("source")
+        sandbox.add("target")
+        yield sandbox
+
+
+@pytest.fixture
+def source(sb: Sandbox) -> Machine:
+    return sb.machines["source"]
+
+
+@pytest.fixture
+def target(sb: Sandbox) -> Machine:
+    return sb.machines["target"]
+
+
+# --------------------------------------------------------------------------------------------------
+# a running sync, observed from outside
+
+
+@dataclass
+class Sync:
+    """``pc-switcher sync`` started in the background inside ``source``, its stdout and its log."""
+
+    source: Machine
+    handle: subprocess.Popen[str]
+    driver: psutil.Process
+    known_logs: set[str]
+    started: float
+    lines: list[str] = field(default_factory=list)
+    _log: Path | None = None
+    _reader: threading.Thread | None = None
+
+    @classmethod
+    def start(cls, sb: Sandbox, *args: str) -> Sync:
+        source = sb.machines["source"]
+        logs = source.path(LOGS)
+        known = {p.name for p in logs.glob("*.jsonl")} if logs.is_dir() else set()
+        handle = source.popen(
+            sync_argv(sb, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1
+        )
+        deadline = time.monotonic() + 10
+        driver: psutil.Process | None = None
+        while driver is None and time.monotonic() < deadline:
+            for child in psutil.Process(handle.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if any(part.endswith("pc-switcher") for part in child.cmdline()):
+                        driver = child
+                        break
+            else:
+                time.sleep(0.005)
+        if driver is None:
+            handle.kill()
+            raise AssertionError("the driver did not start")
+        run = cls(source, handle, driver, known, time.monotonic())
+        run._reader = threading.Thread(target=run._read, daemon=True)
+        run._reader.start()
+        return run
+
+    def _read(self) -> None:
+        assert self.handle.stdout is not None
+        for line in self.handle.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    # -- the run's log --------------------------------------------------------------------------
+    @property
+    def log_path(self) -> Path | None:
+        if self._log is None:
+            logs = self.source.path(LOGS)
+            if logs.is_dir():
+                new = sorted(p for p in logs.glob("*.jsonl") if p.name not in self.known_logs)
+                if new:
+                    self._log = new[0]
+        return self._log
+
+    @property
+    def run_id(self) -> str:
+        path = self.log_path
+        assert path is not None, "the run has no log (yet)"
+        return path.stem
+
+    def records(self) -> list[dict[str, Any]]:
+        import json
+
+        path = self.log_path
+        if path is None:
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
+
+    def wait_record(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 60, what: str = ""
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for rec in self.records():
+                if pred(rec):
+                    return rec
+            if self.exited():
+                raise AssertionError(f"the driver exited before {what or 'the record'}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what or 'such record'} within {timeout} s:\n{self.output()}")
+            time.sleep(0.01)
+
+    def wait_task(self, task: str, job: str = "dummy_success", timeout: float = 60) -> None:
+        self.wait_record(
+            lambda r: r.get("message") == f"task: {task}" and r.get("job") == job,
+            timeout,
+            f"task {task!r} of {job}",
+        )
+
+    def wait_line(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in list(self.lines)):
+            if self.exited() or time.monotonic() > deadline:
+                raise AssertionError(f"no output line with {text!r}:\n{self.output()}")
+            time.sleep(0.002)
+
+    # -- signals and exit -----------------------------------------------------------------------
+    def signal(self, sig: int) -> float:
+        """Send ``sig`` to the driver (what a terminal does on Ctrl+C); returns the moment."""
+        self.driver.send_signal(sig)
+        return time.monotonic()
+
+    def exited(self) -> bool:
+        try:
+            return self.driver.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    def wait_exit(self, timeout: float = 90) -> float:
+        """Wait for the driver to end; returns the moment it was seen gone (polled every 5 ms)."""
+        deadline = time.monotonic() + timeout
+        while not self.exited():
+            if time.monotonic() > deadline:
+                self.driver.kill()
+                raise AssertionError(f"the driver did not exit within {timeout} s:\n{self.output()}")
+            time.sleep(0.005)
+        return time.monotonic()
+
+    def wait(self, timeout: float = 90) -> int:
+        self.wait_exit(timeout)
+        self.handle.wait(10)
+        if self._reader is not None:
+            self._reader.join(5)
+        return self.handle.returncode
+
+    def output(self) -> str:
+        return "\n".join(self.lines[-60:])
+
+    def messages(self, level: str | None = None) -> list[str]:
+        return [str(r.get("message")) for r in self.records() if level is None or r.get("level") == level]
+
+    def job_status(self) -> dict[str, str]:
+        for rec in reversed(self.records()):
+            jobs = rec.get("jobs")
+            if isinstance(jobs, list) and "exit_code" in rec:
+                return {str(j["name"]): str(j["status"]) for j in jobs}
+        return {}
+
+
+# --------------------------------------------------------------------------------------------------
+# what a run may leave behind
+
+
+def _lock_free(machine: Machine) -> bool:
+    path = machine.path(LOCK)
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _run_dirs(machine: Machine) -> list[str]:
+    return sorted(str(p) for p in machine.path("/tmp").glob("pcswitcher-*"))
+
+
+def _tagged(machine: Machine) -> list[str]:
+    out = []
+    for proc in machine.processes():
+        with contextlib.suppress(psutil.Error):
+            if TAG in proc.environ():
+                out.append(f"{proc.pid} {' '.join(proc.cmdline())[:160]}")
+    return out
+
+
+def leftovers(sb: Sandbox, ignore: Collection[int] = (), files: bool = True) -> dict[str, list[str]]:
+    """What the finished run left, per kind (empty dict = clean). ``ignore``: host pids we own."""
+    found: dict[str, list[str]] = {}
+    for name in ("source", "target"):
+        machine = sb.machines[name]
+        procs = [p for p in machine.extra_processes() if p.pid not in ignore]
+        if procs:
+            found[f"{name} processes"] = describe(procs)
+        mux = [d for d in describe(procs) if "[mux]" in d or "ControlPath" in d]
+        if mux:
+            found[f"{name} ssh masters"] = mux
+        tagged = [t for t in _tagged(machine) if int(t.split()[0]) not in ignore]
+        if tagged:
+            found[f"{name} tagged"] = tagged
+        if files and _run_dirs(machine):
+            found[f"{name} run dirs"] = _run_dirs(machine)
+        if not _lock_free(machine):
+            found[f"{name} lock"] = [str(machine.path(LOCK))]
+    return found
+
+
+def wait_clean(
+    sb: Sandbox, timeout: float = REAP, ignore: Collection[int] = (), files: bool = True
+) -> dict[str, list[str]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = leftovers(sb, ignore, files)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def assert_clean(sb: Sandbox, context: str, timeout: float = REAP, **kw: Any) -> None:
+    left = wait_clean(sb, timeout, **kw)
+    assert not left, f"{context}: the run left {left}"
+
+
+# --------------------------------------------------------------------------------------------------
+# random Ctrl+C trials
+
+PHASES = ("startup", "pre_sync", "source_loop", "remote_async", "between_jobs", "second_job")
+
+
+def _trial_config(phase: str, with_fail: bool) -> dict[str, Any]:
+    config = dummy_config(2, 4)
+    if with_fail or phase in {"between_jobs", "second_job"}:
+        config["jobs"] = {"dummy_success": True, "dummy_fail": True}
+        config["dummy_fail"] = {"fail_at": 4, "duration": 6}
+    return config
+
+
+def _reach_phase(run: Sync, phase: str, rng: random.Random) -> str:
+    """Wait for the phase, sleep a random part of it; returns what happened (for messages)."""
+    if phase == "startup":  # agent start, preflight and validation: the first ~3 s of the run
+        run.wait_record(lambda r: str(r.get("message", "")).startswith("pc-switcher run"), 30, "run start")
+        delay = rng.uniform(0, 3.0)
+    elif phase == "pre_sync":
+        run.wait_task("Prepare the target")
+        delay = rng.uniform(0, 1.0)
+    elif phase == "source_loop":
+        run.wait_task("Work on the source")
+        delay = rng.uniform(0, 2.0)
+    elif phase == "remote_async":
+        run.wait_task("Work on the target")
+        delay = rng.uniform(0, 3.5)
+    elif phase == "between_jobs":
+        run.wait_line("dummy_success: succeeded")
+        delay = 0.0
+    else:  # second_job: during dummy_fail's async loop, before it fails at 4 s
+        run.wait_task("Work on the target until the configured failure", job="dummy_fail")
+        delay = rng.uniform(0, 2.5)
+    time.sleep(delay)
+    return f"{phase}+{delay:.2f}s"
+
+
+def _interrupted_cleanly(sb: Sandbox, run: Sync, rc: int, context: str) -> None:
+    assert rc == 130, f"{context}: exit code {rc}, expected 130:\n{run.output()}"
+    warnings = run.messages("WARNING")
+    assert "Sync interrupted by user" in warnings, (
+        f"{context}: no WARNING 'Sync interrupted by user': {warnings}"
+    )
+    assert_clean(sb, context)
+
+
+@pytest.mark.timeout(900)
+def test_random_ctrl_c_trials(sb: Sandbox, source: Machine, target: Machine) -> None:
+    trials = int(os.environ.get("PCS_ABORT_TRIALS", "20"))
+    seed = int(os.environ.get("PCS_ABORT_SEED") or random.SystemRandom().randrange(1 << 32))
+    print(f"\nabort trials: PCS_ABORT_SEED={seed} PCS_ABORT_TRIALS={trials}")
+    rng = random.Random(seed)  # noqa: S311 - reproducible, not secret
+    # every phase at least twice when there are enough trials, the rest at random
+    phases = [PHASES[i % len(PHASES)] for i in range(trials)]
+    rng.shuffle(phases)
+    follow_ups = 0
+    every = max(1, trials // 3)  # a following sync at least 3 times across the set
+    for index, phase in enumerate(phases, start=1):
+        with_fail = rng.random() < 0.3
+        _write(source, _trial_config(phase, with_fail))
+        run = Sync.start(sb)
+        what = _reach_phase(run, phase, rng)
+        run.signal(signal.SIGINT)
+        rc = run.wait()
+        context = f"seed {seed}, trial {index}/{trials} ({what}, dummy_fail {'on' if with_fail else 'off'})"
+        print(f"{context}: run {run.run_id} rc {rc}")
+        _interrupted_cleanly(sb, run, rc, context)
+        if phase == "between_jobs":
+            status = run.job_status()
+            assert status.get("dummy_success") == "succeeded", f"{context}: {status}"
+            assert status.get("dummy_fail") in {"not run", "aborted"}, f"{context}: {status}"
+        if index % every == 0 or index == trials:
+            _write(source, dummy_config(1, 1))
+            result = run_sync(sb)
+            assert result.returncode == 0, f"{context}: the following sync failed:\n{result.stdout[-3000:]}"
+            follow_ups += 1
+            assert_clean(sb, f"{context}: after the following sync")
+    assert follow_ups >= min(3, trials)
+
+
+# --------------------------------------------------------------------------------------------------
+# second Ctrl+C, SIGTERM, Ctrl+C between jobs
+
+
+def test_second_ctrl_c_exits_within_one_second(sb: Sandbox, source: Machine) -> None:
+    rng = random.Random()  # noqa: S311
+    _write(source, dummy_config(1, 20))
+    run = Sync.start(sb)
+    run.wait_task("Work on the target")
+    time.sleep(1.0)
+    run.signal(signal.SIGINT)
+    time.sleep(rng.uniform(0.1, 0.3))
+    second = run.signal(signal.SIGINT)
+    gone = run.wait_exit(10)
+    rc = run.wait()
+    assert rc == 130, run.output()
+    assert gone - second <= 1.0, f"exit {gone - second:.2f} s after the second Ctrl+C:\n{run.output()}"
+    # the dead-man switch and the best-effort sweep end the rest; the run dir may stay (forced exit)
+    assert_clean(sb, "second Ctrl+C", timeout=5.0, files=False)
+    _cleanup_run_files(sb, run.run_id)
+
+
+def test_sigterm_exits_143_and_cleans(sb: Sandbox, source: Machine) -> None:
+    _write(source, dummy_config(1, 20))
+    run = Sync.start(sb)
+    run.wait_task("Work on the target")
+    time.sleep(1.0)
+    run.signal(signal.SIGTERM)
+    rc = run.wait()
+    assert rc == 143, run.output()
+    assert "Sync terminated by SIGTERM" in run.messages("WARNING")
+    assert_clean(sb, "SIGTERM")
+
+
+def test_ctrl_c_between_jobs_runs_no_further_job(sb: Sandbox, source: Machine) -> None:
+    config = dummy_config(1, 1)
+    config["jobs"] = {"dummy_success": True, "dummy_fail": True}
+    config["dummy_fail"] = {"fail_at": 10, "duration": 10}
+    _write(source, config)
+    run = Sync.start(sb)
+    # the UI prints "<job>: succeeded" when the job's playbook has ended, before the next one starts
+    run.wait_line("dummy_success: succeeded")
+    run.signal(signal.SIGINT)
+    rc = run.wait()
+    _interrupted_cleanly(sb, run, rc, "Ctrl+C between jobs")
+    status = run.job_status()
+    assert status.get("dummy_success") == "succeeded", status
+    assert status.get("dummy_fail") in {"not run", "aborted"}, status
+    # the second job never got to its work: its sync-phase tasks never started
+    started = [
+        r["message"]
+        for r in run.records()
+        if r.get("job") == "dummy_fail" and "configured failure" in str(r.get("message"))
+    ]
+    assert not started, f"dummy_fail started its work: {started}"
+
+
+# --------------------------------------------------------------------------------------------------
+# disk
+
+
+def _free(machine: Machine, path: str) -> int:
+    st = os.statvfs(machine.path(path))
+    return st.f_bavail * st.f_frsize
+
+
+def _fill(machine: Machine, path: str, leave: int) -> str:
+    """Allocate a file so that about ``leave`` bytes stay free on ``path``; returns its in-machine path."""
+    name = f"{path.rstrip('/')}/pcs-test-fill"
+    size = _free(machine, path) - leave
+    assert size > 0, f"{machine.name}:{path} has only {_free(machine, path)} bytes free"
+    res = machine.run(["fallocate", "-l", str(size), name])
+    assert res.returncode == 0, res.stderr
+    machine.run(["sync", "-f", name])
+    return name
+
+
+def _unfill(machine: Machine, name: str) -> None:
+    machine.run(["rm", "-f", name])
+    machine.run(["sync", "-f", os.path.dirname(name)])
+
+
+def _disk_config(**jobs: Any) -> dict[str, Any]:
+    config = dummy_config(1, 30)
+    config["disk"] = {
+        "preflight_minimum": "600MiB",
+        "warning_threshold": "500MiB",
+        "runtime_minimum": "400MiB",
+        "interval": 0.5,
+        "paths": {"source": ["/home"], "target": ["/home"]},
+    }
+    return config
+
+
+@pytest.mark.parametrize("side", ["target", "source"])
+def test_low_disk_during_sync_aborts(sb: Sandbox, source: Machine, side: str) -> None:
+    machine = sb.machines[side]
+    _write(source, _disk_config())
+    assert _free(machine, "/home") > 700 * MiB
+    run = Sync.start(sb)
+    run.wait_task("Work on the target")
+    fill = _fill(machine, "/home", 200 * MiB)
+    try:
+        rc = run.wait()
+    finally:
+        _unfill(machine, fill)
+    assert rc == 1, run.output()
+    critical = [m for m in run.messages("CRITICAL") if "runtime_minimum" in m]
+    assert critical, f"no CRITICAL about the runtime minimum: {run.messages('CRITICAL')}"
+    text = critical[0]
+    assert side in text, text
+    assert "400MiB" in text, text  # the threshold
+    assert "MiB" in text.split("below")[0], text  # the free space
+    assert_clean(sb, f"low disk on the {side}")
+
+
+def test_low_disk_before_start_refuses(sb: Sandbox, source: Machine, target: Machine) -> None:
+    _write(source, _disk_config())
+    fill = _fill(target, "/home", 450 * MiB)
+    try:
+        run = Sync.start(sb)
+        rc = run.wait()
+    finally:
+        _unfill(target, fill)
+    assert rc == 1, run.output()
+    assert "not enough free space on target" in run.output(), run.output()
+    assert "600MiB" in run.output(), run.output()
+    tasks = [m for m in run.messages() if m.startswith("task:")]
+    assert not tasks, f"a playbook ran although the preflight failed: {tasks}"
+    assert_clean(sb, "preflight")
+
+
+# --------------------------------------------------------------------------------------------------
+# link loss
+
+
+def _sshd_sessions(machine: Machine) -> list[psutil.Process]:
+    listener = {p.pid for p in machine.processes()} - {p.pid for p in machine.extra_processes()}
+    out = []
+    for proc in machine.extra_processes():
+        with contextlib.suppress(psutil.Error):
+            if proc.pid not in listener and " ".join(proc.cmdline()).startswith("sshd:"):
+                out.append(proc)
+    return out
+
+
+def test_frozen_link_aborts_and_target_cleans_itself(sb: Sandbox, source: Machine, target: Machine) -> None:
+    config = dummy_config(1, 30)
+    config["link_timeout"] = 3
+    _write(source, config)
+    run = Sync.start(sb)
+    run.wait_task("Work on the target")
+    time.sleep(1.0)
+    frozen = _sshd_sessions(target)
+    assert frozen, "no sshd session on the target to freeze"
+    for proc in frozen:
+        proc.send_signal(signal.SIGSTOP)
+    cut = time.monotonic()
+    try:
+        run.wait_record(
+            lambda r: r.get("level") == "CRITICAL" and "lost connection to target" in str(r.get("message")),
+            timeout=3 + 4,
+            what="CRITICAL 'lost connection to target' within link_timeout + 4 s",
+        )
+        detected = time.monotonic() - cut
+        rc = run.wait(90)
+    finally:
+        for proc in frozen:  # thaw: only the processes we stopped
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signal.SIGCONT)
+    assert rc == 1, run.output()
+    assert detected <= 3 + 4, detected
+    # after the thaw, the agent's dead-man switch sweeps what the run left on the target
+    left = wait_clean(sb, timeout=15, files=False)
+    assert not left, f"after the thaw the run left {left}"
+    _cleanup_run_files(sb, run.run_id)
+
+
+# --------------------------------------------------------------------------------------------------
+# driver killed
+
+
+def test_driver_sigkill_leaves_nothing_within_5s(sb: Sandbox, source: Machine) -> None:
+    _write(source, dummy_config(1, 30))
+    run = Sync.start(sb)
+    run.wait_task("Work on the target")
+    time.sleep(1.5)
+    assert _tagged(sb.machines["target"]), "no tagged process on the target mid-job"
+    run.signal(signal.SIGKILL)
+    run.wait()
+    left = wait_clean(sb, timeout=5.0, files=False)
+    assert not left, f"5 s after the driver's SIGKILL the run left {left}"
+    # its files are for `pc-switcher cleanup`
+    _cleanup_run_files(sb, run.run_id)
+
+
+def _cleanup_run_files(sb: Sandbox, run_id: str) -> None:
+    res = sb.machines["source"].run(
+        [PC_SWITCHER, "cleanup", "target", "--run", run_id, "-i", str(sb.inventory_path)], timeout=120
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert_clean(sb, f"after pc-switcher cleanup --run {run_id}")
+
+
+# --------------------------------------------------------------------------------------------------
+# the cleanup playbook on its own
+
+
+def _spawn(machine: Machine, script: str, env: dict[str, str] | None = None) -> None:
+    """Start ``bash -c script`` detached inside the machine (own session, stdio closed)."""
+    argv = ["setsid", "-f", "bash", "-c", script]
+    if env:
+        argv = ["env", *(f"{k}={v}" for k, v in env.items()), *argv]
+    res = machine.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert res.returncode == 0, f"{script!r} did not start on {machine.name}"
+
+
+def _find(machine: Machine, needle: str) -> list[psutil.Process]:
+    out = []
+    for proc in machine.extra_processes():
+        with contextlib.suppress(psutil.Error):
+            if needle in " ".join(proc.cmdline()):
+                out.append(proc)
+    return out
+
+
+def _wait_found(machine: Machine, needle: str, count: int = 1) -> list[psutil.Process]:
+    deadline = time.monotonic() + 5
+    while len(found := _find(machine, needle)) < count:
+        assert time.monotonic() < deadline, f"{needle!r} did not start on {machine.name}"
+        time.sleep(0.02)
+    return found
+
+
+def _plant_dead_run(sb: Sandbox, run_id: str, jid: str) -> None:
+    """What a run whose driver died (and whose dead-man switch did not fire) leaves behind."""
+    target, source = sb.machines["target"], sb.machines["source"]
+    env = {TAG: run_id}
+    # a tagged module process with a child that cleared its environment
+    _spawn(target, "env -i sleep 301 & exec sleep 302", env)
+    # an async job: wrapper-like process named by its job id, untagged, with a child
+    _spawn(target, f"exec -a 'async_wrapper.py {jid} 300' bash -c 'sleep 303; true'")
+    # the run's directory and an async status file
+    target.run(["mkdir", "-p", f"/tmp/pcswitcher-{run_id}/async"])
+    target.run(["mkdir", "-p", "/root/.ansible_async"])
+    target.path(f"/root/.ansible_async/{jid}").write_text("{}")
+    # on the source, a tagged leftover too
+    _spawn(source, "exec sleep 304", env)
+    source.run(["mkdir", "-p", f"/tmp/pcswitcher-{run_id}"])
+    _wait_found(target, "sleep 301")
+    _wait_found(target, "sleep 302")
+    _wait_found(target, "sleep 303")
+    _wait_found(source, "sleep 304")
+
+
+def _close_ansible_masters(source: Machine) -> None:
+    """End the persistent ssh master (ControlPersist) that a plain ansible-playbook run leaves.
+
+    It is the hand-run playbook's own connection, not a process of the run it cleaned.
+    """
+    for proc in _find(source, "/.ansible/cp/"):
+        with contextlib.suppress(psutil.Error):
+            path = proc.cmdline()[0].split()[1]
+            source.run(["ssh", "-o", f"ControlPath={path}", "-O", "exit", "target"], timeout=10)
+
+
+@pytest.mark.parametrize("how", ["ansible-playbook", "pc-switcher cleanup"])
+def test_cleanup_alone_cleans_a_dead_run(sb: Sandbox, source: Machine, target: Machine, how: str) -> None:
+    run_id = f"20200101T000000Z-{random.randrange(1 << 16):04x}"  # noqa: S311
+    jid = f"j{random.randrange(10**11, 10**12)}.{random.randrange(1000, 9999)}"  # noqa: S311
+    bystander_env = {TAG: "20200101T000000Z-other"}
+    _spawn(target, "exec sleep 1001", bystander_env)
+    bystander = _wait_found(target, "sleep 1001")
+    try:
+        _plant_dead_run(sb, run_id, jid)
+        if how == "ansible-playbook":
+            argv = [
+                ANSIBLE_PLAYBOOK,
+                "-i",
+                str(sb.inventory_path),
+                "playbooks/cleanup.yml",
+                "-l",
+                "target",
+                "-e",
+                f"cleanup_run_id={run_id}",
+                "-e",
+                f'{{"cleanup_async_jids": ["{jid}"]}}',
+            ]
+        else:
+            state = source.path(f"{STATE}/runs/{run_id}")
+            state.mkdir(parents=True, exist_ok=True)
+            (state / "async_jids.json").write_text(f'{{"target": ["{jid}"]}}')
+            argv = [PC_SWITCHER, "cleanup", "target", "--run", run_id, "-i", str(sb.inventory_path)]
+        res = source.run(argv, cwd=str(REPO), timeout=120)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        if how == "ansible-playbook":
+            _close_ansible_masters(source)
+        ignore = {p.pid for p in bystander}
+        assert_clean(sb, f"{how} --run {run_id}", ignore=ignore)
+        assert not target.path(f"/root/.ansible_async/{jid}").exists()
+        assert all(p.is_running() for p in bystander), "cleanup killed a process of another run"
+    finally:
+        for proc in bystander:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+
+# --------------------------------------------------------------------------------------------------
+# never a process that is not of the run
+
+
+def test_abort_spares_processes_not_of_the_run(sb: Sandbox, source: Machine, target: Machine) -> None:
+    _spawn(target, "exec sleep 1000")
+    _spawn(target, "sleep 300; echo dummy_success")
+    _spawn(target, "exec sleep 1002", {TAG: "20200101T000000Z-beef"})
+    mine = _wait_found(target, "sleep 1000") + _wait_found(target, "echo dummy_success")
+    mine += _wait_found(target, "sleep 1002")
+    mine += [c for p in mine for c in p.children(recursive=True)]
+    try:
+        _write(source, dummy_config(1, 20))
+        run = Sync.start(sb)
+        run.wait_task("Work on the target")
+        time.sleep(1.5)
+        run.signal(signal.SIGINT)
+        rc = run.wait()
+        ignore = {p.pid for p in mine}
+        _ = rc
+        assert rc == 130, run.output()
+        assert_clean(sb, "abort with bystanders", ignore=ignore)
+        dead = [f"{p.pid}" for p in mine if not p.is_running() or p.status() == psutil.STATUS_ZOMBIE]
+        assert not dead, f"the abort killed processes not of its run: {dead}"
+    finally:
+        for proc in mine:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+    assert_clean(sb, "after killing the bystanders")
