@@ -32,23 +32,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psutil
 
-from tests.integration.helpers import REPO, STATE, TAG, dummy_config, sync_argv, write_config
+from tests.integration.helpers import REPO, STATE, TAG, ObservedSync, dummy_config, write_config
 from tests.sandbox import Machine, Sandbox
 
 LOGS = f"{STATE}/logs"
@@ -198,77 +195,6 @@ class Observer:
 # one sync
 
 
-@dataclass
-class Run:
-    sb: Sandbox
-    handle: subprocess.Popen[bytes]
-    driver: psutil.Process
-    known: set[str]
-    started: float
-
-    @classmethod
-    def start(cls, sb: Sandbox) -> Run:
-        source = sb.machines["source"]
-        logs = source.path(LOGS)
-        known = {p.name for p in logs.glob("*.jsonl")} if logs.is_dir() else set()
-        handle = source.popen(sync_argv(sb), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=False)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            for child in psutil.Process(handle.pid).children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    if any(part.endswith("pc-switcher") for part in child.cmdline()):
-                        return cls(sb, handle, child, known, time.monotonic())
-            time.sleep(0.005)
-        handle.kill()
-        raise RuntimeError("the driver did not start")
-
-    def log(self) -> Path | None:
-        logs = self.sb.machines["source"].path(LOGS)
-        new = sorted(p for p in logs.glob("*.jsonl") if p.name not in self.known) if logs.is_dir() else []
-        return new[0] if new else None
-
-    def records(self) -> list[dict[str, Any]]:
-        path = self.log()
-        if path is None:
-            return []
-        out = []
-        for line in path.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                out.append(json.loads(line))
-        return out
-
-    def wait_record(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 60) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(pred(r) for r in self.records()):
-                return time.monotonic()
-            if self.exited():
-                break
-            time.sleep(0.005)
-        raise RuntimeError("the awaited log record did not come")
-
-    def exited(self) -> bool:
-        try:
-            return self.driver.status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
-
-    def wait_exit(self, timeout: float = 120) -> float:
-        deadline = time.monotonic() + timeout
-        while not self.exited():
-            if time.monotonic() > deadline:
-                self.driver.kill()
-                raise RuntimeError("the driver did not exit")
-            time.sleep(0.002)
-        t = time.monotonic()
-        self.handle.wait(10)
-        return t
-
-    @property
-    def rc(self) -> int | None:
-        return self.handle.returncode
-
-
 def _wait_clean(sb: Sandbox, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while any(m.extra_processes() for m in sb.machines.values()):
@@ -307,9 +233,10 @@ def ctrl_c_trials(sb: Sandbox, trials: int, rng: random.Random, run_length: floa
         _wait_clean(sb)
         observer = Observer(source, target)
         observer.start()
-        run = Run.start(sb)
-        t0 = run.wait_record(lambda r: str(r.get("message", "")).startswith("pc-switcher run"))
-        path = run.log()
+        run = ObservedSync.start(sb)
+        run.wait_record(lambda r: str(r.get("message", "")).startswith("pc-switcher run"))
+        t0 = time.monotonic()
+        path = run.log_path
         assert path is not None
         observer.run_id = path.stem
         delay = rng.uniform(0, run_length)
@@ -357,7 +284,7 @@ def disk_trials(sb: Sandbox, trials: int) -> list[float]:
     out = []
     for index in range(1, trials + 1):
         _wait_clean(sb)
-        run = Run.start(sb)
+        run = ObservedSync.start(sb)
         run.wait_record(lambda r: r.get("message") == "task: Work on the target")
         time.sleep(1.0)
         fill = "/home/pcs-bench-fill"
@@ -381,7 +308,7 @@ def link_trials(sb: Sandbox, trials: int) -> list[float]:
     out = []
     for index in range(1, trials + 1):
         _wait_clean(sb)
-        run = Run.start(sb)
+        run = ObservedSync.start(sb)
         run.wait_record(lambda r: r.get("message") == "task: Work on the target")
         time.sleep(1.0)
         frozen = []
@@ -424,8 +351,9 @@ def main(argv: list[str] | None = None) -> int:
         source = sb.add("source")
         sb.add("target")
         write_config(source, _config(dummy_config(2, 4)))
-        warm = Run.start(sb)
-        t0 = warm.wait_record(lambda r: str(r.get("message", "")).startswith("pc-switcher run"))
+        warm = ObservedSync.start(sb)
+        warm.wait_record(lambda r: str(r.get("message", "")).startswith("pc-switcher run"))
+        t0 = time.monotonic()
         end = warm.wait_exit()
         run_length = (end - t0) * 0.9
         print(

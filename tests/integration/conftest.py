@@ -61,3 +61,17 @@ def sandbox() -> Iterator[Sandbox]:
         sb.add("source")
         sb.add("target")
         yield sb
+
+
+@pytest.fixture(scope="module")
+def sb() -> Iterator[Sandbox]:
+    """One Sandbox with ``source`` and ``target`` shared by the tests of a module.
+
+    Cheaper than a sandbox per test; the modules that use it check that every test leaves both
+    machines clean, so tests cannot leak into each other.
+    """
+    _require_root()
+    with Sandbox() as sandbox:
+        sandbox.add("source")
+        sandbox.add("target")
+        yield sandbox

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +217,154 @@ def wait_for_path(machine: Machine, path: str, timeout: float = 30.0) -> None:
     while not machine.path(path).exists():
         assert time.monotonic() < deadline, f"{path} did not appear on {machine.name}"
         time.sleep(0.05)
+
+
+LOGS = f"{STATE}/logs"
+
+
+@dataclass
+class ObservedSync:
+    """``pc-switcher sync`` started in the background inside ``source``, its stdout and its log."""
+
+    source: Machine
+    handle: subprocess.Popen[str]
+    driver: psutil.Process
+    known_logs: set[str]
+    started: float
+    lines: list[str] = field(default_factory=list)
+    _log: Path | None = None
+    _reader: threading.Thread | None = None
+
+    @classmethod
+    def start(cls, sb: Sandbox, *args: str) -> ObservedSync:
+        source = sb.machines["source"]
+        logs = source.path(LOGS)
+        known = {p.name for p in logs.glob("*.jsonl")} if logs.is_dir() else set()
+        handle = source.popen(
+            sync_argv(sb, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1
+        )
+        deadline = time.monotonic() + 10
+        driver: psutil.Process | None = None
+        while driver is None and time.monotonic() < deadline:
+            for child in psutil.Process(handle.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if any(part.endswith("pc-switcher") for part in child.cmdline()):
+                        driver = child
+                        break
+            else:
+                time.sleep(0.005)
+        if driver is None:
+            handle.kill()
+            raise AssertionError("the driver did not start")
+        run = cls(source, handle, driver, known, time.monotonic())
+        run._reader = threading.Thread(target=run._read, daemon=True)
+        run._reader.start()
+        return run
+
+    def _read(self) -> None:
+        assert self.handle.stdout is not None
+        for line in self.handle.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    # -- the run's log --------------------------------------------------------------------------
+    @property
+    def log_path(self) -> Path | None:
+        if self._log is None:
+            logs = self.source.path(LOGS)
+            if logs.is_dir():
+                new = sorted(p for p in logs.glob("*.jsonl") if p.name not in self.known_logs)
+                if new:
+                    self._log = new[0]
+        return self._log
+
+    @property
+    def run_id(self) -> str:
+        path = self.log_path
+        assert path is not None, "the run has no log (yet)"
+        return path.stem
+
+    def records(self) -> list[dict[str, Any]]:
+        path = self.log_path
+        if path is None:
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
+
+    def wait_record(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 60, what: str = ""
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for rec in self.records():
+                if pred(rec):
+                    return rec
+            if self.exited():
+                raise AssertionError(f"the driver exited before {what or 'the record'}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what or 'such record'} within {timeout} s:\n{self.output()}")
+            time.sleep(0.01)
+
+    def wait_task(self, task: str, job: str = "dummy_success", timeout: float = 60) -> None:
+        self.wait_record(
+            lambda r: r.get("message") == f"task: {task}" and r.get("job") == job,
+            timeout,
+            f"task {task!r} of {job}",
+        )
+
+    def wait_line(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in list(self.lines)):
+            if self.exited() or time.monotonic() > deadline:
+                raise AssertionError(f"no output line with {text!r}:\n{self.output()}")
+            time.sleep(0.002)
+
+    # -- signals and exit -----------------------------------------------------------------------
+    def signal(self, sig: int) -> float:
+        """Send ``sig`` to the driver (what a terminal does on Ctrl+C); returns the moment."""
+        self.driver.send_signal(sig)
+        return time.monotonic()
+
+    def exited(self) -> bool:
+        try:
+            return self.driver.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    def wait_exit(self, timeout: float = 90) -> float:
+        """Wait for the driver to end; returns the moment it was seen gone (polled every 5 ms)."""
+        deadline = time.monotonic() + timeout
+        while not self.exited():
+            if time.monotonic() > deadline:
+                self.driver.kill()
+                raise AssertionError(f"the driver did not exit within {timeout} s:\n{self.output()}")
+            time.sleep(0.005)
+        seen = time.monotonic()
+        self.handle.wait(10)
+        return seen
+
+    @property
+    def rc(self) -> int | None:
+        return self.handle.returncode
+
+    def wait(self, timeout: float = 90) -> int:
+        self.wait_exit(timeout)
+        self.handle.wait(10)
+        if self._reader is not None:
+            self._reader.join(5)
+        return self.handle.returncode
+
+    def output(self) -> str:
+        return "\n".join(self.lines[-60:])
+
+    def messages(self, level: str | None = None) -> list[str]:
+        return [str(r.get("message")) for r in self.records() if level is None or r.get("level") == level]
+
+    def job_status(self) -> dict[str, str]:
+        for rec in reversed(self.records()):
+            jobs = rec.get("jobs")
+            if isinstance(jobs, list) and "exit_code" in rec:
+                return {str(j["name"]): str(j["status"]) for j in jobs}
+        return {}

@@ -23,11 +23,8 @@ import os
 import random
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Collection
 from typing import Any
 
 import psutil
@@ -38,16 +35,15 @@ from tests.integration.helpers import (
     REPO,
     STATE,
     TAG,
+    ObservedSync,
     describe,
     dummy_config,
     run_sync,
-    sync_argv,
     write_config,
 )
 from tests.sandbox import Machine, Sandbox
 
 ANSIBLE_PLAYBOOK = str(REPO / ".venv" / "bin" / "ansible-playbook")
-LOGS = f"{STATE}/logs"
 LOCK = f"{STATE}/sync.lock"
 MiB = 1 << 20
 REAP = 3.0  # seconds allowed for the reaping of killed processes
@@ -68,17 +64,6 @@ def _write(source: Machine, config: dict[str, Any]) -> None:
     write_config(source, config)
 
 
-@pytest.fixture(scope="module")
-def sb() -> Iterator[Sandbox]:
-    """One sandbox (machines ``source`` and ``target``) for every test of this module."""
-    if os.geteuid() != 0:
-        pytest.skip("integration tests need root")
-    with Sandbox(size="2G") as sandbox:
-        sandbox.add("source")
-        sandbox.add("target")
-        yield sandbox
-
-
 @pytest.fixture
 def source(sb: Sandbox) -> Machine:
     return sb.machines["source"]
@@ -87,154 +72,6 @@ def source(sb: Sandbox) -> Machine:
 @pytest.fixture
 def target(sb: Sandbox) -> Machine:
     return sb.machines["target"]
-
-
-# --------------------------------------------------------------------------------------------------
-# a running sync, observed from outside
-
-
-@dataclass
-class Sync:
-    """``pc-switcher sync`` started in the background inside ``source``, its stdout and its log."""
-
-    source: Machine
-    handle: subprocess.Popen[str]
-    driver: psutil.Process
-    known_logs: set[str]
-    started: float
-    lines: list[str] = field(default_factory=list)
-    _log: Path | None = None
-    _reader: threading.Thread | None = None
-
-    @classmethod
-    def start(cls, sb: Sandbox, *args: str) -> Sync:
-        source = sb.machines["source"]
-        logs = source.path(LOGS)
-        known = {p.name for p in logs.glob("*.jsonl")} if logs.is_dir() else set()
-        handle = source.popen(
-            sync_argv(sb, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1
-        )
-        deadline = time.monotonic() + 10
-        driver: psutil.Process | None = None
-        while driver is None and time.monotonic() < deadline:
-            for child in psutil.Process(handle.pid).children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    if any(part.endswith("pc-switcher") for part in child.cmdline()):
-                        driver = child
-                        break
-            else:
-                time.sleep(0.005)
-        if driver is None:
-            handle.kill()
-            raise AssertionError("the driver did not start")
-        run = cls(source, handle, driver, known, time.monotonic())
-        run._reader = threading.Thread(target=run._read, daemon=True)
-        run._reader.start()
-        return run
-
-    def _read(self) -> None:
-        assert self.handle.stdout is not None
-        for line in self.handle.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    # -- the run's log --------------------------------------------------------------------------
-    @property
-    def log_path(self) -> Path | None:
-        if self._log is None:
-            logs = self.source.path(LOGS)
-            if logs.is_dir():
-                new = sorted(p for p in logs.glob("*.jsonl") if p.name not in self.known_logs)
-                if new:
-                    self._log = new[0]
-        return self._log
-
-    @property
-    def run_id(self) -> str:
-        path = self.log_path
-        assert path is not None, "the run has no log (yet)"
-        return path.stem
-
-    def records(self) -> list[dict[str, Any]]:
-        import json
-
-        path = self.log_path
-        if path is None:
-            return []
-        out = []
-        for line in path.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                out.append(json.loads(line))
-        return out
-
-    def wait_record(
-        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 60, what: str = ""
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            for rec in self.records():
-                if pred(rec):
-                    return rec
-            if self.exited():
-                raise AssertionError(f"the driver exited before {what or 'the record'}:\n{self.output()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what or 'such record'} within {timeout} s:\n{self.output()}")
-            time.sleep(0.01)
-
-    def wait_task(self, task: str, job: str = "dummy_success", timeout: float = 60) -> None:
-        self.wait_record(
-            lambda r: r.get("message") == f"task: {task}" and r.get("job") == job,
-            timeout,
-            f"task {task!r} of {job}",
-        )
-
-    def wait_line(self, text: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(text in line for line in list(self.lines)):
-            if self.exited() or time.monotonic() > deadline:
-                raise AssertionError(f"no output line with {text!r}:\n{self.output()}")
-            time.sleep(0.002)
-
-    # -- signals and exit -----------------------------------------------------------------------
-    def signal(self, sig: int) -> float:
-        """Send ``sig`` to the driver (what a terminal does on Ctrl+C); returns the moment."""
-        self.driver.send_signal(sig)
-        return time.monotonic()
-
-    def exited(self) -> bool:
-        try:
-            return self.driver.status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
-
-    def wait_exit(self, timeout: float = 90) -> float:
-        """Wait for the driver to end; returns the moment it was seen gone (polled every 5 ms)."""
-        deadline = time.monotonic() + timeout
-        while not self.exited():
-            if time.monotonic() > deadline:
-                self.driver.kill()
-                raise AssertionError(f"the driver did not exit within {timeout} s:\n{self.output()}")
-            time.sleep(0.005)
-        return time.monotonic()
-
-    def wait(self, timeout: float = 90) -> int:
-        self.wait_exit(timeout)
-        self.handle.wait(10)
-        if self._reader is not None:
-            self._reader.join(5)
-        return self.handle.returncode
-
-    def output(self) -> str:
-        return "\n".join(self.lines[-60:])
-
-    def messages(self, level: str | None = None) -> list[str]:
-        return [str(r.get("message")) for r in self.records() if level is None or r.get("level") == level]
-
-    def job_status(self) -> dict[str, str]:
-        for rec in reversed(self.records()):
-            jobs = rec.get("jobs")
-            if isinstance(jobs, list) and "exit_code" in rec:
-                return {str(j["name"]): str(j["status"]) for j in jobs}
-        return {}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -321,7 +158,7 @@ def _trial_config(phase: str, with_fail: bool) -> dict[str, Any]:
     return config
 
 
-def _reach_phase(run: Sync, phase: str, rng: random.Random) -> str:
+def _reach_phase(run: ObservedSync, phase: str, rng: random.Random) -> str:
     """Wait for the phase, sleep a random part of it; returns what happened (for messages)."""
     if phase == "startup":  # agent start, preflight and validation: the first ~3 s of the run
         run.wait_record(lambda r: str(r.get("message", "")).startswith("pc-switcher run"), 30, "run start")
@@ -345,7 +182,7 @@ def _reach_phase(run: Sync, phase: str, rng: random.Random) -> str:
     return f"{phase}+{delay:.2f}s"
 
 
-def _interrupted_cleanly(sb: Sandbox, run: Sync, rc: int, context: str) -> None:
+def _interrupted_cleanly(sb: Sandbox, run: ObservedSync, rc: int, context: str) -> None:
     assert rc == 130, f"{context}: exit code {rc}, expected 130:\n{run.output()}"
     warnings = run.messages("WARNING")
     assert "Sync interrupted by user" in warnings, (
@@ -368,7 +205,7 @@ def test_random_ctrl_c_trials(sb: Sandbox, source: Machine, target: Machine) -> 
     for index, phase in enumerate(phases, start=1):
         with_fail = rng.random() < 0.3
         _write(source, _trial_config(phase, with_fail))
-        run = Sync.start(sb)
+        run = ObservedSync.start(sb)
         what = _reach_phase(run, phase, rng)
         run.signal(signal.SIGINT)
         rc = run.wait()
@@ -395,7 +232,7 @@ def test_random_ctrl_c_trials(sb: Sandbox, source: Machine, target: Machine) -> 
 def test_second_ctrl_c_exits_within_one_second(sb: Sandbox, source: Machine) -> None:
     rng = random.Random()  # noqa: S311
     _write(source, dummy_config(1, 20))
-    run = Sync.start(sb)
+    run = ObservedSync.start(sb)
     run.wait_task("Work on the target")
     time.sleep(1.0)
     run.signal(signal.SIGINT)
@@ -412,7 +249,7 @@ def test_second_ctrl_c_exits_within_one_second(sb: Sandbox, source: Machine) -> 
 
 def test_sigterm_exits_143_and_cleans(sb: Sandbox, source: Machine) -> None:
     _write(source, dummy_config(1, 20))
-    run = Sync.start(sb)
+    run = ObservedSync.start(sb)
     run.wait_task("Work on the target")
     time.sleep(1.0)
     run.signal(signal.SIGTERM)
@@ -427,7 +264,7 @@ def test_ctrl_c_between_jobs_runs_no_further_job(sb: Sandbox, source: Machine) -
     config["jobs"] = {"dummy_success": True, "dummy_fail": True}
     config["dummy_fail"] = {"fail_at": 10, "duration": 10}
     _write(source, config)
-    run = Sync.start(sb)
+    run = ObservedSync.start(sb)
     # the UI prints "<job>: succeeded" when the job's playbook has ended, before the next one starts
     run.wait_line("dummy_success: succeeded")
     run.signal(signal.SIGINT)
@@ -487,7 +324,7 @@ def test_low_disk_during_sync_aborts(sb: Sandbox, source: Machine, side: str) ->
     machine = sb.machines[side]
     _write(source, _disk_config())
     assert _free(machine, "/home") > 700 * MiB
-    run = Sync.start(sb)
+    run = ObservedSync.start(sb)
     run.wait_task("Work on the target")
     fill = _fill(machine, "/home", 200 * MiB)
     try:
@@ -508,7 +345,7 @@ def test_low_disk_before_start_refuses(sb: Sandbox, source: Machine, target: Mac
     _write(source, _disk_config())
     fill = _fill(target, "/home", 450 * MiB)
     try:
-        run = Sync.start(sb)
+        run = ObservedSync.start(sb)
         rc = run.wait()
     finally:
         _unfill(target, fill)
@@ -538,7 +375,7 @@ def test_frozen_link_aborts_and_target_cleans_itself(sb: Sandbox, source: Machin
     config = dummy_config(1, 30)
     config["link_timeout"] = 3
     _write(source, config)
-    run = Sync.start(sb)
+    run = ObservedSync.start(sb)
     run.wait_task("Work on the target")
     time.sleep(1.0)
     frozen = _sshd_sessions(target)
@@ -572,7 +409,7 @@ def test_frozen_link_aborts_and_target_cleans_itself(sb: Sandbox, source: Machin
 
 def test_driver_sigkill_leaves_nothing_within_5s(sb: Sandbox, source: Machine) -> None:
     _write(source, dummy_config(1, 30))
-    run = Sync.start(sb)
+    run = ObservedSync.start(sb)
     run.wait_task("Work on the target")
     time.sleep(1.5)
     assert _tagged(sb.machines["target"]), "no tagged process on the target mid-job"
@@ -708,7 +545,7 @@ def test_abort_spares_processes_not_of_the_run(sb: Sandbox, source: Machine, tar
     mine += [c for p in mine for c in p.children(recursive=True)]
     try:
         _write(source, dummy_config(1, 20))
-        run = Sync.start(sb)
+        run = ObservedSync.start(sb)
         run.wait_task("Work on the target")
         time.sleep(1.5)
         run.signal(signal.SIGINT)

@@ -18,14 +18,6 @@ from tests.sandbox import Machine, Sandbox
 ANSIBLE_PLAYBOOK = str(REPO / ".venv" / "bin" / "ansible-playbook")
 
 
-@pytest.fixture(scope="module")
-def sb() -> Iterator[Sandbox]:
-    with Sandbox() as sandbox:
-        sandbox.add("source")
-        sandbox.add("target")
-        yield sandbox
-
-
 @pytest.fixture(autouse=True)
 def clean_machines(sb: Sandbox) -> Iterator[None]:
     assert leftovers(sb) == {}

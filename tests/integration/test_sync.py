@@ -38,14 +38,6 @@ from tests.sandbox import Sandbox
 Record = dict[str, Any]
 
 
-@pytest.fixture(scope="module")
-def sb() -> Iterator[Sandbox]:
-    with Sandbox() as sandbox:
-        sandbox.add("source")
-        sandbox.add("target")
-        yield sandbox
-
-
 @pytest.fixture(autouse=True)
 def clean_machines(sb: Sandbox) -> Iterator[None]:
     """Each test starts on clean machines and must leave them clean."""
