@@ -289,6 +289,9 @@ def disk_trials(sb: Sandbox, trials: int) -> list[float]:
         time.sleep(1.0)
         fill = "/home/pcs-bench-fill"
         target.run(["fallocate", "-l", str(_free(target, "/home") - 200 * MiB), fill], check=True)
+        # btrfs reports the new free space (statvfs) only after a transaction commit, up to 30 s
+        # later unless forced: commit now, so the figure measures pc-switcher, not btrfs
+        target.run(["sync", "-f", fill], check=True)
         crossed = time.monotonic()
         try:
             exited = run.wait_exit()
