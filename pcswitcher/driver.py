@@ -460,7 +460,8 @@ class Sync:
                 return
             if res.get("changed"):
                 log.info(
-                    "changed: %s",
+                    "%s: %s",
+                    "would change" if self.options.dry_run else "changed",
                     task,
                     extra={**extra, "fields": {"task": task, "action": data.get("task_action")}},
                 )

@@ -11,6 +11,7 @@ import difflib
 import os
 import re
 import shlex
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -114,6 +115,8 @@ class Inventory:
             )
         os.environ.setdefault("ANSIBLE_INVENTORY_UNPARSED_FAILED", "True")
         os.environ.setdefault("ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED", "True")
+        # Ansible's own temp dir of this process: not ~/.ansible/tmp (a dry-run writes nothing in $HOME)
+        os.environ.setdefault("ANSIBLE_LOCAL_TEMP", tempfile.gettempdir())
         from ansible.errors import AnsibleError
         from ansible.inventory.manager import InventoryManager
         from ansible.parsing.dataloader import DataLoader

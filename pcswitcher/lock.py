@@ -10,7 +10,6 @@ left by a dead holder reports it as stale. The descriptor is close-on-exec, so n
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from .agent import try_lock, unlock, write_holder
+from .agent import missing_dirs, remove_empty_dirs, try_lock, unlock, write_holder
 from .errors import LockHeld
 
 
@@ -31,11 +30,11 @@ class SyncLock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
-        self._created_dir = False
+        self._created: list[str] = []  # the directories acquire() made, deepest first
         self.stale: dict[str, Any] | None = None  # what a dead holder left in the file
 
     def acquire(self, **info: Any) -> None:
-        self._created_dir = not self.path.parent.exists()
+        self._created = missing_dirs(str(self.path.parent))
         fd, previous = try_lock(str(self.path))
         if fd is None:
             pid = previous.get("pid")
@@ -58,6 +57,4 @@ class SyncLock:
         if self._fd is not None:
             unlock(self._fd, str(self.path))
             self._fd = None
-            if self._created_dir:  # leave no trace where there was none (a first dry-run)
-                with contextlib.suppress(OSError):
-                    self.path.parent.rmdir()
+            remove_empty_dirs(self._created)  # leave no trace where there was none (a first dry-run)

@@ -2,7 +2,8 @@
 
 Started by ``unshare ... -- python3 -I _init.py CONFIG.json``. Standard library only. It
 
-1. sets the hostname, mounts private tmpfs on /tmp and /run,
+1. sets the hostname, mounts private tmpfs on /tmp and /run (keeping the checkout visible at its own
+   path even when it lies under a directory the machine overmounts),
 2. mounts the machine's btrfs image (``mount -o loop``, so the loop device auto-clears when the last
    mount is gone), creates the ``home`` and ``root`` subvolumes (and any extra ones) and mounts them
    over /home and /root (and the extra dirs),
@@ -38,9 +39,23 @@ def _write_status(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _hidden(path: str, mounts: list[str]) -> bool:
+    return any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounts)
+
+
 def _setup(cfg: dict[str, Any]) -> None:
     socket.sethostname(cfg["name"])
     os.chdir("/")
+    # paths that the private mounts below would hide (a checkout under /tmp or /root): hold them by
+    # a bind mount in the state dir now, and bind them back at the same path afterwards
+    overmounted = ["/tmp", "/run", *(target for target, _ in cfg["subvolumes"])]
+    held: list[tuple[str, str]] = []
+    for index, path in enumerate(cfg.get("keep_visible", [])):
+        if _hidden(path, overmounted):
+            hold = os.path.join(cfg["hold_dir"], str(index))
+            os.makedirs(hold, exist_ok=True)
+            _run(["mount", "--bind", path, hold])
+            held.append((hold, path))
     _run(["mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", "/tmp"])
     _run(["mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", "tmpfs", "/run"])
     os.mkdir("/run/sshd", 0o755)
@@ -60,6 +75,9 @@ def _setup(cfg: dict[str, Any]) -> None:
             _run(["btrfs", "-q", "subvolume", "create", os.path.join(top, sub)])
         os.chmod(os.path.join(top, sub), 0o700 if target == "/root" else 0o755)
         _run(["mount", "-t", "btrfs", "-o", f"subvol=/{sub}", dev, target])
+    for hold, path in held:
+        os.makedirs(path, exist_ok=True)
+        _run(["mount", "--bind", hold, path])
 
 
 def _reap_forever() -> None:

@@ -33,6 +33,7 @@ import yaml
 DEFAULT_BASE = Path("/var/tmp/pcswitcher-sandbox")
 BASE_ENV = "PCS_SANDBOX_DIR"
 STATE_FILE = "state.json"
+REPO = Path(__file__).resolve().parents[2]
 BTRFS_TOP = "/run/pcs-btrfs"
 PYTHON_INTERPRETER = "/usr/bin/python3"
 SSHD = "/usr/sbin/sshd"
@@ -629,6 +630,10 @@ class Sandbox:
             "sshd_log": str(mdir / "sshd.log"),
             "status_file": str(status),
             "subvolumes": rec["subvolumes"],
+            # this checkout (and its .venv) must stay reachable at the same path inside the
+            # machine, also when it lies under /tmp, /run, /home or /root, which the machine hides
+            "keep_visible": [str(REPO)],
+            "hold_dir": str(mdir / "hold"),
         }
         _write_json(mdir / "init.json", cfg)
         with open(mdir / "init.log", "ab") as log:
