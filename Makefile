@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := python3 python3-venv openssh-server openssh-client rsync btrfs-progs acl attr procps util-linux iproute2 tmux
 
-.PHONY: bootstrap system-deps venv demo test lint unit integration bench clean-sandboxes
+.PHONY: bootstrap system-deps venv demo test lint unit integration bench bench-folder-sync clean-sandboxes
 
 bootstrap: system-deps venv
 
@@ -31,7 +31,7 @@ lint: venv
 	$(BIN)/ruff check pcswitcher tests bench
 	$(BIN)/ruff format --check pcswitcher tests bench
 	$(BIN)/mypy
-	cd . && PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint --profile production -q playbooks roles
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint --profile production -q playbooks roles
 
 unit: venv
 	$(BIN)/pytest -q tests/unit
@@ -48,6 +48,9 @@ demo: bootstrap
 
 bench: bootstrap
 	$(BIN)/python -m bench.abort_latency
+
+bench-folder-sync: bootstrap   # about 1 GB in 20k files and 200k small files: takes several minutes
+	$(BIN)/python -m bench.folder_sync
 
 clean-sandboxes: venv
 	$(BIN)/python -m tests.sandbox down --all --orphaned
