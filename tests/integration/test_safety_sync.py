@@ -441,10 +441,10 @@ def test_self_sync_is_refused(sb: Sandbox) -> None:
 WORLD = r"""
 set -uo pipefail
 echo '## trees'
-find /home /root -printf '%p %y %s %m %U:%G %T@ %l\n' | LC_ALL=C sort
+find /home /root -path "$CHECKOUT" -prune -o -printf '%p %y %s %m %U:%G %T@ %l\n' | LC_ALL=C sort
 echo '## xattrs'
 getfattr -R -h -d -m - --absolute-names /home /root 2>/dev/null \
-  | LC_ALL=C awk 'BEGIN{RS="";ORS="\n\n"}{print}' | LC_ALL=C sort
+  | LC_ALL=C awk -v c="# file: $CHECKOUT" 'BEGIN{RS="";ORS="\n\n"} index($0, c) != 1 {print}' | LC_ALL=C sort
 echo '## snapshots'
 # without the generations: reading files (rsync's preview) may update atimes, a metadata commit
 btrfs subvolume list /run/pcs-btrfs | sed 's/ gen [0-9]*//'
@@ -455,7 +455,7 @@ find /root/.local/state/pc-switcher /root/.config/pc-switcher -printf '%p %s %T@
 cat /root/.local/state/pc-switcher/history.json 2>/dev/null
 test -e /root/.local/state/pc-switcher/sync.lock && echo 'LOCK FILE PRESENT'
 echo '## tmp'
-find /tmp -mindepth 1 -printf '%p %y %s %m %T@\n' | LC_ALL=C sort
+find /tmp -mindepth 1 -path "$CHECKOUT" -prune -o -printf '%p %y %s %m %T@\n' | LC_ALL=C sort
 """
 
 # The lock file is created and removed by every run, dry or not (docs/architecture.md), with the
@@ -465,7 +465,9 @@ LOCK_PATH_DIRS = ("/root", "/root/.local", "/root/.local/state", LOCK.rsplit("/"
 
 
 def world(machine: Machine) -> list[str]:
-    res = machine.run(["bash", "-c", WORLD], timeout=120)
+    # this checkout stays visible inside the machines at its own path (tests/sandbox): not part of
+    # the machine's state, and pytest may write to it meanwhile
+    res = machine.run(["env", f"CHECKOUT={REPO}", "bash", "-c", WORLD], timeout=120)
     assert "## tmp" in res.stdout, res.stderr
     out = []
     for line in res.stdout.splitlines():
