@@ -45,6 +45,25 @@ def _split_only(ctx: click.Context, param: click.Parameter, value: Sequence[str]
     return tuple(dict.fromkeys(names))
 
 
+CONFIG_OPTION = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=paths.default_config_path,  # resolved when the command runs (XDG_CONFIG_HOME)
+    show_default="~/.config/pc-switcher/config.yml",
+    help="Config file.",
+)
+INVENTORY_OPTION = click.option(
+    "-i",
+    "--inventory",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=paths.default_inventory_path,
+    show_default="~/.config/pc-switcher/inventory.yml",
+    help="Ansible inventory (INI or YAML).",
+)
+
+
 @click.group(context_settings=CONTEXT)
 @click.version_option(__version__, "-V", "--version", prog_name="pc-switcher")
 def cli() -> None:
@@ -59,19 +78,8 @@ def cli() -> None:
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("target", shell_complete=_complete_target)
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Config file [default: ~/.config/pc-switcher/config.yml]",
-)
-@click.option(
-    "-i",
-    "--inventory",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Ansible inventory (INI or YAML) [default: ~/.config/pc-switcher/inventory.yml]",
-)
+@CONFIG_OPTION
+@INVENTORY_OPTION
 @click.option("-n", "--dry-run", is_flag=True, help="Show what every job would change; change nothing.")
 @click.option("-y", "--yes", "assume_yes", is_flag=True, help="Answer yes to every question.")
 @click.option(
@@ -92,8 +100,8 @@ def cli() -> None:
 )
 def sync(
     target: str,
-    config_path: Path | None,
-    inventory: Path | None,
+    config_path: Path,
+    inventory: Path,
     dry_run: bool,
     assume_yes: bool,
     as_json: bool,
@@ -106,8 +114,8 @@ def sync(
 
     options = SyncOptions(
         target=target,
-        config_path=config_path or paths.default_config_path(),
-        inventory_path=inventory or paths.default_inventory_path(),
+        config_path=config_path,
+        inventory_path=inventory,
         dry_run=dry_run,
         assume_yes=assume_yes,
         only=only,
@@ -180,12 +188,12 @@ def logs_command(last: bool, level: str, run_id: str | None) -> None:
 @cli.command(context_settings=CONTEXT)
 @click.argument("target", shell_complete=_complete_target)
 @click.option("--run", "run_id", help="The run to clean up [default: the newest run].")
-@click.option("-i", "--inventory", type=click.Path(dir_okay=False, path_type=Path), help="Ansible inventory.")
-def cleanup(target: str, run_id: str | None, inventory: Path | None) -> None:
+@INVENTORY_OPTION
+def cleanup(target: str, run_id: str | None, inventory: Path) -> None:
     """Kill what a run left on TARGET and on this machine, and remove its files."""
     from .cleanup import run_cleanup
 
-    sys.exit(int(run_cleanup(target, run_id, inventory or paths.default_inventory_path(), Ui())))
+    sys.exit(int(run_cleanup(target, run_id, inventory, Ui())))
 
 
 @cli.group("config", context_settings=CONTEXT)
@@ -194,15 +202,13 @@ def config_group() -> None:
 
 
 @config_group.command("check", context_settings=CONTEXT)
-@click.option(
-    "-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="Config file."
-)
-def config_check(config_path: Path | None) -> None:
+@CONFIG_OPTION
+def config_check(config_path: Path) -> None:
     """Validate the config (exit 0 when valid, 2 with the first problem)."""
     from .config import load_config
     from .jobs import discover_jobs
 
-    path = config_path or paths.default_config_path()
+    path = config_path
     config = load_config(path, discover_jobs(paths.project_root()))
     enabled = ", ".join(j.name for j in config.enabled_jobs()) or "none"
     click.echo(f"{path}: valid; jobs enabled in order: {enabled}")
@@ -228,18 +234,6 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(exc)) from None
 
 
-_CONFIG_OPTION = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Config file [default: ~/.config/pc-switcher/config.yml]",
-)
-_INVENTORY_OPTION = click.option(
-    "-i", "--inventory", type=click.Path(dir_okay=False, path_type=Path), help="Ansible inventory."
-)
-
-
 @cli.group(context_settings=CONTEXT)
 def snapshots() -> None:
     """The btrfs snapshots pc-switcher takes around each sync (this machine, or TARGET and this one)."""
@@ -247,19 +241,17 @@ def snapshots() -> None:
 
 @snapshots.command("list", context_settings=CONTEXT)
 @click.argument("target", required=False, shell_complete=_complete_target)
-@_CONFIG_OPTION
-@_INVENTORY_OPTION
+@CONFIG_OPTION
+@INVENTORY_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def snapshots_list(
-    target: str | None, config_path: Path | None, inventory: Path | None, as_json: bool
-) -> None:
+def snapshots_list(target: str | None, config_path: Path, inventory: Path, as_json: bool) -> None:
     """List the snapshot sessions of this machine (and of TARGET when given)."""
     from .snapshots_cli import snapshots_list as run
 
     code = run(
         target,
-        config_path or paths.default_config_path(),
-        inventory or paths.default_inventory_path(),
+        config_path,
+        inventory,
         Ui(),
         as_json,
     )
@@ -268,8 +260,8 @@ def snapshots_list(
 
 @snapshots.command("cleanup", context_settings=CONTEXT)
 @click.argument("target", required=False, shell_complete=_complete_target)
-@_CONFIG_OPTION
-@_INVENTORY_OPTION
+@CONFIG_OPTION
+@INVENTORY_OPTION
 @click.option("--keep", type=int, help="Keep this many newest sessions [default: snapshots.keep].")
 @click.option(
     "--older-than", callback=_duration, metavar="AGE", help="Also delete sessions older than AGE (7d, 12h)."
@@ -278,8 +270,8 @@ def snapshots_list(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 def snapshots_cleanup(
     target: str | None,
-    config_path: Path | None,
-    inventory: Path | None,
+    config_path: Path,
+    inventory: Path,
     keep: int | None,
     older_than: int | None,
     dry_run: bool,
@@ -290,8 +282,8 @@ def snapshots_cleanup(
 
     code = run(
         target,
-        config_path or paths.default_config_path(),
-        inventory or paths.default_inventory_path(),
+        config_path,
+        inventory,
         keep,
         older_than,
         dry_run,
@@ -304,16 +296,16 @@ def snapshots_cleanup(
 @cli.command("rollback", context_settings=CONTEXT)
 @click.argument("target", shell_complete=_complete_target)
 @click.option("--session", help="The session to roll back to [default: the newest with pre-sync snapshots].")
-@_CONFIG_OPTION
-@_INVENTORY_OPTION
+@CONFIG_OPTION
+@INVENTORY_OPTION
 @click.option("-n", "--dry-run", is_flag=True, help="Show what would be rolled back; change nothing.")
 @click.option("-y", "--yes", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--quick", is_flag=True, help="Compare files by size and mtime only (no --checksum).")
 def rollback_command(
     target: str,
     session: str | None,
-    config_path: Path | None,
-    inventory: Path | None,
+    config_path: Path,
+    inventory: Path,
     dry_run: bool,
     assume_yes: bool,
     quick: bool,
@@ -324,8 +316,8 @@ def rollback_command(
     code = rollback(
         target,
         session,
-        config_path or paths.default_config_path(),
-        inventory or paths.default_inventory_path(),
+        config_path,
+        inventory,
         dry_run,
         assume_yes,
         quick,
