@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 
 from . import paths
-from .agent import RUN_ID_RE
+from .agent import RUN_ID_RE, run_dir
 from .errors import ExitCode, UsageError
 from .inventory import load_inventory
 from .runner import PlaybookResult, PlaybookRun, prepare_bin_dir, standard_envvars
@@ -46,7 +46,7 @@ def cleanup_playbook_run(
     env = standard_envvars(
         project_dir=root,
         bin_dir=prepare_bin_dir(private_data_dir / "bin"),
-        control_path=Path(f"/tmp/pcswitcher-{run_id}/cm"),
+        control_path=Path(run_dir(run_id)) / "cm",
         run_dir=None,  # its own Ansible temp files must not live in the directory it removes
         local_tmp=private_data_dir / "tmp",
         ssh_keepalive=1,
@@ -61,16 +61,7 @@ def cleanup_playbook_run(
         extravars={"cleanup_run_id": run_id, "cleanup_async_jids": list(jids), "cleanup_source": source},
         envvars=env,
     )
-    run.start()
-    proc = run.wait_for_process()
-    if proc is not None and on_process is not None:
-        on_process(proc)
-    if not run.join(timeout):
-        run.terminate()
-        run.cancel()
-        run.join(5)
-    run.scrub()
-    return run.result()
+    return run.run_to_end(timeout, on_process)
 
 
 def newest_run_id() -> str | None:

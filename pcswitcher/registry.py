@@ -87,14 +87,14 @@ class Registry:
 
     def kill_trees(self, role_prefix: str = "", sig: int = signal.SIGKILL) -> list[psutil.Process]:
         """Signal every live tracked tree; children first are frozen so they cannot fork away."""
-        procs = self.live_trees(role_prefix)
+        procs = {p.pid: p for p in self.live_trees(role_prefix)}
         if sig == signal.SIGKILL:
-            for proc in procs:
+            for proc in procs.values():
                 _signal(proc, signal.SIGSTOP)
-            procs = {p.pid: p for p in [*procs, *self.live_trees(role_prefix)]}.values()  # type: ignore[assignment]
-        for proc in procs:
+            procs.update((p.pid, p) for p in self.live_trees(role_prefix))  # children forked meanwhile
+        for proc in procs.values():
             _signal(proc, sig)
-        return list(procs)
+        return list(procs.values())
 
 
 def _signal(proc: psutil.Process, sig: int) -> None:

@@ -94,7 +94,7 @@ class PlaybookRun:
         self.inventory = inventory
         self.limit = limit
         self.extravars = dict(extravars)
-        self.envvars = {**envvars, RUN_ENV_MARK: f"{private_data_dir}"}
+        self.envvars = {**envvars, RUN_ENV_MARK: str(private_data_dir)}
         self.tags = tags
         self.skip_tags = skip_tags
         self.check = check
@@ -159,10 +159,10 @@ class PlaybookRun:
         """The ansible-playbook main process (found among the driver's children by its mark)."""
         if self._process is not None:
             return self._process
-        mark = f"{RUN_ENV_MARK}={self.private_data_dir}"
+        mark = str(self.private_data_dir)
         for child in psutil.Process().children():
             try:
-                if child.environ().get(RUN_ENV_MARK) == mark.split("=", 1)[1]:
+                if child.environ().get(RUN_ENV_MARK) == mark:
                     self._process = child
                     return child
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
@@ -211,6 +211,33 @@ class PlaybookRun:
             changed=self.changed,
             set_stats=dict(self.set_stats),
         )
+
+    def run_to_end(
+        self, timeout: float | None = None, on_process: Callable[[psutil.Process], None] | None = None
+    ) -> PlaybookResult:
+        """Start, wait at most ``timeout`` seconds (then stop it the clean way), scrub, return the result.
+
+        For playbooks run outside a sync's abort path (the cleanup playbook, the CLI's safety
+        commands); an exception while waiting (Ctrl+C) stops the playbook before it propagates.
+        """
+        self.start()
+        try:
+            proc = self.wait_for_process()
+            if proc is not None and on_process is not None:
+                on_process(proc)
+            if not self.join(timeout):
+                self._stop()
+        except BaseException:
+            self._stop()
+            raise
+        finally:
+            self.scrub()
+        return self.result()
+
+    def _stop(self) -> None:
+        self.terminate()
+        self.cancel()
+        self.join(5)
 
     def scrub(self) -> None:
         """Remove what may hold secrets: runner's env/ copies and the `command` artifact (full env)."""

@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from .agent import TAG
+from .agent import TAG, run_dir
 from .config import Config, HistoryConfig, SnapshotsConfig
 from .errors import ExitCode, LockHeld, PcsError
 from .runner import PlaybookResult, PlaybookRun, prepare_bin_dir, standard_envvars
@@ -226,7 +226,7 @@ def standalone_player(
             project_dir=root,
             bin_dir=prepare_bin_dir(pdd / "bin"),
             control_path=None,
-            run_dir=f"/tmp/pcswitcher-{session}",
+            run_dir=run_dir(session),
             local_tmp=pdd / "tmp",
             ssh_keepalive=1,
         )
@@ -243,20 +243,7 @@ def standalone_player(
             check=check,
             on_event=on_event,
         )
-        run.start()
-        try:
-            if not run.join(timeout):
-                run.terminate()
-                run.cancel()
-                run.join(5)
-        except BaseException:
-            run.terminate()
-            run.cancel()
-            run.join(5)
-            raise
-        finally:
-            run.scrub()
-        return run.result()
+        return run.run_to_end(timeout)
 
     return play
 
