@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Read-only checks of the folder_sync job on the source (run by roles/folder_sync/tasks/validate.yml).
 
-Reads the job's plan (JSON, from templates/plan.json.j2) on stdin and prints ``{"problems": [...]}``:
-one line per problem, naming it and the fix. It checks that rsync is installed, that every source
-folder is a readable directory, that every filter file exists, that the filter rules parse (rsync
-``--list-only`` of ``/dev/null`` with the rules: rsync parses every rule and merge file at start-up and
-lists one device node, nothing is written), that the fixed never-sync rules come first, and that the
-target's rsync answers over the same ssh command and remote rsync path as the sync. Changes nothing.
-Python 3.8+, standard library only.
+Takes the ``check`` part of the job's plan (JSON, from templates/plan.json.j2) as its one argument
+(or on stdin) and prints ``{"problems": [...]}``: one line per problem, naming it and the fix. A
+folder's filter list is ``fixed + rules + globals``, in the order of the sync's rsync arguments.
+It checks that rsync is installed, that every source folder is a readable directory, that every
+filter file exists, that the filter rules parse (rsync ``--list-only`` of ``/dev/null`` with the
+rules: rsync parses every rule and merge file at start-up and lists one device node, nothing is
+written), that the fixed never-sync rules come first, and that the target's rsync answers over the
+same ssh command and remote rsync path as the sync. Changes nothing. Python 3.8+, standard library
+only.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def check(plan: dict[str, Any]) -> list[str]:
                 f"create it or remove filter_file"
             )
             continue
-        filters = folder.get("filters", [])
+        filters = [*plan.get("fixed", []), *folder.get("rules", []), *plan.get("globals", [])]
         if not any(rule.startswith("--filter=- .ssh/id_") for rule in filters[:1]):
             problems.append(f"the never-sync rules are not the first filter rules of {source}: fix the role")
         res = subprocess.run(
@@ -82,7 +84,7 @@ def check(plan: dict[str, Any]) -> list[str]:
 
 
 def main() -> int:
-    plan = json.load(sys.stdin)
+    plan = json.loads(sys.argv[1]) if len(sys.argv) > 1 else json.load(sys.stdin)
     sys.stdout.write(json.dumps({"problems": check(plan)}) + "\n")
     return 0
 
