@@ -13,18 +13,33 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from click.shell_completion import CompletionItem
-from rich.console import Console
 
-from . import __version__, logs, paths
-from .errors import ExitCode, PcsError, UsageError
-from .jobs import JobDefinitionError
-from .ui import Ui
+from . import __version__, paths
+from .errors import ExitCode, JobDefinitionError, PcsError, UsageError
+
+if TYPE_CHECKING:
+    from .ui import Ui
+
+# Importing this module stays cheap (click only): every TAB of shell completion and every --help
+# imports it. rich, the UI and the job machinery are imported by the commands that use them.
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 log = logging.getLogger("pcswitcher")
+
+
+def _ui(*, stderr: bool = False) -> Ui:
+    """A new :class:`~pcswitcher.ui.Ui` (its display on stderr if ``stderr``)."""
+    from .ui import Ui
+
+    if stderr:
+        from rich.console import Console
+
+        return Ui(Console(stderr=True))
+    return Ui()
 
 
 def _complete_target(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
@@ -123,7 +138,7 @@ def sync(
         allow_out_of_order=allow_out_of_order,
     )
     prepared = prepare(options)
-    ui = Ui(Console(stderr=True)) if as_json else Ui()
+    ui = _ui(stderr=as_json)
     run = Sync(options, prepared, ui)
     code = run.run()
     if as_json:
@@ -164,6 +179,10 @@ def init(force: bool) -> None:
 @click.argument("run_id", required=False)
 def logs_command(last: bool, level: str, run_id: str | None) -> None:
     """List the session logs, or show one (RUN_ID or --last)."""
+    from rich.console import Console
+
+    from . import logs
+
     directory = paths.logs_dir()
     if level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise UsageError(f"--level {level!r} is not a level", "use DEBUG, INFO, WARNING, ERROR or CRITICAL")
@@ -193,7 +212,7 @@ def cleanup(target: str, run_id: str | None, inventory: Path) -> None:
     """Kill what a run left on TARGET and on this machine, and remove its files."""
     from .cleanup import run_cleanup
 
-    sys.exit(int(run_cleanup(target, run_id, inventory, Ui())))
+    sys.exit(int(run_cleanup(target, run_id, inventory, _ui())))
 
 
 @cli.group("config", context_settings=CONTEXT)
@@ -252,7 +271,7 @@ def snapshots_list(target: str | None, config_path: Path, inventory: Path, as_js
         target,
         config_path,
         inventory,
-        Ui(),
+        _ui(),
         as_json,
     )
     sys.exit(int(code))
@@ -287,7 +306,7 @@ def snapshots_cleanup(
         keep,
         older_than,
         dry_run,
-        Ui(),
+        _ui(),
         as_json,
     )
     sys.exit(int(code))
@@ -321,7 +340,7 @@ def rollback_command(
         dry_run,
         assume_yes,
         quick,
-        Ui(),
+        _ui(),
     )
     sys.exit(int(code))
 
@@ -346,20 +365,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
-        Ui().error("interrupted")
+        _ui().error("interrupted")
         sys.exit(int(ExitCode.INTERRUPTED))
     except click.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "pc-switcher"
-        Ui().error(exc.format_message(), f"see `{command} --help`")
+        _ui().error(exc.format_message(), f"see `{command} --help`")
         sys.exit(int(ExitCode.USAGE))
     except click.ClickException as exc:
-        Ui().error(exc.format_message())
+        _ui().error(exc.format_message())
         sys.exit(exc.exit_code)
     except PcsError as exc:
-        Ui().error(exc.message, exc.hint)
+        _ui().error(exc.message, exc.hint)
         sys.exit(int(exc.exit_code))
     except JobDefinitionError as exc:
-        Ui().error(f"broken job definition: {exc}", "fix the role (see docs/job-contract.md)")
+        _ui().error(f"broken job definition: {exc}", "fix the role (see docs/job-contract.md)")
         sys.exit(int(ExitCode.USAGE))
     except (BrokenPipeError, KeyboardInterrupt):
         sys.exit(int(ExitCode.INTERRUPTED))
@@ -379,7 +398,7 @@ def _internal_error(exc: BaseException) -> None:
     except OSError:
         where = "stderr"
         traceback.print_exception(exc)
-    Ui().error(
+    _ui().error(
         f"internal error: {type(exc).__name__}: {exc}", f"please report it; the traceback is in {where}"
     )
 

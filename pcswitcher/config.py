@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import json
 import re
 import textwrap
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from jsonschema import FormatChecker, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from . import paths
 from .errors import ConfigError
-from .jobs import JobDefinitionError, JobSpec, StrictValidator
+from .jobs import JobDefinitionError, JobSpec, strict_validator
+
+if TYPE_CHECKING:
+    from jsonschema import FormatChecker, ValidationError
 
 __all__ = [
     "LOG_LEVELS",
@@ -124,27 +127,41 @@ _THRESHOLD_FORMAT = "pcswitcher-threshold"
 _DURATION_FORMAT = "pcswitcher-duration"
 _ABSPATH_FORMAT = "pcswitcher-absolute-path"
 
-_FORMAT_CHECKER = FormatChecker(())
 
-
-@_FORMAT_CHECKER.checks(_THRESHOLD_FORMAT, raises=ValueError)
 def _check_threshold(instance: object) -> bool:
     parse_threshold(instance)
     return True
 
 
-@_FORMAT_CHECKER.checks(_DURATION_FORMAT, raises=ValueError)
 def _check_duration(instance: object) -> bool:
     if instance is not None:
         parse_duration(instance)
     return True
 
 
-@_FORMAT_CHECKER.checks(_ABSPATH_FORMAT, raises=ValueError)
 def _check_abspath(instance: object) -> bool:
     if isinstance(instance, str) and not instance.startswith("/"):
         raise ValueError(f"{instance!r} is not an absolute path (it must start with /)")
     return True
+
+
+#: The formats of the schema: name -> check (true, or raises ValueError naming the problem).
+_FORMATS: Mapping[str, Callable[[object], bool]] = {
+    _THRESHOLD_FORMAT: _check_threshold,
+    _DURATION_FORMAT: _check_duration,
+    _ABSPATH_FORMAT: _check_abspath,
+}
+
+
+@functools.cache
+def _format_checker() -> FormatChecker:
+    """jsonschema's checker of exactly :data:`_FORMATS` (jsonschema is imported only when needed)."""
+    from jsonschema import FormatChecker
+
+    checker = FormatChecker(())
+    for name, check in _FORMATS.items():
+        checker.checks(name, raises=ValueError)(check)
+    return checker
 
 
 def _threshold_schema(description: str, default: str) -> dict[str, Any]:
@@ -761,7 +778,7 @@ def load_config(path: Path, jobs: Mapping[str, JobSpec]) -> Config:
     schema = config_schema(jobs)
     _null_sections_to_empty(data, jobs)
 
-    validator = StrictValidator(schema, format_checker=_FORMAT_CHECKER)
+    validator = strict_validator()(schema, format_checker=_format_checker())
     for error in validator.iter_errors(data):
         problems.extend(_describe(error, jobs, marks))
 

@@ -7,6 +7,7 @@ hint naming the fix) and exits with its code. Nothing else may reach the user as
 from __future__ import annotations
 
 from enum import IntEnum
+from pathlib import Path
 
 
 class ExitCode(IntEnum):
@@ -56,3 +57,16 @@ class LockHeld(PcsError):
 
 class TargetError(PcsError):
     """The target cannot be reached or is not ready (missing tool, ssh refused, host key)."""
+
+
+class JobDefinitionError(Exception):
+    """A job's files are malformed (a developer error, not a user error): names the file and problem.
+
+    Defined here rather than in :mod:`pcswitcher.jobs` (which re-exports it) so that the CLI can
+    catch it without importing the job machinery.
+    """
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem

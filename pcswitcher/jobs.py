@@ -17,22 +17,31 @@ Nothing here names a job.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from jsonschema import Draft202012Validator, validators
-from jsonschema.protocols import Validator
+
+from .errors import JobDefinitionError
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
+
+    #: Draft 2020-12 validator whose ``integer`` is a real int (see :func:`strict_validator`).
+    StrictValidator: type[Validator]
 
 __all__ = [
     "JobDefinitionError",
     "JobSpec",
     "StrictValidator",
     "discover_jobs",
+    "load_yaml_text",
+    "strict_validator",
 ]
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -83,20 +92,26 @@ def _is_strict_integer(checker: object, instance: object) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
-#: Draft 2020-12 validator whose ``integer`` is a real int (jsonschema also accepts ``5.0``).
-StrictValidator: type[Validator] = validators.extend(  # type: ignore[no-untyped-call]
-    Draft202012Validator,
-    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_strict_integer),
-)
+@functools.cache
+def strict_validator() -> type[Validator]:
+    """Draft 2020-12 validator whose ``integer`` is a real int (jsonschema also accepts ``5.0``).
+
+    Built at first use: importing jsonschema costs about 0.1 s, which `--help`, shell completion and
+    most commands do not need. Also available as the module attribute ``StrictValidator``.
+    """
+    from jsonschema import Draft202012Validator, validators
+
+    validator: type[Validator] = validators.extend(  # type: ignore[no-untyped-call]
+        Draft202012Validator,
+        type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_strict_integer),
+    )
+    return validator
 
 
-class JobDefinitionError(Exception):
-    """A job's files are malformed (a developer error, not a user error): names the file and problem."""
-
-    def __init__(self, path: Path, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = path
-        self.problem = problem
+def __getattr__(name: str) -> Any:
+    if name == "StrictValidator":
+        return strict_validator()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _description_text(value: object) -> str | None:
@@ -110,7 +125,7 @@ def _description_text(value: object) -> str | None:
 
 
 def _first_error(schema: Mapping[str, Any], instance: Any) -> str | None:
-    error = next(iter(StrictValidator(schema).iter_errors(instance)), None)
+    error = next(iter(strict_validator()(schema).iter_errors(instance)), None)
     return None if error is None else error.message
 
 
@@ -287,9 +302,28 @@ class JobSpec:
         return {f"{self.name}_{short}": full[short] for short in self.options if short in full}
 
 
+#: libyaml's loader when PyYAML has it: about ten times faster than the pure-Python one.
+_FAST_SAFE_LOADER: type[yaml.CSafeLoader] | None = getattr(yaml, "CSafeLoader", None)
+
+
+def load_yaml_text(text: str) -> Any:
+    """``yaml.safe_load(text)``, parsed by libyaml when available, like Ansible reads a role's files.
+
+    A document libyaml refuses is parsed again by PyYAML's own loader, so errors (and their
+    messages) are PyYAML's, as before. (The user's config keeps PyYAML's loader: libyaml accepts
+    some documents PyYAML refuses, e.g. a tab after ``key:``, and the config's errors must not change.)
+    """
+    if _FAST_SAFE_LOADER is not None:
+        try:
+            return yaml.load(text, Loader=_FAST_SAFE_LOADER)  # noqa: S506 (a safe loader)
+        except yaml.YAMLError:
+            pass
+    return yaml.safe_load(text)
+
+
 def _load_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return load_yaml_text(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise JobDefinitionError(path, f"cannot read: {exc}") from exc
     except yaml.YAMLError as exc:

@@ -18,15 +18,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeRemainingColumn
-from rich.table import Table
 from rich.text import Text
 
 from pcswitcher.logs import LEVEL_STYLES, context_label, record_context
+
+if TYPE_CHECKING:
+    # Imported where used: the live display (rich.live, rich.progress) only exists on a terminal,
+    # the table only at the end; together they cost ~40 ms at start-up.
+    from rich.live import Live
+    from rich.progress import Progress, TaskID
 
 LOG_LINES = 8  # log lines kept in the live display
 PLAIN_PERCENT_STEP = 25.0  # plain mode: print progress when the percent moved this much
@@ -192,15 +195,27 @@ class Ui:
         self._printed_percent: dict[str, float] = {}
         self._printed_item: dict[tuple[str, str | None], str] = {}
 
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            auto_refresh=False,
-        )
-        self._task: TaskID = self._progress.add_task("", total=None)
+        # The progress bar of the live display: made at first use on a terminal, never in plain mode.
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def _bar(self) -> tuple[Progress, TaskID] | None:
+        """The progress bar and its task on a terminal (made at first use), None in plain mode."""
+        if not self.interactive:
+            return None
+        if self._progress is None or self._task is None:
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                auto_refresh=False,
+            )
+            self._task = self._progress.add_task("", total=None)
+        return self._progress, self._task
 
     # ---------------------------------------------------------------------------------------------
     # output primitives (never raise, never called with self._lock held)
@@ -230,7 +245,10 @@ class Ui:
                 header.append("  ")
                 header.append(" DRY-RUN ", style="bold black on yellow")
             step = Text(self._step_text or "Starting…", style="bold")
-            parts: list[RenderableType] = [header, step, self._progress]
+            parts: list[RenderableType] = [header, step]
+            bar = self._bar()
+            if bar is not None:
+                parts.append(bar[0])
             if not self._final:
                 item = Text(self._item or "", style="cyan", no_wrap=True, overflow="ellipsis")
                 parts.append(item)
@@ -248,6 +266,8 @@ class Ui:
             if steps:
                 self._plain(f"{_plain_time()} plan: {', '.join(steps)}")
             return
+        from rich.live import Live
+
         with self._life:
             if self._live is not None:
                 self._stop_live()
@@ -291,9 +311,12 @@ class Ui:
             self._printed_percent.pop(job, None)
             for key in [k for k in self._printed_item if k[0] == job]:
                 del self._printed_item[key]
-            with contextlib.suppress(KeyError):
-                self._progress.remove_task(self._task)
-            self._task = self._progress.add_task(f"{job} ({phase})", total=None)
+            bar = self._bar()
+            if bar is not None:
+                progress, task = bar
+                with contextlib.suppress(KeyError):
+                    progress.remove_task(task)
+                self._task = progress.add_task(f"{job} ({phase})", total=None)
         if not self.interactive:
             self._plain(f"{_plain_time()} {text}")
 
@@ -311,8 +334,9 @@ class Ui:
             if job == self._job:
                 if item:
                     self._item = label
-                if percent is not None:
-                    self._progress.update(self._task, total=100, completed=percent)
+                bar = self._bar() if percent is not None else None
+                if bar is not None:
+                    bar[0].update(bar[1], total=100, completed=percent)
             if not self.interactive:
                 line = self._plain_progress_line(job, host, percent, item)
         if line is not None:
@@ -346,8 +370,9 @@ class Ui:
     def job_finished(self, job: str, status: str, duration: float, detail: str | None = None) -> None:
         """A job ended: succeeded, failed, skipped, not run or aborted."""
         with self._lock:
-            if job == self._job and status == "succeeded":
-                self._progress.update(self._task, total=100, completed=100)
+            bar = self._bar() if job == self._job and status == "succeeded" else None
+            if bar is not None:
+                bar[0].update(bar[1], total=100, completed=100)
         if not self.interactive:
             tail = f" — {detail}" if detail else ""
             self._plain(f"{_plain_time()} {job}: {status} ({format_duration(duration)}){tail}")
@@ -376,6 +401,8 @@ class Ui:
                 self._plain(f"{text}  {detail}".rstrip())
             self._plain(outcome)
             return
+        from rich.table import Table
+
         self.stop()
         table = Table(title="Summary", title_justify="left", show_lines=False)
         table.add_column("Job", style="bold")

@@ -1,0 +1,90 @@
+"""The start-up shortcuts of `pc-switcher`: they give the same results as the slow paths they skip.
+
+The jobs' YAML files are parsed by libyaml; the CLI imports rich, jsonschema and yaml only in the
+commands that use them, and plain output never loads the live display.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pcswitcher.config import default_config_text
+from pcswitcher.jobs import JobSpec, discover_jobs, load_yaml_text
+
+PROJECT = Path(__file__).parent / "fixtures" / "project"
+REPO = Path(__file__).parents[2]
+
+
+@pytest.fixture(scope="module")
+def jobs() -> dict[str, JobSpec]:
+    return discover_jobs(PROJECT)
+
+
+# --- job files: libyaml (as Ansible reads them), errors from PyYAML --------------------------------
+
+
+@pytest.mark.parametrize("text", ["a: 1\nb: [x, y]\n", "a: {b: 1\n", "a:\n\tb: 1\n", "", "x\x07\n"])
+def test_job_yaml_errors_are_pyyamls(text: str) -> None:
+    def outcome(load: Any) -> object:
+        try:
+            return load(text)
+        except yaml.YAMLError as exc:
+            return str(exc)
+
+    assert outcome(load_yaml_text) == outcome(yaml.safe_load)
+
+
+def test_the_jobs_files_read_the_same_with_libyaml_and_pyyaml() -> None:
+    files = sorted([*REPO.glob("roles/*/meta/*.yml"), *PROJECT.glob("roles/*/meta/*.yml")])
+    assert files
+    for file in files:
+        text = file.read_text(encoding="utf-8")
+        assert load_yaml_text(text) == yaml.safe_load(text), file
+
+
+# --- what `pc-switcher sync` imports before its first subprocess ---------------------------------
+
+PROBE = """
+import sys
+from pathlib import Path
+import pcswitcher.cli
+heavy = [m for m in sys.modules if m.split(".")[0] in {"rich", "jsonschema", "yaml"}]
+assert not heavy, f"importing the CLI imports {heavy}"
+import pcswitcher.driver
+from pcswitcher.config import load_config
+from pcswitcher.jobs import discover_jobs
+from pcswitcher.ui import Ui
+from rich.console import Console
+import io
+config = load_config(Path(sys.argv[1]), discover_jobs(Path(sys.argv[2])))
+assert config.jobs
+ui = Ui(Console(file=io.StringIO()), interactive=False)
+ui.start("t", "r", ["demo"], False)
+ui.step(1, 1, "demo", "sync")
+ui.progress("demo", None, 50.0, "item")
+ui.job_finished("demo", "succeeded", 1.0)
+ui.summary([("demo", "succeeded", 1.0, "")], "done")
+heavy = sorted(m for m in ("rich.progress", "rich.live", "rich.table") if m in sys.modules)
+assert not heavy, heavy
+"""
+
+
+def test_the_cli_imports_little_and_plain_output_needs_no_live_display(
+    tmp_path: Path, jobs: dict[str, JobSpec]
+) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(default_config_text(jobs))
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, str(config), str(PROJECT)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
