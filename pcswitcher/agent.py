@@ -7,6 +7,8 @@ JSON lines: the driver writes commands to the agent's stdin, the agent answers o
 Commands (one per line):
     ping                 -> {"t": "hb", "time": ..., "disk": [...]} (and any new progress lines)
     sweep [JID ...]      -> kill every process of the run now; {"t": "swept", "killed": [...]}
+    history JSON         -> read or record this machine's sync history (see :func:`history`);
+                            {"t": "history", "host": ..., "path": ..., "history": ..., ...}
     quit                 -> sweep, remove the run's directory, exit
 
 Dead-man switch: when stdin reaches EOF (the driver died, its ssh died) or no command arrives for
@@ -18,7 +20,10 @@ environment gives every module, async wrapper and their children this tag), or w
 line names one of the run's async job ids, or when it descends from such a process. Nothing is ever
 matched by process name. The agent never kills itself or its ancestors.
 
-The same file serves the cleanup role (``roles/cleanup/files/pcswitcher_agent.py`` links here):
+The same file is the ``module_utils/pcswitcher_agent.py`` of two roles (symlinks to this file): the
+cleanup role's ``pcswitcher_sweep`` module sweeps with :func:`sweep`, the sync_history role's
+``pcs_history`` module reads and records with :func:`history` — what the driver asks the agents to
+do during a sync is exactly what those playbooks do when run by hand. From a shell:
 ``pcswitcher_agent.py sweep --run ID [--jid J ...] [--remove]``.
 Python 3.6+ and the standard library only: it runs on any target that Ansible can manage.
 """
@@ -250,6 +255,83 @@ def disk_figures(paths: list[str]) -> list[dict[str, object]]:
     return out
 
 
+HISTORY_KEEP = 100
+
+
+def history_read(path: str) -> tuple[dict[str, object] | None, str]:
+    """The sync history in ``path`` (None when there is none) and a problem ("" when readable)."""
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return None, ""
+    except (OSError, ValueError) as exc:
+        return None, f"history file {path} on {socket.gethostname()} is unreadable: {exc}"
+    if not isinstance(data, dict):
+        return None, f"history file {path} on {socket.gethostname()} is not a JSON object"
+    return data, ""
+
+
+def history(
+    action: str, path: str, role: str = "", peer: str = "", session: str = "", check: bool = False
+) -> dict[str, object]:
+    """Read or record this machine's sync history file (docs/safety.md).
+
+    The file (JSON, written atomically, mode 0600)::
+
+        {"version": 1, "host": "<hostname>",
+         "last": {"role": "source"|"target", "peer": "<hostname>", "session": "<id>", "time": "<UTC>"},
+         "entries": [ ...the last 100 records, oldest first... ]}
+
+    ``read`` never changes anything; ``record`` appends a record and makes it ``last`` (a session
+    already recorded in this role is not recorded twice; ``check``: compute, write nothing). Returns
+    ``{"host", "path", "history", "problem", "changed"}``, plus ``"error"`` when it failed.
+    """
+    host = socket.gethostname()
+    out: dict[str, object] = {"host": host, "path": path, "history": None, "problem": "", "changed": False}
+    if not os.path.isabs(path):
+        return {**out, "error": f"history path {path!r} on {host} is not absolute"}
+    data, problem = history_read(path)
+    if action == "read":
+        return {**out, "history": data, "problem": problem}
+    if action != "record":
+        return {**out, "error": f"unknown history action {action!r}"}
+    if not (role in ("source", "target") and peer and session):
+        return {**out, "error": "recording a sync needs role (source or target), peer and session"}
+    entries_value = (data or {}).get("entries")
+    entries = entries_value if isinstance(entries_value, list) else []
+    last_entry = entries[-1] if entries and isinstance(entries[-1], dict) else {}
+    if last_entry.get("session") == session and last_entry.get("role") == role:
+        return {**out, "history": data}  # already recorded
+    record = {
+        "role": role,
+        "peer": peer,
+        "session": session,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    data = {
+        **(data or {}),
+        "version": 1,
+        "host": host,
+        "last": record,
+        "entries": [*entries, record][-HISTORY_KEEP:],
+    }
+    if not check:
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            tmp = f"{path}.tmp-{os.getpid()}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(data, fh, indent=2, sort_keys=True)
+                fh.write("\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            return {**out, "error": f"cannot write the history file {path} on {host}: {exc}"}
+    return {**out, "history": data, "changed": True}
+
+
 class _ProgressTail:
     """Follows the run's progress file (JSON lines appended by long-running tasks)."""
 
@@ -286,6 +368,21 @@ def _emit(obj: dict[str, object]) -> None:
 
 def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+def _history_command(line: str) -> dict[str, object]:
+    """``history {"action": ..., "path": ..., "role": ..., "peer": ..., "session": ...}``"""
+    try:
+        request = json.loads(line.split(None, 1)[1])
+        return history(
+            str(request["action"]),
+            os.path.expanduser(str(request["path"])),
+            str(request.get("role", "")),
+            str(request.get("peer", "")),
+            str(request.get("session", "")),
+        )
+    except (IndexError, KeyError, TypeError, ValueError) as exc:
+        return {"error": f"bad history command: {exc}"}
 
 
 def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = None, peer: str = "") -> int:
@@ -346,6 +443,8 @@ def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = No
                 elif words[0] == "sweep":
                     jids.extend(w for w in words[1:] if w not in jids)
                     _emit(sweep(run_id, jids))
+                elif words[0] == "history":
+                    _emit({"t": "history", **_history_command(raw.decode(errors="replace"))})
                 elif words[0] == "quit":
                     quitting = True
                     break

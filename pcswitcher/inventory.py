@@ -39,6 +39,7 @@ class Target:
     become: bool = False
     python: str = "python3"
     host_key_checking: bool = True
+    history_path: str | None = None  # host var pcswitcher_history_path: wins over the config's
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def describe(self) -> str:
@@ -195,6 +196,7 @@ class Inventory:
             become=_truthy(var("ansible_become", False)),
             python=_interpreter(var("ansible_python_interpreter")),
             host_key_checking=_truthy(checking),
+            history_path=str(var("pcswitcher_history_path") or "") or None,
         )
 
 

@@ -1,0 +1,88 @@
+"""The sync history as the agents (and the role's module, same function) read and record it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+from pathlib import Path
+
+from pcswitcher.agent import HISTORY_KEEP, _history_command, history
+
+
+def test_read_without_a_file_is_no_history(tmp_path: Path) -> None:
+    result = history("read", str(tmp_path / "h.json"))
+    assert result == {
+        "host": socket.gethostname(),
+        "path": str(tmp_path / "h.json"),
+        "history": None,
+        "problem": "",
+        "changed": False,
+    }
+    assert not (tmp_path / "h.json").exists()
+
+
+def test_record_writes_atomically_with_mode_0600_and_read_returns_it(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "h.json"
+    result = history("record", str(path), "target", "laptop", "20261128T000000Z-aaaa")
+    assert result["changed"] is True
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    assert [p.name for p in path.parent.iterdir()] == ["h.json"]  # no temp file left
+    data = json.loads(path.read_text())
+    assert data["last"]["role"] == "target"
+    assert data["last"]["peer"] == "laptop"
+    assert data["host"] == socket.gethostname()
+    assert history("read", str(path))["history"] == data
+
+
+def test_recording_the_same_session_twice_changes_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "h.json")
+    history("record", path, "source", "desk", "s1")
+    before = Path(path).read_text()
+    again = history("record", path, "source", "desk", "s1")
+    assert again["changed"] is False
+    assert Path(path).read_text() == before
+    # the same session in the other role is a new record (a machine synced to itself is refused
+    # elsewhere; the file only keeps what it is told)
+    assert history("record", path, "target", "desk", "s1")["changed"] is True
+
+
+def test_keeps_the_last_entries_only(tmp_path: Path) -> None:
+    path = str(tmp_path / "h.json")
+    for n in range(HISTORY_KEEP + 5):
+        history("record", path, "source", "desk", f"s{n}")
+    entries = json.loads(Path(path).read_text())["entries"]
+    assert len(entries) == HISTORY_KEEP
+    assert entries[-1]["session"] == f"s{HISTORY_KEEP + 4}"
+
+
+def test_check_mode_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "h.json"
+    result = history("record", str(path), "source", "desk", "s1", check=True)
+    assert result["changed"] is True
+    assert not path.exists()
+
+
+def test_an_unreadable_file_is_a_problem_not_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "h.json"
+    path.write_text("{not json")
+    result = history("read", str(path))
+    assert result["history"] is None
+    assert "is unreadable" in str(result["problem"])
+    assert "error" not in result
+
+
+def test_bad_requests_are_errors(tmp_path: Path) -> None:
+    assert "not absolute" in str(history("read", "relative/h.json")["error"])
+    assert "needs role" in str(history("record", str(tmp_path / "h.json"), "", "x", "s")["error"])
+    assert "unknown history action" in str(history("drop", str(tmp_path / "h.json"))["error"])
+
+
+def test_the_agent_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "h.json"
+    request = {"action": "record", "path": str(path), "role": "target", "peer": "p", "session": "s"}
+    assert _history_command("history " + json.dumps(request))["changed"] is True
+    assert "bad history command" in str(_history_command("history {broken")["error"])
+    assert "bad history command" in str(_history_command("history")["error"])
