@@ -3,10 +3,13 @@
 Order of a sync (docs/architecture.md):
 1. load jobs, config, inventory; resolve the target        (bad input: exit 2, nothing started)
 2. take the source lock                                     (held: exit 3)
-3. start the agents on both machines; refuse a self-sync; preflight disk check
-4. validate every enabled job (``--tags validate``)         (nothing has changed yet)
-5. run the jobs one after another (``--skip-tags validate``)
-6. close the agents, release the lock, print the summary
+3. start the agents on both machines; refuse a self-sync; preflight disk check; the sync history
+   (read by the agents) and its questions
+4. start the first job's playbook: it runs its validate phase and waits at the gate
+   (plugins/callback/pcswitcher_gate.py); meanwhile the snapshot checks and the other jobs'
+   validate phases (``--tags validate``) run                 (nothing has changed yet)
+5. pre-sync snapshots; release the first job; run the others (``--skip-tags validate``)
+6. record the history, post-sync snapshots; close the agents, release the lock, print the summary
 
 Whatever stops a run — Ctrl+C, SIGTERM, low disk, lost link, a failed job — takes :meth:`Sync._abort`.
 """
@@ -162,7 +165,7 @@ class Sync:
         self.source_label = socket.gethostname()
         self.agents: dict[str, AgentSession] = {}
         self.monitor: Monitor | None = None
-        self.current: PlaybookRun | None = None
+        self.running: dict[PlaybookRun, str] = {}  # the playbooks started and not yet waited for -> job
         self.current_job: str | None = None
         self.outcomes = [JobOutcome(job.name) for job in prepared.selected]
         self.outcomes += [
@@ -170,7 +173,10 @@ class Sync:
             for job in prepared.skipped
         ]
         self._counter = 0
-        self._played = False  # a playbook has been started: an error must take the abort path
+        # a playbook beyond the checks has been started (the first job released, or a later job's
+        # run): from then on an error must take the abort path, cleanup playbook included
+        self._changing = False
+        self._muted = False
         self._finished = False
         self.log_path = state / "logs" / f"{self.run_id}.jsonl"
         self.exit_code: ExitCode | None = None
@@ -181,6 +187,7 @@ class Sync:
             self._safety_play,
             dry_run=options.dry_run,
             target_label=prepared.target.name,
+            history_io=self._history_io,
         )
         self.snapshots: dict[str, Any] = {}
 
@@ -217,9 +224,19 @@ class Sync:
         if not self.options.dry_run:
             self._prune_old_runs()
         try:
-            self._start_agents()
+            # the first job's playbook starts now: its ~0.7 s start-up overlaps the agents'. It
+            # waits for begin() before its first task, checks itself, then holds at the gate while
+            # the history, snapshot and other jobs' checks run. Until it is released nothing has
+            # changed, and a failure only stops it (_teardown), without the cleanup playbook.
+            self.local_run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._spawn_agents()
+            first = self._start_gated(p.selected[0])
+            self._agents_ready()
+            # the agents hold the target (lock, dead-man switch): the first job may touch it now
+            self.ui.step(1, len(p.selected), p.selected[0].name, "validate")
+            first.begin()
             if self.abort.requested:
-                return self._abort(None)
+                return self._abort()
             assert self.monitor is not None
             self.monitor.preflight()
             self.monitor.start()
@@ -233,17 +250,17 @@ class Sync:
                 assume_yes=self.options.assume_yes,
             )
             self.safety.validate()
-            if not self._validate_all():
-                return self._finish(self._abort(self.current) if self.abort.requested else ExitCode.FAILED)
+            if not self._validate_all(first):
+                return self._finish(self._abort() if self.abort.requested else ExitCode.FAILED)
             if self.abort.requested:
-                return self._abort(None)
+                return self._abort()
             self.snapshots["pre"] = self.safety.snapshot("pre")
             for index, job in enumerate(p.selected, start=1):
                 if self.abort.requested:
-                    return self._abort(None)
-                result = self._run_job(index, job)
+                    return self._abort()
+                result = self._run_job(index, job, first if index == 1 else None)
                 if self.abort.requested:
-                    return self._abort(self.current)
+                    return self._abort()
                 if result is None or not result.ok:
                     detail = (
                         "; ".join(result.failures) if result and result.failures else "the playbook failed"
@@ -251,9 +268,9 @@ class Sync:
                     self.abort.request(
                         Cause.JOB_FAILED, f"job {job.name} failed: {detail}", logging.ERROR, job=job.name
                     )
-                    return self._abort(None)
+                    return self._abort()
             if self.abort.requested:
-                return self._abort(None)
+                return self._abort()
             # all jobs succeeded: the target was synced, even if the post snapshot should fail
             self.safety.record_history()
             self.snapshots["post"] = self.safety.snapshot("post")
@@ -263,23 +280,24 @@ class Sync:
         except SafetyError as exc:
             # a failed snapshot or safety check: stop on the abort path, before any (further) change
             self.abort.request(Cause.ERROR, exc.message, logging.CRITICAL)
-            return self._abort(self.current)
+            return self._abort()
         except BaseException as exc:
             # a driver error in the middle of a run (unreachable target, no heartbeat, a bug):
             # whatever was started is stopped on the same path, then the CLI reports the error
-            if not self._finished and self._played:
+            if not self._finished and self._changing:
                 with contextlib.suppress(Exception):
                     self.abort.request(Cause.ERROR, f"aborting: {exc}", logging.CRITICAL)
-                    self._abort(self.current)
+                    self._abort()
             raise
         finally:
             if not self._finished:
                 self._teardown()
 
     # -- agents ------------------------------------------------------------------------------------
-    def _start_agents(self) -> None:
+    def _spawn_agents(self) -> None:
+        """Start both agents' processes; :meth:`_agents_ready` waits for them (the ssh handshake
+        meanwhile overlaps the first job's start)."""
         cfg = self.p.config
-        self.local_run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         silent_after = max(cfg.link_timeout * 2, 10.0)  # the agent's own dead-man timeout
         source = local_agent(
             self.run_id, self.source_label, cfg.disk.source_paths, silent_after, self.registry
@@ -296,8 +314,15 @@ class Sync:
         for agent in (source, target):
             agent.on_progress = self._on_progress
             self.agents[agent.label] = agent
-        source.start()
-        hello = target.start()
+        source.spawn()
+        target.spawn()
+
+    def _agents_ready(self) -> None:
+        """Wait for both agents' hello; refuse a self-sync; set up the monitor."""
+        cfg = self.p.config
+        source = self.agents[self.source_label]
+        source.wait_ready()
+        hello = self.agents[self.p.target.name].wait_ready()
         remote_host = str(hello.get("host", ""))
         log.debug(
             "agents up: source pid %s, target %s pid %s",
@@ -317,33 +342,55 @@ class Sync:
     def _outcome(self, name: str) -> JobOutcome:
         return next(o for o in self.outcomes if o.name == name)
 
-    def _validate_all(self) -> bool:
-        total = len(self.p.selected)
-        for index, job in enumerate(self.p.selected, start=1):
+    def _validate_all(self, first: PlaybookRun) -> bool:
+        """The validate phase of every job; the first job's runs in its own (gated) playbook."""
+        selected = self.p.selected
+        for index, job in enumerate(selected[1:], start=2):
             if self.abort.requested:
                 return False
-            self.ui.step(index, total, job.name, "validate")
+            self.ui.step(index, len(selected), job.name, "validate")
             result = self._play(job, tags=["validate"], skip_tags=[], phase="validate")
             if result is None or not result.ok:
-                outcome = self._outcome(job.name)
-                outcome.status = "aborted" if self.abort.requested else "failed"
-                outcome.detail = (
-                    "; ".join(result.failures) if result and result.failures else "validation failed"
-                )
-                if not self.abort.requested:
-                    log.error(
-                        "validation of %s failed: %s", job.name, outcome.detail, extra={"job": job.name}
-                    )
-                    self.abort.request(Cause.JOB_FAILED, f"validation of {job.name} failed", logging.ERROR)
-                return False
-        log.info("all %d job(s) validated", total)
+                return self._validation_failed(job, result)
+        if not self._await_gate(selected[0], first):
+            return False
+        log.info("all %d job(s) validated", len(selected))
         return True
 
-    def _run_job(self, index: int, job: JobConfig) -> PlaybookResult | None:
+    def _await_gate(self, job: JobConfig, run: PlaybookRun) -> bool:
+        """Wait until the first job's run holds at the gate, or ends (then its checks failed, or it
+        has no task after them)."""
+        while not run.held():
+            if self.abort.requested:
+                return False
+            if run.join(0.02):
+                result = self._end_run(run)
+                if result is not None and result.ok:
+                    return True
+                return self._validation_failed(job, result)
+        return True
+
+    def _validation_failed(self, job: JobConfig, result: PlaybookResult | None) -> bool:
+        outcome = self._outcome(job.name)
+        outcome.status = "aborted" if self.abort.requested else "failed"
+        outcome.detail = "; ".join(result.failures) if result and result.failures else "validation failed"
+        if not self.abort.requested:
+            log.error("validation of %s failed: %s", job.name, outcome.detail, extra={"job": job.name})
+            self.abort.request(Cause.JOB_FAILED, f"validation of {job.name} failed", logging.ERROR)
+        return False
+
+    def _run_job(self, index: int, job: JobConfig, held: PlaybookRun | None) -> PlaybookResult | None:
+        """Run a job's changes: release its held run, or start one without its validate phase."""
         self.ui.step(index, len(self.p.selected), job.name, "sync")
         outcome = self._outcome(job.name)
         started = time.monotonic()
-        result = self._play(job, tags=[], skip_tags=["validate"], phase="sync")
+        if held is not None:
+            self.current_job = job.name
+            self._changing = True
+            held.release()
+            result = self._end_run(held)
+        else:
+            result = self._play(job, tags=[], skip_tags=["validate"], phase="sync")
         outcome.duration = time.monotonic() - started
         if self.abort.requested:
             outcome.status = "aborted"
@@ -376,21 +423,42 @@ class Sync:
             env[TAG] = self.run_id
         return env
 
-    def _play(
-        self, job: JobConfig, tags: list[str], skip_tags: list[str], phase: str
-    ) -> PlaybookResult | None:
+    def _job_run(
+        self, job: JobConfig, tags: list[str], skip_tags: list[str], phase: str, gate: Path | None = None
+    ) -> PlaybookRun:
         spec = self.p.jobs[job.name]
         extravars: dict[str, Any] = {
             "pcswitcher_run_id": self.run_id,
             "pcswitcher_progress_file": f"{self.local_run_dir}/progress.jsonl",
             "pcswitcher_dry_run": self.options.dry_run,
+            "pcswitcher_ssh_control_path": str(self.control_path),
             **spec.extravars(job.settings),
         }
         run = self._new_run(
-            spec.playbook, f"{job.name}-{phase}", extravars, tags, skip_tags, tagged=True, job=job.name
+            spec.playbook,
+            f"{job.name}-{phase}",
+            extravars,
+            tags,
+            skip_tags,
+            tagged=True,
+            job=job.name,
+            gate=gate,
         )
         self.current_job = job.name
+        return run
+
+    def _play(
+        self, job: JobConfig, tags: list[str], skip_tags: list[str], phase: str
+    ) -> PlaybookResult | None:
+        run = self._job_run(job, tags, skip_tags, phase)
         return self._wait(run, job.name)
+
+    def _start_gated(self, job: JobConfig) -> PlaybookRun:
+        """Start the whole playbook of ``job``: it waits for begin() before its first task and holds
+        after its validate phase (see _await_gate)."""
+        run = self._job_run(job, [], [], "sync", gate=self.local_run_dir / f"gate-{job.name}")
+        self._launch(run, job.name)
+        return run
 
     def _new_run(
         self,
@@ -402,9 +470,10 @@ class Sync:
         *,
         tagged: bool,
         job: str | None,
+        gate: Path | None = None,
     ) -> PlaybookRun:
         self._counter += 1
-        self._played = True
+        self._changing = self._changing or (tagged and "validate" not in tags and gate is None)
         run = PlaybookRun(
             playbook,
             project_dir=self.p.root,
@@ -418,22 +487,31 @@ class Sync:
             skip_tags=skip_tags,
             check=self.options.dry_run and tagged,
             on_event=lambda event: self._on_event(job, event),
+            gate=gate,
         )
         return run
 
-    def _wait(self, run: PlaybookRun, job: str) -> PlaybookResult | None:
-        self.current = run
+    def _launch(self, run: PlaybookRun, job: str) -> None:
+        """Start a playbook; its process tree is tracked and the abort path stops it."""
+        self.running[run] = job
         run.start()
         proc = run.wait_for_process()
         if proc is not None:
             with contextlib.suppress(psutil.NoSuchProcess):
                 self.registry.add_process(proc, f"playbook:{job}")
-        while not run.join(0.1):
+
+    def _end_run(self, run: PlaybookRun) -> PlaybookResult | None:
+        """Wait for a started playbook to end (None when an abort came first: it stays running)."""
+        while not run.join(0.02):
             if self.abort.requested:
                 return None
+        self.running.pop(run, None)
         run.scrub()
-        self.current = None
         return run.result()
+
+    def _wait(self, run: PlaybookRun, job: str) -> PlaybookResult | None:
+        self._launch(run, job)
+        return self._end_run(run)
 
     # -- events and progress -------------------------------------------------------------------
     def _host_of(self, data: dict[str, Any]) -> str:
@@ -444,6 +522,8 @@ class Sync:
         return str(data.get("host") or self.p.target.name)
 
     def _on_event(self, job: str | None, event: dict[str, Any]) -> None:
+        if self._muted:
+            return
         kind = event.get("event", "")
         data = event.get("event_data") or {}
         res = data.get("res") or {}
@@ -506,7 +586,7 @@ class Sync:
             )
 
     # -- the abort path --------------------------------------------------------------------------
-    def _abort(self, running: PlaybookRun | None) -> ExitCode:
+    def _abort(self) -> ExitCode:
         """Steps 2–6 of the abort path (step 1, logging the cause, happened in AbortController.request)."""
         cause = self.abort.cause or Cause.ERROR
         started = time.monotonic()
@@ -514,15 +594,16 @@ class Sync:
         source = self.agents.get(self.source_label)
         # 3 + 4 at once: SIGTERM to ansible-playbook (clean stop of workers and ssh clients) and the
         # target's agent kills the run's tagged processes through the open connection
-        if running is not None:
-            running.terminate()
+        interrupted = set(self.running.values())  # the jobs whose playbook the abort stops
+        for run in self.running:
+            run.terminate()
         if cause is Cause.LINK and target is not None:
             # the master's connection is frozen or gone: drop it, so that the cleanup playbook
             # connects afresh instead of multiplexing over a dead link
             target.kill()
         if target is not None and target.alive:
             target.send(" ".join(["sweep", *self.registry.jids()]))
-        self._stop_local_trees(running)
+        self._stop_local_trees()
         if source is not None and source.alive:
             report = source.sweep(self.registry.jids(), timeout=3)
             self._log_sweep(self.source_label, report)
@@ -533,11 +614,11 @@ class Sync:
         # 5: the cleanup playbook
         self._cleanup_playbook()
         for outcome in self.outcomes:
-            if outcome.status == "not run" and outcome.name == self.current_job:
+            if outcome.status == "not run" and outcome.name in interrupted:
                 outcome.status = "aborted"
         return self._finish(cause.exit_code)
 
-    def _stop_local_trees(self, running: PlaybookRun | None) -> None:
+    def _stop_local_trees(self) -> None:
         """Give ansible-playbook 1 s to end its tree, then SIGKILL whatever of it is left."""
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline and self.registry.live_trees("playbook:"):
@@ -545,11 +626,11 @@ class Sync:
         leftovers = self.registry.kill_trees("playbook:")
         if leftovers:
             log.debug("killed %d local process(es) left by ansible-playbook", len(leftovers))
-        if running is not None:
-            running.cancel()
-            running.join(5)
-            running.scrub()
-        self.current = None
+        for run in self.running:
+            run.cancel()
+            run.join(5)
+            run.scrub()
+        self.running.clear()
 
     def _log_sweep(self, host: str, report: dict[str, Any] | None) -> None:
         if report is None:
@@ -608,6 +689,17 @@ class Sync:
         run.check = check
         self.current_job = None
         return self._wait(run, ident)
+
+    def _history_io(self, side: str, request: dict[str, Any]) -> dict[str, Any]:
+        """How Safety reads and records the history during a sync: through the agents."""
+        target = self.p.target
+        agent = self.agents.get(target.name if side == "target" else self.source_label)
+        if side == "target" and target.history_path:
+            request = {**request, "path": target.history_path}  # the inventory host var wins
+        if agent is None or not agent.alive:
+            return {"error": f"the agent on the {side} is not running"}
+        reply = agent.request("history", request, timeout=max(self.p.config.link_timeout, 10.0))
+        return reply if reply is not None else {"error": f"no answer from the agent on {agent.label}"}
 
     def _track_cleanup(self, proc: psutil.Process) -> None:
         self.registry.add_process(proc, "playbook:cleanup")
@@ -686,6 +778,11 @@ class Sync:
         self._finished = True
         if self.monitor is not None:
             self.monitor.stop()
+        if self.running:  # a run stopped before any change (refused, agent failed): held checks
+            self._muted = True  # what its checks say now (an unreachable target) is not the error
+            for run in self.running:
+                run.terminate()
+            self._stop_local_trees()
         for agent in self.agents.values():
             report = agent.close(timeout=5)
             killed = (report or {}).get("killed") or []

@@ -74,9 +74,15 @@ class AgentSession:
         self._write_lock = threading.Lock()
         self.closing = False
         self._reader_done = False
+        self._stderr_reader: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, timeout: float = 20.0) -> dict[str, Any]:
+        self.spawn()
+        return self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start the agent's process; :meth:`wait_ready` waits for its hello (start both at once)."""
         import psutil
 
         self.proc = subprocess.Popen(
@@ -90,14 +96,18 @@ class AgentSession:
         with contextlib.suppress(psutil.NoSuchProcess):
             self.registry.add_process(psutil.Process(self.proc.pid), self.role)
         threading.Thread(target=self._read_stdout, name=f"agent-{self.label}", daemon=True).start()
-        stderr_reader = threading.Thread(
+        self._stderr_reader = threading.Thread(
             target=self._read_stderr, name=f"agent-err-{self.label}", daemon=True
         )
-        stderr_reader.start()
+        self._stderr_reader.start()
+
+    def wait_ready(self, timeout: float = 20.0) -> dict[str, Any]:
+        """The agent's hello; raises TargetError (no answer) or LockHeld (the machine is busy)."""
         hello = self.wait_for_any(("hello", "locked"), timeout)
         if hello is None:
             self.kill()
-            stderr_reader.join(2)  # all of ssh's message (its last line is the reason), not a part
+            if self._stderr_reader is not None:
+                self._stderr_reader.join(2)  # all of ssh's message (its last line is the reason), not a part
             raise TargetError(self._start_failure(), self._start_hint())
         if hello.get("t") == "locked":
             self.kill()
@@ -217,6 +227,14 @@ class AgentSession:
             return None
         return self.wait_for("swept", timeout)
 
+    def request(self, command: str, payload: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+        """``command JSON`` -> the agent's reply of the same kind (None when none came in time)."""
+        with self._cond:
+            self._replies.pop(command, None)
+        if not self.send(f"{command} {json.dumps(payload)}"):
+            return None
+        return self.wait_for(command, timeout)
+
     def close(self, timeout: float = 5.0) -> dict[str, Any] | None:
         """quit: the agent sweeps, removes the run's directory and exits; then the session ends."""
         self.closing = True
@@ -264,6 +282,52 @@ def local_agent(
     return AgentSession(label, argv, registry, "agent:source")
 
 
+FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+def _ssh_ciphers(argv: list[str]) -> list[str]:
+    """The cipher list ``ssh -G`` resolves for ``argv`` (an ssh command line with ``-G``)."""
+    try:
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    for line in res.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "ciphers":
+            return value.strip().split(",")
+    return []
+
+
+def _has_aes_instructions() -> bool:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return any(line.startswith("flags") and " aes " in f"{line} " for line in fh)
+    except OSError:
+        return False
+
+
+def cipher_preference(target: Target) -> list[str]:
+    """``-o Ciphers=<AES-GCM first, then ssh's defaults>`` for the run's master, or nothing.
+
+    With AES instructions (any workstation CPU of the last decade) AES-GCM moves data about 20 %
+    faster than ssh's first choice chacha20-poly1305 (measured with rsync of 400 MB between two
+    sandbox machines: 2.5-3.3 s against 3.7-4.1 s). Only the order changes, and only when nobody
+    chose the ciphers: not when the inventory's ssh args or the user's ssh config set them.
+    """
+    extra = " ".join((*target.ssh_common_args, *target.ssh_extra_args)).lower()
+    if "cipher" in extra or "-c" in (*target.ssh_common_args, *target.ssh_extra_args):
+        return []
+    if not _has_aes_instructions():
+        return []
+    default = _ssh_ciphers([target.ssh_executable, "-F", "/dev/null", "-G", target.address])
+    if not default or _ssh_ciphers(target.ssh_argv("-G")) != default:
+        return []  # a config file chose the ciphers (or ssh could not tell): leave them alone
+    if not all(cipher in default for cipher in FAST_CIPHERS):
+        return []
+    ordered = [*FAST_CIPHERS, *(c for c in default if c not in FAST_CIPHERS)]
+    return ["-o", "Ciphers=" + ",".join(ordered)]
+
+
 def remote_agent(
     target: Target,
     run_id: str,
@@ -290,6 +354,7 @@ def remote_agent(
         "-o", "ControlPersist=no",
         "-o", "ServerAliveInterval=1",
         "-o", f"ServerAliveCountMax={max(2, int(link_timeout))}",
+        *cipher_preference(target),
     )  # fmt: skip
     argv.append(shlex.join(remote))
     return AgentSession(target.name, argv, registry, "agent:target")

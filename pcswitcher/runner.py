@@ -28,6 +28,9 @@ import psutil
 
 EventHandler = Callable[[dict[str, Any]], None]
 RUN_ENV_MARK = "PCSWITCHER_INVOCATION"  # identifies the ansible-playbook process of one PlaybookRun
+GATE_ENV = "PCSWITCHER_GATE"  # see plugins/callback/pcswitcher_gate.py
+GATE_PLUGIN = "pcswitcher_gate"
+CALLBACK_DIR = Path(__file__).resolve().parent / "plugins" / "callback"
 
 WRAPPER = """#!/bin/sh
 # ansible-playbook for pc-switcher: dies with the driver (parent-death signal), see pcswitcher/runner.py
@@ -86,6 +89,7 @@ class PlaybookRun:
         skip_tags: Sequence[str] = (),
         check: bool = False,
         on_event: EventHandler | None = None,
+        gate: Path | None = None,
     ) -> None:
         self.playbook = playbook
         self.project_dir = project_dir
@@ -95,6 +99,18 @@ class PlaybookRun:
         self.limit = limit
         self.extravars = dict(extravars)
         self.envvars = {**envvars, RUN_ENV_MARK: str(private_data_dir)}
+        self.gate = gate
+        if gate is not None:
+            # hold the play after the job's validate phase until release() (the gate plugin)
+            enabled = [c for c in os.environ.get("ANSIBLE_CALLBACKS_ENABLED", "").split(",") if c.strip()]
+            plugins = [str(CALLBACK_DIR), os.environ.get("ANSIBLE_CALLBACK_PLUGINS", "")]
+            self.envvars.update(
+                {
+                    GATE_ENV: str(gate),
+                    "ANSIBLE_CALLBACK_PLUGINS": os.pathsep.join(filter(None, plugins)),
+                    "ANSIBLE_CALLBACKS_ENABLED": ",".join([*enabled, GATE_PLUGIN]),
+                }
+            )
         self.tags = tags
         self.skip_tags = skip_tags
         self.check = check
@@ -176,6 +192,20 @@ class PlaybookRun:
                 return self._process
             time.sleep(0.01)
         return self.process
+
+    def begin(self) -> None:
+        """Let a gated play start its first task (it waits for this before touching any host)."""
+        if self.gate is not None:
+            Path(f"{self.gate}.start").touch()
+
+    def held(self) -> bool:
+        """The play waits at the gate: every task of the job's validate phase has run."""
+        return self.gate is not None and Path(f"{self.gate}.held").exists()
+
+    def release(self) -> None:
+        """Let a held play go on with the rest of the job."""
+        if self.gate is not None:
+            Path(f"{self.gate}.go").touch()
 
     def is_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

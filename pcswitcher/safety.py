@@ -55,6 +55,12 @@ HISTORY_RESULT = "sync_history_result"
 #: Returns None when the run was aborted (the driver's abort path then takes over).
 Player = Callable[[Path, str, dict[str, Any], bool], PlaybookResult | None]
 
+#: ``history_io(side, request)``: read or record one machine's history (``side`` is "source" or
+#: "target"; ``request`` the arguments of :func:`pcswitcher.agent.history`) and return its result.
+#: The driver's is its agents (no playbook: they are connected already); without one, Safety runs
+#: ``playbooks/sync_history.yml`` — the same code either way.
+HistoryIO = Callable[[str, dict[str, Any]], dict[str, Any]]
+
 
 class SafetyError(PcsError):
     """A snapshot or history step failed (exit 1). The message is one line naming host and reason."""
@@ -268,6 +274,7 @@ class Safety:
     #: the source (False: the "target" is this machine itself, e.g. `snapshots list` without TARGET)
     with_source: bool = True
     hosts: dict[str, str] = field(default_factory=dict)  # "source"/"target" -> host name (from history)
+    history_io: HistoryIO | None = None
 
     @classmethod
     def from_config(cls, root: Path, config: Config, session: str, play: Player, **kw: Any) -> Safety:
@@ -374,6 +381,8 @@ class Safety:
 
     # -- history -----------------------------------------------------------------------------------
     def _history(self, action: str, check: bool, **extra: Any) -> dict[str, Any]:
+        if self.history_io is not None:
+            return self._history_by_agents(action, extra)
         result = self.play(
             self.root / "playbooks" / HISTORY_PLAYBOOK,
             f"history-{action}",
@@ -392,6 +401,28 @@ class Safety:
             raise SafetyError(f"sync history {action} failed: {failure_text(result, 'the history')}")
         data = result.set_stats.get(HISTORY_RESULT)
         return data if isinstance(data, dict) else {}
+
+    def _history_by_agents(self, action: str, extra: dict[str, Any]) -> dict[str, Any]:
+        """What the playbook's set_stats would hold, from the agents (source and target)."""
+        assert self.history_io is not None
+        peers = {
+            "source": extra.get("sync_history_target_host", ""),
+            "target": extra.get("sync_history_source_host", ""),
+        }
+        data: dict[str, Any] = {}
+        for side in ("target", "source") if self.with_source else ("target",):
+            request = {
+                "action": action,
+                "path": self.history.path,
+                "role": side if action == "record" else "",
+                "peer": peers[side],
+                "session": self.session,
+            }
+            reply = self.history_io(side, request)
+            if reply.get("error"):
+                raise SafetyError(f"sync history {action} failed: {reply['error']}")
+            data[side] = reply
+        return data
 
     def read_history(self) -> tuple[MachineHistory, MachineHistory]:
         """Both machines' histories (source, target); read-only, also in a dry run."""

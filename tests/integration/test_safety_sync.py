@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.integration.helpers import (
+    HISTORY_FLAGS,
     PC_SWITCHER,
     REPO,
     STATE,
@@ -411,13 +413,14 @@ def test_snapshot_failure_aborts_before_any_change(sb: Sandbox) -> None:
     critical = [line for line in out.splitlines() if " CRITICAL " in line]
     assert len(critical) == 1, critical
     assert "snapshot check failed: subvolume /home/nosuch does not exist on target" in critical[0]
-    # nothing ran: no job's sync phase (nor its validation), no snapshot
+    # nothing changed: no job's sync phase, no snapshot. The first job's checks run alongside the
+    # snapshot check in its own playbook, held before its first change (the gate): it was stopped
     assert "(sync)" not in out
-    assert "(validate)" not in out
+    assert "dummy_success (validate)" not in out
     run_id = run_id_in(out)
     rows = summary_rows(out)
     assert {job: row[0] for job, row in rows.items()} == {
-        "folder_sync": "not run",
+        "folder_sync": "aborted",
         "dummy_success": "not run",
     }
     assert "snapshot check failed" in out.splitlines()[out.splitlines().index("Summary:") + 3]
@@ -748,3 +751,30 @@ def test_history_question(sb3: Sandbox, case: str, flag: str, message: str) -> N
     assert message in run.output
     assert "snapshot check failed: subvolume /home/nosuch does not exist on target" in run.output
     nothing_changed()
+
+
+def test_the_targets_inventory_host_var_moves_its_history(sb: Sandbox) -> None:
+    """The agents read and record the history at the target's ``pcswitcher_history_path``."""
+    source, target = sb["source"], sb["target"]
+    moved = "/root/elsewhere/history.json"
+    inventory = yaml.safe_load(sb.inventory_path.read_text())
+    inventory["all"]["hosts"]["target"]["pcswitcher_history_path"] = moved
+    path = sb.inventory_path.with_name("inventory-moved-history.yml")
+    path.write_text(yaml.safe_dump(inventory))
+    write_config(
+        source,
+        sandbox_config({"dummy_success": True}, dummy_success={"source_duration": 0, "target_duration": 0}),
+    )
+    default_before = read_histories(sb)["target"]
+    argv = [PC_SWITCHER, "sync", "target", "-i", str(path), *HISTORY_FLAGS]
+    res = source.run(argv, timeout=180, stdin=subprocess.DEVNULL)
+    ok_run(res)
+    session = run_id_in(res.stdout)
+    last = json.loads(target.path(moved).read_text())["last"]
+    assert (last["role"], last["peer"], last["session"]) == ("target", "source", session)
+    assert read_histories(sb)["target"] == default_before, "the default path was written"
+    assert json.loads(source.path(HISTORY).read_text())["last"]["session"] == session
+    # the next sync reads it from there: a repeated push, not a first sync
+    res = source.run([PC_SWITCHER, "sync", "target", "-i", str(path)], timeout=180, stdin=subprocess.DEVNULL)
+    line = assert_one_error_line(res, 2)
+    assert "source already pushed to target" in line

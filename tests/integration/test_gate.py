@@ -1,0 +1,203 @@
+"""The gate (pcswitcher/plugins/callback/pcswitcher_gate.py) on a real ansible-playbook, through
+:class:`pcswitcher.runner.PlaybookRun`: a job's whole playbook runs its validate phase, then holds
+before its first other task until release(); without a gate it runs straight through.
+
+A local-connection play on this host, all of whose files live in the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psutil
+
+from pcswitcher.runner import PlaybookResult, PlaybookRun, prepare_bin_dir, standard_envvars
+
+MAIN = """
+- name: Validate
+  ansible.builtin.import_tasks: validate.yml
+  tags: [validate]
+- name: Always
+  ansible.builtin.import_tasks: always.yml
+  tags: [always]
+- name: Sync
+  ansible.builtin.import_tasks: sync.yml
+  tags: [sync]
+"""
+VALIDATE = """
+- name: Check one
+  ansible.builtin.command: "test {{ gate_check }} = ok"
+  changed_when: false
+- name: Note that the checks ran
+  ansible.builtin.copy: {content: "checked\\n", dest: "{{ gate_dir }}/checked", mode: "0644"}
+"""
+ALWAYS = """
+- name: An always task (read-only by contract) runs before the gate
+  ansible.builtin.stat: {path: "{{ gate_dir }}"}
+"""
+SYNC = """
+- name: The first change
+  ansible.builtin.copy: {content: "changed\\n", dest: "{{ gate_dir }}/changed", mode: "0644"}
+- name: Wait a little
+  ansible.builtin.command: sleep {{ gate_sleep }}
+  changed_when: false
+"""
+PLAYBOOK = """
+- name: A job
+  hosts: all
+  gather_facts: false
+  roles: [gatejob]
+"""
+
+
+def _project(tmp: Path) -> Path:
+    role = tmp / "roles" / "gatejob" / "tasks"
+    role.mkdir(parents=True)
+    for name, text in {"main": MAIN, "validate": VALIDATE, "always": ALWAYS, "sync": SYNC}.items():
+        (role / f"{name}.yml").write_text(text)
+    (tmp / "job.yml").write_text(PLAYBOOK)
+    (tmp / "inventory.yml").write_text(
+        "all:\n  hosts:\n    here:\n      ansible_connection: local\n"
+        "      ansible_python_interpreter: /usr/bin/python3\n"
+    )
+    return tmp
+
+
+def _run(tmp: Path, gate: bool | Path, check: str = "ok", sleep: int = 0, begin: bool = True) -> PlaybookRun:
+    project = _project(tmp) if not (tmp / "job.yml").exists() else tmp
+    env = standard_envvars(
+        project_dir=project,
+        bin_dir=prepare_bin_dir(tmp / "bin"),
+        control_path=None,
+        run_dir=str(tmp / "run"),
+        local_tmp=tmp / "tmp",
+        ssh_keepalive=1,
+    )
+    env["ANSIBLE_ROLES_PATH"] = str(project / "roles")
+    run = PlaybookRun(
+        project / "job.yml",
+        project_dir=project,
+        private_data_dir=tmp / f"pdd-{time.monotonic_ns()}",
+        ident="gatejob-sync",
+        inventory=project / "inventory.yml",
+        limit="here",
+        extravars={"gate_dir": str(tmp), "gate_check": check, "gate_sleep": sleep},
+        envvars=env,
+        gate=gate if isinstance(gate, Path) else tmp / "gate" if gate else None,
+    )
+    run.start()
+    if begin:
+        run.begin()
+    return run
+
+
+def _wait_held(run: PlaybookRun, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if run.held():
+            return True
+        if run.join(0.05):
+            return False
+    raise AssertionError("the run neither held nor ended")
+
+
+def _finish(run: PlaybookRun) -> PlaybookResult:
+    assert run.join(60), "the run did not end"
+    run.scrub()
+    return run.result()
+
+
+def test_a_gated_run_holds_after_its_checks_until_released(tmp_path: Path) -> None:
+    run = _run(tmp_path, gate=True)
+    assert _wait_held(run)
+    assert (tmp_path / "gate.held").read_text() == "gatejob : The first change"
+    assert (tmp_path / "checked").exists(), "the validate phase ran before the gate"
+    time.sleep(1.0)  # held means held: no task runs meanwhile
+    assert not (tmp_path / "changed").exists()
+    assert run.is_alive()
+    run.release()
+    result = _finish(run)
+    assert result.ok, result.failures
+    assert (tmp_path / "changed").exists()
+
+
+def test_a_gated_run_runs_no_task_before_begin(tmp_path: Path) -> None:
+    """The driver starts the play early; it touches no host before the run's agents are up."""
+    run = _run(tmp_path, gate=True, begin=False)
+    time.sleep(4.0)  # ansible-playbook starts in about 0.7 s here
+    assert run.is_alive()
+    assert not (tmp_path / "checked").exists()
+    assert not (tmp_path / "gate.held").exists()
+    run.begin()
+    assert _wait_held(run)
+    assert (tmp_path / "checked").exists()
+    run.release()
+    assert _finish(run).ok
+
+
+def test_a_failed_check_ends_the_run_before_the_gate(tmp_path: Path) -> None:
+    run = _run(tmp_path, gate=True, check="broken")
+    assert not _wait_held(run)
+    result = _finish(run)
+    assert not result.ok
+    assert not (tmp_path / "gate.held").exists()
+    assert not (tmp_path / "changed").exists()
+
+
+def test_a_held_run_stops_on_sigterm_and_changes_nothing(tmp_path: Path) -> None:
+    run = _run(tmp_path, gate=True)
+    assert _wait_held(run)
+    proc = run.process
+    assert proc is not None
+    tree = [proc, *proc.children(recursive=True)]
+    run.terminate()
+    result = _finish(run)
+    assert not result.ok
+    _gone, alive = psutil.wait_procs(tree, timeout=5)
+    assert not alive, alive
+    assert not (tmp_path / "changed").exists()
+
+
+def test_a_gate_that_cannot_hold_stops_the_play_before_any_change(tmp_path: Path) -> None:
+    """Ansible turns a callback's exception into a warning: the gate must fail closed instead."""
+    run = _run(tmp_path, gate=tmp_path / "no-such-dir" / "gate", begin=False)
+    result = _finish(run)
+    assert not result.ok
+    assert result.rc == 97
+    assert not (tmp_path / "checked").exists(), "it stopped before its first task"
+    assert not (tmp_path / "changed").exists()
+
+
+def test_without_a_gate_the_playbook_runs_straight_through(tmp_path: Path) -> None:
+    run = _run(tmp_path, gate=False)
+    result = _finish(run)
+    assert result.ok, result.failures
+    assert (tmp_path / "changed").exists()
+    assert not list(tmp_path.glob("gate*"))
+
+
+def test_a_gate_on_a_validate_only_run_never_holds(tmp_path: Path) -> None:
+    """``--tags validate`` runs no task outside the validate phase: nothing to hold at."""
+    _project(tmp_path)
+    first = _run(tmp_path, gate=False)
+    _finish(first)
+    (tmp_path / "changed").unlink()
+    run = PlaybookRun(
+        tmp_path / "job.yml",
+        project_dir=tmp_path,
+        private_data_dir=tmp_path / "pdd-tags",
+        ident="gatejob-validate",
+        inventory=tmp_path / "inventory.yml",
+        limit="here",
+        extravars={"gate_dir": str(tmp_path), "gate_check": "ok", "gate_sleep": 0},
+        envvars=first.envvars,
+        tags=["validate"],
+        gate=tmp_path / "gate",
+    )
+    run.start()
+    run.begin()
+    result = _finish(run)
+    assert result.ok, result.failures
+    assert not (tmp_path / "gate.held").exists()
+    assert not (tmp_path / "changed").exists()
