@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from pcswitcher.inventory import load_inventory
 from pcswitcher.monitor import cipher_preference
@@ -55,6 +56,9 @@ for i in range(files):
             size -= len(chunk)
             off = 0
 """
+
+
+TIMELINE = False  # --timeline: print each pc-switcher run's log with times
 
 
 @dataclass
@@ -94,6 +98,7 @@ def raw_rsync(sb: Sandbox, path: str, ssh_options: str = "") -> float:
 def job(sb: Sandbox, path: str) -> Timing:
     write_config(sb["source"], folder_config([{"source": path}]))
     started = time.monotonic()
+    wall = time.time()
     sync = start_sync(sb, "--only", "folder_sync")
     peak = 0
     stop = threading.Event()
@@ -120,7 +125,13 @@ def job(sb: Sandbox, path: str) -> Timing:
     if rc != 0:
         raise RuntimeError(f"pc-switcher sync failed (rc {rc}):\n{out[-3000:]}")
     job_seconds = 0.0
-    for record in log_records(sb["source"]):
+    records = log_records(sb["source"])
+    if TIMELINE and records:
+        # where the time of a run goes: its log records, relative to the command's start
+        for record in records:
+            at = datetime.fromisoformat(str(record["time"])).timestamp() - wall
+            print(f"      {at:6.2f} {record['level']:7} {str(record['message'])[:100]}")
+    for record in records:
         jobs = record.get("jobs")
         for entry in jobs if isinstance(jobs, list) else []:
             if isinstance(entry, dict) and entry.get("name") == "folder_sync":
@@ -221,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="full runs per variant (medians)")
     parser.add_argument("--noops", type=int, default=2, help="no-op runs after each full run")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument("--timeline", action="store_true", help="print each CLI run's log, timed")
     args = parser.parse_args(argv)
+    global TIMELINE  # noqa: PLW0603 - a switch of this script, set once
+    TIMELINE = args.timeline
     scale = 0.05 if args.small else args.scale
     big_files, big_bytes = max(1, int(20_000 * scale)), int(1_000_000_000 * scale)
     many_files = max(1, int(200_000 * scale))
