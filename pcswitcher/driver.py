@@ -225,16 +225,14 @@ class Sync:
             self._prune_old_runs()
         try:
             # the first job's playbook starts now: its ~0.7 s start-up overlaps the agents'. It
-            # waits for begin() before its first task, checks itself, then holds at the gate while
-            # the history, snapshot and other jobs' checks run. Until it is released nothing has
-            # changed, and a failure only stops it (_teardown), without the cleanup playbook.
+            # waits for begin() (agents up, history questions answered) before its first task,
+            # checks itself, then holds at the gate while the snapshot and other jobs' checks run.
+            # Until it is released nothing has changed, and a failure only stops it (_teardown),
+            # without the cleanup playbook.
             self.local_run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._spawn_agents()
             first = self._start_gated(p.selected[0])
             self._agents_ready()
-            # the agents hold the target (lock, dead-man switch): the first job may touch it now
-            self.ui.step(1, len(p.selected), p.selected[0].name, "validate")
-            first.begin()
             if self.abort.requested:
                 return self._abort()
             assert self.monitor is not None
@@ -249,6 +247,10 @@ class Sync:
                 allow_out_of_order=self.options.allow_out_of_order,
                 assume_yes=self.options.assume_yes,
             )
+            # the agents hold the target (lock, dead-man switch) and the sync is wanted: the first
+            # job may check it now (its start-up is behind it already)
+            self.ui.step(1, len(p.selected), p.selected[0].name, "validate")
+            first.begin()
             self.safety.validate()
             if not self._validate_all(first):
                 return self._finish(self._abort() if self.abort.requested else ExitCode.FAILED)

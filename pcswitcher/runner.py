@@ -101,7 +101,8 @@ class PlaybookRun:
         self.envvars = {**envvars, RUN_ENV_MARK: str(private_data_dir)}
         self.gate = gate
         if gate is not None:
-            # hold the play after the job's validate phase until release() (the gate plugin)
+            # the gate plugin holds the play before its first task until begin(), and after the
+            # job's validate phase until release()
             enabled = [c for c in os.environ.get("ANSIBLE_CALLBACKS_ENABLED", "").split(",") if c.strip()]
             plugins = [str(CALLBACK_DIR), os.environ.get("ANSIBLE_CALLBACK_PLUGINS", "")]
             self.envvars.update(

@@ -1,11 +1,11 @@
 """Random-moment Ctrl+C during the folder_sync job: exit 130 and nothing of the run left anywhere.
 
-Each trial starts ``pc-switcher sync --only folder_sync`` (a 240 MB file pushed at a limited rate,
-so the job runs ~15 s), sends SIGINT to the driver at a random moment of its run (validation, rsync
-start-up, mid-transfer), and checks: exit code 130; on both machines no process beyond the
-baseline (no rsync sender, no rsync receiver under the target's sshd, no wrapper, no tagged
-process) and no ``/tmp/pcswitcher-*`` directory. The seed is printed (``PCS_FOLDER_ABORT_SEED``
-replays a set, ``PCS_FOLDER_ABORT_TRIALS`` sizes it, default 5).
+Each trial starts ``pc-switcher sync --only folder_sync`` (a 240 MB file pushed at 15 MB/s, so the
+run takes ~18 s, longer than the latest interrupt at 16 s), sends SIGINT to the driver at a random
+moment of its run (validation, rsync start-up, mid-transfer), and checks: exit code 130; on both
+machines no process beyond the baseline (no rsync sender, no rsync receiver under the target's sshd,
+no wrapper, no tagged process) and no ``/tmp/pcswitcher-*`` directory. The seed is printed
+(``PCS_FOLDER_ABORT_SEED`` replays a set, ``PCS_FOLDER_ABORT_TRIALS`` sizes it, default 5).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def sb() -> Iterator[Sandbox]:
             "mkdir -p /home/user/docs && head -c 240000000 /dev/urandom > /home/user/big"
             " && for i in $(seq 1 300); do echo $i > /home/user/docs/f$i; done",
         )
-        write_config(sandbox["source"], folder_config([{"source": "/home"}], rsync_args=["--bwlimit=20m"]))
+        write_config(sandbox["source"], folder_config([{"source": "/home"}], rsync_args=["--bwlimit=15m"]))
         yield sandbox
 
 

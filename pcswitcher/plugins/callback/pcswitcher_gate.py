@@ -7,7 +7,8 @@ keeping two promises: nothing touches the target before the run's agents hold it
 switch), and every check of every job (and the pre-sync snapshots) comes before any change. So this
 plugin holds the play twice:
 
-1. before its first task, until ``<prefix>.start`` exists (the agents are up);
+1. before its first task, until ``<prefix>.start`` exists (the agents are up, the history questions
+   answered);
 2. at the first task outside the validate phase — a task tagged neither ``validate`` nor ``always``
    (docs/job-contract.md) — it creates ``<prefix>.held`` (holding the task's name) and waits until
    ``<prefix>.go`` exists.
