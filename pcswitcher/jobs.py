@@ -32,13 +32,9 @@ from .errors import JobDefinitionError
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
 
-    #: Draft 2020-12 validator whose ``integer`` is a real int (see :func:`strict_validator`).
-    StrictValidator: type[Validator]
-
 __all__ = [
     "JobDefinitionError",
     "JobSpec",
-    "StrictValidator",
     "discover_jobs",
     "load_yaml_text",
     "strict_validator",
@@ -97,7 +93,7 @@ def strict_validator() -> type[Validator]:
     """Draft 2020-12 validator whose ``integer`` is a real int (jsonschema also accepts ``5.0``).
 
     Built at first use: importing jsonschema costs about 0.1 s, which `--help`, shell completion and
-    most commands do not need. Also available as the module attribute ``StrictValidator``.
+    most commands do not need.
     """
     from jsonschema import Draft202012Validator, validators
 
@@ -106,12 +102,6 @@ def strict_validator() -> type[Validator]:
         type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_strict_integer),
     )
     return validator
-
-
-def __getattr__(name: str) -> Any:
-    if name == "StrictValidator":
-        return strict_validator()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _description_text(value: object) -> str | None:

@@ -77,10 +77,6 @@ class AgentSession:
         self._stderr_reader: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def start(self, timeout: float = 20.0) -> dict[str, Any]:
-        self.spawn()
-        return self.wait_ready(timeout)
-
     def spawn(self) -> None:
         """Start the agent's process; :meth:`wait_ready` waits for its hello (start both at once)."""
         import psutil

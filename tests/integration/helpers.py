@@ -87,6 +87,12 @@ class RunningSync:
         out, _ = self.handle.communicate(timeout=timeout)
         return self.handle.returncode, out
 
+    def interrupt(self, timeout: float = 90) -> tuple[int, str]:
+        """Ctrl+C if it still runs, then its exit code and output (the end of a test's background sync)."""
+        if self.handle.poll() is None:
+            self.signal(signal.SIGINT)
+        return self.wait(timeout)
+
 
 def start_sync(sb: Sandbox, *args: str, target: str = "target") -> RunningSync:
     source = sb.machines["source"]

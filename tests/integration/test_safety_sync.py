@@ -15,7 +15,6 @@ import os
 import pty
 import re
 import select
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -578,9 +577,7 @@ def test_second_source_and_rollback_meet_the_target_lock(sb3: Sandbox) -> None:
             assert len([ln for ln in res.stderr.splitlines() if ln.strip()]) == 1, res.stderr
         assert first.handle.poll() is None, "the first sync was disturbed"
     finally:
-        if first.handle.poll() is None:
-            first.signal(signal.SIGINT)
-        code, out = first.wait(timeout=90)
+        code, out = first.interrupt()
     assert code == 130, out[-3000:]
     assert not target.path(LOCK).exists()
 

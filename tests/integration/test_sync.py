@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -405,9 +404,7 @@ def test_a_second_sync_meets_the_lock(sb: Sandbox) -> None:
         assert "target target" in line
         assert first.handle.poll() is None, "the first sync was disturbed"
     finally:
-        if first.handle.poll() is None:
-            first.signal(signal.SIGINT)
-        code, out = first.wait(timeout=90)
+        code, out = first.interrupt()
     assert code == 130, out[-3000:]
     assert "Traceback" not in out
     # the lock is free again: a dry-run goes through

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from pcswitcher.jobs import JobDefinitionError, JobSpec, StrictValidator, discover_jobs
+from pcswitcher.jobs import JobDefinitionError, JobSpec, discover_jobs, strict_validator
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROJECT = FIXTURES / "project"
@@ -21,7 +21,7 @@ def jobs() -> dict[str, JobSpec]:
 
 
 def valid(schema: dict[str, Any], instance: Any) -> bool:
-    return StrictValidator(schema).is_valid(instance)
+    return strict_validator()(schema).is_valid(instance)
 
 
 # --- discovery ---------------------------------------------------------------------------------
