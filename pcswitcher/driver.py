@@ -1,13 +1,15 @@
 """The driver: one sync, from checks to summary, and the abort path.
 
 Order of a sync (docs/architecture.md):
-1. load jobs, config, inventory; resolve the target        (bad input: exit 2, nothing started)
-2. take the source lock                                     (held: exit 3)
+1. load jobs and config; start the first job's playbook, held before its first task by the gate
+   (plugins/callback/pcswitcher_gate.py) so that its start-up overlaps the driver's; load the
+   inventory, resolve the target                             (bad input: exit 2; the held
+   playbook is stopped, nothing changed, nothing left)
+2. take the source lock                                     (held: exit 3, the same)
 3. start the agents on both machines; refuse a self-sync; preflight disk check; the sync history
    (read by the agents) and its questions
-4. start the first job's playbook: it runs its validate phase and waits at the gate
-   (plugins/callback/pcswitcher_gate.py); meanwhile the snapshot checks and the other jobs'
-   validate phases (``--tags validate``) run                 (nothing has changed yet)
+4. the first job's playbook runs its validate phase and waits at the gate; meanwhile the snapshot
+   checks and the other jobs' validate phases (``--tags validate``) run   (nothing has changed yet)
 5. pre-sync snapshots; release the first job; run the others (``--skip-tags validate``)
 6. record the history, post-sync snapshots; close the agents, release the lock, print the summary
 
@@ -22,6 +24,7 @@ import os
 import secrets
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -91,7 +94,6 @@ class Prepared:
     config: Config
     selected: list[JobConfig]
     skipped: list[JobConfig]
-    target: Target
     inventory_path: Path
 
 
@@ -113,17 +115,12 @@ def new_run_id() -> str:
 
 
 def prepare(options: SyncOptions) -> Prepared:
-    """Read and check every input; raises a UsageError (exit 2) naming the problem and the fix."""
+    """Read and check the jobs and the config; raises a UsageError (exit 2) naming the problem and
+    the fix. The inventory comes later (:func:`resolve_target`): the first job's playbook starts
+    in between, so that its start-up overlaps the inventory's parsing."""
     root = paths.project_root()
     jobs = discover_jobs(root)
     config = load_config(options.config_path, jobs)
-    inventory = load_inventory(options.inventory_path)
-    target = inventory.resolve(options.target)
-    if target.connection not in {"ssh", "paramiko", "smart"}:
-        raise UsageError(
-            f"target {target.name} uses ansible_connection={target.connection}; pc-switcher needs ssh",
-            "remove ansible_connection from the target's inventory entry",
-        )
     enabled = config.enabled_jobs()
     selected = enabled
     if options.only:
@@ -143,7 +140,18 @@ def prepare(options: SyncOptions) -> Prepared:
     skipped = [job for job in config.jobs if job not in selected]
     if not selected:
         raise UsageError(f"no job is enabled in {config.path}", "enable at least one job under `jobs:`")
-    return Prepared(root, jobs, config, selected, skipped, target, options.inventory_path)
+    return Prepared(root, jobs, config, selected, skipped, options.inventory_path)
+
+
+def resolve_target(inventory_path: Path, name: str) -> Target:
+    """Load the inventory and resolve TARGET; raises a UsageError (exit 2) naming the problem."""
+    target = load_inventory(inventory_path).resolve(name)
+    if target.connection not in {"ssh", "paramiko", "smart"}:
+        raise UsageError(
+            f"target {target.name} uses ansible_connection={target.connection}; pc-switcher needs ssh",
+            "remove ansible_connection from the target's inventory entry",
+        )
+    return target
 
 
 class Sync:
@@ -180,58 +188,107 @@ class Sync:
         self._finished = False
         self.log_path = state / "logs" / f"{self.run_id}.jsonl"
         self.exit_code: ExitCode | None = None
-        self.safety = Safety.from_config(
-            prepared.root,
-            prepared.config,
-            self.run_id,
-            self._safety_play,
-            dry_run=options.dry_run,
-            target_label=prepared.target.name,
-            history_io=self._history_io,
-        )
+        self._target: Target | None = None  # resolve_target(), once the first job's playbook is started
+        self.safety: Safety | None = None
         self.snapshots: dict[str, Any] = {}
+        # the playbook events that come before the log is set up (the first job's start-up), and
+        # the lock that keeps their order when they are replayed
+        self._early_events: list[tuple[str | None, dict[str, Any]]] | None = []
+        self._events_lock = threading.Lock()
+
+    @property
+    def target(self) -> Target:
+        if self._target is None:
+            raise RuntimeError("the target is not resolved yet")
+        return self._target
 
     # -- entry -----------------------------------------------------------------------------------
     def run(self) -> ExitCode:
         config = self.p.config
-        self.lock.acquire(target=self.p.target.name, run_id=self.run_id)
+        # the first job's playbook starts before the inventory is read: its ~0.7 s start-up
+        # overlaps the driver's. It waits before its first task for begin() (agents up, history
+        # questions answered); on bad input or a held lock it is stopped, having touched nothing.
+        early = self._start_gated(self.p.selected[0], self.options.target)
+        first: PlaybookRun | None = early
+        try:
+            self._target = resolve_target(self.p.inventory_path, self.options.target)
+            if self.target.name != self.options.target:  # TARGET named the host by its address
+                self._discard(early, remove_files=False)
+                first = None  # started again with the host's name, after the agents
+            self.lock.acquire(target=self.target.name, run_id=self.run_id)
+        except BaseException:
+            self._discard(early)
+            raise
+        self.safety = Safety.from_config(
+            self.p.root,
+            config,
+            self.run_id,
+            self._safety_play,
+            dry_run=self.options.dry_run,
+            target_label=self.target.name,
+            history_io=self._history_io,
+        )
         try:
             logs.setup_logging(
                 self.log_path, config.file_log_level, self.ui.log_handler(), config.terminal_log_level
             )
+            self._replay_early_events()
             self.abort.install_signal_handlers()
             self.abort.set_force_action(self._force)
-            return self._run()
+            return self._run(first)
         finally:
             self.abort.restore_signal_handlers()
             self.ui.stop()
             self.lock.release()
             logs.shutdown_logging()
 
-    def _run(self) -> ExitCode:
+    def _discard(self, run: PlaybookRun, remove_files: bool = True) -> None:
+        """Stop a playbook still held before its first task (bad input, lock held, another limit):
+        it has changed nothing. Its files go too, unless the run goes on."""
+        self._muted = True  # what a stopped run says is not news
+        run.terminate()
+        if not run.join(5):
+            run.cancel()
+            run.join(5)
+        self.running.pop(run, None)
+        self.registry.kill_trees("playbook:")
+        self._muted = False
+        if remove_files:
+            shutil.rmtree(self.local_run_dir, ignore_errors=True)
+            shutil.rmtree(self.run_state, ignore_errors=True)
+
+    def _replay_early_events(self) -> None:
+        """Log the events that came before the log was set up; from now on events go straight in."""
+        with self._events_lock:
+            for job, event in self._early_events or []:
+                self._on_event(job, event, replay=True)
+            self._early_events = None
+
+    def _run(self, first: PlaybookRun | None) -> ExitCode:
         p = self.p
+        assert self.safety is not None
         log.info(
             "pc-switcher run %s: %s -> %s%s",
             self.run_id,
             self.source_label,
-            p.target.describe(),
+            self.target.describe(),
             " (dry-run)" if self.options.dry_run else "",
             extra={"fields": {"run_id": self.run_id, "jobs": [j.name for j in p.selected]}},
         )
         if self.lock.stale:
             log.info("cleared a stale lock left by pid %s", self.lock.stale.get("pid"))
-        self.ui.start(p.target.name, self.run_id, [j.name for j in p.selected], self.options.dry_run)
+        self.ui.start(self.target.name, self.run_id, [j.name for j in p.selected], self.options.dry_run)
         if not self.options.dry_run:
             self._prune_old_runs()
         try:
-            # the first job's playbook starts now: its ~0.7 s start-up overlaps the agents'. It
-            # waits for begin() (agents up, history questions answered) before its first task,
-            # checks itself, then holds at the gate while the snapshot and other jobs' checks run.
-            # Until it is released nothing has changed, and a failure only stops it (_teardown),
-            # without the cleanup playbook.
-            self.local_run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # the first job's playbook (started in run(), or now when TARGET was an address) waits
+            # for begin() (agents up, history questions answered) before its first task, checks
+            # itself, then holds at the gate while the snapshot and other jobs' checks run. Until
+            # it is released nothing has changed, and a failure only stops it (_teardown), without
+            # the cleanup playbook.
             self._spawn_agents()
-            first = self._start_gated(p.selected[0])
+            if first is None:
+                first = self._start_gated(p.selected[0], self.target.name)
             self._agents_ready()
             if self.abort.requested:
                 return self._abort()
@@ -305,7 +362,7 @@ class Sync:
             self.run_id, self.source_label, cfg.disk.source_paths, silent_after, self.registry
         )
         target = remote_agent(
-            self.p.target,
+            self.target,
             self.run_id,
             cfg.disk.target_paths,
             silent_after,
@@ -324,7 +381,7 @@ class Sync:
         cfg = self.p.config
         source = self.agents[self.source_label]
         source.wait_ready()
-        hello = self.agents[self.p.target.name].wait_ready()
+        hello = self.agents[self.target.name].wait_ready()
         remote_host = str(hello.get("host", ""))
         log.debug(
             "agents up: source pid %s, target %s pid %s",
@@ -334,11 +391,11 @@ class Sync:
         )
         if remote_host and remote_host == self.source_label:
             raise PcsError(
-                f"target {self.p.target.name} is this machine (host name {remote_host}); "
+                f"target {self.target.name} is this machine (host name {remote_host}); "
                 "a machine cannot sync to itself",
                 "pick another target from the inventory",
             )
-        self.monitor = Monitor(self.agents, self.p.target.name, cfg.disk, cfg.link_timeout, self.abort)
+        self.monitor = Monitor(self.agents, self.target.name, cfg.disk, cfg.link_timeout, self.abort)
 
     # -- jobs --------------------------------------------------------------------------------------
     def _outcome(self, name: str) -> JobOutcome:
@@ -426,7 +483,13 @@ class Sync:
         return env
 
     def _job_run(
-        self, job: JobConfig, tags: list[str], skip_tags: list[str], phase: str, gate: Path | None = None
+        self,
+        job: JobConfig,
+        tags: list[str],
+        skip_tags: list[str],
+        phase: str,
+        gate: Path | None = None,
+        limit: str | None = None,
     ) -> PlaybookRun:
         spec = self.p.jobs[job.name]
         extravars: dict[str, Any] = {
@@ -445,6 +508,7 @@ class Sync:
             tagged=True,
             job=job.name,
             gate=gate,
+            limit=limit,
         )
         self.current_job = job.name
         return run
@@ -455,10 +519,11 @@ class Sync:
         run = self._job_run(job, tags, skip_tags, phase)
         return self._wait(run, job.name)
 
-    def _start_gated(self, job: JobConfig) -> PlaybookRun:
-        """Start the whole playbook of ``job``: it waits for begin() before its first task and holds
-        after its validate phase (see _await_gate)."""
-        run = self._job_run(job, [], [], "sync", gate=self.local_run_dir / f"gate-{job.name}")
+    def _start_gated(self, job: JobConfig, limit: str) -> PlaybookRun:
+        """Start the whole playbook of ``job`` on host ``limit``: it waits for begin() before its
+        first task and holds after its validate phase (see _await_gate)."""
+        self.local_run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        run = self._job_run(job, [], [], "sync", gate=self.local_run_dir / f"gate-{job.name}", limit=limit)
         self._launch(run, job.name)
         return run
 
@@ -473,6 +538,7 @@ class Sync:
         tagged: bool,
         job: str | None,
         gate: Path | None = None,
+        limit: str | None = None,
     ) -> PlaybookRun:
         self._counter += 1
         self._changing = self._changing or (tagged and "validate" not in tags and gate is None)
@@ -482,7 +548,7 @@ class Sync:
             private_data_dir=self.run_state / f"{self._counter:02d}-{ident}",
             ident=ident,
             inventory=self.p.inventory_path.resolve(),
-            limit=self.p.target.name,
+            limit=limit or self.target.name,
             extravars=extravars,
             envvars=self._envvars(tagged),
             tags=tags,
@@ -521,11 +587,16 @@ class Sync:
         delegated = (res.get("_ansible_delegated_vars") or {}).get("ansible_delegated_host")
         if delegated in {"localhost", "127.0.0.1"}:
             return self.source_label
-        return str(data.get("host") or self.p.target.name)
+        return str(data.get("host") or self.target.name)
 
-    def _on_event(self, job: str | None, event: dict[str, Any]) -> None:
+    def _on_event(self, job: str | None, event: dict[str, Any], replay: bool = False) -> None:
         if self._muted:
             return
+        if not replay:
+            with self._events_lock:
+                if self._early_events is not None:  # the log is not set up yet
+                    self._early_events.append((job, event))
+                    return
         kind = event.get("event", "")
         data = event.get("event_data") or {}
         res = data.get("res") or {}
@@ -592,7 +663,7 @@ class Sync:
         """Steps 2–6 of the abort path (step 1, logging the cause, happened in AbortController.request)."""
         cause = self.abort.cause or Cause.ERROR
         started = time.monotonic()
-        target = self.agents.get(self.p.target.name)
+        target = self.agents.get(self.target.name)
         source = self.agents.get(self.source_label)
         # 3 + 4 at once: SIGTERM to ansible-playbook (clean stop of workers and ssh clients) and the
         # target's agent kills the run's tagged processes through the open connection
@@ -611,7 +682,7 @@ class Sync:
             self._log_sweep(self.source_label, report)
         if target is not None and target.alive:
             report = target.wait_for("swept", timeout=3)
-            self._log_sweep(self.p.target.name, report)
+            self._log_sweep(self.target.name, report)
         log.info("run stopped in %.2f s; running the cleanup playbook", time.monotonic() - started)
         # 5: the cleanup playbook
         self._cleanup_playbook()
@@ -653,7 +724,7 @@ class Sync:
         result = cleanup_playbook_run(
             root=self.p.root,
             inventory=self.p.inventory_path,
-            target=self.p.target.name,
+            target=self.target.name,
             run_id=self.run_id,
             jids=self.registry.jids(),
             private_data_dir=self.run_state / f"{self._counter:02d}-cleanup",
@@ -667,7 +738,7 @@ class Sync:
                 "cleanup playbook failed: %s; the target's agent sweeps the run when its session ends; "
                 "run `pc-switcher cleanup %s --run %s` once the target is reachable",
                 "; ".join(result.failures) or result.status,
-                self.p.target.name,
+                self.target.name,
                 self.run_id,
             )
 
@@ -694,7 +765,7 @@ class Sync:
 
     def _history_io(self, side: str, request: dict[str, Any]) -> dict[str, Any]:
         """How Safety reads and records the history during a sync: through the agents."""
-        target = self.p.target
+        target = self.target
         agent = self.agents.get(target.name if side == "target" else self.source_label)
         if side == "target" and target.history_path:
             request = {**request, "path": target.history_path}  # the inventory host var wins
@@ -709,14 +780,14 @@ class Sync:
     def _force(self, cause: Cause) -> None:
         """Second Ctrl+C: SIGKILL every local tree, best-effort remote sweep, exit now."""
         self.registry.kill_trees("playbook:")
-        target = self.agents.get(self.p.target.name)
+        target = self.agents.get(self.target.name)
         if target is not None and target.alive:
             target.sweep(self.registry.jids(), timeout=0.4)
         for agent in self.agents.values():
             agent.detach()  # EOF: each agent sweeps its machine once more and exits
         log.warning(
             "forced exit; run `pc-switcher cleanup %s --run %s` to be thorough",
-            self.p.target.name,
+            self.target.name,
             self.run_id,
         )
         logs.shutdown_logging()
@@ -735,12 +806,10 @@ class Sync:
         self._teardown()
         rows = [(o.name, o.status, o.duration, o.detail) for o in self.outcomes]
         if code == ExitCode.OK:
-            outcome = f"sync to {self.p.target.name} completed" + (
-                " (dry-run)" if self.options.dry_run else ""
-            )
+            outcome = f"sync to {self.target.name} completed" + (" (dry-run)" if self.options.dry_run else "")
         else:
             verb = "aborted" if self.abort.cause else "failed"
-            outcome = f"sync to {self.p.target.name} {verb}: {self.abort.message}"
+            outcome = f"sync to {self.target.name} {verb}: {self.abort.message}"
         self.exit_code = code
         self.outcome_text = outcome
         self.ui.summary(rows, outcome)
@@ -765,7 +834,7 @@ class Sync:
             "schema": "pc-switcher/sync-result/1",
             "run_id": self.run_id,
             "source": self.source_label,
-            "target": self.p.target.name,
+            "target": self.target.name,
             "dry_run": self.options.dry_run,
             "exit_code": int(self.exit_code) if self.exit_code is not None else None,
             "outcome": getattr(self, "outcome_text", ""),
@@ -795,7 +864,7 @@ class Sync:
                     len(killed),
                     extra={"host": agent.label, "fields": {"killed": killed}},
                 )
-        close_master(self.p.target, self.control_path)
+        close_master(self.target, self.control_path)
         self.registry.kill_trees("agent:")
         shutil.rmtree(self.local_run_dir, ignore_errors=True)
         for tmp in (self.run_state / "tmp", self.run_state / "bin"):

@@ -315,6 +315,11 @@ def standard_envvars(
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
         "ANSIBLE_PYTHON_INTERPRETER": os.environ.get("ANSIBLE_PYTHON_INTERPRETER", "auto_silent"),
+        # an inventory source that no plugin parses is an error, as in the driver (inventory.py)
+        "ANSIBLE_INVENTORY_UNPARSED_FAILED": os.environ.get("ANSIBLE_INVENTORY_UNPARSED_FAILED", "True"),
+        "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": os.environ.get(
+            "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED", "True"
+        ),
     }
     if run_dir is not None:
         env["ANSIBLE_REMOTE_TMP"] = f"{run_dir}/tmp"

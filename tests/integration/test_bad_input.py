@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.helpers import PC_SWITCHER, assert_one_error_line, leftovers, sandbox_config
+from tests.integration.helpers import PC_SWITCHER, STATE, assert_one_error_line, leftovers, sandbox_config
 from tests.sandbox import Sandbox
 
 DIR = "/root/bad"
@@ -220,6 +220,8 @@ def _run(sb: Sandbox, case: Case) -> tuple[subprocess.CompletedProcess[str], lis
 def test_bad_input_is_one_line(sb: Sandbox, case: Case) -> None:
     target = sb["target"]
     before = sorted(p.name for p in target.path("/tmp").glob("pcswitcher-*"))
+    runs = sb["source"].path(f"{STATE}/runs")
+    runs_before = sorted(p.name for p in runs.glob("*"))
     result, expect = _run(sb, case)
     line = assert_one_error_line(result, case.code)
     assert " — " in line, f"no fix named: {line}"
@@ -231,6 +233,8 @@ def test_bad_input_is_one_line(sb: Sandbox, case: Case) -> None:
     # nothing started on the target (nor left on the source)
     assert sorted(p.name for p in target.path("/tmp").glob("pcswitcher-*")) == before
     assert leftovers(sb) == {}
+    if case.code == 2:  # refused before the run: the first job's held playbook left no run state
+        assert sorted(p.name for p in runs.glob("*")) == runs_before
     if case.code == 1:
         assert "task: " not in result.stdout
         assert "Step 1/" not in result.stdout, "the run went on after the connection failed"

@@ -397,8 +397,11 @@ def test_a_second_sync_meets_the_lock(sb: Sandbox) -> None:
     first = start_sync(sb)
     try:
         wait_for_path(source, f"{STATE}/sync.lock")
+        runs_before = sorted(p.name for p in source.path(f"{STATE}/runs").glob("*"))
         second = run_sync(sb, timeout=60)
         line = assert_one_error_line(second, 3)
+        # its first job's playbook, started before the lock, was stopped and left nothing
+        assert sorted(p.name for p in source.path(f"{STATE}/runs").glob("*")) == runs_before
         assert "another sync holds the lock" in line
         assert f"pid {in_namespace_pid(first.driver)}" in line
         assert "target target" in line
@@ -409,6 +412,26 @@ def test_a_second_sync_meets_the_lock(sb: Sandbox) -> None:
     assert "Traceback" not in out
     # the lock is free again: a dry-run goes through
     assert run_sync(sb, "--dry-run").returncode == 0
+
+
+def test_target_named_by_its_address(sb: Sandbox) -> None:
+    """TARGET may be the host's ansible_host: the first job's playbook, started early with TARGET
+    as its limit, is started again with the host's inventory name."""
+    source = sb["source"]
+    write_config(
+        source,
+        sandbox_config({"dummy_success": True}, dummy_success={"source_duration": 1, "target_duration": 9}),
+    )
+    result = run_sync(sb, target=sb["target"].address)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    records = log_records(source)
+    assert _statuses(records)["dummy_success"] == "succeeded"
+    # the job ran on the host (a playbook limited to the address would match no host and do nothing)
+    assert any(
+        m.startswith("target error at") for m in _messages(records, job="dummy_success", host="target")
+    )
+    assert "sync to target completed" in result.stdout
+    assert leftovers(sb) == {}
 
 
 # --------------------------------------------------------------------------- init and the CLI
