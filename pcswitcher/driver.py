@@ -278,8 +278,6 @@ class Sync:
         if self.lock.stale:
             log.info("cleared a stale lock left by pid %s", self.lock.stale.get("pid"))
         self.ui.start(self.target.name, self.run_id, [j.name for j in p.selected], self.options.dry_run)
-        if not self.options.dry_run:
-            self._prune_old_runs()
         try:
             # the first job's playbook (started in run(), or now when TARGET was an address) waits
             # for begin() (agents up, history questions answered) before its first task, checks
@@ -289,6 +287,8 @@ class Sync:
             self._spawn_agents()
             if first is None:
                 first = self._start_gated(p.selected[0], self.target.name)
+            if not self.options.dry_run:
+                self._prune_old_runs()  # while the agents' ssh handshake runs
             self._agents_ready()
             if self.abort.requested:
                 return self._abort()

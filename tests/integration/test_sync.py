@@ -414,6 +414,26 @@ def test_a_second_sync_meets_the_lock(sb: Sandbox) -> None:
     assert run_sync(sb, "--dry-run").returncode == 0
 
 
+def test_the_cli_exit_leaves_no_temp_files(sb: Sandbox) -> None:
+    """The console script ends with os._exit after the exit handlers (cli.entry): Ansible's own
+    temp dir of the driver process (``ansible-local-*``) is still removed, and the exit code and
+    the last lines still come out."""
+    source = sb["source"]
+    write_config(
+        source,
+        sandbox_config({"dummy_success": True}, dummy_success={"source_duration": 1, "target_duration": 1}),
+    )
+    before = sorted(p.name for p in source.path("/tmp").glob("ansible-local-*"))
+    result = run_sync(sb, "--json")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert json.loads(result.stdout)["exit_code"] == 0  # stdout flushed before the exit
+    assert "sync to target completed" in result.stderr
+    assert sorted(p.name for p in source.path("/tmp").glob("ansible-local-*")) == before
+    failed = run_sync(sb, target="nope")
+    assert failed.returncode == 2
+    assert "unknown target 'nope'" in failed.stderr
+
+
 def test_target_named_by_its_address(sb: Sandbox) -> None:
     """TARGET may be the host's ansible_host: the first job's playbook, started early with TARGET
     as its limit, is started again with the host's inventory name."""
