@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from tests.integration.helpers import log_records
+import yaml
+
+from tests.integration.helpers import HISTORY_FLAGS, PC_SWITCHER, log_records
 from tests.sandbox import Machine, Sandbox
 
 PYTHON = "/usr/bin/python3"
@@ -197,3 +201,72 @@ def wait_for(cond: Any, timeout: float, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return bool(cond())
+
+
+# A login user of the target machine only: the sandbox machines share the host's /etc, so the user is
+# added to a copy of /etc/passwd bind-mounted over it in the target's own mount namespace (sshd and
+# everything on the target see it; the host does not). The sandbox's sshd takes the same client key
+# for every user (one AuthorizedKeysFile).
+LOGIN_USER = "pcs-user"
+LOGIN_UID = 4711
+
+
+@contextlib.contextmanager
+def bind_mount(machine: Machine, source: str, target: str) -> Iterator[None]:
+    """``mount --bind SOURCE TARGET`` inside the machine (its own mount namespace) for the block."""
+    sh(machine, 'mount --bind "$1" "$2"', source, target)
+    try:
+        yield
+    finally:
+        sh(machine, 'umount "$1"', target)
+
+
+@contextlib.contextmanager
+def login_user(machine: Machine) -> Iterator[str]:
+    """:data:`LOGIN_USER` on the machine, with its home ``/home/pcs-user``; yields the name."""
+    sh(
+        machine,
+        'cp /etc/passwd /root/pcs-passwd && printf "%s\\n" "$1:x:$2:$2::/home/$1:/bin/sh" >> /root/pcs-passwd'
+        ' && mkdir -p "/home/$1" && chown "$2:$2" "/home/$1"',
+        LOGIN_USER,
+        str(LOGIN_UID),
+    )
+    with bind_mount(machine, "/root/pcs-passwd", "/etc/passwd"):
+        yield LOGIN_USER
+
+
+@contextlib.contextmanager
+def without_rsync(machine: Machine) -> Iterator[None]:
+    """rsync missing on the machine: an empty, non-executable file over /usr/bin/rsync (``/bin`` is
+    a link to ``/usr/bin``), so that ``sh``'s ``command -v rsync`` finds none and running it fails."""
+    sh(machine, "rm -f /root/no-rsync && : > /root/no-rsync && chmod 0644 /root/no-rsync")
+    with bind_mount(machine, "/root/no-rsync", "/usr/bin/rsync"):
+        yield
+
+
+@contextlib.contextmanager
+def stand_in_sudo(machine: Machine) -> Iterator[None]:
+    """A ``sudo`` on the machine's PATH that drops its options and runs the command as the caller
+    (the host has no sudo): enough to see what validation checks when ``ansible_become`` is set.
+    It is the only file of /usr/local/bin on the machine for the block."""
+    sh(
+        machine,
+        "mkdir -p /root/pcs-bin && chmod 0755 /root/pcs-bin && printf '%s\\n' '#!/bin/sh'"
+        " 'while [ $# -gt 0 ]; do case $1 in --) shift; break;; -*) shift;; *) break;; esac; done'"
+        " 'exec \"$@\"' > /root/pcs-bin/sudo && chmod 0755 /root/pcs-bin/sudo",
+    )
+    with bind_mount(machine, "/root/pcs-bin", "/usr/local/bin"):
+        yield
+
+
+def sync_as(sb: Sandbox, user: str, *args: str, become: bool = False) -> subprocess.CompletedProcess[str]:
+    """``pc-switcher sync target`` with an inventory where the target's ``ansible_user`` is ``user``."""
+    inventory = yaml.safe_load(sb.inventory_path.read_text())
+    host = inventory["all"]["hosts"]["target"]
+    host["ansible_user"] = user
+    if become:
+        host["ansible_become"] = True
+    path = sb.dir / f"inventory-{user}{'-become' if become else ''}.yml"
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    argv = [PC_SWITCHER, "sync", "target", "-i", str(path), *HISTORY_FLAGS, *args]
+    return sb["source"].run(argv, timeout=240)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 
 import pytest
@@ -13,10 +14,14 @@ from tests.integration.folder_sync_helpers import (
     folder_config,
     itemize_pass,
     last_result,
+    login_user,
     manifest,
     rsync_processes,
     sh,
+    stand_in_sudo,
+    sync_as,
     wait_for,
+    without_rsync,
 )
 from tests.integration.helpers import (
     describe,
@@ -196,7 +201,8 @@ def test_dry_run_changes_nothing_and_lists_the_changes(sandbox: Sandbox) -> None
     assert manifest(target, "/home") == before
     # a dry-run keeps no log: what it would do is in the output (the "Dry run:" summary, INFO)
     summary = next(line for line in out.splitlines() if "Dry run:" in line)
-    assert "would be transferred and 1 deleted" in summary
+    assert "folder_sync would transfer " in summary
+    assert "and would delete 1 on target (1 folders)." in summary
     assert "Would transfer: " in summary
     assert "plain.txt" in summary
     assert "Would delete: user/would-go" in summary
@@ -211,6 +217,82 @@ def test_validate_names_a_missing_source_folder(sandbox: Sandbox) -> None:
     assert res.returncode == 1
     assert "/srv/nothing-here does not exist" in res.stdout + res.stderr, res.stdout
     assert manifest(target, "/home") == before
+
+
+def test_validate_names_an_option_problem_alone(sandbox: Sandbox) -> None:
+    source, target = sandbox["source"], sandbox["target"]
+    # a relative path is a problem of the options: reported by itself (the checks of the source and
+    # the target do not run, so the missing folder is not reported with it), and nothing is synced
+    write_config(source, folder_config([{"source": "home/user"}, {"source": "/srv/nothing-here"}]))
+    before = manifest(target, "/home")
+    res = run_sync(sandbox, "--only", "folder_sync")
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    assert "source and target must be absolute paths (got source home/user, target home/user)" in out
+    assert "/srv/nothing-here" not in out
+    assert manifest(target, "/home") == before
+
+
+def _failure(res: subprocess.CompletedProcess[str]) -> str:
+    """The validation failure's message (the problems joined by '; ')."""
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    return next(
+        line for line in out.splitlines() if "failed: Check the options, the source and the target: " in line
+    )
+
+
+def test_validate_names_each_problem_of_the_target(sandbox: Sandbox) -> None:
+    source, target = sandbox["source"], sandbox["target"]
+    sh(source, "mkdir -p /home/user && echo one > /home/user/f")
+    sh(target, "mkdir -p /home/data /home/pcs-user /root/data && echo file > /home/afile")
+    targets = ["/home/nope/x", "/home/afile", "/home/data", "/home/new", "/home/pcs-user/new", "/root/data/x"]
+    write_config(source, folder_config([{"source": "/home/user", "target": t} for t in targets]))
+    no_parent = "the parent /home/nope of the target folder /home/nope/x does not exist on target: create it"
+    not_a_dir = "target /home/afile on target is not a directory: move it away or set another target"
+
+    # as root, with rsync missing on the target: the folders that cannot be made, and rsync
+    with without_rsync(target):
+        failure = _failure(run_sync(sandbox, "--only", "folder_sync"))
+    assert no_parent in failure
+    assert not_a_dir in failure
+    assert "rsync is missing on the target target: install rsync there" in failure
+    assert "does not answer" not in failure  # rsync missing is said once
+    assert failure.count("; ") == 2, failure  # nothing about the folders root can write
+
+    with login_user(target) as user:
+        # a login user that is not root, no become: rsync runs as that user, who must be able to write
+        failure = _failure(sync_as(sandbox, user, "--only", "folder_sync"))
+        fix = "run as root or set ansible_become"
+        assert f"target folder /home/data on target is not writable by {user}: {fix}" in failure
+        assert (
+            f"the parent /home of the target folder /home/new on target is not writable by {user}: {fix}"
+            in failure
+        )
+        assert "/home/pcs-user/new" not in failure  # the user's own home: writable
+        assert no_parent in failure
+        assert not_a_dir in failure
+        # /root is not searchable by the user: /root/data looks missing (as the old check said too)
+        assert "the parent /root/data of the target folder /root/data/x does not exist on target" in failure
+        assert failure.count("; ") == 4, failure
+
+        # with become, rsync runs as root through sudo -n: the checks run as the login user (never
+        # a shell under sudo), writability is not checked, what the user cannot see is not reported
+        with stand_in_sudo(target):
+            failure = _failure(sync_as(sandbox, user, "--only", "folder_sync", become=True))
+        assert no_parent in failure
+        assert not_a_dir in failure
+        assert "not writable" not in failure
+        assert "/root/data" not in failure
+        assert failure.count("; ") == 1, failure
+    # validation failed every time: nothing was synced
+    made = [
+        t
+        for t in ("/home/nope", "/home/new", "/home/pcs-user/new", "/root/data/x")
+        if target.path(t).exists()
+    ]
+    assert made == []
+    assert not list(target.path("/home/data").iterdir())
 
 
 def test_interrupted_sync_keeps_good_files_and_resync_converges(sandbox: Sandbox) -> None:

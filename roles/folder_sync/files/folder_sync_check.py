@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
-"""Read-only checks of the folder_sync job on the source (run by roles/folder_sync/tasks/validate.yml).
+"""Read-only checks of the folder_sync job (run on the source by roles/folder_sync/tasks/validate.yml).
 
 Takes the ``check`` part of the job's plan (JSON, from templates/plan.json.j2) as its one argument
 (or on stdin) and prints ``{"problems": [...]}``: one line per problem, naming it and the fix. A
 folder's filter list is ``fixed + rules + globals``, in the order of the sync's rsync arguments.
-It checks that rsync is installed, that every source folder is a readable directory, that every
-filter file exists, that the filter rules parse (rsync ``--list-only`` of ``/dev/null`` with the
-rules: rsync parses every rule and merge file at start-up and lists one device node, nothing is
-written), that the fixed never-sync rules come first, and that the target's rsync answers over the
-same ssh command and remote rsync path as the sync. Changes nothing. Python 3.8+, standard library
-only.
+
+On the source it checks that rsync is installed, that every source folder is a readable directory,
+that every filter file exists, that the filter rules parse (rsync ``--list-only`` of ``/dev/null``
+with the rules: rsync parses every rule and merge file at start-up and lists one device node,
+nothing is written) and that the fixed never-sync rules come first.
+
+On the target it runs one ssh session, with the sync's own ssh command (so through the run's ssh
+master when there is one): the sync's exact remote rsync path with ``--version`` (host key, key,
+user and ``sudo -n`` as for the sync), then ``TARGET_SCRIPT``: rsync installed, every target folder
+a directory the sync can write, or, when it does not exist yet, its parent. Changes nothing on
+either machine. Python 3.8+, standard library only.
 """
 
 from __future__ import annotations
@@ -24,13 +29,55 @@ from typing import Any
 
 TIMEOUT = 30
 
+# The target's checks, run by ``sh -c`` in the same ssh session as the ``rsync --version``, as the
+# login user (never under sudo: a sudoers rule for folder_sync may allow rsync only). Arguments:
+# HOST (for the messages), BECOME (1 when the sync's rsync runs as root through ``sudo -n``, else 0),
+# then the target folders. Prints MARK, then one line per problem; nothing on stderr.
+# - Not become: the login user is the user rsync runs as, so the target (or its parent) must be
+#   writable by it.
+# - Become: rsync runs as root, which writes anywhere: writability is not checked. The login user
+#   may not see into root-only directories either, so a path it cannot see is not reported as
+#   missing; only what is certain is (something in the way that is not a directory, a parent that
+#   is missing below a directory the login user can search). rsync, as root, reports the rest.
+# One line on purpose (joined below): any login shell passes it to sh in one quoted argument.
+MARK = "--pcswitcher-target-check--"
+TARGET_SCRIPT = " ".join(
+    line.strip()
+    for line in r"""
+    say() { printf '%s\n' "$*"; };
+    user() { id -un 2>/dev/null || id -u; };
+    missing() { a=$1; while [ ! -e "$a" ]; do a=${a%/*}; a=${a:-/}; done; [ ! -d "$a" ] || [ -x "$a" ]; };
+    host=$1; become=$2; shift 2; root="run as root or set ansible_become";
+    exec 2>/dev/null;
+    say MARK;
+    command -v rsync >/dev/null || say "rsync is missing on the target $host: install rsync there";
+    for t in "$@"; do
+      t=${t%/}; t=${t:-/}; p=${t%/*}; p=${p:-/};
+      if [ -e "$t" ]; then
+        if [ ! -d "$t" ]; then
+          say "target $t on $host is not a directory: move it away or set another target";
+        elif [ "$become" = 0 ] && [ ! -w "$t" ]; then
+          say "target folder $t on $host is not writable by $(user): $root";
+        fi;
+      elif [ -d "$p" ]; then
+        if [ "$become" = 0 ] && [ ! -w "$p" ]; then
+          say "the parent $p of the target folder $t on $host is not writable by $(user): $root";
+        fi;
+      elif [ "$become" = 0 ] || missing "$p"; then
+        say "the parent $p of the target folder $t does not exist on $host: create it";
+      fi;
+    done
+    """.replace("MARK", MARK).splitlines()
+    if line.strip()
+)
+
 
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""
 
 
-def check(plan: dict[str, Any]) -> list[str]:
+def check_source(plan: dict[str, Any]) -> list[str]:
     problems: list[str] = []
     if shutil.which("rsync") is None:
         return ["rsync is missing on the source: install rsync"]
@@ -66,26 +113,51 @@ def check(plan: dict[str, Any]) -> list[str]:
                 f"{_last_line(res.stderr) or 'rc ' + str(res.returncode)}: "
                 "fix folder_sync filters / filter_file"
             )
-    if plan.get("folders"):
-        argv = [*shlex.split(plan["ssh"]), plan["host"], f"{plan['remote_rsync']} --version"]
-        try:
-            res = subprocess.run(
-                argv, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False
-            )
-            if res.returncode != 0 or "rsync" not in res.stdout:
-                problems.append(
-                    f"rsync on the target does not answer over ssh ({plan['remote_rsync']}): "
-                    f"{_last_line(res.stderr) or 'rc ' + str(res.returncode)}: install rsync on the target "
-                    f"and check the inventory's ssh settings (host key, key, user)"
-                )
-        except subprocess.TimeoutExpired:
-            problems.append(f"ssh to the target for rsync timed out after {TIMEOUT} s: check the network")
+    return problems
+
+
+def target_command(plan: dict[str, Any]) -> str:
+    """The remote command: the login shell runs the remote rsync (as the sync does), then the checks.
+
+    ``remote_rsync`` is already a shell command (it is rsync's ``--rsync-path``); every other word is
+    quoted for the login shell.
+    """
+    targets = [folder["target"] for folder in plan.get("folders", [])]
+    args = [plan.get("name") or plan["host"], "1" if plan.get("become") else "0", *targets]
+    return f"{plan['remote_rsync']} --version; sh -c {shlex.quote(TARGET_SCRIPT)} sh {shlex.join(args)}"
+
+
+def check_target(plan: dict[str, Any]) -> list[str]:
+    host = plan["host"]  # as in rsync's HOST:PATH, an IPv6 address in brackets: ssh takes it bare
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    argv = [*shlex.split(plan["ssh"]), host, target_command(plan)]
+    try:
+        res = subprocess.run(
+            argv, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return [f"ssh to the target for rsync timed out after {TIMEOUT} s: check the network"]
+    answer, mark, checks = res.stdout.partition(MARK + "\n")
+    problems = [line.strip() for line in checks.splitlines() if line.strip()]
+    why = _last_line(res.stderr) or f"rc {res.returncode}"
+    # rsync --version went first: its answer is the output before the mark. "missing" says more
+    # than "does not answer", so a missing rsync is not reported twice.
+    if "rsync" not in answer and not any(p.startswith("rsync is missing on the target") for p in problems):
+        problems.insert(
+            0,
+            f"rsync on the target does not answer over ssh ({plan['remote_rsync']}): {why}: "
+            "install rsync on the target and check the inventory's ssh settings (host key, key, user)",
+        )
+    elif not mark:
+        problems.append(f"the target folders could not be checked over ssh: {why}: check the target's sh")
     return problems
 
 
 def main() -> int:
     plan = json.loads(sys.argv[1]) if len(sys.argv) > 1 else json.load(sys.stdin)
-    sys.stdout.write(json.dumps({"problems": check(plan)}) + "\n")
+    problems = check_source(plan) + check_target(plan)
+    sys.stdout.write(json.dumps({"problems": problems}) + "\n")
     return 0
 
 
