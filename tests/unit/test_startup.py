@@ -88,3 +88,36 @@ def test_the_cli_imports_little_and_plain_output_needs_no_live_display(
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+# --- the console script's quick exit (cli.entry) ---------------------------------------------------
+
+ENTRY = """
+import atexit, sys
+atexit.register(lambda: print("exit handler ran", file=sys.stderr))
+sys.argv[0] = "pc-switcher"
+from pcswitcher.cli import entry
+entry()
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "stdout", "stderr"),
+    [
+        (["--version"], 0, "pc-switcher, version", ""),
+        (["sync"], 2, "", "error: Missing argument 'TARGET'"),
+        (["logs", "--level", "LOUD"], 2, "", "error: --level 'LOUD' is not a level"),
+    ],
+)
+def test_the_console_script_keeps_exit_codes_output_and_exit_handlers(
+    args: list[str], code: int, stdout: str, stderr: str
+) -> None:
+    """entry() ends with os._exit: stdout and stderr still arrive in full through pipes, the exit
+    handlers still run (Ansible removes its temp dir in one), the exit code is main()'s."""
+    result = subprocess.run(
+        [sys.executable, "-c", ENTRY, *args], capture_output=True, text=True, cwd=REPO, check=False
+    )
+    assert result.returncode == code, result.stderr
+    assert stdout in result.stdout
+    assert stderr in result.stderr
+    assert result.stderr.rstrip().endswith("exit handler ran"), result.stderr
