@@ -127,17 +127,26 @@ def target_command(plan: dict[str, Any]) -> str:
     return f"{plan['remote_rsync']} --version; sh -c {shlex.quote(TARGET_SCRIPT)} sh {shlex.join(args)}"
 
 
-def check_target(plan: dict[str, Any]) -> list[str]:
+def start_target_check(plan: dict[str, Any]) -> subprocess.Popen[str]:
+    """Start the target's checks (one ssh session); :func:`check_target` collects them. Started
+    first, so that the ssh session runs while the source is checked."""
     host = plan["host"]  # as in rsync's HOST:PATH, an IPv6 address in brackets: ssh takes it bare
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     argv = [*shlex.split(plan["ssh"]), host, target_command(plan)]
+    return subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def check_target(plan: dict[str, Any], proc: subprocess.Popen[str]) -> list[str]:
     try:
-        res = subprocess.run(
-            argv, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False
-        )
+        stdout, stderr = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
         return [f"ssh to the target for rsync timed out after {TIMEOUT} s: check the network"]
+    res = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     answer, mark, checks = res.stdout.partition(MARK + "\n")
     problems = [line.strip() for line in checks.splitlines() if line.strip()]
     why = _last_line(res.stderr) or f"rc {res.returncode}"
@@ -156,7 +165,8 @@ def check_target(plan: dict[str, Any]) -> list[str]:
 
 def main() -> int:
     plan = json.loads(sys.argv[1]) if len(sys.argv) > 1 else json.load(sys.stdin)
-    problems = check_source(plan) + check_target(plan)
+    target = start_target_check(plan)
+    problems = check_source(plan) + check_target(plan, target)
     sys.stdout.write(json.dumps({"problems": problems}) + "\n")
     return 0
 
