@@ -380,8 +380,11 @@ class Sync:
         """Wait for both agents' hello; refuse a self-sync; set up the monitor."""
         cfg = self.p.config
         source = self.agents[self.source_label]
-        source.wait_ready()
-        hello = self.agents[self.target.name].wait_ready()
+        # an abort (Ctrl+C) does not wait for the agents' hello: the caller takes the abort path
+        source.wait_ready(cancel=self.abort.event)
+        hello = self.agents[self.target.name].wait_ready(cancel=self.abort.event)
+        if self.abort.requested:
+            return
         remote_host = str(hello.get("host", ""))
         log.debug(
             "agents up: source pid %s, target %s pid %s",

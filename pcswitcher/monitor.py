@@ -97,9 +97,12 @@ class AgentSession:
         )
         self._stderr_reader.start()
 
-    def wait_ready(self, timeout: float = 20.0) -> dict[str, Any]:
-        """The agent's hello; raises TargetError (no answer) or LockHeld (the machine is busy)."""
-        hello = self.wait_for_any(("hello", "locked"), timeout)
+    def wait_ready(self, timeout: float = 20.0, cancel: threading.Event | None = None) -> dict[str, Any]:
+        """The agent's hello; raises TargetError (no answer) or LockHeld (the machine is busy).
+        Returns ``{}`` at once when ``cancel`` is set (an abort: the caller stops waiting)."""
+        hello = self.wait_for_any(("hello", "locked"), timeout, cancel)
+        if hello is None and cancel is not None and cancel.is_set():
+            return {}
         if hello is None:
             self.kill()
             if self._stderr_reader is not None:
@@ -184,8 +187,11 @@ class AgentSession:
     def wait_for(self, kind: str, timeout: float) -> dict[str, Any] | None:
         return self.wait_for_any((kind,), timeout)
 
-    def wait_for_any(self, kinds: Sequence[str], timeout: float) -> dict[str, Any] | None:
-        """The first pending reply of one of ``kinds`` (waits up to ``timeout``; None if none came)."""
+    def wait_for_any(
+        self, kinds: Sequence[str], timeout: float, cancel: threading.Event | None = None
+    ) -> dict[str, Any] | None:
+        """The first pending reply of one of ``kinds`` (waits up to ``timeout``, or until ``cancel``
+        is set; None if none came)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -195,7 +201,9 @@ class AgentSession:
                         return replies.pop(0)
                 if time.monotonic() >= deadline or self._reader_done:
                     return None  # timed out, or the agent's output ended (it exited)
-                self._cond.wait(0.1)
+                if cancel is not None and cancel.is_set():
+                    return None
+                self._cond.wait(0.1 if cancel is None else 0.02)
 
     @property
     def alive(self) -> bool:

@@ -124,6 +124,7 @@ class PlaybookRun:
         self._thread: threading.Thread | None = None
         self._runner: Any = None
         self._started = 0.0
+        self._begun = gate is None  # a gated play runs no task before begin()
         self._error: BaseException | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -196,6 +197,7 @@ class PlaybookRun:
 
     def begin(self) -> None:
         """Let a gated play start its first task (it waits for this before touching any host)."""
+        self._begun = True
         if self.gate is not None:
             Path(f"{self.gate}.start").touch()
 
@@ -212,11 +214,14 @@ class PlaybookRun:
         return self._thread is not None and self._thread.is_alive()
 
     def terminate(self) -> None:
-        """The clean stop: SIGTERM to ansible-playbook, which ends its workers and ssh clients."""
+        """The clean stop: SIGTERM to ansible-playbook, which ends its workers and ssh clients.
+
+        A gated play not yet begun has neither (it has run no task): SIGKILL ends it at once,
+        wherever its start-up is (Ansible's SIGTERM handler only runs between two bytecodes)."""
         proc = self.process
         if proc is not None:
             with contextlib.suppress(psutil.NoSuchProcess):
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(signal.SIGTERM if self._begun else signal.SIGKILL)
 
     def cancel(self) -> None:
         """Make runner return (it SIGKILLs the playbook's process group) — after terminate()."""

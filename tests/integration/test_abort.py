@@ -247,6 +247,42 @@ def test_second_ctrl_c_exits_within_one_second(sb: Sandbox, source: Machine) -> 
     _cleanup_run_files(sb, run.run_id)
 
 
+def test_ctrl_c_while_the_agents_connect_does_not_wait_for_them(
+    sb: Sandbox, source: Machine, target: Machine
+) -> None:
+    """Ctrl+C before the target's agent has said hello (its sshd is frozen: the ssh handshake
+    hangs) takes the abort path at once: the run is stopped while the target still does not
+    answer (the driver does not wait for the agents' hello, up to 20 s), the first job's held
+    playbook ran no task, and once the target answers again nothing of the run is left."""
+    _write(source, dummy_config(1, 20))
+    baseline = {p.pid for p in target.processes()} - {p.pid for p in target.extra_processes()}
+    listener = [p for p in map(psutil.Process, baseline) if p.name() == "sshd"]
+    assert len(listener) == 1, listener
+    listener[0].send_signal(signal.SIGSTOP)
+    try:
+        run = ObservedSync.start(sb)
+        run.wait_record(
+            lambda r: str(r.get("message", "")).startswith("pc-switcher run "), 30, "the first record"
+        )
+        time.sleep(0.3)
+        run.signal(signal.SIGINT)
+        run.wait_record(
+            lambda r: str(r.get("message", "")).startswith("run stopped in "),
+            10,
+            "the run stopped while the target's sshd is still frozen",
+        )
+    finally:
+        listener[0].send_signal(signal.SIGCONT)
+    rc = run.wait()
+    assert rc == 130, run.output()
+    messages = run.messages()
+    assert not any(m.startswith("agents up") for m in messages), messages
+    # the held playbook may have reached its first task (its start is logged), never run one
+    ran = [m for m in messages if m.startswith(("ok: ", "changed: ", "failed: ", "skipped: "))]
+    assert not ran, ran
+    assert_clean(sb, "Ctrl+C while the agents connect")
+
+
 def test_sigterm_exits_143_and_cleans(sb: Sandbox, source: Machine) -> None:
     _write(source, dummy_config(1, 20))
     run = ObservedSync.start(sb)
