@@ -125,6 +125,10 @@ class PlaybookRun:
         self._runner: Any = None
         self._started = 0.0
         self._begun = gate is None  # a gated play runs no task before begin()
+        # a gated play announces its first task, then waits in the gate for begin(): that start is
+        # passed on only when the task can run (never, when the run is stopped before begin())
+        self._waiting: list[dict[str, Any]] = []
+        self._begin_lock = threading.Lock()
         self._error: BaseException | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -158,6 +162,11 @@ class PlaybookRun:
 
     def _handle_event(self, event: dict[str, Any]) -> bool:
         kind = event.get("event", "")
+        if kind == "playbook_on_task_start" and not self._begun:
+            with self._begin_lock:
+                if not self._begun:
+                    self._waiting.append(event)
+                    return True
         data = event.get("event_data") or {}
         res = data.get("res") or {}
         if kind == "runner_on_failed" and not data.get("ignore_errors"):
@@ -197,7 +206,12 @@ class PlaybookRun:
 
     def begin(self) -> None:
         """Let a gated play start its first task (it waits for this before touching any host)."""
-        self._begun = True
+        with self._begin_lock:
+            self._begun = True
+            waiting, self._waiting = self._waiting, []
+        if self.on_event is not None:
+            for event in waiting:
+                self.on_event(event)
         if self.gate is not None:
             Path(f"{self.gate}.start").touch()
 
