@@ -24,7 +24,6 @@ import os
 import secrets
 import shutil
 import socket
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -191,10 +190,6 @@ class Sync:
         self._target: Target | None = None  # resolve_target(), once the first job's playbook is started
         self.safety: Safety | None = None
         self.snapshots: dict[str, Any] = {}
-        # the playbook events that come before the log is set up (the first job's start-up), and
-        # the lock that keeps their order when they are replayed
-        self._early_events: list[tuple[str | None, dict[str, Any]]] | None = []
-        self._events_lock = threading.Lock()
 
     @property
     def target(self) -> Target:
@@ -232,7 +227,6 @@ class Sync:
             logs.setup_logging(
                 self.log_path, config.file_log_level, self.ui.log_handler(), config.terminal_log_level
             )
-            self._replay_early_events()
             self.abort.install_signal_handlers()
             self.abort.set_force_action(self._force)
             return self._run(first)
@@ -243,26 +237,21 @@ class Sync:
             logs.shutdown_logging()
 
     def _discard(self, run: PlaybookRun, remove_files: bool = True) -> None:
-        """Stop a playbook still held before its first task (bad input, lock held, another limit):
-        it has changed nothing. Its files go too, unless the run goes on."""
-        self._muted = True  # what a stopped run says is not news
-        run.terminate()
-        if not run.join(5):
-            run.cancel()
-            run.join(5)
-        self.running.pop(run, None)
-        self.registry.kill_trees("playbook:")
+        """Stop the first job's playbook, still held before its first task (bad input, lock held,
+        another limit): it has changed nothing. Its files go too, unless the run goes on."""
+        self._stop_held()
         self._muted = False
         if remove_files:
             shutil.rmtree(self.local_run_dir, ignore_errors=True)
             shutil.rmtree(self.run_state, ignore_errors=True)
 
-    def _replay_early_events(self) -> None:
-        """Log the events that came before the log was set up; from now on events go straight in."""
-        with self._events_lock:
-            for job, event in self._early_events or []:
-                self._on_event(job, event, replay=True)
-            self._early_events = None
+    def _stop_held(self) -> None:
+        """Stop the playbooks started before any change (held by the gate), quietly: what a stopped
+        run says is not news."""
+        self._muted = True
+        for run in self.running:
+            run.terminate()
+        self._stop_local_trees()
 
     def _run(self, first: PlaybookRun | None) -> ExitCode:
         p = self.p
@@ -592,14 +581,9 @@ class Sync:
             return self.source_label
         return str(data.get("host") or self.target.name)
 
-    def _on_event(self, job: str | None, event: dict[str, Any], replay: bool = False) -> None:
+    def _on_event(self, job: str | None, event: dict[str, Any]) -> None:
         if self._muted:
             return
-        if not replay:
-            with self._events_lock:
-                if self._early_events is not None:  # the log is not set up yet
-                    self._early_events.append((job, event))
-                    return
         kind = event.get("event", "")
         data = event.get("event_data") or {}
         res = data.get("res") or {}
@@ -853,10 +837,7 @@ class Sync:
         if self.monitor is not None:
             self.monitor.stop()
         if self.running:  # a run stopped before any change (refused, agent failed): held checks
-            self._muted = True  # what its checks say now (an unreachable target) is not the error
-            for run in self.running:
-                run.terminate()
-            self._stop_local_trees()
+            self._stop_held()  # what its checks say now (an unreachable target) is not the error
         for agent in self.agents.values():
             report = agent.close(timeout=5)
             killed = (report or {}).get("killed") or []

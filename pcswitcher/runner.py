@@ -125,10 +125,11 @@ class PlaybookRun:
         self._runner: Any = None
         self._started = 0.0
         self._begun = gate is None  # a gated play runs no task before begin()
-        # a gated play announces its first task, then waits in the gate for begin(): that start is
-        # passed on only when the task can run (never, when the run is stopped before begin())
+        # A gated play's events up to begin() (its start-up, and the start of its first task, which
+        # Ansible announces before the gate holds it) are passed on at begin(), in order: the driver
+        # sets up its log meanwhile, and a run stopped before begin() shows nothing.
         self._waiting: list[dict[str, Any]] = []
-        self._begin_lock = threading.Lock()
+        self._events_lock = threading.Lock()
         self._error: BaseException | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -162,11 +163,6 @@ class PlaybookRun:
 
     def _handle_event(self, event: dict[str, Any]) -> bool:
         kind = event.get("event", "")
-        if kind == "playbook_on_task_start" and not self._begun:
-            with self._begin_lock:
-                if not self._begun:
-                    self._waiting.append(event)
-                    return True
         data = event.get("event_data") or {}
         res = data.get("res") or {}
         if kind == "runner_on_failed" and not data.get("ignore_errors"):
@@ -177,9 +173,16 @@ class PlaybookRun:
             self.changed += 1
         elif kind == "playbook_on_stats":
             self.set_stats = dict(data.get("artifact_data") or {})
+        with self._events_lock:
+            if self._begun:
+                self._pass_on(event)
+            else:
+                self._waiting.append(event)
+        return True
+
+    def _pass_on(self, event: dict[str, Any]) -> None:
         if self.on_event is not None:
             self.on_event(event)
-        return True
 
     @property
     def process(self) -> psutil.Process | None:
@@ -206,12 +209,11 @@ class PlaybookRun:
 
     def begin(self) -> None:
         """Let a gated play start its first task (it waits for this before touching any host)."""
-        with self._begin_lock:
+        with self._events_lock:
             self._begun = True
-            waiting, self._waiting = self._waiting, []
-        if self.on_event is not None:
-            for event in waiting:
-                self.on_event(event)
+            for event in self._waiting:
+                self._pass_on(event)
+            self._waiting.clear()
         if self.gate is not None:
             Path(f"{self.gate}.start").touch()
 

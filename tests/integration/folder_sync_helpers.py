@@ -9,9 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import yaml
-
-from tests.integration.helpers import HISTORY_FLAGS, PC_SWITCHER, log_records
+from tests.integration.helpers import inventory_with, log_records, run_sync
 from tests.sandbox import Machine, Sandbox
 
 PYTHON = "/usr/bin/python3"
@@ -261,12 +259,6 @@ def stand_in_sudo(machine: Machine) -> Iterator[None]:
 
 def sync_as(sb: Sandbox, user: str, *args: str, become: bool = False) -> subprocess.CompletedProcess[str]:
     """``pc-switcher sync target`` with an inventory where the target's ``ansible_user`` is ``user``."""
-    inventory = yaml.safe_load(sb.inventory_path.read_text())
-    host = inventory["all"]["hosts"]["target"]
-    host["ansible_user"] = user
-    if become:
-        host["ansible_become"] = True
-    path = sb.dir / f"inventory-{user}{'-become' if become else ''}.yml"
-    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
-    argv = [PC_SWITCHER, "sync", "target", "-i", str(path), *HISTORY_FLAGS, *args]
-    return sb["source"].run(argv, timeout=240)
+    extra = {"ansible_become": True} if become else {}
+    path = inventory_with(sb, f"{user}{'-become' if become else ''}", ansible_user=user, **extra)
+    return run_sync(sb, *args, inventory=path)

@@ -55,16 +55,34 @@ def dummy_config(source_duration: int = 2, target_duration: int = 2, **extra: An
 HISTORY_FLAGS = ("--allow-first-sync", "--allow-out-of-order")
 
 
-def sync_argv(sb: Sandbox, *args: str, target: str = "target", history_checks: bool = False) -> list[str]:
+def inventory_with(sb: Sandbox, name: str, **target_vars: Any) -> Path:
+    """A copy of the sandbox's inventory (``inventory-NAME.yml`` beside it) with the target's
+    ``target_vars`` set; returns its path."""
+    inventory = yaml.safe_load(sb.inventory_path.read_text())
+    inventory["all"]["hosts"]["target"].update(target_vars)
+    path = sb.inventory_path.with_name(f"inventory-{name}.yml")
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    return path
+
+
+def sync_argv(
+    sb: Sandbox,
+    *args: str,
+    target: str = "target",
+    history_checks: bool = False,
+    inventory: Path | None = None,
+) -> list[str]:
     flags = () if history_checks else HISTORY_FLAGS
-    return [PC_SWITCHER, "sync", target, "-i", str(sb.inventory_path), *flags, *args]
+    return [PC_SWITCHER, "sync", target, "-i", str(inventory or sb.inventory_path), *flags, *args]
 
 
 def run_sync(
-    sb: Sandbox, *args: str, timeout: float = 240, target: str = "target"
+    sb: Sandbox, *args: str, timeout: float = 240, target: str = "target", inventory: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``pc-switcher sync`` to completion inside the source machine."""
-    return sb.machines["source"].run(sync_argv(sb, *args, target=target), timeout=timeout)
+    """Run ``pc-switcher sync`` to completion inside the source machine (with the sandbox's
+    inventory, or ``inventory``)."""
+    argv = sync_argv(sb, *args, target=target, inventory=inventory)
+    return sb.machines["source"].run(argv, timeout=timeout)
 
 
 def run_cli(sb: Sandbox, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

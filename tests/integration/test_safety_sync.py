@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.integration.helpers import (
     HISTORY_FLAGS,
@@ -30,6 +29,7 @@ from tests.integration.helpers import (
     REPO,
     STATE,
     assert_one_error_line,
+    inventory_with,
     leftovers,
     sandbox_config,
     start_sync,
@@ -754,10 +754,7 @@ def test_the_targets_inventory_host_var_moves_its_history(sb: Sandbox) -> None:
     """The agents read and record the history at the target's ``pcswitcher_history_path``."""
     source, target = sb["source"], sb["target"]
     moved = "/root/elsewhere/history.json"
-    inventory = yaml.safe_load(sb.inventory_path.read_text())
-    inventory["all"]["hosts"]["target"]["pcswitcher_history_path"] = moved
-    path = sb.inventory_path.with_name("inventory-moved-history.yml")
-    path.write_text(yaml.safe_dump(inventory))
+    path = inventory_with(sb, "moved-history", pcswitcher_history_path=moved)
     write_config(
         source,
         sandbox_config({"dummy_success": True}, dummy_success={"source_duration": 0, "target_duration": 0}),

@@ -146,10 +146,9 @@ def check_target(plan: dict[str, Any], proc: subprocess.Popen[str]) -> list[str]
         proc.kill()
         proc.communicate()
         return [f"ssh to the target for rsync timed out after {TIMEOUT} s: check the network"]
-    res = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    answer, mark, checks = res.stdout.partition(MARK + "\n")
+    answer, mark, checks = stdout.partition(MARK + "\n")
     problems = [line.strip() for line in checks.splitlines() if line.strip()]
-    why = _last_line(res.stderr) or f"rc {res.returncode}"
+    why = _last_line(stderr) or f"rc {proc.returncode}"
     # rsync --version went first: its answer is the output before the mark. "missing" says more
     # than "does not answer", so a missing rsync is not reported twice.
     if "rsync" not in answer and not any(p.startswith("rsync is missing on the target") for p in problems):
