@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import re
@@ -40,7 +41,11 @@ from typing import Any
 
 PROGRESS_INTERVAL = 0.25  # s between progress lines (percent + item)
 MESSAGE_INTERVAL = 5.0  # s between DEBUG messages with bytes / rate / ETA
+READ_BATCH = 1 << 16  # a read shorter than this waits READ_PAUSE before the next one
+READ_PAUSE = 0.02  # s; rsync's output pipe holds it (1 MiB when the kernel allows, else 64 KiB)
 PR_SET_PDEATHSIG = 1
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+), Linux
+_LINE_END = re.compile(rb"[\r\n]")
 
 # "   1,234,567  12%   10.00MB/s    0:00:12 (xfr#3, to-chk=10/100)"
 _PROGRESS2 = re.compile(
@@ -163,6 +168,22 @@ class Wrapper:
         if len(text) > 12 and (text.startswith("*deleting") or text[11] == " "):
             self.itemized(text)
 
+    def lines(self, parts: list[bytes]) -> None:
+        """A batch of output lines. rsync writes a progress2 line after every file; they are
+        right-aligned (start with a space), and only the last of a batch is parsed."""
+        held = b""
+        for part in parts:
+            if part[:1] == b" " and not self.in_stats:
+                held = part
+                continue
+            if held and part.startswith(b"Number of files:"):  # the --stats block starts
+                self.line(held.decode("utf-8", errors="replace"))
+                held = b""
+            if part:
+                self.line(part.decode("utf-8", errors="replace"))
+        if held:
+            self.line(held.decode("utf-8", errors="replace"))
+
     def itemized(self, text: str) -> None:
         code, name = text[:11].strip(), text[12:]
         self.changes += 1
@@ -195,20 +216,23 @@ class Wrapper:
         self.progress.write(percent=self._overall(0), item=f"{self.label}: starting rsync")
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)
         pending = b""
         while True:
             try:
-                chunk = os.read(fd, 65536)
+                chunk = os.read(fd, 1 << 20)
             except InterruptedError:  # pragma: no cover - PEP 475 retries
                 continue
             if not chunk:
                 break
             pending += chunk
-            parts = re.split(rb"[\r\n]", pending)
+            parts = _LINE_END.split(pending)
             pending = parts.pop()
-            for part in parts:
-                self.line(part.decode("utf-8", errors="replace"))
+            self.lines(parts)
             self.flush_progress()
+            if len(chunk) < READ_BATCH:
+                time.sleep(READ_PAUSE)  # let output gather: fewer, larger reads
         if pending:
             self.line(pending.decode("utf-8", errors="replace"))
         rc = proc.wait()
