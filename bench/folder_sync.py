@@ -11,7 +11,10 @@ then, per tree, times:
   (AES-GCM first, see ``pcswitcher.monitor.cipher_preference``) — the goals are checked against the
   faster of the two, so that the cipher is not what the job gains;
 * ``pc-switcher sync --only folder_sync`` with the tree as its only folder (full, then no-op), the
-  driver's peak RSS (``VmHWM`` of the driver process, polled) and the job's own time from the log.
+  driver's peak RSS (``VmHWM`` of the driver process, polled) and the job's own time from the log;
+* the job's own rsync command line (recorded from that run) on its own, over the same ssh as raw
+  with AES-GCM first: it tells what folder_sync's rsync options cost (``-S`` for sparse files,
+  ``--numeric-ids``, the never-sync rules, ...) apart from what pc-switcher and Ansible add.
 
 The target is emptied before each full run and dirty data is flushed (``sync``) before every timed
 run; each variant runs ``--rounds`` times, interleaved, and the medians count. Prints the figures, the
@@ -22,6 +25,7 @@ on the 200k-file tree.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import shlex
@@ -31,6 +35,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+
+import psutil
 
 from pcswitcher.inventory import load_inventory
 from pcswitcher.monitor import cipher_preference
@@ -95,7 +101,17 @@ def raw_rsync(sb: Sandbox, path: str, ssh_options: str = "") -> float:
     return _run(sb["source"], argv)
 
 
-def job(sb: Sandbox, path: str) -> Timing:
+def job_options(sb: Sandbox, argv: list[str], ciphers: str) -> float:
+    """The job's rsync ``argv`` (as recorded by :func:`job`) with the bench's ssh command."""
+    if not argv:
+        raise RuntimeError("the job's rsync command was not recorded")
+    argv = list(argv)
+    argv[argv.index("-e") + 1] = f"{ssh_command(sb)} {ciphers}".strip()
+    return _run(sb["source"], argv)
+
+
+def job(sb: Sandbox, path: str, rsync_argv: list[str] | None = None) -> Timing:
+    """The CLI run; ``rsync_argv`` (when empty) gets the command line of the job's rsync."""
     write_config(sb["source"], folder_config([{"source": path}]))
     started = time.monotonic()
     wall = time.time()
@@ -114,6 +130,8 @@ def job(sb: Sandbox, path: str) -> Timing:
             for line in status.splitlines():
                 if line.startswith("VmHWM:"):
                     peak = max(peak, int(line.split()[1]))
+            if rsync_argv is not None and not rsync_argv:
+                rsync_argv.extend(_rsync_sender(sync.driver))
             time.sleep(0.05)
 
     poller = threading.Thread(target=poll, daemon=True)
@@ -142,6 +160,17 @@ def job(sb: Sandbox, path: str) -> Timing:
     return Timing(elapsed, peak / 1024, job_seconds)
 
 
+def _rsync_sender(driver: psutil.Process) -> list[str]:
+    """The command line of the job's rsync (the one started by the wrapper), or []."""
+    with contextlib.suppress(psutil.Error):
+        for proc in driver.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                parent = proc.parent()
+                if proc.name() == "rsync" and parent and "folder_sync_rsync" in " ".join(parent.cmdline()):
+                    return proc.cmdline()
+    return []
+
+
 def generate(sb: Sandbox, path: str, files: int, total: int, seed: int) -> None:
     res = sb["source"].run(
         ["/usr/bin/python3", "-c", GEN_SCRIPT, path, str(files), str(total), str(seed)], timeout=3600
@@ -160,10 +189,12 @@ def bench_tree(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int, noo
     """Per round and in turn: raw rsync (default ciphers), raw rsync (AES-GCM first), the CLI — each a
     full run onto an emptied target, then ``noops`` no-op runs. Medians over the rounds."""
     runs: dict[str, tuple[list[Timing], list[Timing]]] = {}
+    recorded: list[str] = []
     variants: list[tuple[str, Callable[[], Timing]]] = [
         ("raw, default ciphers", lambda: Timing(raw_rsync(sb, path))),
         ("raw, AES-GCM first", lambda: Timing(raw_rsync(sb, path, ciphers))),
-        ("pc-switcher sync", lambda: job(sb, path)),
+        ("pc-switcher sync", lambda: job(sb, path, recorded)),
+        ("raw, the job's options", lambda: Timing(job_options(sb, recorded, ciphers))),
     ]
     for _ in range(rounds):
         for label, run in variants:
@@ -192,6 +223,8 @@ def bench_tree(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int, noo
         "raw_noop_default_ciphers": med("raw, default ciphers", 1),
         "raw_full_aes_gcm": med("raw, AES-GCM first", 0),
         "raw_noop_aes_gcm": med("raw, AES-GCM first", 1),
+        "raw_full_job_options": med("raw, the job's options", 0),
+        "raw_noop_job_options": med("raw, the job's options", 1),
         "job_full": med(cli, 0),
         "job_full_job_only": med(cli, 0, "job_seconds"),
         "job_noop": med(cli, 1),
@@ -205,6 +238,11 @@ def bench_tree(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int, noo
         f"   no-op {f['raw_noop_default_ciphers']:6.2f} s (AES-GCM {f['raw_noop_aes_gcm']:.2f} s)"
     )
     print(
+        f"raw, the job's rsync options: full {f['raw_full_job_options']:.2f} s "
+        f"({f['raw_full_job_options'] / raw_full if raw_full else float('inf'):.2f}x), "
+        f"no-op {f['raw_noop_job_options']:.2f} s ({f['raw_noop_job_options'] - raw_noop:+.2f} s)"
+    )
+    print(
         f"folder_sync full {f['job_full']:8.2f} s    no-op {f['job_noop']:6.2f} s   "
         f"(whole CLI run; the job itself: full {f['job_full_job_only']:.2f} s, "
         f"no-op {f['job_noop_job_only']:.2f} s)"
@@ -214,11 +252,14 @@ def bench_tree(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int, noo
         f"full ratio   {ratio:5.2f}x of the faster raw (goal <= 1.10x)  {'OK' if ratio <= 1.10 else 'MISSED'}"
     )
     print(f"  job-only   {f['job_full_job_only'] / raw_full if raw_full else float('inf'):5.2f}x")
+    options = f["raw_full_job_options"]
+    print(f"  against raw with the job's options {f['job_full'] / options if options else 0:5.2f}x")
     extra = f["job_noop"] - raw_noop
     print(
         f"no-op extra  {extra:+6.2f} s over faster raw (goal <= +2.5 s) {'OK' if extra <= 2.5 else 'MISSED'}"
     )
     print(f"  job-only   {f['job_noop_job_only'] - raw_noop:+6.2f} s")
+    print(f"  against raw with the job's options {f['job_noop'] - f['raw_noop_job_options']:+6.2f} s")
     print(f"driver peak RSS {f['peak_rss_mb']:.0f} MB")
     return figures
 
