@@ -44,7 +44,7 @@ MESSAGE_INTERVAL = 5.0  # s between DEBUG messages with bytes / rate / ETA
 READ_BATCH = 1 << 16  # a read shorter than this waits READ_PAUSE before the next one
 READ_PAUSE = 0.02  # s; rsync's output pipe holds it (1 MiB when the kernel allows, else 64 KiB)
 PR_SET_PDEATHSIG = 1
-F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+), Linux
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; in fcntl since Python 3.10
 _LINE_END = re.compile(rb"[\r\n]")
 
 # "   1,234,567  12%   10.00MB/s    0:00:12 (xfr#3, to-chk=10/100)"
