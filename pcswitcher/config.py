@@ -232,7 +232,10 @@ GLOBAL_SCHEMA: Mapping[str, Any] = {
             ),
             "runtime_minimum": _threshold_schema("Abort the sync when free space falls below this.", "5%"),
             "interval": {
-                "description": "Seconds between two free space checks during the sync (> 0).",
+                "description": (
+                    "Seconds between two free space checks during the sync (> 0). They are also the "
+                    "heartbeat: they come at least twice per link_timeout, whatever this says."
+                ),
                 "type": "number",
                 "exclusiveMinimum": 0,
                 "default": 1,

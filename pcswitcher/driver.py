@@ -422,6 +422,7 @@ class Sync:
         return True
 
     def _validation_failed(self, job: JobConfig, result: PlaybookResult | None) -> bool:
+        self._link_lost()  # then the lost link is the cause, and the validation was aborted by it
         outcome = self._outcome(job.name)
         outcome.status = "aborted" if self.abort.requested else "failed"
         outcome.detail = "; ".join(result.failures) if result and result.failures else "validation failed"
@@ -429,6 +430,12 @@ class Sync:
             log.error("validation of %s failed: %s", job.name, outcome.detail, extra={"job": job.name})
             self.abort.request(Cause.JOB_FAILED, f"validation of {job.name} failed", logging.ERROR)
         return False
+
+    def _link_lost(self) -> bool:
+        """Before a failed job is blamed: is the target's link gone? Then that is the abort's cause
+        (Ansible's tasks fail as unreachable through the same ssh master, often before the
+        monitor's next look)."""
+        return self.monitor is not None and self.monitor.link_lost()
 
     def _run_job(self, index: int, job: JobConfig, held: PlaybookRun | None) -> PlaybookResult | None:
         """Run a job's changes: release its held run, or start one without its validate phase."""
@@ -443,6 +450,8 @@ class Sync:
         else:
             result = self._play(job, tags=[], skip_tags=["validate"], phase="sync")
         outcome.duration = time.monotonic() - started
+        if result is None or not result.ok:
+            self._link_lost()  # then the lost link is the cause, and the job was aborted by it
         if self.abort.requested:
             outcome.status = "aborted"
             outcome.detail = self.abort.message

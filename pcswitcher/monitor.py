@@ -430,22 +430,36 @@ class Monitor(threading.Thread):
                 )
 
     def run(self) -> None:
-        while not self._stop_event.wait(self.disk.interval):
+        # the ping is both the disk check and the heartbeat: at least twice per link_timeout, or a
+        # disk.interval longer than link_timeout would read as a lost link
+        while not self._stop_event.wait(min(self.disk.interval, self.link_timeout / 2)):
             for agent in self.agents.values():
                 agent.ping()
                 self._check_disk(agent)
-            target = self.agents.get(self.target_label)
-            if target is None or target.closing:
-                continue
-            silent = time.monotonic() - target.last_seen
-            if not target.alive or silent > self.link_timeout:
-                self.abort.request(
-                    Cause.LINK,
-                    f"lost connection to {self.target_label}: no heartbeat for {silent:.1f} s "
-                    f"(link_timeout {self.link_timeout:g} s)",
-                    host=self.target_label,
-                )
+            if self.link_lost():
                 return
+
+    def link_lost(self) -> bool:
+        """Whether the target's connection is gone (its ssh master ended) or silent for longer than
+        ``link_timeout``; if so, the abort's cause is the lost link (first cause wins).
+
+        The watch loop asks every ``disk.interval``. The driver asks too before it blames a failed
+        job: when the link dies, Ansible's tasks fail as unreachable through the same master, often
+        before the loop's next turn, and the cause to report is the link, not the job.
+        """
+        target = self.agents.get(self.target_label)
+        if target is None or target.closing:
+            return False
+        silent = time.monotonic() - target.last_seen
+        if target.alive and silent <= self.link_timeout:
+            return False
+        self.abort.request(
+            Cause.LINK,
+            f"lost connection to {self.target_label}: no heartbeat for {silent:.1f} s "
+            f"(link_timeout {self.link_timeout:g} s)",
+            host=self.target_label,
+        )
+        return True
 
     def _check_disk(self, agent: AgentSession) -> None:
         for figure in agent.disk:

@@ -439,6 +439,53 @@ def test_frozen_link_aborts_and_target_cleans_itself(sb: Sandbox, source: Machin
     _cleanup_run_files(sb, run.run_id)
 
 
+def test_a_dead_ssh_master_mid_job_is_a_lost_link_not_a_failed_job(sb: Sandbox, source: Machine) -> None:
+    """The run's ssh master ends (here: SIGKILL): Ansible's running task fails as unreachable at once,
+    through that master, often before the monitor's next look. The cause to report is the lost link.
+    The monitor looks only every 15 s here, so it is the driver's own check that must say so."""
+    config = dummy_config(1, 30)
+    config["link_timeout"] = 30
+    config["disk"] = {"interval": 30}
+    _write(source, config)
+    run = ObservedSync.start(sb)
+    run.wait_task("Work on the target")
+    time.sleep(1.0)
+    masters = [
+        proc
+        for proc in run.driver.children(recursive=True)
+        if proc.name() == "ssh" and "ControlMaster=yes" in proc.cmdline()
+    ]
+    assert len(masters) == 1, masters
+    masters[0].kill()  # a process of this test's run, by its host pid
+    record = run.wait_record(
+        lambda r: r.get("level") in {"ERROR", "CRITICAL"} and r.get("abort_cause") is not None,
+        timeout=10,
+        what="the abort's cause",
+    )
+    assert record["abort_cause"] == "link", record
+    assert "lost connection to target" in str(record["message"])
+    assert run.wait(90) == 1, run.output()
+    # the target's agent lost its driver with the connection: it sweeps what the run left there
+    left = wait_clean(sb, timeout=20, files=False)
+    assert not left, f"the run left {left}"
+    _cleanup_run_files(sb, run.run_id)
+
+
+def test_a_disk_interval_longer_than_link_timeout_is_no_lost_link(sb: Sandbox, source: Machine) -> None:
+    """The disk check's ping is also the heartbeat: it must come at least twice per link_timeout, or
+    a long disk.interval reads as a silent target (here the target is quiet: the job works on the
+    source and reports its progress there)."""
+    config = dummy_config(8, 1)
+    config["link_timeout"] = 2
+    config["disk"] = {"interval": 5}
+    _write(source, config)
+    run = ObservedSync.start(sb)
+    rc = run.wait(120)
+    assert rc == 0, run.output()
+    assert "lost connection" not in run.output()
+    assert_clean(sb, "after a successful sync")
+
+
 # --------------------------------------------------------------------------------------------------
 # driver killed
 
