@@ -443,22 +443,22 @@ class Monitor(threading.Thread):
         """Whether the target's connection is gone (its ssh master ended) or silent for longer than
         ``link_timeout``; if so, the abort's cause is the lost link (first cause wins).
 
-        The watch loop asks every ``disk.interval``. The driver asks too before it blames a failed
-        job: when the link dies, Ansible's tasks fail as unreachable through the same master, often
-        before the loop's next turn, and the cause to report is the link, not the job.
+        The watch loop asks on each turn. The driver asks too before it blames a failed job: when
+        the link dies, Ansible's tasks fail as unreachable through the same master, often before the
+        loop's next turn, and the cause to report is the link, not the job.
         """
         target = self.agents.get(self.target_label)
         if target is None or target.closing:
             return False
         silent = time.monotonic() - target.last_seen
-        if target.alive and silent <= self.link_timeout:
+        if not target.alive:
+            why = "its ssh connection ended"
+        elif silent > self.link_timeout:
+            why = f"no heartbeat for {silent:.1f} s (link_timeout {self.link_timeout:g} s)"
+        else:
             return False
-        self.abort.request(
-            Cause.LINK,
-            f"lost connection to {self.target_label}: no heartbeat for {silent:.1f} s "
-            f"(link_timeout {self.link_timeout:g} s)",
-            host=self.target_label,
-        )
+        label = self.target_label
+        self.abort.request(Cause.LINK, f"lost connection to {label}: {why}", host=label)
         return True
 
     def _check_disk(self, agent: AgentSession) -> None:
