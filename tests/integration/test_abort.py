@@ -466,8 +466,7 @@ def test_a_dead_ssh_master_mid_job_is_a_lost_link_not_a_failed_job(sb: Sandbox, 
     assert "lost connection to target" in str(record["message"])
     assert run.wait(90) == 1, run.output()
     # the target's agent lost its driver with the connection: it sweeps what the run left there
-    left = wait_clean(sb, timeout=20, files=False)
-    assert not left, f"the run left {left}"
+    assert_clean(sb, "after the ssh master died", timeout=20, files=False)
     _cleanup_run_files(sb, run.run_id)
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import psutil
 
-from pcswitcher.runner import PlaybookResult, PlaybookRun, prepare_bin_dir, standard_envvars
+from pcswitcher.runner import PlaybookRun
+from tests.integration.local_play import finish, local_run
 
 MAIN = """
 - name: Validate
@@ -57,33 +58,19 @@ def _project(tmp: Path) -> Path:
     for name, text in {"main": MAIN, "validate": VALIDATE, "always": ALWAYS, "sync": SYNC}.items():
         (role / f"{name}.yml").write_text(text)
     (tmp / "job.yml").write_text(PLAYBOOK)
-    (tmp / "inventory.yml").write_text(
-        "all:\n  hosts:\n    here:\n      ansible_connection: local\n"
-        "      ansible_python_interpreter: /usr/bin/python3\n"
-    )
     return tmp
 
 
 def _run(tmp: Path, gate: bool | Path, check: str = "ok", sleep: int = 0, begin: bool = True) -> PlaybookRun:
     project = _project(tmp) if not (tmp / "job.yml").exists() else tmp
-    env = standard_envvars(
-        project_dir=project,
-        bin_dir=prepare_bin_dir(tmp / "bin"),
-        control_path=None,
-        run_dir=str(tmp / "run"),
-        local_tmp=tmp / "tmp",
-        ssh_keepalive=1,
-    )
-    env["ANSIBLE_ROLES_PATH"] = str(project / "roles")
-    run = PlaybookRun(
+    run = local_run(
+        tmp,
         project / "job.yml",
         project_dir=project,
-        private_data_dir=tmp / f"pdd-{time.monotonic_ns()}",
         ident="gatejob-sync",
-        inventory=project / "inventory.yml",
-        limit="here",
         extravars={"gate_dir": str(tmp), "gate_check": check, "gate_sleep": sleep},
-        envvars=env,
+        roles_path=project / "roles",
+        run_dir=tmp / "run",
         gate=gate if isinstance(gate, Path) else tmp / "gate" if gate else None,
     )
     run.start()
@@ -102,12 +89,6 @@ def _wait_held(run: PlaybookRun, timeout: float = 60) -> bool:
     raise AssertionError("the run neither held nor ended")
 
 
-def _finish(run: PlaybookRun) -> PlaybookResult:
-    assert run.join(60), "the run did not end"
-    run.scrub()
-    return run.result()
-
-
 def test_a_gated_run_holds_after_its_checks_until_released(tmp_path: Path) -> None:
     run = _run(tmp_path, gate=True)
     assert _wait_held(run)
@@ -117,7 +98,7 @@ def test_a_gated_run_holds_after_its_checks_until_released(tmp_path: Path) -> No
     assert not (tmp_path / "changed").exists()
     assert run.is_alive()
     run.release()
-    result = _finish(run)
+    result = finish(run)
     assert result.ok, result.failures
     assert (tmp_path / "changed").exists()
 
@@ -133,13 +114,13 @@ def test_a_gated_run_runs_no_task_before_begin(tmp_path: Path) -> None:
     assert _wait_held(run)
     assert (tmp_path / "checked").exists()
     run.release()
-    assert _finish(run).ok
+    assert finish(run).ok
 
 
 def test_a_failed_check_ends_the_run_before_the_gate(tmp_path: Path) -> None:
     run = _run(tmp_path, gate=True, check="broken")
     assert not _wait_held(run)
-    result = _finish(run)
+    result = finish(run)
     assert not result.ok
     assert not (tmp_path / "gate.held").exists()
     assert not (tmp_path / "changed").exists()
@@ -152,7 +133,7 @@ def test_a_held_run_stops_on_sigterm_and_changes_nothing(tmp_path: Path) -> None
     assert proc is not None
     tree = [proc, *proc.children(recursive=True)]
     run.terminate()
-    result = _finish(run)
+    result = finish(run)
     assert not result.ok
     _gone, alive = psutil.wait_procs(tree, timeout=5)
     assert not alive, alive
@@ -162,7 +143,7 @@ def test_a_held_run_stops_on_sigterm_and_changes_nothing(tmp_path: Path) -> None
 def test_a_gate_that_cannot_hold_stops_the_play_before_any_change(tmp_path: Path) -> None:
     """Ansible turns a callback's exception into a warning: the gate must fail closed instead."""
     run = _run(tmp_path, gate=tmp_path / "no-such-dir" / "gate", begin=False)
-    result = _finish(run)
+    result = finish(run)
     assert not result.ok
     assert result.rc == 97
     assert not (tmp_path / "checked").exists(), "it stopped before its first task"
@@ -171,7 +152,7 @@ def test_a_gate_that_cannot_hold_stops_the_play_before_any_change(tmp_path: Path
 
 def test_without_a_gate_the_playbook_runs_straight_through(tmp_path: Path) -> None:
     run = _run(tmp_path, gate=False)
-    result = _finish(run)
+    result = finish(run)
     assert result.ok, result.failures
     assert (tmp_path / "changed").exists()
     assert not list(tmp_path.glob("gate*"))
@@ -181,23 +162,22 @@ def test_a_gate_on_a_validate_only_run_never_holds(tmp_path: Path) -> None:
     """``--tags validate`` runs no task outside the validate phase: nothing to hold at."""
     _project(tmp_path)
     first = _run(tmp_path, gate=False)
-    _finish(first)
+    finish(first)
     (tmp_path / "changed").unlink()
-    run = PlaybookRun(
+    run = local_run(
+        tmp_path,
         tmp_path / "job.yml",
         project_dir=tmp_path,
-        private_data_dir=tmp_path / "pdd-tags",
         ident="gatejob-validate",
-        inventory=tmp_path / "inventory.yml",
-        limit="here",
         extravars={"gate_dir": str(tmp_path), "gate_check": "ok", "gate_sleep": 0},
-        envvars=first.envvars,
+        roles_path=tmp_path / "roles",
+        run_dir=tmp_path / "run",
         tags=["validate"],
         gate=tmp_path / "gate",
     )
     run.start()
     run.begin()
-    result = _finish(run)
+    result = finish(run)
     assert result.ok, result.failures
     assert not (tmp_path / "gate.held").exists()
     assert not (tmp_path / "changed").exists()

@@ -12,7 +12,7 @@ import configparser
 from pathlib import Path
 
 from pcswitcher.paths import project_root
-from pcswitcher.runner import PlaybookRun, prepare_bin_dir, standard_envvars
+from tests.integration.local_play import finish, local_run
 
 PLAYBOOK = """
 - name: Report the settings the play runs with
@@ -34,32 +34,9 @@ def test_playbook_runs_read_the_repositorys_ansible_cfg(tmp_path: Path) -> None:
     wanted = cfg.getfloat("defaults", "internal_poll_interval")
     assert wanted != 0.001, "the test needs a value other than Ansible's default"
     (tmp_path / "play.yml").write_text(PLAYBOOK)
-    (tmp_path / "inventory.yml").write_text(
-        "all:\n  hosts:\n    here:\n      ansible_connection: local\n"
-        "      ansible_python_interpreter: /usr/bin/python3\n"
-    )
-    env = standard_envvars(
-        project_dir=root,
-        bin_dir=prepare_bin_dir(tmp_path / "bin"),
-        control_path=None,
-        run_dir=None,
-        local_tmp=tmp_path / "tmp",
-        ssh_keepalive=1,
-    )
-    run = PlaybookRun(
-        tmp_path / "play.yml",
-        project_dir=root,
-        private_data_dir=tmp_path / "pdd",
-        ident="config",
-        inventory=tmp_path / "inventory.yml",
-        limit="here",
-        extravars={},
-        envvars=env,
-    )
+    run = local_run(tmp_path, tmp_path / "play.yml", project_dir=root, ident="config")
     run.start()
-    assert run.join(120), "the run did not end"
-    run.scrub()
-    result = run.result()
+    result = finish(run, 120)
     assert result.ok, result.failures
     assert Path(result.set_stats["config_file"]) == root / "ansible.cfg"
     assert float(result.set_stats["poll"]) == wanted
