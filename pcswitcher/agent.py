@@ -272,6 +272,57 @@ def history_read(path: str) -> tuple[dict[str, object] | None, str]:
     return data, ""
 
 
+#: Filesystems on local disks: the ones :func:`flush_local_filesystems` flushes.
+LOCAL_FILESYSTEMS = frozenset(
+    {"btrfs", "ext2", "ext3", "ext4", "xfs", "f2fs", "bcachefs", "zfs", "jfs", "reiserfs", "nilfs2"}
+    | {"vfat", "exfat", "ntfs3", "hfsplus"}
+)
+
+
+def local_mounts(mountinfo: str) -> list[str]:
+    """The mount points of ``/proc/self/mountinfo`` text whose filesystem is on a local disk
+    (:data:`LOCAL_FILESYSTEMS`), one per filesystem (a device mounted twice, or a btrfs with
+    several subvolumes mounted, is listed once)."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        if "-" not in fields[6:]:
+            continue
+        fstype = fields[fields.index("-", 6) + 1]
+        device = fields[2]
+        if fstype in LOCAL_FILESYSTEMS and device not in seen:
+            seen.add(device)
+            out.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
+    return out
+
+
+def flush_local_filesystems() -> list[str]:
+    """syncfs(2) every filesystem on a local disk; returns their mount points.
+
+    Like sync(2), but a network or FUSE mount — which can block a flush for as long as its server is
+    away — is left alone. Falls back to sync(2), and returns [], when this cannot be done (no
+    mountinfo, no syncfs in the C library, a mount point that cannot be opened).
+    """
+    import ctypes  # only here: the agent's start-up does not need it
+
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            mounts = local_mounts(fh.read())
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+        for mount in mounts:
+            fd = os.open(mount, os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                if syncfs(fd) != 0:
+                    raise OSError(ctypes.get_errno(), f"syncfs {mount}")
+            finally:
+                os.close(fd)
+    except (OSError, AttributeError):
+        os.sync()
+        return []
+    return mounts
+
+
 def history(
     action: str, path: str, role: str = "", peer: str = "", session: str = "", check: bool = False
 ) -> dict[str, object]:
@@ -284,7 +335,8 @@ def history(
          "entries": [ ...the last 100 records, oldest first... ]}
 
     ``read`` never changes anything; ``record`` appends a record and makes it ``last`` (a session
-    already recorded in this role is not recorded twice; ``check``: compute, write nothing). Returns
+    already recorded in this role is not recorded twice; ``check``: compute, write nothing). A
+    target's record is written only after everything written on the machine is on disk. Returns
     ``{"host", "path", "history", "problem", "changed"}``, plus ``"error"`` when it failed.
     """
     host = socket.gethostname()
@@ -317,6 +369,11 @@ def history(
         "entries": [*entries, record][-HISTORY_KEEP:],
     }
     if not check:
+        if role == "target":
+            # The record says this session's changes reached this machine, so it must not reach the
+            # disk before they do. After a large transfer this is where the run waits for the data
+            # to be written; raw rsync returns with it still in the page cache.
+            flush_local_filesystems()
         try:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             tmp = f"{path}.tmp-{os.getpid()}"

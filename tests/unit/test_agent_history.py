@@ -8,6 +8,9 @@ import socket
 import stat
 from pathlib import Path
 
+import pytest
+
+from pcswitcher import agent
 from pcswitcher.agent import HISTORY_KEEP, _history_command, history
 
 
@@ -35,6 +38,43 @@ def test_record_writes_atomically_with_mode_0600_and_read_returns_it(tmp_path: P
     assert data["last"]["peer"] == "laptop"
     assert data["host"] == socket.gethostname()
     assert history("read", str(path))["history"] == data
+
+
+def test_a_target_record_waits_for_the_data_on_disk_a_source_record_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the flush does to the disk cannot be seen without a power cut; its order can: the
+    # target's record must not be written before everything the sync wrote is on disk.
+    path = tmp_path / "h.json"
+    calls: list[bool] = []
+    monkeypatch.setattr(agent, "flush_local_filesystems", lambda: calls.append(path.exists()))
+    history("record", str(path), "target", "laptop", "20261128T000000Z-aaaa")
+    assert calls == [False]
+    history("record", str(path), "target", "laptop", "20261128T000000Z-bbbb", check=True)
+    history("record", str(tmp_path / "s.json"), "source", "desktop", "20261128T000000Z-aaaa")
+    assert calls == [False]  # neither a check nor a source's record waits
+
+
+MOUNTINFO = """\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+23 22 0:21 / /proc rw,nosuid shared:2 - proc proc rw
+24 22 0:40 /@home /home rw,relatime shared:3 - btrfs /dev/sdb1 rw,subvol=/@home
+25 22 0:40 /@root /root rw,relatime shared:4 - btrfs /dev/sdb1 rw,subvol=/@root
+26 22 0:52 / /mnt/nas rw,relatime shared:5 - nfs4 nas:/export rw,vers=4.2
+27 22 0:53 / /home/me/remote rw,nosuid shared:6 - fuse.sshfs me@box: rw
+28 22 8:33 / /media/my\\040stick rw,relatime - vfat /dev/sdc1 rw
+29 22 0:26 / /tmp rw - tmpfs tmpfs rw
+"""
+
+
+def test_the_flush_covers_each_local_filesystem_once_and_no_network_or_fuse_mount() -> None:
+    assert agent.local_mounts(MOUNTINFO) == ["/", "/home", "/media/my stick"]
+
+
+def test_the_flush_of_this_machine_syncs_its_local_filesystems() -> None:
+    with open("/proc/self/mountinfo") as fh:
+        expected = agent.local_mounts(fh.read())
+    assert agent.flush_local_filesystems() == expected  # not [], the sync(2) fallback, when it has any
 
 
 def test_recording_the_same_session_twice_changes_nothing(tmp_path: Path) -> None:
