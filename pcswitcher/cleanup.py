@@ -95,9 +95,7 @@ def run_cleanup(target: str, run_id: str | None, inventory_path: Path, ui: Ui) -
         private_data_dir=run_state / "cleanup-manual",
     )
     if not result.ok:
-        ui.error(
-            f"cleanup of run {run_id} on {host.name} failed: {'; '.join(result.failures) or result.status}"
-        )
+        ui.error(f"cleanup of run {run_id} on {host.name} failed: {result.reason(result.status)}")
         return ExitCode.FAILED
     report = result.set_stats.get("cleanup_result") or {}
     for side in ("target", "source"):

@@ -310,9 +310,7 @@ class Sync:
                 if self.abort.requested:
                     return self._abort()
                 if result is None or not result.ok:
-                    detail = (
-                        "; ".join(result.failures) if result and result.failures else "the playbook failed"
-                    )
+                    detail = result.reason("the playbook failed") if result else "the playbook failed"
                     self.abort.request(
                         Cause.JOB_FAILED, f"job {job.name} failed: {detail}", logging.ERROR, job=job.name
                     )
@@ -425,7 +423,7 @@ class Sync:
         self._link_lost()  # then the lost link is the cause, and the validation was aborted by it
         outcome = self._outcome(job.name)
         outcome.status = "aborted" if self.abort.requested else "failed"
-        outcome.detail = "; ".join(result.failures) if result and result.failures else "validation failed"
+        outcome.detail = result.reason("validation failed") if result else "validation failed"
         if not self.abort.requested:
             log.error("validation of %s failed: %s", job.name, outcome.detail, extra={"job": job.name})
             self.abort.request(Cause.JOB_FAILED, f"validation of {job.name} failed", logging.ERROR)
@@ -464,9 +462,7 @@ class Sync:
             )
         else:
             outcome.status = "failed"
-            outcome.detail = (
-                "; ".join(result.failures) if result and result.failures else "the playbook failed"
-            )
+            outcome.detail = result.reason("the playbook failed") if result else "the playbook failed"
         self.ui.job_finished(job.name, outcome.status, outcome.duration, outcome.detail)
         return result
 
@@ -733,7 +729,7 @@ class Sync:
             log.error(
                 "cleanup playbook failed: %s; the target's agent sweeps the run when its session ends; "
                 "run `pc-switcher cleanup %s --run %s` once the target is reachable",
-                "; ".join(result.failures) or result.status,
+                result.reason(result.status),
                 self.target.name,
                 self.run_id,
             )

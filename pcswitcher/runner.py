@@ -30,6 +30,7 @@ EventHandler = Callable[[dict[str, Any]], None]
 RUN_ENV_MARK = "PCSWITCHER_INVOCATION"  # identifies the ansible-playbook process of one PlaybookRun
 GATE_ENV = "PCSWITCHER_GATE"  # see plugins/callback/pcswitcher_gate.py
 GATE_PLUGIN = "pcswitcher_gate"
+ERROR_PREFIXES = ("[ERROR]: ", "ERROR! ")  # how ansible-core 2.19 and earlier display an error
 CALLBACK_DIR = Path(__file__).resolve().parent / "plugins" / "callback"
 
 WRAPPER = """#!/bin/sh
@@ -51,9 +52,17 @@ class PlaybookResult:
     changed: int = 0
     set_stats: dict[str, Any] = field(default_factory=dict)
 
+    errors: list[str] = field(default_factory=list)
+
     @property
     def ok(self) -> bool:
         return self.status == "successful" and self.rc == 0
+
+    def reason(self, fallback: str) -> str:
+        """Why it failed, in one line: its failed tasks; else Ansible's own errors (a playbook that
+        ended without a failed task: a syntax error, an unknown module, a gate that could not hold);
+        else ``fallback``."""
+        return "; ".join(self.failures) or "; ".join(self.errors) or fallback
 
 
 def prepare_bin_dir(directory: Path) -> Path:
@@ -117,6 +126,8 @@ class PlaybookRun:
         self.check = check
         self.on_event = on_event
         self.failures: list[str] = []
+        self.errors: list[str] = []  # Ansible's "[ERROR]: ..." lines, each with its origin
+        self._error_open = False  # the last line was such an error: an "Origin:" line may follow
         self.changed = 0
         self.set_stats: dict[str, Any] = {}
         self._process: psutil.Process | None = None
@@ -173,12 +184,28 @@ class PlaybookRun:
             self.changed += 1
         elif kind == "playbook_on_stats":
             self.set_stats = dict(data.get("artifact_data") or {})
+        elif kind in ("verbose", "error"):
+            self._note_errors(str(event.get("stdout") or ""))
         with self._events_lock:
             if self._begun:
                 self._pass_on(event)
             else:
                 self._waiting.append(event)
         return True
+
+    def _note_errors(self, text: str) -> None:
+        """Keep the errors Ansible displays outside any task (one event, or one event per line)."""
+        for raw in text.splitlines():
+            line = raw.strip()
+            prefix = next((p for p in ERROR_PREFIXES if line.startswith(p)), None)
+            if prefix is not None:
+                self.errors.append(line[len(prefix) :].strip())
+                self._error_open = True
+            elif line.startswith("Origin: ") and self._error_open:
+                self.errors[-1] += f" ({line.removeprefix('Origin: ')})"
+                self._error_open = False
+            elif line:
+                self._error_open = False
 
     def _pass_on(self, event: dict[str, Any]) -> None:
         if self.on_event is not None:
@@ -260,6 +287,7 @@ class PlaybookRun:
             duration=time.monotonic() - self._started,
             stats=dict(stats),
             failures=list(self.failures),
+            errors=list(self.errors),
             changed=self.changed,
             set_stats=dict(self.set_stats),
         )

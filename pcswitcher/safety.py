@@ -81,7 +81,7 @@ def failure_text(result: PlaybookResult | None, what: str) -> str:
     """The failures of a playbook as one line, without runner's ``<task> on <host>:`` prefix."""
     if result is None:
         return f"{what} was aborted"
-    messages = [f.split(": ", 1)[1] if ": " in f else f for f in result.failures]
+    messages = [f.split(": ", 1)[1] if ": " in f else f for f in result.failures] or result.errors
     return "; ".join(messages) or f"{what} failed ({result.status}, exit code {result.rc})"
 
 

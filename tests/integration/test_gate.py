@@ -146,6 +146,7 @@ def test_a_gate_that_cannot_hold_stops_the_play_before_any_change(tmp_path: Path
     result = finish(run)
     assert not result.ok
     assert result.rc == 97
+    assert "pc-switcher gate: the gate's directory" in result.reason(""), "it says why"
     assert not (tmp_path / "checked").exists(), "it stopped before its first task"
     assert not (tmp_path / "changed").exists()
 
