@@ -51,8 +51,7 @@ class PlaybookResult:
     failures: list[str] = field(default_factory=list)
     changed: int = 0
     set_stats: dict[str, Any] = field(default_factory=dict)
-
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # Ansible's own errors, see reason()
 
     @property
     def ok(self) -> bool:
