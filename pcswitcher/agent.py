@@ -9,6 +9,9 @@ Commands (one per line):
     sweep [JID ...]      -> kill every process of the run now; {"t": "swept", "killed": [...]}
     history JSON         -> read or record this machine's sync history (see :func:`history`);
                             {"t": "history", "host": ..., "path": ..., "history": ..., ...}
+    flush                -> flush the local filesystems (:func:`flush_local_filesystems`) in a
+                            thread, answering pings meanwhile; when done
+                            {"t": "flushed", "mounts": [...], "seconds": ...}
     quit                 -> sweep, remove the run's directory, exit
 
 Dead-man switch: when stdin reaches EOF (the driver died, its ssh died) or no command arrives for
@@ -41,6 +44,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 
 TAG = "PCSWITCHER_RUN_ID"
@@ -418,9 +422,29 @@ class _ProgressTail:
         return out
 
 
+_EMIT_LOCK = threading.Lock()
+
+
 def _emit(obj: dict[str, object]) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+    with _EMIT_LOCK:  # the flush thread answers too
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+
+def _flush_in_thread(running: list[threading.Thread]) -> None:
+    """``flush``: a flush can take minutes (gigabytes onto a slow disk); the agent goes on
+    answering pings meanwhile, so that the driver does not take it for a lost link."""
+    if any(t.is_alive() for t in running):
+        return  # the reply of the one running answers this one too
+
+    def flush() -> None:
+        started = time.monotonic()
+        mounts = flush_local_filesystems()
+        _emit({"t": "flushed", "mounts": mounts, "seconds": round(time.monotonic() - started, 3)})
+
+    thread = threading.Thread(target=flush, name="flush", daemon=True)
+    running[:] = [thread]
+    thread.start()
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
@@ -474,6 +498,7 @@ def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = No
     buffer = b""
     stdin = sys.stdin.fileno()
     jids: list[str] = []
+    flushing: list[threading.Thread] = []
     quitting = False
     try:
         while not quitting:
@@ -502,6 +527,8 @@ def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = No
                     _emit(sweep(run_id, jids))
                 elif words[0] == "history":
                     _emit({"t": "history", **_history_command(raw.decode(errors="replace"))})
+                elif words[0] == "flush":
+                    _flush_in_thread(flushing)
                 elif words[0] == "quit":
                     quitting = True
                     break

@@ -763,8 +763,31 @@ class Sync:
             request = {**request, "path": target.history_path}  # the inventory host var wins
         if agent is None or not agent.alive:
             return {"error": f"the agent on the {side} is not running"}
+        if side == "target" and request.get("action") == "record":
+            self._flush_target(agent)
         reply = agent.request("history", request, timeout=max(self.p.config.link_timeout, 10.0))
         return reply if reply is not None else {"error": f"no answer from the agent on {agent.label}"}
+
+    def _flush_target(self, agent: AgentSession) -> None:
+        """Before the target's history record: its local filesystems flushed (docs/safety.md). The
+        agent flushes in a thread and goes on answering pings, so this waits as long as it takes
+        (gigabytes onto a slow disk) while the link lives; the monitor ends it on a lost link."""
+        started = time.monotonic()
+        if not agent.send("flush"):
+            return
+        told = False
+        while agent.alive and not self.abort.requested:
+            reply = agent.wait_for("flushed", 1.0)
+            if reply is not None:
+                log.info(
+                    "target's disks flushed in %.1f s (%s)",
+                    time.monotonic() - started,
+                    ", ".join(reply.get("mounts") or []) or "sync",
+                )
+                return
+            if not told:
+                log.info("waiting for the target's disks to write the synced data")
+                told = True
 
     def _track_cleanup(self, proc: psutil.Process) -> None:
         self.registry.add_process(proc, "playbook:cleanup")

@@ -137,6 +137,14 @@ def test_success_exits_0_and_reports(success: Run) -> None:
     assert _statuses(success.records)["dummy_success"] == "succeeded"
 
 
+def test_the_targets_disks_are_flushed_before_its_history_record(success: Run) -> None:
+    messages = _messages(success.records)
+    flushed = next(i for i, m in enumerate(messages) if m.startswith("target's disks flushed in "))
+    recorded = next(i for i, m in enumerate(messages) if m.startswith("sync history recorded"))
+    assert flushed < recorded
+    assert "/run/pcs-btrfs" in messages[flushed], "the sandbox target's btrfs is one of them"
+
+
 def test_log_is_json_lines_with_the_fields(success: Run) -> None:
     assert success.log_lines
     for line in success.log_lines:
