@@ -765,6 +765,8 @@ class Sync:
             return {"error": f"the agent on the {side} is not running"}
         if side == "target" and request.get("action") == "record":
             self._flush_target(agent)
+            if self.abort.requested:  # Ctrl+C, or the link lost, while the disks were flushed
+                return {"error": "stopped while the target's disks were being flushed"}
         reply = agent.request("history", request, timeout=max(self.p.config.link_timeout, 10.0))
         return reply if reply is not None else {"error": f"no answer from the agent on {agent.label}"}
 
