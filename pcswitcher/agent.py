@@ -329,7 +329,13 @@ def flush_local_filesystems() -> list[str]:
 
 
 def history(
-    action: str, path: str, role: str = "", peer: str = "", session: str = "", check: bool = False
+    action: str,
+    path: str,
+    role: str = "",
+    peer: str = "",
+    session: str = "",
+    check: bool = False,
+    flushed: bool = False,
 ) -> dict[str, object]:
     """Read or record this machine's sync history file (docs/safety.md).
 
@@ -341,7 +347,8 @@ def history(
 
     ``read`` never changes anything; ``record`` appends a record and makes it ``last`` (a session
     already recorded in this role is not recorded twice; ``check``: compute, write nothing). A
-    target's record is written only after everything written on the machine is on disk. Returns
+    target's record is written only after everything written on the machine is on disk (``flushed``:
+    the caller has just flushed, with the agent's ``flush``, which answers pings meanwhile). Returns
     ``{"host", "path", "history", "problem", "changed"}``, plus ``"error"`` when it failed.
     """
     host = socket.gethostname()
@@ -374,7 +381,7 @@ def history(
         "entries": [*entries, record][-HISTORY_KEEP:],
     }
     if not check:
-        if role == "target":
+        if role == "target" and not flushed:
             # The record says this session's changes reached this machine, so it must not reach the
             # disk before they do. After a large transfer this is where the run waits for the data
             # to be written; raw rsync returns with it still in the page cache.
@@ -453,7 +460,7 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 
 
 def _history_command(line: str) -> dict[str, object]:
-    """``history {"action": ..., "path": ..., "role": ..., "peer": ..., "session": ...}``"""
+    """``history {"action": ..., "path": ..., "role": ..., "peer": ..., "session": ..., "flushed": ...}``"""
     try:
         request = json.loads(line.split(None, 1)[1])
         return history(
@@ -462,6 +469,7 @@ def _history_command(line: str) -> dict[str, object]:
             str(request.get("role", "")),
             str(request.get("peer", "")),
             str(request.get("session", "")),
+            flushed=request.get("flushed") is True,
         )
     except (IndexError, KeyError, TypeError, ValueError) as exc:
         return {"error": f"bad history command: {exc}"}

@@ -764,19 +764,21 @@ class Sync:
         if agent is None or not agent.alive:
             return {"error": f"the agent on the {side} is not running"}
         if side == "target" and request.get("action") == "record":
-            self._flush_target(agent)
+            flushed = self._flush_target(agent)
             if self.abort.requested:  # Ctrl+C, or the link lost, while the disks were flushed
                 return {"error": "stopped while the target's disks were being flushed"}
+            request = {**request, "flushed": flushed}  # else the agent flushes (without pings)
         reply = agent.request("history", request, timeout=max(self.p.config.link_timeout, 10.0))
         return reply if reply is not None else {"error": f"no answer from the agent on {agent.label}"}
 
-    def _flush_target(self, agent: AgentSession) -> None:
+    def _flush_target(self, agent: AgentSession) -> bool:
         """Before the target's history record: its local filesystems flushed (docs/safety.md). The
         agent flushes in a thread and goes on answering pings, so this waits as long as it takes
-        (gigabytes onto a slow disk) while the link lives; the monitor ends it on a lost link."""
+        (gigabytes onto a slow disk) while the link lives; the monitor ends it on a lost link.
+        True when the agent said it is done."""
         started = time.monotonic()
         if not agent.send("flush"):
-            return
+            return False
         told = False
         while agent.alive and not self.abort.requested:
             reply = agent.wait_for("flushed", 1.0)
@@ -786,10 +788,11 @@ class Sync:
                     time.monotonic() - started,
                     ", ".join(reply.get("mounts") or []) or "sync",
                 )
-                return
+                return True
             if not told:
                 log.info("waiting for the target's disks to write the synced data")
                 told = True
+        return False
 
     def _track_cleanup(self, proc: psutil.Process) -> None:
         self.registry.add_process(proc, "playbook:cleanup")

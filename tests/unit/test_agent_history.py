@@ -53,6 +53,12 @@ def test_a_target_record_waits_for_the_data_on_disk_a_source_record_does_not(
     history("record", str(path), "target", "laptop", "20261128T000000Z-bbbb", check=True)
     history("record", str(tmp_path / "s.json"), "source", "desktop", "20261128T000000Z-aaaa")
     assert calls == [False]  # neither a check nor a source's record waits
+    # the driver has just flushed through the agent's flush command, which answers pings meanwhile
+    request = {"action": "record", "path": str(tmp_path / "f.json"), "role": "target", "peer": "p"}
+    _history_command("history " + json.dumps({**request, "session": "s1", "flushed": True}))
+    assert calls == [False]
+    _history_command("history " + json.dumps({**request, "session": "s2", "flushed": "yes"}))
+    assert calls == [False, True], "only a JSON true counts"
 
 
 MOUNTINFO = """\
