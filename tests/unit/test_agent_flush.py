@@ -60,8 +60,8 @@ def test_the_agent_answers_pings_while_it_flushes(tmp_path: Path) -> None:
                 proc.stdin.write(b"ping\n")
                 proc.stdin.flush()
         kinds = [kind for kind, _, _ in seen]
-        assert kinds[0] == "hb", kinds
-        assert seen[0][1] < 1.5, "the first ping was answered while the flush ran"
+        assert kinds[0] == "hb", f"the first ping was answered only after the flush: {kinds}"
+        assert kinds.count("hb") >= 2, kinds
         assert seen[-1][1] >= 2.0, "the flush took its 2 s"
         with open("/proc/self/mountinfo") as fh:
             assert seen[-1][2]["mounts"] == agent.local_mounts(fh.read())
