@@ -310,7 +310,7 @@ class Sync:
                 if self.abort.requested:
                     return self._abort()
                 if result is None or not result.ok:
-                    detail = result.reason("the playbook failed") if result else "the playbook failed"
+                    detail = self._outcome(job.name).detail  # _run_job's reason for the failure
                     self.abort.request(
                         Cause.JOB_FAILED, f"job {job.name} failed: {detail}", logging.ERROR, job=job.name
                     )
