@@ -88,8 +88,8 @@ def cli() -> None:
 
     \b
     Exit codes: 0 success; 1 the sync failed or was aborted (a job failed, low disk, lost link,
-    unreachable target); 2 bad usage, config or inventory; 3 another sync holds the lock;
-    130 interrupted by Ctrl+C; 143 terminated by SIGTERM.
+    unreachable target); 2 bad usage, config or inventory; 3 another sync holds the lock (or the
+    target is this machine); 130 interrupted by Ctrl+C; 143 terminated by SIGTERM.
     """
 
 
