@@ -38,7 +38,7 @@ from .abort import AbortController, Cause
 from .agent import TAG, run_dir
 from .cleanup import JIDS_FILE, cleanup_playbook_run
 from .config import Config, JobConfig, load_config
-from .errors import ExitCode, PcsError, UsageError
+from .errors import ExitCode, LockHeld, UsageError
 from .inventory import Target, load_inventory
 from .jobs import JobSpec, discover_jobs
 from .lock import SyncLock
@@ -380,7 +380,7 @@ class Sync:
             hello.get("pid"),
         )
         if remote_host and remote_host == self.source_label:
-            raise PcsError(
+            raise LockHeld(  # exit 3, as when the target's agent finds this machine's own lock
                 f"target {self.target.name} is this machine (host name {remote_host}); "
                 "a machine cannot sync to itself",
                 "pick another target from the inventory",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -88,9 +89,16 @@ def _is_strict_integer(checker: object, instance: object) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
+def _is_finite_number(checker: object, instance: object) -> bool:
+    if isinstance(instance, float):
+        return math.isfinite(instance)
+    return _is_strict_integer(checker, instance)
+
+
 @functools.cache
 def strict_validator() -> type[Validator]:
-    """Draft 2020-12 validator whose ``integer`` is a real int (jsonschema also accepts ``5.0``).
+    """Draft 2020-12 validator whose ``integer`` is a real int (jsonschema also accepts ``5.0``)
+    and whose ``number`` is finite (YAML's ``.nan``, ``.inf`` and ``-.inf`` are not numbers).
 
     Built at first use: importing jsonschema costs about 0.1 s, which `--help`, shell completion and
     most commands do not need.
@@ -99,7 +107,9 @@ def strict_validator() -> type[Validator]:
 
     validator: type[Validator] = validators.extend(  # type: ignore[no-untyped-call]
         Draft202012Validator,
-        type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_strict_integer),
+        type_checker=Draft202012Validator.TYPE_CHECKER.redefine_many(
+            {"integer": _is_strict_integer, "number": _is_finite_number}
+        ),
     )
     return validator
 
