@@ -334,16 +334,16 @@ def _folder_problems(index: int, folder: Dict[str, Any]) -> Tuple[List[Dict[str,
     source = folder.get("source")
     target = folder.get("target") or source
     fix_path = "write an absolute path without control characters or '.'/'..' components"
-    for key, value in (("source", source), ("target", target)):
-        at = where + [key if key == "source" or folder.get("target") else "source"]
+    checked = [("source", source)] + ([("target", target)] if folder.get("target") else [])
+    for key, value in checked:  # without a target of its own, the source is the target
         problem = path_problem(value, "the {} folder".format(key))
         if problem is None and _never_synced(_components(value)):
             problem = "the {} folder {} is inside a never-synced location (.ssh, .gnupg, pc-switcher's)".format(
                 key, value
             )
-            problems.append(_problem(at, problem, "sync a folder above it instead"))
+            problems.append(_problem(where + [key], problem, "sync a folder above it instead"))
         elif problem is not None:
-            problems.append(_problem(at, problem, fix_path))
+            problems.append(_problem(where + [key], problem, fix_path))
     if not problems:
         problem = target_problem(target)
         if problem is not None:
