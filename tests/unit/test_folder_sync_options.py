@@ -292,7 +292,7 @@ def test_folder_problems_point_at_the_value(folder: dict[str, Any], path: list[A
 
 
 def test_disabled_folders_do_not_count_for_overlaps_but_are_checked() -> None:
-    folders = [
+    folders: list[dict[str, Any]] = [
         {"source": "/home/a", "target": "/home/x"},
         {"source": "/home/b", "target": "/home/x", "enabled": False},
     ]
