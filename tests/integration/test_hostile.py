@@ -59,7 +59,7 @@ def _args(*args: str) -> str:
 
 
 def _target(target: str, source: str = "/home/fz/src") -> str:
-    return f'folder_sync:\n  folders:\n    - source: {source}\n      target: "{target}"\n'
+    return f'folder_sync:\n  folders:\n    - source: "{source}"\n      target: "{target}"\n'
 
 
 def _targets(*targets: str) -> str:
