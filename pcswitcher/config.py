@@ -890,6 +890,21 @@ def _parse(path: Path, text: str) -> tuple[Any, _Marks, list[_Problem]]:
     return data, marks, duplicates
 
 
+def _job_option_problems(
+    data: Mapping[str, Any], jobs: Mapping[str, JobSpec], marks: _Marks
+) -> list[_Problem]:
+    """What each job's option-check hook finds in its section (every job with a section or enabled)."""
+    listed = data.get("jobs") or {}
+    problems = []
+    for name, spec in jobs.items():
+        if name in data or listed.get(name) is True:
+            for found in spec.option_problems(spec.with_defaults(data.get(name) or {})):
+                path = (name, *found.path)
+                line, column = marks.at(path)
+                problems.append(_Problem(line, column, f"{_where(path)}: {found.problem}", found.fix, path))
+    return problems
+
+
 def load_config(path: Path, jobs: Mapping[str, JobSpec]) -> Config:
     """Read and validate the config file ``path`` against the discovered ``jobs``.
 
@@ -928,6 +943,9 @@ def load_config(path: Path, jobs: Mapping[str, JobSpec]) -> Config:
                         ("jobs", name),
                     )
                 )
+
+    if not problems:  # the settings match the schemas: the jobs' own option checks (their hooks)
+        problems.extend(_job_option_problems(data, jobs, marks))
 
     if problems:
         # One problem per value: the type error is the one that says most.
