@@ -209,14 +209,20 @@ def test_dry_run_changes_nothing_and_lists_the_changes(sandbox: Sandbox) -> None
     assert not source.path("/root/.local/state/pc-switcher/logs").exists()
 
 
-def test_validate_names_a_missing_source_folder(sandbox: Sandbox) -> None:
+def test_validate_names_a_missing_source_folder_and_one_that_is_a_file(sandbox: Sandbox) -> None:
     source, target = sandbox["source"], sandbox["target"]
-    write_config(source, folder_config([{"source": "/home"}, {"source": "/srv/nothing-here"}]))
+    source.path("/root/a-file").write_text("not a folder\n")
+    folders = [{"source": "/home"}, {"source": "/srv/nothing-here"}, {"source": "/root/a-file"}]
+    write_config(source, folder_config(folders))
     before = manifest(target, "/home")
     res = run_sync(sandbox, "--only", "folder_sync")
     assert res.returncode == 1
-    assert "/srv/nothing-here does not exist" in res.stdout + res.stderr, res.stdout
+    out = res.stdout + res.stderr
+    assert "/srv/nothing-here does not exist" in out, out
+    assert "source folder /root/a-file on the source is not a directory" in out, out
+    assert "/root/a-file does not exist" not in out
     assert manifest(target, "/home") == before
+    assert not target.path("/root/a-file").exists()
 
 
 def test_an_option_problem_is_refused_before_connecting(sandbox: Sandbox) -> None:
