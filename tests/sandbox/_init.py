@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import traceback
@@ -75,7 +76,7 @@ def _setup(cfg: dict[str, Any]) -> None:
     for target, sub in cfg["subvolumes"]:
         if not os.path.isdir(os.path.join(top, sub)):
             _run(["btrfs", "-q", "subvolume", "create", os.path.join(top, sub)])
-        os.chmod(os.path.join(top, sub), 0o700 if target == "/root" else 0o755)
+        os.chmod(os.path.join(top, sub), stat.S_IMODE(os.stat(target).st_mode))  # the host dir's
         _run(["mount", "-t", "btrfs", "-o", f"subvol=/{sub}", dev, target])
     if cfg.get("private_etc"):
         _private_etc(cfg["name"], top, dev)

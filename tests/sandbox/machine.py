@@ -565,7 +565,8 @@ class Sandbox:
         ``/home`` and ``/root`` are btrfs subvolumes ``home`` and ``root`` of the machine's own
         filesystem. Every other path (``/etc``, ``/usr``, ``/var``, ...) is the host's, shared: give
         existing host dirs in ``extra_dirs`` (e.g. ``["/srv"]``) to overmount them with private
-        subvolumes as well (subvolume name: the path with ``/`` replaced by ``_``, e.g. ``srv``).
+        subvolumes as well (subvolume name: the path with ``/`` replaced by ``_``, e.g. ``srv``;
+        its mode the host dir's, e.g. 1777 for ``/var/tmp``; not a dir holding the sandbox dir).
         With ``private_etc`` the machine's ``/etc`` is a copy of the host's on its subvolume ``etc``
         (about 4 MB copied at start), so that :meth:`Machine.add_login_user` can add users and sudoers
         rules to this machine alone; its sshd and every process in it see that copy.

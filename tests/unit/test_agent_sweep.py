@@ -48,7 +48,9 @@ def test_sweep_continues_a_parent_that_stopped_with_its_child() -> None:
         assert parent.stdout.readline() == b"ready\n"
         (child,) = agent.find_run_processes(RUN_ID)  # the tagged command only, not its parent
         result = agent.sweep(RUN_ID)
-        assert [k["pid"] for k in result["killed"]] == [child]  # type: ignore[index]
+        killed = result["killed"]
+        assert isinstance(killed, list)
+        assert [k["pid"] for k in killed] == [child]
         assert result["remaining"] == []
         assert parent.wait(timeout=10) == 0  # continued, it saw its command end, and exited
     finally:
