@@ -27,6 +27,7 @@ from tests.integration.folder_sync_helpers import (
     wait_for,
 )
 from tests.integration.helpers import (
+    assert_one_error_line,
     describe,
     inventory_with,
     leftovers,
@@ -155,10 +156,23 @@ def test_full_sync_snapshots_history_rollback_as_a_sudo_user(bsb: Sandbox) -> No
     no_leftovers(bsb)
 
 
+def files(machine: Machine) -> list[str]:
+    """Where a run as alice could leave files on the machine: /tmp, alice's home, /root (the synced
+    folders aside; directory sizes vary with their entries). /var/tmp is the host's, shared."""
+    script = (
+        "find /tmp /home/alice /root -path /root/big -prune -o -path /root/data -prune"
+        " -o -type f -printf '%p f %m %U:%G %s\\n' -o -printf '%p %y %m %U:%G\\n' | LC_ALL=C sort"
+    )
+    res = machine.run(["bash", "-c", script])
+    assert res.returncode == 0, res.stderr
+    return res.stdout.splitlines()
+
+
 def test_interrupt_as_a_sudo_user_leaves_nothing(bsb: Sandbox) -> None:
     source, target = bsb["source"], bsb["target"]
     inventory = become_inventory(bsb)
     sh(source, "mkdir -p /root/big && head -c 200000000 /dev/urandom > /root/big/file")
+    before = files(target)
     cfg = config(["/root/big"])
     cfg["folder_sync"] = {"folders": [{"source": "/root/big"}], "rsync_args": ["--bwlimit=20m"]}
     write_config(source, cfg)
@@ -184,3 +198,26 @@ def test_interrupt_as_a_sudo_user_leaves_nothing(bsb: Sandbox) -> None:
     assert handle.returncode == 130, out
     no_leftovers(bsb)
     assert run_dirs(target) == run_dirs(source) == []
+    assert files(target) == before
+
+
+@pytest.mark.parametrize(
+    ("user", "uid", "rule"),
+    [("bob", 1101, None), ("carol", 1102, "ALL=(ALL:ALL) ALL")],
+    ids=["no-sudoers-rule", "sudo-asks-a-password"],
+)
+def test_become_without_passwordless_sudo_is_one_clear_error(
+    bsb: Sandbox, user: str, uid: int, rule: str | None
+) -> None:
+    source, target = bsb["source"], bsb["target"]
+    target.add_login_user(user, uid, sudo=rule)
+    sh(source, "mkdir -p /home/user/data && echo x > /home/user/data/only-on-source")
+    write_config(source, config(["/home/user/data"]))
+    before = files(target)
+    inventory = inventory_with(bsb, user, ansible_user=user, ansible_become=True)
+    line = assert_one_error_line(run_sync(bsb, inventory=inventory), 1)
+    assert "sudo: a password is required" in line, line
+    assert "needs passwordless sudo for ansible_user on the target: add a NOPASSWD sudoers rule" in line
+    no_leftovers(bsb)
+    assert files(target) == before
+    assert not target.path("/home/user/data/only-on-source").exists()

@@ -448,10 +448,11 @@ class Machine:
             cmd += ["--", shlex.join(argv)]
         return cmd
 
-    def add_login_user(self, user: str, uid: int, sudo: bool = True) -> None:
+    def add_login_user(self, user: str, uid: int, sudo: str | None = "ALL=(ALL:ALL) NOPASSWD: ALL") -> None:
         """A login user of this machine only: ``user`` (uid = gid = ``uid``, home ``/home/USER``,
-        ``/bin/bash``, no password) in the machine's private /etc, with, when ``sudo``, the sudoers
-        rule ``USER ALL=(ALL:ALL) NOPASSWD: ALL`` in ``/etc/sudoers.d/`` (checked by ``visudo``). It
+        ``/bin/bash``, no password) in the machine's private /etc, with the sudoers rule ``USER SUDO``
+        (default: every command as root, no password; None: no rule) in ``/etc/sudoers.d/``
+        (checked by ``visudo``). It
         logs in with the sandbox's client key (sshd's ``AuthorizedKeysFile`` serves every user).
 
         Refused on a machine without a private /etc (the host's /etc is never written).
@@ -460,9 +461,9 @@ class Machine:
             raise SandboxError(
                 f"{self.name}: no private /etc (add it with private_etc=True): not adding {user!r}"
             )
-        if not _USER_NAME.fullmatch(user) or not 1000 <= uid < 60000:
+        if not _USER_NAME.fullmatch(user) or not 1000 <= uid < 60000 or (sudo is not None and "\n" in sudo):
             raise SandboxError(f"bad login user {user!r} or uid {uid}")
-        res = self.run(["bash", "-c", _ADD_USER, "add-user", user, str(uid), "1" if sudo else "0"])
+        res = self.run(["bash", "-c", _ADD_USER, "add-user", user, str(uid), sudo or ""])
         if res.returncode != 0:
             raise SandboxError(f"{self.name}: adding user {user}: {res.stderr.strip()}")
 
@@ -829,27 +830,22 @@ _USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
 # run inside a machine by Machine.add_login_user: refuses unless /etc is the machine's own btrfs
 _ADD_USER = r"""
 set -euo pipefail
-user=$1 uid=$2 sudo=$3
+user=$1 uid=$2 rule=$3
 if [ "$(findmnt -n -o FSTYPE --mountpoint /etc)" != btrfs ]; then echo "/etc is not private" >&2; exit 1; fi
 if getent passwd "$user" >/dev/null || getent passwd "$uid" >/dev/null || getent group "$uid" >/dev/null; then
   echo "user $user or id $uid exists" >&2; exit 1
 fi
-printf '%s:x:%s:%s::/home/%s:/bin/bash
-' "$user" "$uid" "$uid" "$user" >> /etc/passwd
-printf '%s:x:%s:
-' "$user" "$uid" >> /etc/group
-printf '%s:*:19000:0:99999:7:::
-' "$user" >> /etc/shadow   # '*': no password, not locked
-printf '%s:!::
-' "$user" >> /etc/gshadow
+printf '%s:x:%s:%s::/home/%s:/bin/bash\n' "$user" "$uid" "$uid" "$user" >> /etc/passwd
+printf '%s:x:%s:\n' "$user" "$uid" >> /etc/group
+printf '%s:*:19000:0:99999:7:::\n' "$user" >> /etc/shadow   # '*': no password, not locked
+printf '%s:!::\n' "$user" >> /etc/gshadow
 install -d -m 0750 -o "$uid" -g "$uid" "/home/$user"
-if [ "$sudo" = 1 ]; then
-  rule=/etc/sudoers.d/pcs-$user
-  printf '%s ALL=(ALL:ALL) NOPASSWD: ALL
-' "$user" > "$rule.tmp"
-  chmod 0440 "$rule.tmp"
-  visudo -cqf "$rule.tmp"
-  mv "$rule.tmp" "$rule"
+if [ -n "$rule" ]; then
+  file=/etc/sudoers.d/pcs-$user
+  printf '%s %s\n' "$user" "$rule" > "$file.tmp"
+  chmod 0440 "$file.tmp"
+  visudo -cqf "$file.tmp"
+  mv "$file.tmp" "$file"
 fi
 """
 
