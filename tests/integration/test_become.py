@@ -38,7 +38,7 @@ from tests.integration.helpers import (
     write_config,
 )
 from tests.integration.test_snapshots import HISTORY, LOCATION, SUBVOLUMES, cli, sessions_of
-from tests.sandbox import Machine, Sandbox
+from tests.sandbox import Machine, Sandbox, SandboxError
 
 USER = "alice"
 UID = 1100  # 1000 is taken on some hosts: the user must not exist in the host's /etc either
@@ -115,6 +115,12 @@ def test_sudo_is_real_and_the_user_exists_only_on_the_target(bsb: Sandbox) -> No
     assert target.run(["getent", "passwd", USER]).returncode == 0
     assert bsb["source"].run(["getent", "passwd", USER]).returncode == 2
     assert USER not in Path("/etc/passwd").read_text().split(":")
+    # a machine that shares the host's /etc gets no user: the host's files stay as they are
+    host = {name: Path(name).read_bytes() for name in ("/etc/passwd", "/etc/group", "/etc/shadow")}
+    with pytest.raises(SandboxError, match="no private /etc"):
+        bsb["source"].add_login_user("mallory", 1199)
+    assert {name: Path(name).read_bytes() for name in host} == host
+    assert not list(Path("/etc/sudoers.d").glob("pcs-*"))
 
 
 def test_full_sync_snapshots_history_rollback_as_a_sudo_user(bsb: Sandbox) -> None:
