@@ -10,6 +10,7 @@ the source (the source's side needs root to read every user's files and to take 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -139,7 +140,10 @@ def test_full_sync_snapshots_history_rollback_as_a_sudo_user(bsb: Sandbox) -> No
     assert trees(target) == trees(source)
     assert not target.path("/home/user/data/stale").exists()
     assert target.path("/root/t").read_text() == "t\n"  # /root itself is not a synced folder
-    sessions = sessions_of(bsb)["target"]
+    listed = cli(bsb, "snapshots", "list", "--json", "target", "-i", str(inventory))  # as alice too
+    assert listed.returncode == 0, listed.stderr
+    sessions = json.loads(listed.stdout)["machines"]["target"]
+    assert sessions == sessions_of(bsb)["target"]  # the same as root sees them
     (first,) = [s for s in sessions if s["kind"] != "rollback"]
     assert {(s["subvolume"], s["phase"]) for s in first["snapshots"]} == {
         (n, p) for n in ("home", "root") for p in ("pre", "post")
@@ -204,6 +208,11 @@ def test_interrupt_as_a_sudo_user_leaves_nothing(bsb: Sandbox) -> None:
     assert handle.returncode == 130, out
     no_leftovers(bsb)
     assert run_dirs(target) == run_dirs(source) == []
+    assert files(target) == before
+    # `pc-switcher cleanup` of that run as alice (through sudo) succeeds and leaves nothing
+    res = cli(bsb, "cleanup", "target", "-i", str(inventory))
+    assert res.returncode == 0, res.stdout + res.stderr
+    no_leftovers(bsb)
     assert files(target) == before
 
 
