@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= /usr/bin/python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := python3 python3-venv openssh-server openssh-client rsync btrfs-progs acl attr procps util-linux iproute2 tmux
+APT_PACKAGES := python3 python3-venv openssh-server openssh-client rsync btrfs-progs acl attr procps util-linux iproute2 tmux sudo
 
 .PHONY: bootstrap system-deps venv demo test lint unit integration bench bench-folder-sync clean-sandboxes
 

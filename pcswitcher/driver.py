@@ -892,7 +892,7 @@ class Sync:
         close_master(self.target, self.control_path)
         self.registry.kill_trees("agent:")
         shutil.rmtree(self.local_run_dir, ignore_errors=True)
-        for tmp in (self.run_state / "tmp", self.run_state / "bin"):
+        for tmp in (self.run_state / "tmp", self.run_state / "bin", self.run_state / "ansible-home"):
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _prune_old_runs(self) -> None:
