@@ -236,3 +236,25 @@ def test_become_without_passwordless_sudo_is_one_clear_error(
     no_leftovers(bsb)
     assert files(target) == before
     assert not target.path("/home/user/data/only-on-source").exists()
+
+
+def test_a_symlink_in_a_root_only_directory_of_a_target_path_is_refused(bsb: Sandbox) -> None:
+    """alice cannot look into /root (0700), rsync under sudo would follow a link there: the target
+    check runs through sudo -n like the sync's rsync, so it sees the link and refuses it."""
+    source, target = bsb["source"], bsb["target"]
+    sh(source, "mkdir -p /root/mirror && echo x > /root/mirror/only-on-source")
+    sh(target, "mkdir -p /home/victim && echo keep > /home/victim/keep && ln -sfn /home/victim /root/mirror")
+    assert target.run(["su", USER, "-s", "/bin/sh", "-c", "test -L /root/mirror"]).returncode != 0
+    write_config(
+        source, {"jobs": {"folder_sync": True}, "folder_sync": {"folders": [{"source": "/root/mirror"}]}}
+    )
+    try:
+        before = manifest(target, "/home/victim")
+        res = run_sync(bsb, inventory=become_inventory(bsb))
+        out = res.stdout + res.stderr
+        assert res.returncode == 1, out
+        assert "/root/mirror is a symlink (to /home/victim)" in out, out
+        assert manifest(target, "/home/victim") == before
+        no_leftovers(bsb)
+    finally:
+        sh(target, "rm -f /root/mirror && rm -rf /home/victim")

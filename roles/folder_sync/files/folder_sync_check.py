@@ -30,8 +30,10 @@ from typing import Any
 TIMEOUT = 30
 
 # The target's checks: a fixed Python program (``python3 -c PROGRAM``, the same text every run), run
-# in the same ssh session as the ``rsync --version``, as the login user (never under sudo: a sudoers
-# rule for folder_sync may allow rsync only). Its input comes as JSON on stdin, never on a command
+# in the same ssh session as the ``rsync --version``, as the user the sync's rsync runs as: the login
+# user, or root through ``sudo -n`` when the sync's rsync is (become; pc-switcher's agent and Ansible
+# need passwordless sudo there already), so that it sees every component of a target path that rsync
+# will follow, in root-only directories too. Its input comes as JSON on stdin, never on a command
 # line: ``{"name": HOST (for the messages), "become": true when the sync's rsync runs as root through
 # sudo -n, "targets": [...]}``. No path passes through a shell. Prints MARK, then one line per
 # problem; nothing on stderr.
@@ -39,10 +41,9 @@ TIMEOUT = 30
 #   anywhere in it is refused (rsync would write, and --delete delete, where the link points).
 # - Not become: the login user is the user rsync runs as, so the target (or its parent) must be
 #   writable by it.
-# - Become: rsync runs as root, which writes anywhere: writability is not checked. The login user
-#   may not see into root-only directories either, so a path it cannot see is not reported as
-#   missing; only what is certain is (something in the way that is not a directory, a parent that
-#   is missing below a directory the login user can search). rsync, as root, reports the rest.
+# - Become: rsync runs as root, which writes anywhere: writability is not checked.
+# - A component that cannot be looked at (an error other than "does not exist") is refused: what is
+#   not seen cannot be vouched for.
 MARK = "--pcswitcher-target-check--"
 TARGET_PROGRAM = r"""
 import json, os, pwd, shutil, stat, sys
@@ -70,7 +71,9 @@ for target in data["targets"]:
         except FileNotFoundError:
             state = "missing"
             break
-        except OSError:
+        except OSError as exc:
+            say("target folder %s on %s: %s cannot be checked (%s): make it readable by %s or set "
+                "another target" % (t, host, cur, exc.strerror, user()))
             state = "unknown"
             break
         if stat.S_ISLNK(st.st_mode):
@@ -91,7 +94,7 @@ for target in data["targets"]:
     elif state == "missing" and cur == t:
         if not become and not os.access(p, os.W_OK):
             say("the parent %s of the target folder %s on %s is not writable by %s: %s" % (p, t, host, user(), root))
-    elif state == "missing" or (state == "unknown" and not become):
+    elif state == "missing":
         say("the parent %s of the target folder %s does not exist on %s: create it" % (p, t, host))
 sys.stdout.write("MARK\n" + "".join(line + "\n" for line in out))
 """.replace("MARK", MARK)
@@ -155,9 +158,10 @@ def target_command(plan: dict[str, Any]) -> str:
     No path of the config is on this command line.
     """
     python = plan.get("python") or "python3"
+    sudo = "sudo -n -- " if plan.get("become") else ""
     return (
         f"{plan['remote_rsync']} --version </dev/null; "
-        f"{shlex.quote(python)} -c {shlex.quote(TARGET_PROGRAM)}"
+        f"{sudo}{shlex.quote(python)} -c {shlex.quote(TARGET_PROGRAM)}"
     )
 
 
