@@ -14,7 +14,8 @@ On the target it runs one ssh session, with the sync's own ssh command (so throu
 master when there is one): the sync's exact remote rsync path with ``--version`` (host key, key,
 user and ``sudo -n`` as for the sync), then ``TARGET_PROGRAM`` (its input on stdin): rsync
 installed, no symlink anywhere in a target path, every target folder a directory the sync can
-write, or, when it does not exist yet, its parent. Changes nothing on either machine. Python 3.8+, standard library only.
+write, or, when it does not exist yet, its parent (as root through ``sudo -n`` with become). Changes
+nothing on either machine. Python 3.8+, standard library only.
 """
 
 from __future__ import annotations
