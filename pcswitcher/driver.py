@@ -539,6 +539,8 @@ class Sync:
     ) -> PlaybookRun:
         self._counter += 1
         self._changing = self._changing or (tagged and "validate" not in tags and gate is None)
+        if tagged:  # its temp files (TMPDIR of the play environment) go into the run's directory
+            extravars = {"pcswitcher_run_dir": str(self.local_run_dir), **extravars}
         run = PlaybookRun(
             playbook,
             project_dir=self.p.root,

@@ -372,4 +372,6 @@ def standard_envvars(
     if run_dir is not None:
         env["ANSIBLE_REMOTE_TMP"] = f"{run_dir}/tmp"
         env["ANSIBLE_ASYNC_DIR"] = f"{run_dir}/async"
+        # the controller's own temp files (Python's tempfile, multiprocessing's pymp-*) too
+        env["TMPDIR"] = run_dir
     return env
