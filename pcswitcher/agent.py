@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -44,6 +45,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -277,6 +279,47 @@ def history_read(path: str) -> tuple[dict[str, object] | None, str]:
     return data, ""
 
 
+def history_path_problem(path: str) -> str:
+    """Why ``path`` cannot be a history file ("" when it can): it must be a regular file (a
+    symlink to one is followed) or not exist yet. A directory, a FIFO (reading it would block) or a
+    device (``/dev/zero`` never ends) is refused with the path and the fix."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        if exc.errno != errno.ENOTDIR:
+            return ""  # unreadable: history_read() says so
+        kind = "below a file, not a directory"
+    else:
+        if stat.S_ISREG(mode):
+            return ""
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+    return (
+        f"history path {path} on {socket.gethostname()} is {kind}: set history.path in the config "
+        "(or the host var pcswitcher_history_path of the target) to the path of a file"
+    )
+
+
+def write_json_atomically(path: str, data: object) -> None:
+    """Write ``data`` as JSON to ``path`` (mode 0600): a temp file beside it, fsynced, renamed over
+    it. Whatever fails — the write (a full disk), the rename (``path`` is a directory), a signal —
+    the temp file does not survive it."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 #: Filesystems on local disks: the ones :func:`flush_local_filesystems` flushes.
 LOCAL_FILESYSTEMS = frozenset(
     {"btrfs", "ext2", "ext3", "ext4", "xfs", "f2fs", "bcachefs", "zfs", "jfs", "reiserfs", "nilfs2"}
@@ -328,6 +371,31 @@ def flush_local_filesystems() -> list[str]:
     return mounts
 
 
+def _with_record(
+    data: dict[str, object] | None, host: str, role: str, peer: str, session: str
+) -> dict[str, object] | None:
+    """The history ``data`` with a record of this sync appended and made ``last`` (None when the
+    session is already the last record in this role)."""
+    entries_value = (data or {}).get("entries")
+    entries = entries_value if isinstance(entries_value, list) else []
+    last_entry = entries[-1] if entries and isinstance(entries[-1], dict) else {}
+    if last_entry.get("session") == session and last_entry.get("role") == role:
+        return None
+    record = {
+        "role": role,
+        "peer": peer,
+        "session": session,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return {
+        **(data or {}),
+        "version": 1,
+        "host": host,
+        "last": record,
+        "entries": [*entries, record][-HISTORY_KEEP:],
+    }
+
+
 def history(
     action: str,
     path: str,
@@ -355,6 +423,9 @@ def history(
     out: dict[str, object] = {"host": host, "path": path, "history": None, "problem": "", "changed": False}
     if not os.path.isabs(path):
         return {**out, "error": f"history path {path!r} on {host} is not absolute"}
+    bad = history_path_problem(path)
+    if bad:  # found when the history is read, before the sync changes anything
+        return {**out, "error": bad, "bad_path": True}
     data, problem = history_read(path)
     if action == "read":
         return {**out, "history": data, "problem": problem}
@@ -362,24 +433,10 @@ def history(
         return {**out, "error": f"unknown history action {action!r}"}
     if not (role in ("source", "target") and peer and session):
         return {**out, "error": "recording a sync needs role (source or target), peer and session"}
-    entries_value = (data or {}).get("entries")
-    entries = entries_value if isinstance(entries_value, list) else []
-    last_entry = entries[-1] if entries and isinstance(entries[-1], dict) else {}
-    if last_entry.get("session") == session and last_entry.get("role") == role:
+    updated = _with_record(data, host, role, peer, session)
+    if updated is None:
         return {**out, "history": data}  # already recorded
-    record = {
-        "role": role,
-        "peer": peer,
-        "session": session,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    data = {
-        **(data or {}),
-        "version": 1,
-        "host": host,
-        "last": record,
-        "entries": [*entries, record][-HISTORY_KEEP:],
-    }
+    data = updated
     if not check:
         if role == "target" and not flushed:
             # The record says this session's changes reached this machine, so it must not reach the
@@ -388,16 +445,10 @@ def history(
             flush_local_filesystems()
         try:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            tmp = f"{path}.tmp-{os.getpid()}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh, indent=2, sort_keys=True)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            write_json_atomically(path, data)
         except OSError as exc:
-            return {**out, "error": f"cannot write the history file {path} on {host}: {exc}"}
+            reason = exc.strerror or str(exc)
+            return {**out, "error": f"cannot write the history file {path} on {host}: {reason}"}
     return {**out, "history": data, "changed": True}
 
 
