@@ -168,6 +168,58 @@ def remove_run_files(run_id: str, jids: list[str] | tuple[str, ...] = ()) -> lis
     return removed
 
 
+#: The name of a run's directory (:func:`run_dir`) as the driver makes its run ids (driver.new_run_id)
+RUN_DIR_NAME_RE = re.compile(r"^pcswitcher-[0-9]{8}T[0-9]{6}Z-[0-9a-f]{4,16}$")
+
+
+def live_run_ids() -> set[str]:
+    """The run ids in the tags (``PCSWITCHER_RUN_ID=``) of the live processes this user can see."""
+    prefix = f"{TAG}=".encode()
+    found: set[str] = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            for item in _read(f"/proc/{name}/environ").split(b"\0"):
+                if item.startswith(prefix):
+                    found.add(item[len(prefix) :].decode(errors="replace"))
+    return found
+
+
+def remove_stale_run_dirs(current: str, parent: str = os.path.dirname(RUN_DIR_PREFIX)) -> list[str]:
+    """Remove the run directories that killed runs left on this machine; returns their paths.
+
+    Call it only while holding this machine's sync lock: then no other run of this machine (as
+    source or target) is alive. Even so, a directory is removed only when its name is a run id's
+    (``pcswitcher-20261127T235000Z-3f9a``), it is a directory itself (not a symlink), it belongs to
+    this user, it is not ``current``'s, and no live process carries its run's tag. Nothing below it
+    is followed (``shutil.rmtree`` works on file descriptors).
+    """
+    removed: list[str] = []
+    try:
+        names = sorted(os.listdir(parent))
+    except OSError:
+        return removed
+    live: set[str] | None = None
+    for name in names:
+        run_id = name[len("pcswitcher-") :]
+        if not RUN_DIR_NAME_RE.match(name) or run_id == current:
+            continue
+        path = os.path.join(parent, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            continue
+        if live is None:
+            live = live_run_ids()
+        if run_id in live:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path):
+            removed.append(path)
+    return removed
+
+
 def try_lock(path: str) -> tuple[int | None, dict[str, object]]:
     """Take the flock on ``path``: (fd, previous content) or (None, holder) when held.
 
@@ -550,10 +602,13 @@ def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = No
             "host": socket.gethostname(),
         }
         write_holder(lock_fd, {**record, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    # holding the machine's lock, no other run of it is alive: what a killed run left goes now
+    stale = remove_stale_run_dirs(run_id) if lock_fd is not None else []
     directory = run_dir(run_id)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     tail = _ProgressTail(os.path.join(directory, "progress.jsonl"))
-    _emit({"t": "hello", "pid": os.getpid(), "host": socket.gethostname(), "run_dir": directory})
+    hello = {"t": "hello", "pid": os.getpid(), "host": socket.gethostname(), "run_dir": directory}
+    _emit({**hello, "stale": stale})
     last_command = time.monotonic()
     buffer = b""
     stdin = sys.stdin.fileno()
@@ -596,7 +651,11 @@ def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = No
         pass
     finally:
         # quit, EOF or silence: the run is over on this machine either way (a driver that died or
-        # lost its link has aborted); leave none of its processes and none of its files
+        # lost its link has aborted); leave none of its processes and none of its files. A driver
+        # that dies sends EOF and the parent-death signal at once: a signal during this cleanup
+        # would end it half-way, so none may interrupt it (it is bounded: see sweep()).
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         report = sweep(run_id, jids)
         report["removed"] = remove_run_files(run_id, jids)
         if lock_fd is not None:

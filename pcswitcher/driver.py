@@ -35,7 +35,7 @@ import psutil
 
 from . import logs, paths
 from .abort import AbortController, Cause
-from .agent import TAG, run_dir
+from .agent import TAG, remove_stale_run_dirs, run_dir
 from .cleanup import JIDS_FILE, cleanup_playbook_run
 from .config import Config, JobConfig, load_config
 from .errors import ExitCode, PcsError, UsageError
@@ -153,6 +153,11 @@ def resolve_target(inventory_path: Path, name: str) -> Target:
     return target
 
 
+def _log_stale_run_dirs(host: str, removed: list[str]) -> None:
+    for path in removed:
+        log.info("removed %s on %s, left by a run that was killed", path, host, extra={"host": host})
+
+
 class Sync:
     """One run of ``pc-switcher sync``."""
 
@@ -190,6 +195,7 @@ class Sync:
         self._target: Target | None = None  # resolve_target(), once the first job's playbook is started
         self.safety: Safety | None = None
         self.snapshots: dict[str, Any] = {}
+        self.stale_run_dirs: list[str] = []  # removed once the lock is held (remove_stale_run_dirs)
 
     @property
     def target(self) -> Target:
@@ -203,6 +209,9 @@ class Sync:
         # the first job's playbook starts before the inventory is read: its ~0.7 s start-up
         # overlaps the driver's. It waits before its first task for begin() (agents up, history
         # questions answered); on bad input or a held lock it is stopped, having touched nothing.
+        # Ansible's temp dir of this process (made when the inventory is read, removed at exit)
+        # lives in the run's directory, which the next sync removes even after a kill -9
+        os.environ["ANSIBLE_LOCAL_TEMP"] = str(self.local_run_dir)
         early = self._start_gated(self.p.selected[0], self.options.target)
         first: PlaybookRun | None = early
         try:
@@ -211,6 +220,8 @@ class Sync:
                 self._discard(early, remove_files=False)
                 first = None  # started again with the host's name, after the agents
             self.lock.acquire(target=self.target.name, run_id=self.run_id)
+            # holding the lock, no other run of this machine is alive: what a killed one left goes
+            self.stale_run_dirs = remove_stale_run_dirs(self.run_id)
         except BaseException:
             self._discard(early)
             raise
@@ -266,6 +277,7 @@ class Sync:
         )
         if self.lock.stale:
             log.info("cleared a stale lock left by pid %s", self.lock.stale.get("pid"))
+        _log_stale_run_dirs(self.source_label, self.stale_run_dirs)
         self.ui.start(self.target.name, self.run_id, [j.name for j in p.selected], self.options.dry_run)
         try:
             # the first job's playbook (started in run(), or now when TARGET was an address) waits
@@ -379,6 +391,7 @@ class Sync:
             remote_host,
             hello.get("pid"),
         )
+        _log_stale_run_dirs(self.target.name, hello.get("stale") or [])
         if remote_host and remote_host == self.source_label:
             raise PcsError(
                 f"target {self.target.name} is this machine (host name {remote_host}); "
