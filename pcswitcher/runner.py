@@ -347,6 +347,7 @@ def standard_envvars(
 ) -> dict[str, str]:
     """The environment every ansible-playbook of a run gets (see docs/architecture.md)."""
     path = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    user_home = os.path.expanduser(os.environ.get("ANSIBLE_HOME") or "~/.ansible")
     ssh_args = ["-C", f"-o ServerAliveInterval={max(1, int(ssh_keepalive))}", "-o ServerAliveCountMax=3"]
     if control_path is not None:
         # use the run's master (the driver's monitor session) when it is there, never start a
@@ -359,6 +360,12 @@ def standard_envvars(
         "ANSIBLE_SSH_ARGS": " ".join(ssh_args),
         "ANSIBLE_PIPELINING": os.environ.get("ANSIBLE_PIPELINING", "True"),
         "ANSIBLE_LOCAL_TEMP": str(local_tmp),
+        # ansible-playbook makes ANSIBLE_HOME (~/.ansible) when it starts: a run's is its own, so
+        # that a run creates nothing in the user's home; the collections are still looked up in
+        # the user's (Ansible's default, from the user's ANSIBLE_HOME)
+        "ANSIBLE_HOME": str(local_tmp),
+        "ANSIBLE_COLLECTIONS_PATH": os.environ.get("ANSIBLE_COLLECTIONS_PATH")
+        or f"{user_home}/collections:/usr/share/ansible/collections",
         "ANSIBLE_TIMEOUT": os.environ.get("ANSIBLE_TIMEOUT", "10"),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
