@@ -102,10 +102,10 @@ def new_files(sb: Sandbox, before: dict[str, set[str]], dry_run: bool) -> dict[s
 # the ends of a run
 
 
-def _interrupt(sb: Sandbox, task: str, sig: int, rc: int, job: str = "dummy_success", wait: float = 0) -> None:
+def _interrupt(sb: Sandbox, task: str, sig: int, rc: int, wait: float = 0) -> None:
     """Start a sync, send ``sig`` to the driver when ``task`` starts (+ ``wait`` s); expect ``rc``."""
     run = ObservedSync.start(sb)
-    run.wait_task(task, job=job)
+    run.wait_task(task)
     if wait:
         time.sleep(wait)
     run.signal(sig)
@@ -248,8 +248,8 @@ def test_the_next_sync_removes_a_killed_runs_directories_and_nothing_else(sb: Sa
             assert not path.exists(), f"{path} left on {name}"
         messages = run.messages("INFO")
         for name in ("source", "target"):
-            expected = f"removed /tmp/pcswitcher-20261127T235000Z-dead on {name}, left by a run that was killed"
-            assert expected in messages, messages
+            removed = f"removed /tmp/pcswitcher-20261127T235000Z-dead on {name}"
+            assert f"{removed}, left by a run that was killed" in messages, messages
         assert source.path("/root/victim/data").read_text() == "keep"
         assert source.path("/tmp/pcswitcher-20261127T235000Z-0001").is_symlink()
         assert source.path("/tmp/pcswitcher-manual").is_dir()
