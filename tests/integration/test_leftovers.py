@@ -24,7 +24,9 @@ import pytest
 
 from tests.integration.helpers import (
     ObservedSync,
+    assert_one_error_line,
     dummy_config,
+    inventory_with,
     leftovers,
     run_dirs,
     run_sync,
@@ -260,3 +262,32 @@ def test_the_next_sync_removes_a_killed_runs_directories_and_nothing_else(sb: Sa
         theirs.rmdir()
         (source.path("/root/victim/data")).unlink()
         (source.path("/root/victim")).rmdir()
+
+
+# --------------------------------------------------------------------------------------------------
+# a history path that is a directory: refused before any change, no temp file beside it
+
+
+@pytest.mark.parametrize("side", ["source", "target"])
+def test_a_history_path_that_is_a_directory_is_one_error_and_leaves_nothing(sb: Sandbox, side: str) -> None:
+    write_config(sb.machines["source"], {**dummy_config(0, 0), "history": {"path": "/root/history"}})
+    machine = sb.machines[side]
+    machine.path("/root/history").mkdir()
+    inventory = None
+    if side == "target":  # the target's host var wins over the config's path
+        machine.path("/root/history").rename(machine.path("/root/target-history"))
+        inventory = inventory_with(sb, "history-dir", pcswitcher_history_path="/root/target-history")
+    try:
+        before = snapshot(sb)
+        result = run_sync(sb, inventory=inventory)
+        line = assert_one_error_line(result, 2)
+        path = "/root/history" if side == "source" else "/root/target-history"
+        assert f"history path {path} on {side} is a directory" in line
+        assert "set history.path" in line
+        assert "pcswitcher_history_path" in line
+        # nothing recorded on either machine, no history.json.tmp-<pid> beside the path
+        assert not new_files(sb, before, dry_run=False)
+    finally:
+        for name in ("history", "target-history"):
+            if machine.path(f"/root/{name}").is_dir():
+                machine.path(f"/root/{name}").rmdir()
