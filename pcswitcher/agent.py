@@ -370,6 +370,24 @@ def write_json_atomically(path: str, data: object) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    _remove_old_temp_files(path)
+
+
+def _remove_old_temp_files(path: str, min_age: float = 60.0) -> None:
+    """Remove the temp files of writers of ``path`` that were killed mid-write (SIGKILL leaves
+    ``<path>.tmp-<pid>``): regular files of this user by that name, untouched for ``min_age`` s
+    (a concurrent writer's is fresh)."""
+    directory, name = os.path.split(path)
+    pattern = re.compile(re.escape(name) + r"\.tmp-[0-9]+")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if not pattern.fullmatch(entry.name):
+                continue
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                old = time.time() - st.st_mtime > min_age
+                if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and old:
+                    os.unlink(entry.path)
 
 
 #: Filesystems on local disks: the ones :func:`flush_local_filesystems` flushes.

@@ -222,3 +222,23 @@ def test_the_temp_file_is_never_a_followed_symlink(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="Too many levels of symbolic links"):
         agent.write_json_atomically(str(path), {"a": 1})
     assert victim.read_text() == "keep"
+
+
+def test_a_temp_file_of_a_writer_killed_mid_write_goes_with_the_next_write(tmp_path: Path) -> None:
+    path = tmp_path / "h.json"
+    killed = tmp_path / "h.json.tmp-4242"  # SIGKILL between open and rename: nothing can remove it then
+    killed.write_text('{"half')
+    os.utime(killed, (0, 0))
+    fresh = tmp_path / "h.json.tmp-4343"  # a concurrent writer's, just written: not touched
+    fresh.write_text("{}")
+    planted = tmp_path / "h.json.tmp-4444"  # a symlink by that name is never followed nor removed
+    planted.symlink_to(tmp_path / "victim")
+    (tmp_path / "victim").write_text("keep")
+    os.utime(planted, (0, 0), follow_symlinks=False)
+    other = tmp_path / "other.json.tmp-4242"
+    other.write_text("{}")
+    os.utime(other, (0, 0))
+    history("record", str(path), "source", "laptop", "20261128T000000Z-aaaa")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["h.json", "h.json.tmp-4343", "h.json.tmp-4444", "other.json.tmp-4242", "victim"]
+    assert (tmp_path / "victim").read_text() == "keep"
