@@ -141,8 +141,10 @@ def _sigterm(sb: Sandbox) -> None:
 
 def _kill_9_then_the_next_sync(sb: Sandbox) -> None:
     _interrupt(sb, "Work on the target", signal.SIGKILL, -signal.SIGKILL, wait=1.0)
-    # what the killed driver's agents could not remove (they were not killed here: they leave
-    # nothing) the next sync removes; _plant_dead_run covers a run whose agent was killed too
+    # the agents (EOF and the parent-death signal at once) remove the run's directory themselves
+    assert not leftovers(sb, timeout=10), leftovers(sb)
+    # the next sync clears the stale lock file; a run whose agents were killed too is
+    # test_the_next_sync_removes_a_killed_runs_directories_and_nothing_else
     assert run_sync(sb).returncode == 0
 
 
