@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -44,6 +45,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -186,6 +188,58 @@ def remove_run_files(run_id: str, jids: list[str] | tuple[str, ...] = ()) -> lis
     return removed
 
 
+#: The name of a run's directory (:func:`run_dir`) as the driver makes its run ids (driver.new_run_id)
+RUN_DIR_NAME_RE = re.compile(r"^pcswitcher-[0-9]{8}T[0-9]{6}Z-[0-9a-f]{4,16}$")
+
+
+def live_run_ids() -> set[str]:
+    """The run ids in the tags (``PCSWITCHER_RUN_ID=``) of the live processes this user can see."""
+    prefix = f"{TAG}=".encode()
+    found: set[str] = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            for item in _read(f"/proc/{name}/environ").split(b"\0"):
+                if item.startswith(prefix):
+                    found.add(item[len(prefix) :].decode(errors="replace"))
+    return found
+
+
+def remove_stale_run_dirs(current: str, parent: str = os.path.dirname(RUN_DIR_PREFIX)) -> list[str]:
+    """Remove the run directories that killed runs left on this machine; returns their paths.
+
+    Call it only while holding this machine's sync lock: then no other run of this machine (as
+    source or target) is alive. Even so, a directory is removed only when its name is a run id's
+    (``pcswitcher-20261127T235000Z-3f9a``), it is a directory itself (not a symlink), it belongs to
+    this user, it is not ``current``'s, and no live process carries its run's tag. Nothing below it
+    is followed (``shutil.rmtree`` works on file descriptors).
+    """
+    removed: list[str] = []
+    try:
+        names = sorted(os.listdir(parent))
+    except OSError:
+        return removed
+    live: set[str] | None = None
+    for name in names:
+        run_id = name[len("pcswitcher-") :]
+        if not RUN_DIR_NAME_RE.match(name) or run_id == current:
+            continue
+        path = os.path.join(parent, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            continue
+        if live is None:
+            live = live_run_ids()
+        if run_id in live:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path):
+            removed.append(path)
+    return removed
+
+
 def try_lock(path: str) -> tuple[int | None, dict[str, object]]:
     """Take the flock on ``path``: (fd, previous content) or (None, holder) when held.
 
@@ -297,6 +351,65 @@ def history_read(path: str) -> tuple[dict[str, object] | None, str]:
     return data, ""
 
 
+def history_path_problem(path: str) -> str:
+    """Why ``path`` cannot be a history file ("" when it can): it must be a regular file (a
+    symlink to one is followed) or not exist yet. A directory, a FIFO (reading it would block) or a
+    device (``/dev/zero`` never ends) is refused with the path and the fix."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        if exc.errno != errno.ENOTDIR:
+            return ""  # unreadable: history_read() says so
+        kind = "below a file, not a directory"
+    else:
+        if stat.S_ISREG(mode):
+            return ""
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+    return (
+        f"history path {path} on {socket.gethostname()} is {kind}: set history.path in the config "
+        "(or the host var pcswitcher_history_path of the target) to the path of a file"
+    )
+
+
+def write_json_atomically(path: str, data: object) -> None:
+    """Write ``data`` as JSON to ``path`` (mode 0600): a temp file beside it, fsynced, renamed over
+    it. Whatever fails — the write (a full disk), the rename (``path`` is a directory), a signal —
+    the temp file does not survive it."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _remove_old_temp_files(path)
+
+
+def _remove_old_temp_files(path: str, min_age: float = 60.0) -> None:
+    """Remove the temp files of writers of ``path`` that were killed mid-write (SIGKILL leaves
+    ``<path>.tmp-<pid>``): regular files of this user by that name, untouched for ``min_age`` s
+    (a concurrent writer's is fresh)."""
+    directory, name = os.path.split(path)
+    pattern = re.compile(re.escape(name) + r"\.tmp-[0-9]+")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if not pattern.fullmatch(entry.name):
+                continue
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                old = time.time() - st.st_mtime > min_age
+                if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and old:
+                    os.unlink(entry.path)
+
+
 #: Filesystems on local disks: the ones :func:`flush_local_filesystems` flushes.
 LOCAL_FILESYSTEMS = frozenset(
     {"btrfs", "ext2", "ext3", "ext4", "xfs", "f2fs", "bcachefs", "zfs", "jfs", "reiserfs", "nilfs2"}
@@ -348,6 +461,31 @@ def flush_local_filesystems() -> list[str]:
     return mounts
 
 
+def _with_record(
+    data: dict[str, object] | None, host: str, role: str, peer: str, session: str
+) -> dict[str, object] | None:
+    """The history ``data`` with a record of this sync appended and made ``last`` (None when the
+    session is already the last record in this role)."""
+    entries_value = (data or {}).get("entries")
+    entries = entries_value if isinstance(entries_value, list) else []
+    last_entry = entries[-1] if entries and isinstance(entries[-1], dict) else {}
+    if last_entry.get("session") == session and last_entry.get("role") == role:
+        return None
+    record = {
+        "role": role,
+        "peer": peer,
+        "session": session,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return {
+        **(data or {}),
+        "version": 1,
+        "host": host,
+        "last": record,
+        "entries": [*entries, record][-HISTORY_KEEP:],
+    }
+
+
 def history(
     action: str,
     path: str,
@@ -375,6 +513,9 @@ def history(
     out: dict[str, object] = {"host": host, "path": path, "history": None, "problem": "", "changed": False}
     if not os.path.isabs(path):
         return {**out, "error": f"history path {path!r} on {host} is not absolute"}
+    bad = history_path_problem(path)
+    if bad:  # found when the history is read, before the sync changes anything
+        return {**out, "error": bad, "bad_path": True}
     data, problem = history_read(path)
     if action == "read":
         return {**out, "history": data, "problem": problem}
@@ -382,24 +523,10 @@ def history(
         return {**out, "error": f"unknown history action {action!r}"}
     if not (role in ("source", "target") and peer and session):
         return {**out, "error": "recording a sync needs role (source or target), peer and session"}
-    entries_value = (data or {}).get("entries")
-    entries = entries_value if isinstance(entries_value, list) else []
-    last_entry = entries[-1] if entries and isinstance(entries[-1], dict) else {}
-    if last_entry.get("session") == session and last_entry.get("role") == role:
+    updated = _with_record(data, host, role, peer, session)
+    if updated is None:
         return {**out, "history": data}  # already recorded
-    record = {
-        "role": role,
-        "peer": peer,
-        "session": session,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    data = {
-        **(data or {}),
-        "version": 1,
-        "host": host,
-        "last": record,
-        "entries": [*entries, record][-HISTORY_KEEP:],
-    }
+    data = updated
     if not check:
         if role == "target" and not flushed:
             # The record says this session's changes reached this machine, so it must not reach the
@@ -408,16 +535,10 @@ def history(
             flush_local_filesystems()
         try:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            tmp = f"{path}.tmp-{os.getpid()}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh, indent=2, sort_keys=True)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            write_json_atomically(path, data)
         except OSError as exc:
-            return {**out, "error": f"cannot write the history file {path} on {host}: {exc}"}
+            reason = exc.strerror or str(exc)
+            return {**out, "error": f"cannot write the history file {path} on {host}: {reason}"}
     return {**out, "history": data, "changed": True}
 
 
@@ -519,10 +640,13 @@ def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = No
             "host": socket.gethostname(),
         }
         write_holder(lock_fd, {**record, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    # holding the machine's lock, no other run of it is alive: what a killed run left goes now
+    stale = remove_stale_run_dirs(run_id) if lock_fd is not None else []
     directory = run_dir(run_id)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     tail = _ProgressTail(os.path.join(directory, "progress.jsonl"))
-    _emit({"t": "hello", "pid": os.getpid(), "host": socket.gethostname(), "run_dir": directory})
+    hello = {"t": "hello", "pid": os.getpid(), "host": socket.gethostname(), "run_dir": directory}
+    _emit({**hello, "stale": stale})
     last_command = time.monotonic()
     buffer = b""
     stdin = sys.stdin.fileno()
@@ -565,7 +689,11 @@ def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = No
         pass
     finally:
         # quit, EOF or silence: the run is over on this machine either way (a driver that died or
-        # lost its link has aborted); leave none of its processes and none of its files
+        # lost its link has aborted); leave none of its processes and none of its files. A driver
+        # that dies sends EOF and the parent-death signal at once: a signal during this cleanup
+        # would end it half-way, so none may interrupt it (it is bounded: see sweep()).
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         report = sweep(run_id, jids)
         report["removed"] = remove_run_files(run_id, jids)
         if lock_fd is not None:

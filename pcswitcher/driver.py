@@ -35,7 +35,7 @@ import psutil
 
 from . import logs, paths
 from .abort import AbortController, Cause
-from .agent import TAG, run_dir
+from .agent import TAG, remove_stale_run_dirs, run_dir
 from .cleanup import JIDS_FILE, cleanup_playbook_run
 from .config import Config, JobConfig, load_config
 from .errors import ExitCode, LockHeld, UsageError
@@ -153,6 +153,11 @@ def resolve_target(inventory_path: Path, name: str) -> Target:
     return target
 
 
+def _log_stale_run_dirs(host: str, removed: list[str]) -> None:
+    for path in removed:
+        log.info("removed %s on %s, left by a run that was killed", path, host, extra={"host": host})
+
+
 class Sync:
     """One run of ``pc-switcher sync``."""
 
@@ -190,6 +195,7 @@ class Sync:
         self._target: Target | None = None  # resolve_target(), once the first job's playbook is started
         self.safety: Safety | None = None
         self.snapshots: dict[str, Any] = {}
+        self.stale_run_dirs: list[str] = []  # removed once the lock is held (remove_stale_run_dirs)
 
     @property
     def target(self) -> Target:
@@ -203,6 +209,9 @@ class Sync:
         # the first job's playbook starts before the inventory is read: its ~0.7 s start-up
         # overlaps the driver's. It waits before its first task for begin() (agents up, history
         # questions answered); on bad input or a held lock it is stopped, having touched nothing.
+        # Ansible's temp dir of this process (made when the inventory is read, removed at exit)
+        # lives in the run's directory, which the next sync removes even after a kill -9
+        os.environ["ANSIBLE_LOCAL_TEMP"] = str(self.local_run_dir)
         early = self._start_gated(self.p.selected[0], self.options.target)
         first: PlaybookRun | None = early
         try:
@@ -211,6 +220,8 @@ class Sync:
                 self._discard(early, remove_files=False)
                 first = None  # started again with the host's name, after the agents
             self.lock.acquire(target=self.target.name, run_id=self.run_id)
+            # holding the lock, no other run of this machine is alive: what a killed one left goes
+            self.stale_run_dirs = remove_stale_run_dirs(self.run_id)
         except BaseException:
             self._discard(early)
             raise
@@ -266,6 +277,7 @@ class Sync:
         )
         if self.lock.stale:
             log.info("cleared a stale lock left by pid %s", self.lock.stale.get("pid"))
+        _log_stale_run_dirs(self.source_label, self.stale_run_dirs)
         self.ui.start(self.target.name, self.run_id, [j.name for j in p.selected], self.options.dry_run)
         try:
             # the first job's playbook (started in run(), or now when TARGET was an address) waits
@@ -387,6 +399,7 @@ class Sync:
             remote_host,
             hello.get("pid"),
         )
+        _log_stale_run_dirs(self.target.name, hello.get("stale") or [])
         if remote_host and remote_host == self.source_label:
             raise LockHeld(  # exit 3, as when the target's agent finds this machine's own lock
                 f"target {self.target.name} is this machine (host name {remote_host}); "
@@ -547,6 +560,8 @@ class Sync:
     ) -> PlaybookRun:
         self._counter += 1
         self._changing = self._changing or (tagged and "validate" not in tags and gate is None)
+        if tagged:  # its temp files (TMPDIR of the play environment) go into the run's directory
+            extravars = {"pcswitcher_run_dir": str(self.local_run_dir), **extravars}
         run = PlaybookRun(
             playbook,
             project_dir=self.p.root,
@@ -892,7 +907,7 @@ class Sync:
         close_master(self.target, self.control_path)
         self.registry.kill_trees("agent:")
         shutil.rmtree(self.local_run_dir, ignore_errors=True)
-        for tmp in (self.run_state / "tmp", self.run_state / "bin", self.run_state / "ansible-home"):
+        for tmp in (self.run_state / "tmp", self.run_state / "bin"):
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _prune_old_runs(self) -> None:

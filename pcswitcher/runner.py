@@ -347,6 +347,7 @@ def standard_envvars(
 ) -> dict[str, str]:
     """The environment every ansible-playbook of a run gets (see docs/architecture.md)."""
     path = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    user_home = os.path.expanduser(os.environ.get("ANSIBLE_HOME") or "~/.ansible")
     ssh_args = ["-C", f"-o ServerAliveInterval={max(1, int(ssh_keepalive))}", "-o ServerAliveCountMax=3"]
     if control_path is not None:
         # use the run's master (the driver's monitor session) when it is there, never start a
@@ -359,6 +360,12 @@ def standard_envvars(
         "ANSIBLE_SSH_ARGS": " ".join(ssh_args),
         "ANSIBLE_PIPELINING": os.environ.get("ANSIBLE_PIPELINING", "True"),
         "ANSIBLE_LOCAL_TEMP": str(local_tmp),
+        # ansible-playbook makes ANSIBLE_HOME (~/.ansible) when it starts: a run's is its own, so
+        # that a run creates nothing in the user's home; the collections are still looked up in
+        # the user's (Ansible's default, from the user's ANSIBLE_HOME)
+        "ANSIBLE_HOME": str(local_tmp),
+        "ANSIBLE_COLLECTIONS_PATH": os.environ.get("ANSIBLE_COLLECTIONS_PATH")
+        or f"{user_home}/collections:/usr/share/ansible/collections",
         "ANSIBLE_TIMEOUT": os.environ.get("ANSIBLE_TIMEOUT", "10"),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
@@ -372,25 +379,7 @@ def standard_envvars(
     if run_dir is not None:
         env["ANSIBLE_REMOTE_TMP"] = f"{run_dir}/tmp"
         env["ANSIBLE_ASYNC_DIR"] = f"{run_dir}/async"
-    home = ansible_home(local_tmp.parent)
-    if home is not None:
-        env["ANSIBLE_HOME"] = str(home)
+        # the controller's own temp files (Python's tempfile, multiprocessing's pymp-*) too
+        env["TMPDIR"] = run_dir
     return env
 
-
-def ansible_home(state: Path) -> Path | None:
-    """``state/ansible-home`` (created) when ansible-playbook would create ``~/.ansible``, else None.
-
-    Every ansible-playbook creates its home directory (``ANSIBLE_HOME``, default ``~/.ansible``) at
-    start, also in check mode: on a machine where Ansible never ran, even a dry-run would leave it.
-    When ``~/.ansible`` does not exist, nothing under it can be used (collections, plugins), so the
-    run's own directory takes its place; an existing one, or a home the user chose (``ANSIBLE_HOME``,
-    or ``ANSIBLE_CONFIG`` that may set one), is left as it is.
-    """
-    if "ANSIBLE_HOME" in os.environ or "ANSIBLE_CONFIG" in os.environ:
-        return None
-    if os.path.lexists(os.path.expanduser("~/.ansible")):
-        return None
-    home = state / "ansible-home"
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return home

@@ -66,6 +66,13 @@ class SafetyError(PcsError):
     """A snapshot or history step failed (exit 1). The message is one line naming host and reason."""
 
 
+class HistoryPathError(PcsError):
+    """The history path on a machine cannot be a history file (a directory, a FIFO, a device):
+    found when the history is read, before any change (exit 2: fix the config or inventory)."""
+
+    exit_code = ExitCode.USAGE
+
+
 class HistoryRefused(PcsError):
     """A history warning was not accepted: the sync does not start (exit 2: pass the named flag)."""
 
@@ -419,6 +426,8 @@ class Safety:
                 "session": self.session,
             }
             reply = self.history_io(side, request)
+            if reply.get("bad_path"):
+                raise HistoryPathError(str(reply["error"]))
             if reply.get("error"):
                 raise SafetyError(f"sync history {action} failed: {reply['error']}")
             data[side] = reply

@@ -6,6 +6,8 @@ import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,111 @@ def test_the_agent_command_line(tmp_path: Path) -> None:
     assert _history_command("history " + json.dumps(request))["changed"] is True
     assert "bad history command" in str(_history_command("history {broken")["error"])
     assert "bad history command" in str(_history_command("history")["error"])
+
+
+# ------------------------------------------------------------------ a history path that cannot be one
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "device", "below a file"])
+def test_a_history_path_that_is_no_file_is_refused_on_read_and_record_leaving_nothing(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "h.json"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)  # reading it would block the agent forever
+    elif kind == "device":
+        path.symlink_to("/dev/zero")  # reading it would never end
+    else:
+        path.parent.joinpath("file").write_text("x")
+        path = tmp_path / "file" / "h.json"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for action in ("read", "record"):
+        result = history(action, str(path), "target", "laptop", "20261128T000000Z-aaaa")
+        error = str(result["error"])
+        assert result["bad_path"] is True
+        assert str(path) in error
+        assert "set history.path" in error
+        assert "pcswitcher_history_path" in error
+        assert "\n" not in error
+        assert result["changed"] is False
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temp file, nothing created
+
+
+def test_a_failed_rename_leaves_no_temp_file(tmp_path: Path) -> None:
+    # the path became a directory after the check (or is one: the writer alone)
+    path = tmp_path / "h.json"
+    path.mkdir()
+    with pytest.raises(IsADirectoryError):
+        agent.write_json_atomically(str(path), {"a": 1})
+    assert [p.name for p in tmp_path.iterdir()] == ["h.json"]
+
+
+def test_a_write_that_fails_on_a_full_disk_leaves_no_temp_file(tmp_path: Path) -> None:
+    # a real short write: the file size limit (RLIMIT_FSIZE) makes write(2) fail with EFBIG, as a
+    # full disk makes it fail with ENOSPC
+    script = (
+        "import resource, signal, sys\n"
+        "from pcswitcher import agent\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "try:\n"
+        "    agent.write_json_atomically(sys.argv[1], {'x': 'y' * 100000})\n"
+        "except OSError as exc:\n"
+        "    print(exc.errno)\n"
+    )
+    path = tmp_path / "h.json"
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "27", out  # EFBIG
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_write_leaves_no_temp_file_and_the_old_file_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "h.json"
+    history("record", str(path), "source", "laptop", "20261128T000000Z-aaaa")
+    old = path.read_text()
+
+    def interrupted(fd: int) -> None:
+        raise KeyboardInterrupt  # a signal while the data is being written out
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        history("record", str(path), "source", "laptop", "20261128T000000Z-bbbb")
+    assert [p.name for p in tmp_path.iterdir()] == ["h.json"]
+    assert path.read_text() == old
+
+
+def test_the_temp_file_is_never_a_followed_symlink(tmp_path: Path) -> None:
+    # a symlink planted at the temp file's name is not written through
+    path = tmp_path / "h.json"
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (tmp_path / f"h.json.tmp-{os.getpid()}").symlink_to(victim)
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        agent.write_json_atomically(str(path), {"a": 1})
+    assert victim.read_text() == "keep"
+
+
+def test_a_temp_file_of_a_writer_killed_mid_write_goes_with_the_next_write(tmp_path: Path) -> None:
+    path = tmp_path / "h.json"
+    killed = tmp_path / "h.json.tmp-4242"  # SIGKILL between open and rename: nothing can remove it then
+    killed.write_text('{"half')
+    os.utime(killed, (0, 0))
+    fresh = tmp_path / "h.json.tmp-4343"  # a concurrent writer's, just written: not touched
+    fresh.write_text("{}")
+    planted = tmp_path / "h.json.tmp-4444"  # a symlink by that name is never followed nor removed
+    planted.symlink_to(tmp_path / "victim")
+    (tmp_path / "victim").write_text("keep")
+    os.utime(planted, (0, 0), follow_symlinks=False)
+    other = tmp_path / "other.json.tmp-4242"
+    other.write_text("{}")
+    os.utime(other, (0, 0))
+    history("record", str(path), "source", "laptop", "20261128T000000Z-aaaa")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["h.json", "h.json.tmp-4343", "h.json.tmp-4444", "other.json.tmp-4242", "victim"]
+    assert (tmp_path / "victim").read_text() == "keep"
