@@ -382,4 +382,3 @@ def standard_envvars(
         # the controller's own temp files (Python's tempfile, multiprocessing's pymp-*) too
         env["TMPDIR"] = run_dir
     return env
-
