@@ -28,7 +28,7 @@ cleanup role's ``pcswitcher_sweep`` module sweeps with :func:`sweep`, the sync_h
 ``pcs_history`` module reads and records with :func:`history` — what the driver asks the agents to
 do during a sync is exactly what those playbooks do when run by hand. From a shell:
 ``pcswitcher_agent.py sweep --run ID [--jid J ...] [--remove]``; ``pcswitcher_agent.py disk -- PATH...``
-prints the free space figures of the pings (folder_sync's space check runs it on the target).
+prints the free space figures of the pings (a job's space check may run it on the target).
 Python 3.8+ (the oldest ansible-core 2.19 manages) and the standard library only: it runs on any
 target that Ansible can manage.
 """
