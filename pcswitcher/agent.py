@@ -28,7 +28,8 @@ cleanup role's ``pcswitcher_sweep`` module sweeps with :func:`sweep`, the sync_h
 ``pcs_history`` module reads and records with :func:`history` — what the driver asks the agents to
 do during a sync is exactly what those playbooks do when run by hand. From a shell:
 ``pcswitcher_agent.py sweep --run ID [--jid J ...] [--remove]``; ``pcswitcher_agent.py disk -- PATH...``
-prints the free space figures of the pings (a job's space check may run it on the target).
+prints the free space figure of each path, as the pings measure it (a job's space check may run it
+on the target).
 Python 3.8+ (the oldest ansible-core 2.19 manages) and the standard library only: it runs on any
 target that Ansible can manage.
 """
@@ -287,35 +288,44 @@ def btrfs_unwritten(uuid: str, sysfs: str = BTRFS_SYSFS) -> int:
     return 0
 
 
-def disk_figures(paths: list[str]) -> list[dict[str, object]]:
-    """Free and total bytes of the filesystem of each path, once per filesystem.
+def disk_figure(path: str) -> dict[str, object]:
+    """Free and total bytes of the filesystem of ``path``.
 
     A path that does not exist (yet) is measured at its nearest existing parent: the filesystem
     that would hold it. ``free`` is what writes can still use: on btrfs, statvfs's figure minus the
     data written but not yet committed (``unwritten``, :func:`btrfs_unwritten`), so that it falls as
     soon as data is written, not at the next commit. ``fs`` names the filesystem (a btrfs by its
-    UUID, whichever subvolume the path is on; else ``fsid:<f_fsid>``).
+    UUID, whichever subvolume the path is on; else ``fsid:<f_fsid>``). ``total`` is 0 on a pseudo
+    filesystem (/proc, ...).
     """
+    probe = path
+    while not os.path.exists(probe) and probe not in ("/", ""):
+        probe = os.path.dirname(probe)
+    try:
+        st = os.statvfs(probe or "/")
+    except OSError as exc:
+        return {"path": path, "error": exc.strerror or str(exc)}
+    uuid = btrfs_filesystem(st.f_fsid)
+    unwritten = btrfs_unwritten(uuid) if uuid else 0
+    return {
+        "path": path,
+        "free": max(0, st.f_bavail * st.f_frsize - unwritten),
+        "total": st.f_blocks * st.f_frsize,
+        "unwritten": unwritten,
+        "fs": uuid or f"fsid:{st.f_fsid:x}",
+    }
+
+
+def disk_figures(paths: list[str]) -> list[dict[str, object]]:
+    """:func:`disk_figure` of each path, once per filesystem, pseudo filesystems left out."""
     out: list[dict[str, object]] = []
-    seen: set[str] = set()
+    seen: set[object] = set()
     for path in paths:
-        probe = path
-        while not os.path.exists(probe) and probe not in ("/", ""):
-            probe = os.path.dirname(probe)
-        try:
-            st = os.statvfs(probe or "/")
-        except OSError as exc:
-            out.append({"path": path, "error": exc.strerror or str(exc)})
+        figure = disk_figure(path)
+        if "error" not in figure and (figure["fs"] in seen or not figure["total"]):
             continue
-        uuid = btrfs_filesystem(st.f_fsid)
-        fs = uuid or f"fsid:{st.f_fsid:x}"
-        if fs in seen or st.f_blocks == 0:  # the same filesystem again, or a pseudo filesystem
-            continue
-        seen.add(fs)
-        unwritten = btrfs_unwritten(uuid) if uuid else 0
-        free = max(0, st.f_bavail * st.f_frsize - unwritten)
-        total = st.f_blocks * st.f_frsize
-        out.append({"path": path, "free": free, "total": total, "unwritten": unwritten, "fs": fs})
+        seen.add(figure.get("fs"))
+        out.append(figure)
     return out
 
 
@@ -629,11 +639,11 @@ def main(argv: list[str] | None = None) -> int:
     p_mon.add_argument("--path", action="append", default=[])
     p_mon.add_argument("--lock", action="store_true", help="hold this machine's sync lock (target lock)")
     p_mon.add_argument("--peer", default="", help="the other machine's host name (for the lock's holder)")
-    p_disk = sub.add_parser("disk", help="free space of the filesystem of each path (see disk_figures)")
+    p_disk = sub.add_parser("disk", help="free space of the filesystem of each path (see disk_figure)")
     p_disk.add_argument("paths", nargs="*", metavar="PATH")
     args = parser.parse_args(argv)
     if args.command == "disk":
-        _emit({"t": "disk", "disk": disk_figures(args.paths)})
+        _emit({"t": "disk", "disk": [disk_figure(path) for path in args.paths]})
         return 0
     if not RUN_ID_RE.match(args.run):
         parser.error(f"invalid run id {args.run!r}")

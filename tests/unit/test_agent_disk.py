@@ -109,7 +109,9 @@ def test_disk_command_prints_the_figures(tmp_path: Path) -> None:
     )
     reply = json.loads(res.stdout)
     assert reply["t"] == "disk"
-    (figure,) = reply["disk"]
-    assert figure["path"] == str(odd)
-    assert int(figure["free"]) <= int(figure["total"])
-    assert str(figure["fs"])
+    first, second = reply["disk"]  # one per path, the same filesystem twice
+    assert first["path"] == str(odd)
+    assert second["path"] == str(odd / "missing")
+    assert first["fs"] == second["fs"]
+    assert str(first["fs"])
+    assert int(first["free"]) <= int(first["total"])

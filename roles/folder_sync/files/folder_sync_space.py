@@ -106,12 +106,16 @@ def target_figures(agent_path: str, plan: dict[str, Any]) -> list[dict[str, Any]
             f"cannot measure free space on {plan.get('name') or host} "
             f"({why[-1] if why else 'rc ' + str(res.returncode)}): check python3 on the target"
         ) from None
-    if len(figures) != len(targets) or any("error" in f or not f.get("total") for f in figures):
-        bad: dict[str, Any] = next((f for f in figures if "error" in f or not f.get("total")), {})
+    if len(figures) != len(targets):
         raise RuntimeError(
-            f"cannot measure free space of {bad.get('path', targets)} on {plan.get('name') or host}: "
-            f"{bad.get('error', 'not a disk filesystem')}: set another folder target"
+            f"the agent on {plan.get('name') or host} measured {len(figures)} of {len(targets)} folders"
         )
+    for figure in figures:
+        if "error" in figure or not figure.get("total"):
+            raise RuntimeError(
+                f"cannot measure free space of {figure.get('path')} on {plan.get('name') or host}: "
+                f"{figure.get('error') or 'not on a disk filesystem'}: set another folder target"
+            )
     return list(figures)
 
 
