@@ -206,9 +206,12 @@ def test_unwritten_data_of_another_writer_aborts_the_run(small: Sandbox) -> None
         run = ObservedSync.start(small)
         run.wait_task("Work on the target")
         # 100 MiB, not synced: statvfs does not move before the next commit (commit=300)
+        before = agent_free(target)
         sh(target, "head -c $((100*1024*1024)) /dev/urandom > /home/pcs-unsynced")
+        after = agent_free(target)
+        assert int(after["free"]) < 80_000_000, (before, after)
         rc = run.wait(timeout=50)
-        assert rc == 1, run.output()
+        assert rc == 1, f"{before} {after} {agent_free(target)} {statvfs_free(target)}\n{run.output()}"
         critical = [m for m in run.messages("CRITICAL") if "runtime_minimum" in m]
         assert critical, run.output()
         assert "80MB" in critical[0], critical
