@@ -8,7 +8,8 @@ Run on the source, read-only, after the other checks passed::
 ``AGENT`` is the path of pc-switcher's agent (``pcswitcher/agent.py``, linked beside this script):
 its disk figures are what the run's disk guard watches (on btrfs, data written but not yet
 committed is not free), and the same code measures the target, sent over the sync's own ssh command
-to the target's Python (``agent.py disk``, as the login user: statvfs needs no privilege).
+to the target's Python (:data:`LOADER`: the paths as JSON on stdin, never on a command line), as the
+login user: statvfs needs no privilege.
 ``INPUT`` (JSON): ``folders`` (the plan's folders: source, target, rsync args), ``ssh``, ``host``,
 ``name`` (of the target, for messages), ``python`` (the target's interpreter) and ``threshold``
 (``pcswitcher_disk_runtime_minimum``: ``{"percent": P}`` or ``{"bytes": N}``, with ``text``).
@@ -82,18 +83,28 @@ def progress(**line: Any) -> None:
             pass
 
 
+# The target's program (``python -c``): a fixed text, no path in it. Its stdin: the target folders
+# as one JSON line, then the agent's source, which it runs as a module and asks for the figure of
+# each folder. No path passes through a command line or a shell.
+LOADER = (
+    "import json,sys;paths=json.loads(sys.stdin.readline());ns={'__name__':'pcswitcher_agent'};"
+    "exec(compile(sys.stdin.read(),'pcswitcher_agent.py','exec'),ns);"
+    "print(json.dumps({'t':'disk','disk':[ns['disk_figure'](p) for p in paths]}))"
+)
+
+
 def target_figures(agent_path: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
     """The agent's disk figure of each target folder, on the target (one ssh session)."""
     host = plan["host"]  # as in rsync's HOST:PATH, an IPv6 address in brackets: ssh takes it bare
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     targets = [folder["target"] for folder in plan["folders"]]
-    remote = shlex.join([plan.get("python") or "python3", "-", "disk", "--", *targets])
+    remote = shlex.join([plan.get("python") or "python3", "-c", LOADER])
     with open(agent_path, "rb") as fh:
-        code = fh.read()
+        stdin = json.dumps(targets).encode() + b"\n" + fh.read()
     res = subprocess.run(
         [*shlex.split(plan["ssh"]), host, remote],
-        input=code,
+        input=stdin,
         capture_output=True,
         timeout=TIMEOUT,
         check=False,
