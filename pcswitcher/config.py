@@ -88,6 +88,13 @@ class Threshold:
     def __str__(self) -> str:
         return self.text
 
+    def as_var(self) -> dict[str, Any]:
+        """The threshold as a job's extra var: ``{"percent": 5.0, "text": "5%"}`` or
+        ``{"bytes": 80000000, "text": "80MB"}`` (docs/job-contract.md)."""
+        if self.percent is not None:
+            return {"percent": self.percent, "text": self.text}
+        return {"bytes": self.size or 0, "text": self.text}
+
 
 def parse_threshold(text: object) -> Threshold:
     """Parse ``"20%"`` or ``"50GiB"``; raises :class:`ValueError` with a message naming the forms."""

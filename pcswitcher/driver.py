@@ -515,6 +515,7 @@ class Sync:
             "pcswitcher_progress_file": f"{self.local_run_dir}/progress.jsonl",
             "pcswitcher_dry_run": self.options.dry_run,
             "pcswitcher_ssh_control_path": str(self.control_path),
+            "pcswitcher_disk_runtime_minimum": self.p.config.disk.runtime_minimum.as_var(),
             **spec.extravars(job.settings),
         }
         run = self._new_run(

@@ -1,0 +1,1 @@
+../../../pcswitcher/agent.py
