@@ -258,7 +258,8 @@ def test_a_missing_rsync_is_a_reason_too(tmp_path: Path) -> None:
              "rsync: connection unexpectedly closed (0 bytes received so far) [sender]",
              "rsync error: unexplained error (code 255) at io.c(232) [sender=3.5.0]"],
             "rsync exit 255: the connection to the target failed (ssh): "
-            "ssh: connect to host 127.0.0.2 port 22: Connection refused / rsync: connection unexpectedly closed (0 bytes received so far) [sender]",
+            "ssh: connect to host 127.0.0.2 port 22: Connection refused / "
+            "rsync: connection unexpectedly closed (0 bytes received so far) [sender]",
         ),
         (12, [f"rsync: error {i}" for i in range(5)], "rsync exit 12: error in rsync protocol data stream: "
          "rsync: error 3 / rsync: error 4 (and 3 more error lines before these, in the log)"),
