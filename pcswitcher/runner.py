@@ -326,17 +326,17 @@ class PlaybookRun:
 
 
 def _failure_message(task: str, host: str, res: Mapping[str, Any]) -> str:
-    msg = _reason(res)
-    # a loop: Ansible's "One or more items failed" says nothing; the failed items' reasons do
-    items = [item for item in res.get("results") or [] if isinstance(item, Mapping) and item.get("failed")]
-    if items:
-        msg = "; ".join(dict.fromkeys(_reason(item) for item in items))
+    msg = failure_reason(res)
     return f"{task} on {host}: {msg}" if task else f"{host}: {msg}"
 
 
-def _reason(res: Mapping[str, Any]) -> str:
-    """A task's (or a loop item's) reason: its ``msg``, with the last line of its stderr when that
+def failure_reason(res: Mapping[str, Any]) -> str:
+    """The reason of a failed task's result: of a loop, its failed items' reasons (Ansible's "One or
+    more items failed" says nothing); else its ``msg``, with the last line of its stderr when that
     adds to it (alone when ``msg`` is only Ansible's "non-zero return code"), else its exit code."""
+    items = [item for item in res.get("results") or [] if isinstance(item, Mapping) and item.get("failed")]
+    if items:
+        return "; ".join(dict.fromkeys(failure_reason(item) for item in items))
     msg = str(res.get("msg") or "").strip()
     stderr = str(res.get("stderr") or "").strip()
     if stderr and stderr not in msg:
