@@ -3,9 +3,18 @@
 
 Usage (run on the source by roles/folder_sync/tasks/sync.yml)::
 
-    folder_sync_rsync.py [--base B] [--span S] [--label L] [--report N] [--dry-run] -- rsync ARGS...
+    folder_sync_rsync.py [--base B] [--span S] [--label L] [--report N] [--dry-run] [--scan-keys ROOT]
+                         -- rsync ARGS...
 
 rsync must be given ``--info=progress2 --stats --out-format=%i %n%L`` (the task does). This wrapper:
+
+* with ``--scan-keys ROOT`` (rsync's source folder), first finds every private key in the ``.ssh``
+  directories below ROOT by its content (:func:`find_private_keys`) and puts one ``--filter=- /PATH``
+  rule per key before all of rsync's arguments, so before every other filter rule; names each key
+  (path only) in a DEBUG message and counts them in an INFO one;
+* passes rsync's stderr on, line by line as it comes, to its own stderr and as WARNING messages;
+  when rsync fails, its last stderr line is the reason: rsync's exit code, its meaning and rsync's
+  last error lines (:func:`rsync_failure`);
 
 * reads rsync's stdout: the ``progress2`` lines (overall bytes, percent, rate, ETA), the itemized
   lines (``>f+++++++++ path`` — the current file; ``*deleting   path`` — a deletion) and the
@@ -16,8 +25,9 @@ rsync must be given ``--info=progress2 --stats --out-format=%i %n%L`` (the task 
   would-be change (the first ``--report`` of them);
 * prints one JSON object on stdout when rsync ends: ``rc``, ``files_transferred``, ``bytes``
   (total transferred file size), ``deleted``, ``changes`` (itemized lines), ``sample`` (the first
-  ``--report`` itemized transfers/changes), ``deletions`` (the first ``--report`` deleted paths) and
-  exits with rsync's exit code.
+  ``--report`` itemized transfers/changes), ``deletions`` (the first ``--report`` deleted paths),
+  ``keys`` (the excluded private keys' paths), ``error`` (when rsync failed) and exits with rsync's
+  exit code.
 
 It never daemonizes and keeps its environment (the run tag ``PCSWITCHER_RUN_ID``), so the abort
 sweep finds it and rsync; rsync also gets SIGTERM if this wrapper dies (parent-death signal), and
@@ -81,6 +91,7 @@ RSYNC_EXIT = {
     255: "the connection to the target failed (ssh)",
 }
 STDERR_KEPT = 200  # last lines of rsync's stderr kept for the failure's reason
+STDERR_LOGGED = 1000  # lines of rsync's stderr passed on to the log (a flood of errors: the first ones)
 
 
 def rsync_failure(rc: int, stderr: list[str]) -> str:
@@ -337,6 +348,7 @@ class Wrapper:
         self.in_stats = False
         self.keys: list[str] = []
         self.stderr: deque[str] = deque(maxlen=STDERR_KEPT)
+        self.stderr_seen = 0
         self._last_progress = 0.0
         self._last_message = time.monotonic()
         self._progress_dirty = False
@@ -436,8 +448,15 @@ class Wrapper:
             if not text.strip():
                 continue
             self.stderr.append(text)
-            level = "DEBUG" if text.startswith("Warning: Permanently added") else "WARNING"
-            self.progress.write(level=level, message=f"{self.label}: {text}")
+            self.stderr_seen += 1
+            if self.stderr_seen <= STDERR_LOGGED:
+                level = "DEBUG" if text.startswith("Warning: Permanently added") else "WARNING"
+                self.progress.write(level=level, message=f"{self.label}: {text}")
+            elif self.stderr_seen == STDERR_LOGGED + 1:
+                self.progress.write(
+                    level="WARNING",
+                    message=f"{self.label}: over {STDERR_LOGGED} rsync messages: the rest are not logged",
+                )
 
     def read_stdout(self, fd: int) -> None:
         with contextlib.suppress(OSError):
