@@ -276,3 +276,48 @@ def test_exclude_rule_escapes_wildcards_and_control_characters() -> None:
     assert W.exclude_rule("alice/.ssh/st*r [1]") == "- /alice/.ssh/st\\*r \\[1]"
     assert W.exclude_rule("a/.ssh/new\nline\\x") == "- /a/.ssh/new?line\\\\x"
     assert W.exclude_rule("a/.ssh/back\\slash") == "- /a/.ssh/back\\slash"  # literal: no wildcard
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        ["--filter=!"],
+        ["--filter= clear "],
+        ["--exclude=!"],
+        ["-f", "!"],
+        ["-f!"],
+        ["--filter", "clear"],
+        ["--filter=merge {merged}"],
+        ["--filter=. {merged}"],
+        ["--filter=merge,- {nested}"],
+    ],
+)
+def test_a_rule_that_clears_the_list_is_refused(
+    tmp_path: Path, keys: dict[str, bytes], rules: list[str]
+) -> None:
+    """``!``/``clear`` would drop the key rules before it (rsync applies it to everything before):
+    the wrapper refuses to run rsync, and nothing is sent."""
+    src, dst = tmp_path / "home", tmp_path / "target"
+    _tree(src, keys)
+    (tmp_path / "merged").write_text("- *.tmp\n!\n")
+    (tmp_path / "nested").write_text(f"merge {tmp_path / 'merged'}\n")
+    rules = [r.format(merged=tmp_path / "merged", nested=tmp_path / "nested") for r in rules]
+    argv = ["--scan-keys", f"{src}/", "--", "rsync", "-a", *rules, f"{src}/", f"{dst}/"]
+    rc, result, stderr, _ = _wrapper(argv, tmp_path / "p.jsonl")
+    assert (rc, result["rc"]) == (2, 2)
+    assert "a filter rule that clears the rule list" in result["error"]
+    assert stderr.splitlines()[-1] == result["error"]
+    assert not dst.exists()
+
+
+def test_a_per_directory_clear_keeps_the_key_rules(tmp_path: Path, keys: dict[str, bytes]) -> None:
+    """A ``!`` in a per-directory (dir-merge) file clears only that file's rules: allowed, and the
+    keys stay excluded."""
+    src, dst = tmp_path / "home", tmp_path / "target"
+    private, _ = _tree(src, keys)
+    (src / "alice/.pcswitcher-filter").write_text("!\n+ *\n")
+    argv = ["--scan-keys", f"{src}/", "--", "rsync", "-a", "--filter=dir-merge .pcswitcher-filter"]
+    rc, _, _, _ = _wrapper([*argv, f"{src}/", f"{dst}/"], tmp_path / "p.jsonl")
+    assert rc == 0
+    assert not any(os.path.lexists(dst / rel) for rel in private)
+    assert (dst / "alice/.ssh/config").exists()

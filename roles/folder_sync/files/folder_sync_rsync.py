@@ -304,6 +304,48 @@ def exclude_rule(relpath: str) -> str:
     return "- /" + relpath
 
 
+_RULE_OPTIONS = ("--filter", "--exclude", "--include", "-f")
+_CLEARING = {"!", "clear"}
+
+
+def _command_rules(command: list[str]) -> list[str]:
+    """The filter rules given on rsync's command line (``--filter=R``, ``--filter R``, ``-fR``,
+    ``-f R``, ``--exclude``/``--include`` alike)."""
+    rules: list[str] = []
+    args = iter(command[1:])
+    for arg in args:
+        if arg == "--":
+            break
+        if arg in _RULE_OPTIONS:
+            rules.append(next(args, ""))
+        elif arg.startswith(tuple(o + "=" for o in _RULE_OPTIONS[:3])):
+            rules.append(arg.split("=", 1)[1])
+        elif arg.startswith("-f") and not arg.startswith("--"):
+            rules.append(arg[2:])
+    return rules
+
+
+def clearing_rule(command: list[str]) -> str:
+    """Where rsync's command line (or a file it merges, at any depth) has a rule that clears the
+    filter list (``!``, ``clear``): it would drop the key rules and the fixed never-sync rules before
+    it. "" when there is none. A per-directory (dir-merge) file's ``!`` clears only its own rules."""
+    todo = [("the command line", rule) for rule in _command_rules(command)]
+    seen: set[str] = set()
+    while todo:
+        where, rule = todo.pop()
+        words = rule.strip().split(None, 1)
+        if not words:
+            continue
+        if words[0] in _CLEARING:
+            return f"{where}: {rule.strip()!r}"
+        keyword = words[0].split(",", 1)[0]
+        if (keyword == "merge" or keyword.startswith(".")) and len(words) == 2 and words[1] not in seen:
+            seen.add(words[1])
+            with contextlib.suppress(OSError, UnicodeDecodeError), open(words[1], encoding="utf-8") as merged:
+                todo += [(f"the filter file {words[1]}", line) for line in merged.read().splitlines()]
+    return ""
+
+
 def shown(path: str) -> str:
     """``path`` for a message: control characters and bytes that are not UTF-8 as rsync shows them
     (``\\#012``), so that a name cannot break a log line."""
@@ -512,7 +554,7 @@ class Wrapper:
         errors.join()
         return self.finish(rc, list(self.stderr))
 
-    def finish(self, rc: int, stderr: list[str]) -> int:
+    def finish(self, rc: int, stderr: list[str], error: str = "") -> int:
         """The end: the last progress, the result on stdout, the failure's reason on stderr."""
         if rc in (0, 24):
             self.percent = 100.0
@@ -535,7 +577,7 @@ class Wrapper:
             "keys": self.keys,
         }
         if rc not in (0, 24):
-            result["error"] = rsync_failure(rc, stderr)
+            result["error"] = error or rsync_failure(rc, stderr)
             sys.stderr.write(result["error"] + "\n")  # the last line: the failed task's reason
             sys.stderr.flush()
         sys.stdout.write(json.dumps(result) + "\n")
@@ -589,6 +631,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give the rsync command after --")
     wrapper = Wrapper(args)
     if args.scan_keys:
+        where = clearing_rule(command)
+        if where:  # a last guard: the rule would drop every never-sync rule
+            return wrapper.finish(
+                2,
+                [],
+                f"folder_sync: a filter rule that clears the rule list ({where}) would sync private keys "
+                "and pc-switcher's state: remove it",
+            )
         command = wrapper.exclude_keys(args.scan_keys, command)
     return wrapper.run(command)
 
