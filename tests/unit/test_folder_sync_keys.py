@@ -321,3 +321,33 @@ def test_a_per_directory_clear_keeps_the_key_rules(tmp_path: Path, keys: dict[st
     assert rc == 0
     assert not any(os.path.lexists(dst / rel) for rel in private)
     assert (dst / "alice/.ssh/config").exists()
+
+
+def test_the_walk_finds_every_ssh_directory(tmp_path: Path) -> None:
+    """Against os.walk: a random tree of directories with .ssh directories anywhere — a directory
+    whose only subdirectory is .ssh, an empty .ssh, .ssh at the root, deep ones — all found, also
+    where the walk skips directories by their link count (ext4, xfs, tmpfs: the test's tmp_path is
+    one on this host; on another filesystem every directory is listed)."""
+    import random
+
+    rng = random.Random(20261203)  # noqa: S311 - a reproducible tree, not a secret
+    root = tmp_path / "tree"
+    root.mkdir()
+    dirs = [root]
+    for i in range(3000):
+        parent = rng.choice(dirs)
+        child = parent / (".ssh" if rng.random() < 0.05 else f"d{i}")
+        child.mkdir(exist_ok=True)
+        if child.name != ".ssh":
+            dirs.append(child)
+        if rng.random() < 0.3:
+            (child / f"f{i}").write_text("x")
+    (root / "only/.ssh").mkdir(parents=True)
+    (root / ".ssh").mkdir(exist_ok=True)
+    expected = set()
+    for path, subdirs, _ in os.walk(root):
+        if ".ssh" in subdirs:
+            expected.add(os.path.join(path, ".ssh"))
+            subdirs.remove(".ssh")
+    assert set(W._ssh_dirs(str(root))) == expected
+    assert len(expected) > 50

@@ -222,22 +222,56 @@ def _read_head(path: str) -> tuple[bytes, int] | None:
         os.close(fd)
 
 
+# Filesystems where a directory's link count is 2 + its subdirectories (ext2/3/4, xfs, tmpfs): a
+# directory with 2 links has none, so it cannot hold a .ssh directory and is not listed. Not btrfs
+# (a directory has 1 link there) nor any other filesystem: those are listed whole.
+_LINK_COUNT_FS = {0xEF53, 0x58465342, 0x01021994}
+
+
+def _link_count_holds(path: str, cache: dict[int, bool], dev: int) -> bool:
+    """Whether the filesystem of ``path`` (device ``dev``) keeps the link-count rule."""
+    if dev not in cache:
+        fs_type = 0
+        with contextlib.suppress(Exception):
+            buf = ctypes.create_string_buffer(256)  # struct statfs; f_type (a C long) comes first
+            if ctypes.CDLL(None, use_errno=True).statfs(os.fsencode(path), buf) == 0:
+                fs_type = ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+        cache[dev] = fs_type in _LINK_COUNT_FS
+    return cache[dev]
+
+
 def _ssh_dirs(root: str) -> list[str]:
     """Every directory named ``.ssh`` under ``root`` (not below one: those are scanned whole), by a
-    walk of the directories alone (the entries' types from the directory listing, no stat); symlinks
-    are not followed, as rsync -a does not follow them."""
+    walk of the directories alone (the entries' types from the directory listing; a ``stat`` of
+    subdirectories only where the link-count rule holds, to skip those without subdirectories);
+    symlinks are not followed, as rsync -a does not follow them."""
     found: list[str] = []
-    stack = [root]
+    cache: dict[int, bool] = {}
+    try:
+        st = os.stat(root)
+        stack = [(root, _link_count_holds(root, cache, st.st_dev))]
+    except OSError:
+        return found
     while stack:
+        path, counted = stack.pop()
         try:
-            listing = os.scandir(stack.pop())
+            listing = os.scandir(path)
         except OSError:  # unreadable: rsync cannot read it either (and says so)
             continue
         with listing:
             for entry in listing:
                 try:
-                    if entry.is_dir(follow_symlinks=False):
-                        (found if entry.name == ".ssh" else stack).append(entry.path)
+                    if not entry.is_dir(follow_symlinks=False):
+                        continue
+                    if entry.name == ".ssh":
+                        found.append(entry.path)
+                        continue
+                    if not counted:
+                        stack.append((entry.path, False))
+                        continue
+                    st = entry.stat(follow_symlinks=False)  # a mount point: the mounted root's
+                    if not (_link_count_holds(entry.path, cache, st.st_dev) and st.st_nlink == 2):
+                        stack.append((entry.path, _link_count_holds(entry.path, cache, st.st_dev)))
                 except OSError:
                     continue
     return found
