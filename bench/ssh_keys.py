@@ -10,8 +10,9 @@ keys under names no name rule knows, public keys, ``config``, ``known_hosts``) a
 directories right after the scan), ``--rounds`` times interleaved:
 
 * the scan of the wrapper (``find_private_keys`` of ``roles/folder_sync/files/folder_sync_rsync.py``:
-  a walk of every directory by ``os.scandir`` and the entries' types, reading the first 64 KiB of
-  each file in a ``.ssh`` directory only), timed in-process;
+  a walk of the directories by ``os.scandir`` and the entries' types — on btrfs every directory,
+  its link count tells nothing there —, reading the first 64 KiB of each file in a ``.ssh``
+  directory only), timed in-process;
 * ``find DIR -type d`` (the raw tool: the same walk in C, its output to /dev/null), timed around
   the process;
 
