@@ -585,7 +585,7 @@ class Wrapper:
         errors.start()
         self.read_stdout(proc.stdout.fileno())
         rc = proc.wait()
-        errors.join()
+        errors.join(2)  # ssh (rsync's child) shares the pipe: never wait long for its end
         return self.finish(rc, list(self.stderr))
 
     def finish(self, rc: int, stderr: list[str], error: str = "") -> int:
