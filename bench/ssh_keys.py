@@ -11,7 +11,7 @@ directories right after the scan), ``--rounds`` times interleaved:
 
 * the scan of the wrapper (``find_private_keys`` of ``roles/folder_sync/files/folder_sync_rsync.py``:
   a walk of the directories by ``os.scandir`` and the entries' types — on btrfs every directory,
-  its link count tells nothing there —, reading the first 64 KiB of each file in a ``.ssh``
+  its link count tells nothing there —, reading the first 16 KiB of each file in a ``.ssh``
   directory only), timed in-process;
 * ``find DIR -type d`` (the raw tool: the same walk in C, its output to /dev/null), timed around
   the process;

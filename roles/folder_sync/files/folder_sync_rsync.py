@@ -150,7 +150,7 @@ class Progress:
 
 
 # -- private keys in .ssh directories ---------------------------------------------------------------
-KEY_HEAD = 64 * 1024  # bytes of a file in .ssh read to tell a private key
+KEY_HEAD = 16 * 1024  # bytes of a file in .ssh read to tell a private key (an RSA-16384 key: 12.6 KiB)
 # PEM blocks of every kind of private key (RSA, EC, DSA, OPENSSH, ENCRYPTED, PKCS#8, PGP ... BLOCK,
 # ssh.com's "---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----"), anywhere in the head (text may come
 # before the block); PuTTY's .ppk (any version); OpenSSH's old SSH-1 key format.
