@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= /usr/bin/python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := python3 python3-venv openssh-server openssh-client rsync btrfs-progs acl attr procps util-linux iproute2 tmux
+APT_PACKAGES := python3 python3-venv openssh-server openssh-client rsync btrfs-progs acl attr procps util-linux iproute2 tmux sudo
 
 .PHONY: bootstrap system-deps venv demo test lint unit integration bench bench-folder-sync clean-sandboxes
 
@@ -44,8 +44,7 @@ unit: venv
 integration: bootstrap
 	$(BIN)/pytest -q tests/integration
 
-test: bootstrap lint
-	$(BIN)/python -m tests.sandbox down --all --orphaned
+test: bootstrap lint clean-sandboxes
 	$(BIN)/pytest -q tests
 
 demo: bootstrap
@@ -57,5 +56,8 @@ bench: bootstrap
 bench-folder-sync: bootstrap   # about 1 GB in 20k files and 200k small files: takes several minutes
 	$(BIN)/python -m bench.folder_sync
 
+# Orphans only (a sandbox whose owner process died): machines kept up by a person stay up. The pristine
+# dry-run test keeps its machines outside /var/tmp (it compares /var/tmp before and after).
 clean-sandboxes: venv
 	$(BIN)/python -m tests.sandbox down --all --orphaned
+	test ! -d /var/lib/pcswitcher-sandbox-pristine || $(BIN)/python -m tests.sandbox --base-dir /var/lib/pcswitcher-sandbox-pristine down --all --orphaned

@@ -121,10 +121,28 @@ def _signal_all(pids: object, sig: int) -> None:
             os.kill(pid, sig)
 
 
+def _release_parents(parents: set[int], killed: set[int], timeout: float = 1.0) -> None:
+    """SIGCONT to the stopped ones of ``parents`` (outside the run; never the agent or its ancestors)
+    until they reaped the killed children: a parent that stopped itself when the sweep froze its child
+    (``sudo`` does, to pass job control on) would otherwise wait forever for the child it cannot reap."""
+    waiting = parents - killed - _ancestors(os.getpid()) - {0, 1}
+    deadline = time.monotonic() + timeout
+    while waiting:
+        for pid in waiting:
+            stat = _read(f"/proc/{pid}/stat")
+            if stat[stat.rfind(b")") + 2 :][:1] == b"T":
+                _signal_all([pid], signal.SIGCONT)
+        unreaped = [pid for pid in killed if _ppid(pid) in waiting]
+        if not unreaped or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+
+
 def sweep(run_id: str, jids: list[str] | tuple[str, ...] = (), grace: float = 0.3) -> dict[str, object]:
     """Kill every process of the run: SIGTERM, a short grace, then freeze-and-SIGKILL until none is left."""
     found = find_run_processes(run_id, jids)
     killed = dict(found)
+    parents = {_ppid(pid) for pid in found}
     if found:
         _signal_all(found, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -135,11 +153,13 @@ def sweep(run_id: str, jids: list[str] | tuple[str, ...] = (), grace: float = 0.
         if not found:
             break
         killed.update(found)
+        parents.update(_ppid(pid) for pid in found)
         _signal_all(found, signal.SIGSTOP)  # frozen processes cannot fork new children
         again = find_run_processes(run_id, jids)
         killed.update(again)
         _signal_all(set(found) | set(again), signal.SIGKILL)
         time.sleep(0.02)
+    _release_parents(parents, set(killed))
     remaining = find_run_processes(run_id, jids)
     return {
         "t": "swept",

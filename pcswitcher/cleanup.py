@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import re
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import psutil
 
 from . import paths
 from .agent import RUN_ID_RE, run_dir
-from .errors import ExitCode, UsageError
-from .inventory import load_inventory
+from .errors import ExitCode, LockHeld, UsageError
+from .inventory import Target, load_inventory
+from .lock import SyncLock
 from .runner import PlaybookResult, PlaybookRun, prepare_bin_dir, standard_envvars
 from .ui import Ui
 
@@ -64,36 +66,94 @@ def cleanup_playbook_run(
     return run.run_to_end(timeout, on_process)
 
 
+def valid_id(text: str) -> bool:
+    """A run or session id as pc-switcher makes them: a letter or digit, then letters, digits,
+    ``_.-`` (no ``/``, no leading dot or dash, no control character), at most 64 characters."""
+    return RUN_ID_RE.fullmatch(text) is not None
+
+
 def newest_run_id() -> str | None:
-    runs = sorted(p.name for p in paths.runs_dir().glob("*") if p.is_dir() and RUN_ID_RE.match(p.name))
+    runs = sorted(p.name for p in paths.runs_dir().glob("*") if p.is_dir() and valid_id(p.name))
     return runs[-1] if runs else None
 
 
-def run_cleanup(target: str, run_id: str | None, inventory_path: Path, ui: Ui) -> ExitCode:
-    """``pc-switcher cleanup TARGET [--run ID]``."""
-    inventory = load_inventory(inventory_path)
-    host = inventory.resolve(target)
+def _run_was_seen(run_id: str) -> bool:
+    """Does anything on this machine show that run ``run_id`` existed (its state, its log, or its
+    working directory: a dry-run keeps its state and log there)?"""
+    return (
+        (paths.runs_dir() / run_id).is_dir()
+        or (paths.logs_dir() / f"{run_id}.jsonl").is_file()
+        or Path(run_dir(run_id)).is_dir()
+    )
+
+
+def _chosen_run(run_id: str | None) -> str:
     if run_id is None:
         run_id = newest_run_id()
         if run_id is None:
             raise UsageError(
                 f"no run recorded in {paths.runs_dir()}", "pass --run RUN_ID (see `pc-switcher logs`)"
             )
-    if not RUN_ID_RE.match(run_id) or not re.match(r"^[\w.-]+$", run_id):
+    if not _run_was_seen(run_id):
+        raise UsageError(
+            f"--run {run_id}: no such run on this machine (no {paths.runs_dir() / run_id}, "
+            f"no log, no {run_dir(run_id)})",
+            "pass an id shown by `pc-switcher logs`",
+        )
+    return run_id
+
+
+def _take_lock(target: str) -> SyncLock | None:
+    """The sync lock for the cleanup's duration: a live run is never cleaned up (exit 3), and no sync
+    starts meanwhile. None when only a dead holder's child keeps the lock (then clean up anyway)."""
+    lock = SyncLock(paths.lock_path())
+    try:
+        lock.acquire(role="cleanup", target=target)
+    except LockHeld as exc:
+        if not exc.holder_alive:
+            return None
+        pid = (exc.holder or {}).get("pid", "PID")
+        raise LockHeld(
+            f"a sync is running: {exc.message}",
+            f"cleanup is for a run that died; stop the live one with Ctrl+C or `kill -TERM {pid}` "
+            "(its abort cleans up both machines)",
+        ) from None
+    return lock
+
+
+def run_cleanup(target: str, run_id: str | None, inventory_path: Path, ui: Ui) -> ExitCode:
+    """``pc-switcher cleanup TARGET [--run ID]``."""
+    if run_id is not None and not valid_id(run_id):
         raise UsageError(f"--run {run_id!r} is not a run id", "pass an id shown by `pc-switcher logs`")
+    host = load_inventory(inventory_path).resolve(target)
+    lock = _take_lock(host.name)
+    try:
+        run_id = _chosen_run(run_id)
+        return _cleanup(host, run_id, inventory_path, ui)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _cleanup(host: Target, run_id: str, inventory_path: Path, ui: Ui) -> ExitCode:
     run_state = paths.runs_dir() / run_id
     jids = recorded_jids(run_state)
     ui.message(
         f"cleaning up run {run_id} on {host.describe()} and this machine ({len(jids)} async job id(s))"
     )
-    result = cleanup_playbook_run(
-        root=paths.project_root(),
-        inventory=inventory_path,
-        target=host.name,
-        run_id=run_id,
-        jids=jids,
-        private_data_dir=run_state / "cleanup-manual",
-    )
+    # the playbook's files go in the run's state, or (a dry-run's run has none) in a temp dir
+    with contextlib.ExitStack() as stack:
+        private = run_state / "cleanup-manual"
+        if not run_state.is_dir():
+            private = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pcswitcher-cleanup-")))
+        result = cleanup_playbook_run(
+            root=paths.project_root(),
+            inventory=inventory_path,
+            target=host.name,
+            run_id=run_id,
+            jids=jids,
+            private_data_dir=private,
+        )
     if not result.ok:
         ui.error(f"cleanup of run {run_id} on {host.name} failed: {result.reason(result.status)}")
         return ExitCode.FAILED

@@ -88,8 +88,8 @@ def cli() -> None:
 
     \b
     Exit codes: 0 success; 1 the sync failed or was aborted (a job failed, low disk, lost link,
-    unreachable target); 2 bad usage, config or inventory; 3 another sync holds the lock;
-    130 interrupted by Ctrl+C; 143 terminated by SIGTERM.
+    unreachable target); 2 bad usage, config or inventory; 3 another sync holds the lock (or the
+    target is this machine); 130 interrupted by Ctrl+C; 143 terminated by SIGTERM.
     """
 
 
@@ -149,7 +149,9 @@ def sync(
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--force", is_flag=True, help="Overwrite existing files (the old ones are kept as *.bak).")
+@click.option(
+    "--force", is_flag=True, help="Replace existing files (each old one is kept: *.bak, *.bak.1, …)."
+)
 def init(force: bool) -> None:
     """Write a commented default config and an example inventory."""
     from .config import default_config_text, example_inventory_text
@@ -160,19 +162,75 @@ def init(force: bool) -> None:
         paths.default_config_path(): default_config_text(jobs),
         paths.default_inventory_path(): example_inventory_text(),
     }
-    existing = [p for p in files if p.exists()]
+    existing = [p for p in files if os.path.lexists(p)]
     if existing and not force:
         raise UsageError(
             f"{existing[0]} already exists",
-            "edit it, or run `pc-switcher init --force` to overwrite (keeps a .bak)",
+            "edit it, or run `pc-switcher init --force` to replace it (the old file is kept as a .bak)",
         )
-    paths.config_dir().mkdir(parents=True, exist_ok=True)
-    for path, text in files.items():
-        if path.exists():
-            path.replace(path.with_name(path.name + ".bak"))
-        path.write_text(text)
-        click.echo(f"wrote {path}")
+    for path, backup in _install(paths.config_dir(), files):
+        click.echo(f"wrote {path}" + (f" (the old one is kept as {backup})" if backup else ""))
     click.echo("next: add your target to the inventory, then `pc-switcher sync TARGET --dry-run`")
+
+
+def _free_backup(path: Path) -> Path:
+    """``path.bak``, else the first free ``path.bak.N``: a backup never replaces another."""
+    candidate = path.with_name(path.name + ".bak")
+    number = 0
+    while os.path.lexists(candidate):
+        number += 1
+        candidate = path.with_name(f"{path.name}.bak.{number}")
+    return candidate
+
+
+def _install(directory: Path, files: dict[Path, str]) -> list[tuple[Path, Path | None]]:
+    """Write ``files`` into ``directory`` all or nothing: each new text goes to a temp file, each
+    existing file gets a hard link as its backup, then the temp files replace the files. Any
+    failure (the directory is a file, read-only, immutable) undoes what was done and raises one
+    UsageError naming the file and the reason. Returns each path and its backup (None: new)."""
+    done: list[Path] = []  # temp files and backups made, removed again on failure
+    replaced: list[tuple[Path, Path | None]] = []
+    current: Path = directory
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        staged: list[tuple[Path, Path, Path | None]] = []
+        for path, text in files.items():
+            current = path
+            temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            with open(temp, "x", encoding="utf-8") as file:
+                done.append(temp)
+                file.write(text)
+            backup = _free_backup(path) if os.path.lexists(path) else None
+            if backup is not None:
+                os.link(path, backup, follow_symlinks=False)  # fails on an immutable file
+                done.append(backup)
+            staged.append((path, temp, backup))
+        for path, temp, backup in staged:
+            current = path
+            os.replace(temp, path)
+            replaced.append((path, backup))
+    except OSError as exc:
+        _undo(replaced, done)
+        raise UsageError(
+            f"cannot write {current}: {exc.strerror or exc}",
+            f"make {directory} a writable directory (check `ls -ld` and `lsattr -d`), then run init again",
+        ) from None
+    return replaced
+
+
+def _undo(replaced: list[tuple[Path, Path | None]], made: list[Path]) -> None:
+    """Put back the files :func:`_install` replaced, and remove what it made, as far as possible."""
+    for path, backup in replaced:
+        with contextlib.suppress(OSError):
+            if backup is None:
+                path.unlink()
+            else:
+                restore = path.with_name(f".{path.name}.restore-{os.getpid()}")
+                os.link(backup, restore, follow_symlinks=False)
+                os.replace(restore, path)
+    for path in made:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 @cli.command("logs", context_settings=CONTEXT)

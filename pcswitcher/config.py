@@ -12,7 +12,11 @@ import copy
 import difflib
 import functools
 import json
+import math
+import os
+import posixpath
 import re
+import stat
 import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +48,7 @@ __all__ = [
     "load_config",
     "parse_duration",
     "parse_threshold",
+    "path_problem",
 ]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -139,9 +144,33 @@ def _check_duration(instance: object) -> bool:
     return True
 
 
+def path_problem(text: str) -> str | None:
+    """Why ``text`` is not an absolute, normalised path of printable characters (None: it is).
+
+    An allowlist: every character printable (a space is; a control character, a line or paragraph
+    separator or an invisible format character is not), the path starts with ``/``, and it is already
+    in normal form (no ``.`` or ``..`` component, no ``//``; one trailing ``/`` is allowed).
+    """
+    bad = next((c for c in text if not c.isprintable()), None)
+    if bad is not None:
+        return (
+            f"{text!r} contains U+{ord(bad):04X}, a control or invisible character "
+            "(a path is one line of printable characters)"
+        )
+    if not text.startswith("/"):
+        return f"{text!r} is not an absolute path (it must start with /)"
+    normal = posixpath.normpath(text)
+    if normal.startswith("//"):  # POSIX keeps a leading "//"
+        normal = "/" + normal.lstrip("/")
+    if text.rstrip("/") != normal.rstrip("/") or text.endswith("//"):
+        return f"{text!r} is not a normalised path (no '.', '..' or '//' in it): write {normal!r}"
+    return None
+
+
 def _check_abspath(instance: object) -> bool:
-    if isinstance(instance, str) and not instance.startswith("/"):
-        raise ValueError(f"{instance!r} is not an absolute path (it must start with /)")
+    problem = path_problem(instance) if isinstance(instance, str) else None
+    if problem is not None:
+        raise ValueError(problem)
     return True
 
 
@@ -477,6 +506,8 @@ def _show(value: object) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan (not a number)" if math.isnan(value) else f"{'-' if value < 0 else ''}.inf (infinity)"
     return str(value)
 
 
@@ -494,21 +525,52 @@ def _suggest(word: object, choices: Sequence[str]) -> str:
     return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
 
 
-def _read(path: Path) -> str:
+#: The largest config file read (a config is a few KiB; the default one about 10 KiB).
+MAX_CONFIG_BYTES = 1024 * 1024
+#: The most values a config may hold, each alias counted as often as it is used: bounds the
+#: work and memory a file of YAML aliases (a "billion laughs") could ask for.
+MAX_CONFIG_NODES = 20_000
+
+
+def _open_regular(path: Path) -> int:
+    """Open ``path`` for reading if it is a regular file (never blocks on a FIFO or a device)."""
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(
             f"{path}:1:1: the config file does not exist",
             "run `pc-switcher init` to write a default config",
         ) from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}:1:1: the config path is a directory, not a file", "give a file") from None
     except OSError as exc:
         raise ConfigError(
             f"{path}:1:1: cannot read the config file: {exc.strerror or exc}",
             "check its permissions (it must be readable by you)",
         ) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        kind = (
+            "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (a device, FIFO or socket)"
+        )
+        raise ConfigError(f"{path}:1:1: the config path is {kind}", "give the path of a config file")
+    return fd
+
+
+def _read(path: Path) -> str:
+    fd = _open_regular(path)
+    try:
+        with os.fdopen(fd, "rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}:1:1: cannot read the config file: {exc.strerror or exc}",
+            "check that it is a readable file",
+        ) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}:1:1: the config file is larger than {MAX_CONFIG_BYTES // 1024} KiB",
+            "give the pc-switcher config file (a few KiB), not another file",
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -517,6 +579,63 @@ def _read(path: Path) -> str:
         raise ConfigError(
             f"{path}:{line}:{column}: the config file is not UTF-8 text", "save it as UTF-8"
         ) from None
+
+
+def _expanded_size(root: Node, limit: int) -> tuple[int, Node | None]:
+    """The number of values the document holds once every alias is expanded (counting stops past
+    ``limit``), and an alias that refers to a collection containing it (a cycle), if any."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if id(node) in open_nodes:
+            raise _Cycle(node)
+        open_nodes.add(id(node))
+        total = 1
+        if isinstance(node, SequenceNode):
+            children: list[Node] = list(node.value)
+        elif isinstance(node, MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = []
+        for child in children:
+            total = min(total + size(child), limit + 1)
+        open_nodes.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    try:
+        return size(root), None
+    except _Cycle as cycle:
+        return 0, cycle.node
+    except RecursionError:  # nested deeper than Python's stack: no config is
+        return limit + 1, None
+
+
+class _Cycle(Exception):
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self.node = node
+
+
+def _check_size(path: Path, root: Node) -> None:
+    count, cycle = _expanded_size(root, MAX_CONFIG_NODES)
+    if cycle is not None:
+        mark = cycle.start_mark
+        raise ConfigError(
+            f"{path}:{mark.line + 1}:{mark.column + 1}: a YAML alias refers to a list or mapping "
+            "that contains it (an endless value)",
+            "write the values out instead of the alias (*name)",
+        )
+    if count > MAX_CONFIG_NODES:
+        raise ConfigError(
+            f"{path}:1:1: the config holds more than {MAX_CONFIG_NODES} values once its YAML aliases "
+            "are expanded",
+            "write the settings out without nested aliases (*name); a config needs far fewer values",
+        )
 
 
 def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> ConfigError:
@@ -748,6 +867,8 @@ def _parse(path: Path, text: str) -> tuple[Any, _Marks, list[_Problem]]:
         raise _yaml_error(path, text, exc) from None
     try:
         root = loader.get_single_node()
+        if root is not None:
+            _check_size(path, root)  # before anything expands the aliases
         # Duplicates first: constructing flattens merge keys (<<) into the nodes.
         duplicates = [] if root is None else _find_duplicates(loader, root)
         data = None if root is None else loader.construct_document(root)
@@ -759,9 +880,29 @@ def _parse(path: Path, text: str) -> tuple[Any, _Marks, list[_Problem]]:
         marks = _collect_marks(loader, root)
     except yaml.YAMLError as exc:
         raise _yaml_error(path, text, exc) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}:1:1: the config nests lists or mappings too deeply",
+            "write the settings with a few levels of nesting, as `pc-switcher init` does",
+        ) from None
     finally:
         loader.dispose()
     return data, marks, duplicates
+
+
+def _job_option_problems(
+    data: Mapping[str, Any], jobs: Mapping[str, JobSpec], marks: _Marks
+) -> list[_Problem]:
+    """What each job's option-check hook finds in its section (every job with a section or enabled)."""
+    listed = data.get("jobs") or {}
+    problems = []
+    for name, spec in jobs.items():
+        if name in data or listed.get(name) is True:
+            for found in spec.option_problems(spec.with_defaults(data.get(name) or {})):
+                path = (name, *found.path)
+                line, column = marks.at(path)
+                problems.append(_Problem(line, column, f"{_where(path)}: {found.problem}", found.fix, path))
+    return problems
 
 
 def load_config(path: Path, jobs: Mapping[str, JobSpec]) -> Config:
@@ -802,6 +943,9 @@ def load_config(path: Path, jobs: Mapping[str, JobSpec]) -> Config:
                         ("jobs", name),
                     )
                 )
+
+    if not problems:  # the settings match the schemas: the jobs' own option checks (their hooks)
+        problems.extend(_job_option_problems(data, jobs, marks))
 
     if problems:
         # One problem per value: the type error is the one that says most.

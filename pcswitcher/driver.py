@@ -38,7 +38,7 @@ from .abort import AbortController, Cause
 from .agent import TAG, run_dir
 from .cleanup import JIDS_FILE, cleanup_playbook_run
 from .config import Config, JobConfig, load_config
-from .errors import ExitCode, PcsError, UsageError
+from .errors import ExitCode, LockHeld, UsageError
 from .inventory import Target, load_inventory
 from .jobs import JobSpec, discover_jobs
 from .lock import SyncLock
@@ -343,6 +343,14 @@ class Sync:
     def _spawn_agents(self) -> None:
         """Start both agents' processes; :meth:`_agents_ready` waits for them (the ssh handshake
         meanwhile overlaps the first job's start)."""
+        if self.target.name == self.source_label:
+            # an inventory that lists both machines works from either side: the machine that runs
+            # the sync is never its target (and its agents are told apart by these names)
+            raise LockHeld(
+                f"target {self.target.name} is this machine (host name {self.source_label}); "
+                "a machine cannot sync to itself",
+                "pick another target from the inventory",
+            )
         cfg = self.p.config
         silent_after = max(cfg.link_timeout * 2, 10.0)  # the agent's own dead-man timeout
         source = local_agent(
@@ -380,7 +388,7 @@ class Sync:
             hello.get("pid"),
         )
         if remote_host and remote_host == self.source_label:
-            raise PcsError(
+            raise LockHeld(  # exit 3, as when the target's agent finds this machine's own lock
                 f"target {self.target.name} is this machine (host name {remote_host}); "
                 "a machine cannot sync to itself",
                 "pick another target from the inventory",
@@ -884,7 +892,7 @@ class Sync:
         close_master(self.target, self.control_path)
         self.registry.kill_trees("agent:")
         shutil.rmtree(self.local_run_dir, ignore_errors=True)
-        for tmp in (self.run_state / "tmp", self.run_state / "bin"):
+        for tmp in (self.run_state / "tmp", self.run_state / "bin", self.run_state / "ansible-home"):
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _prune_old_runs(self) -> None:

@@ -16,7 +16,7 @@ class ExitCode(IntEnum):
     OK = 0
     FAILED = 1  # the sync failed or was aborted (a job failed, low disk, lost link, unreachable target)
     USAGE = 2  # bad usage, config or inventory
-    LOCKED = 3  # another sync holds the lock
+    LOCKED = 3  # another sync holds the lock, or the target is this machine
     INTERRUPTED = 130  # Ctrl+C (SIGINT)
     TERMINATED = 143  # SIGTERM
 
@@ -50,9 +50,12 @@ class InventoryError(UsageError):
 
 
 class LockHeld(PcsError):
-    """Another sync holds the lock."""
+    """Another sync holds the lock, or the target is this machine."""
 
     exit_code = ExitCode.LOCKED
+    #: What the lock file says about its holder, and whether that process is alive (when known).
+    holder: dict[str, object] | None = None
+    holder_alive: bool = True
 
 
 class TargetError(PcsError):

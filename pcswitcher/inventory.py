@@ -110,6 +110,10 @@ class Inventory:
                 f"inventory {path} does not exist",
                 "run `pc-switcher init` to write an example, or pass -i/--inventory PATH",
             )
+        if not path.is_file():
+            raise InventoryError(
+                f"inventory {path} is not a regular file", "pass the inventory file with -i/--inventory PATH"
+            )
         if not os.access(path, os.R_OK):
             raise InventoryError(
                 f"inventory {path} is not readable", f"check its permissions (chmod u+r {path})"
@@ -174,14 +178,9 @@ class Inventory:
                 ) from None
 
         connection = str(var("ansible_connection", "ssh"))
-        port = var("ansible_port")
-        try:
-            port_number = int(port) if port not in (None, "") else None
-        except (TypeError, ValueError):
-            raise InventoryError(
-                f"inventory {self.path}: host {host.name}: ansible_port {port!r} is not a number",
-                "set ansible_port to the target's ssh port (e.g. 22)",
-            ) from None
+        where = f"inventory {self.path}: host {host.name}"
+        port_number = _port(where, var("ansible_port"))
+        _check_pcswitcher_vars(where, {k: var(k) for k in variables if str(k).startswith("pcswitcher_")})
         checking = var("ansible_host_key_checking", os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"))
         return Target(
             name=host.name,
@@ -198,6 +197,63 @@ class Inventory:
             host_key_checking=_truthy(checking),
             history_path=str(var("pcswitcher_history_path") or "") or None,
         )
+
+
+#: The ``pcswitcher_*`` host vars a user may set in the inventory -> what each must be. Every
+#: other ``pcswitcher_*`` name belongs to the driver (extra vars, the play environment that carries
+#: the run tag) and is refused: a host var would override the playbooks' own values.
+HOST_VARS: dict[str, str] = {
+    "pcswitcher_history_path": "path",
+    "pcswitcher_snapshots_location": "path",
+    "pcswitcher_snapshots_subvolumes": "paths",
+}
+
+
+def _port(where: str, port: Any) -> int | None:
+    """ansible_port as a TCP port (1-65535): an integer, or a string of digits."""
+    if port is None or port == "":
+        return None
+    if isinstance(port, str) and re.fullmatch(r"[0-9]{1,5}", port.strip()):
+        port = int(port)
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise InventoryError(
+            f"{where}: ansible_port {port!r} is not a number",
+            "set ansible_port to the target's ssh port (e.g. 22)",
+        )
+    if not 1 <= port <= 65535:
+        raise InventoryError(
+            f"{where}: ansible_port {port} is not a TCP port (1-65535)",
+            "set ansible_port to the target's ssh port (e.g. 22)",
+        )
+    return port
+
+
+def _check_pcswitcher_vars(where: str, values: dict[str, Any]) -> None:
+    """The target's ``pcswitcher_*`` vars: known names only, each an absolute, normalised path (or
+    a non-empty list of them) of printable characters."""
+    from .config import path_problem
+
+    for name, value in sorted(values.items()):
+        kind = HOST_VARS.get(name)
+        if kind is None:
+            close = difflib.get_close_matches(name, list(HOST_VARS), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise InventoryError(
+                f"{where}: {name} is not a pc-switcher host var (known: {', '.join(HOST_VARS)})",
+                f"{hint}remove it; other pcswitcher_* variables belong to pc-switcher itself",
+            )
+        items = value if kind == "paths" and isinstance(value, list) and value else [value]
+        if kind == "paths" and items is not value:
+            problem: str | None = f"expected a non-empty list of absolute paths, got {value!r}"
+        else:
+            bad = next((item for item in items if not isinstance(item, str) or path_problem(item)), None)
+            problem = None
+            if bad is not None:
+                problem = (
+                    path_problem(bad) if isinstance(bad, str) else f"expected an absolute path, got {bad!r}"
+                )
+        if problem is not None:
+            raise InventoryError(f"{where}: {name}: {problem}", f"fix {name} of the host in the inventory")
 
 
 def _truthy(value: Any) -> bool:

@@ -11,6 +11,11 @@ The argument spec is the single source of a job's settings: :meth:`JobSpec.schem
 the JSON schema of the config section ``<job>:``, :meth:`JobSpec.defaults` gives its defaults and
 :meth:`JobSpec.extravars` the ``<job>_<option>`` extra vars the playbook is run with.
 
+A job may also ship the checks of its settings that a schema cannot express (the option-check
+hook): ``roles/<job>/filter_plugins/<job>_options.py`` with a function ``option_problems(settings)``
+(short names, defaults applied) returning a list of ``{"path": [...], "problem": str, "fix": str}``.
+The role uses the same file as an Ansible filter plugin; :meth:`JobSpec.option_problems` runs it.
+
 Nothing here names a job.
 """
 
@@ -18,6 +23,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.util
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "JobDefinitionError",
     "JobSpec",
+    "OptionProblem",
     "discover_jobs",
     "load_yaml_text",
     "strict_validator",
@@ -88,9 +96,16 @@ def _is_strict_integer(checker: object, instance: object) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
+def _is_finite_number(checker: object, instance: object) -> bool:
+    if isinstance(instance, float):
+        return math.isfinite(instance)
+    return _is_strict_integer(checker, instance)
+
+
 @functools.cache
 def strict_validator() -> type[Validator]:
-    """Draft 2020-12 validator whose ``integer`` is a real int (jsonschema also accepts ``5.0``).
+    """Draft 2020-12 validator whose ``integer`` is a real int (jsonschema also accepts ``5.0``)
+    and whose ``number`` is finite (YAML's ``.nan``, ``.inf`` and ``-.inf`` are not numbers).
 
     Built at first use: importing jsonschema costs about 0.1 s, which `--help`, shell completion and
     most commands do not need.
@@ -99,7 +114,9 @@ def strict_validator() -> type[Validator]:
 
     validator: type[Validator] = validators.extend(  # type: ignore[no-untyped-call]
         Draft202012Validator,
-        type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_strict_integer),
+        type_checker=Draft202012Validator.TYPE_CHECKER.redefine_many(
+            {"integer": _is_strict_integer, "number": _is_finite_number}
+        ),
     )
     return validator
 
@@ -242,6 +259,51 @@ def _apply_defaults(schema: Mapping[str, Any], value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class OptionProblem:
+    """One problem of a job's settings, found by the job's option-check hook."""
+
+    #: Keys and list indexes leading to the offending value inside the job's config section.
+    path: tuple[str | int, ...]
+    problem: str
+    fix: str
+
+
+def option_checks_file(role_dir: Path) -> Path:
+    """Where a job's option-check hook lives: ``roles/<job>/filter_plugins/<job>_options.py``."""
+    return role_dir / "filter_plugins" / f"{role_dir.name}_options.py"
+
+
+@functools.cache
+def _option_checks(file: Path) -> Any:
+    """The hook's ``option_problems`` function (the file is imported once per process)."""
+    try:
+        spec = importlib.util.spec_from_file_location(f"pcswitcher_options_{file.parent.parent.name}", file)
+        if spec is None or spec.loader is None:
+            raise ImportError("not a Python file")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except Exception as exc:  # any error of a job's file is the job's
+        raise JobDefinitionError(file, f"cannot load the option checks: {exc}") from exc
+    checks = getattr(module, "option_problems", None)
+    if not callable(checks):
+        raise JobDefinitionError(file, "must define a function option_problems(settings)")
+    return checks
+
+
+def _option_problem(file: Path, item: object) -> OptionProblem:
+    if not isinstance(item, Mapping):
+        raise JobDefinitionError(file, f"option_problems returned {item!r}, not a mapping")
+    path, problem, fix = item.get("path"), item.get("problem"), item.get("fix")
+    if not isinstance(path, list | tuple) or not all(isinstance(p, str | int) for p in path):
+        raise JobDefinitionError(
+            file, f"option_problems: 'path' must be a list of keys and indexes: {item!r}"
+        )
+    if not isinstance(problem, str) or not isinstance(fix, str) or not problem or not fix:
+        raise JobDefinitionError(file, f"option_problems: 'problem' and 'fix' must be strings: {item!r}")
+    return OptionProblem(tuple(path), " ".join(problem.split()), " ".join(fix.split()))
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """One discovered job."""
 
@@ -282,6 +344,21 @@ class JobSpec:
         if unknown:
             raise ValueError(f"job {self.name}: unknown option(s) {', '.join(sorted(map(str, unknown)))}")
         return _apply_defaults(self._schema, dict(settings))  # type: ignore[no-any-return]
+
+    def option_problems(self, settings: Mapping[str, Any]) -> list[OptionProblem]:
+        """The problems the job's option-check hook finds in ``settings`` (short names, schema-valid,
+        defaults applied); [] when the job has no hook. A hook that fails is the job's error."""
+        file = option_checks_file(self.role_dir)
+        if not file.is_file():
+            return []
+        checks = _option_checks(file)
+        try:
+            found = checks(copy.deepcopy(dict(settings)))
+        except Exception as exc:  # any error of a job's file is the job's
+            raise JobDefinitionError(file, f"option_problems failed: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(found, list):
+            raise JobDefinitionError(file, f"option_problems must return a list, not {type(found).__name__}")
+        return [_option_problem(file, item) for item in found]
 
     def extravars(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """The extra vars ``{"<job>_<option>": value}`` for all options, defaults applied."""

@@ -34,6 +34,8 @@ class SyncLock:
         self.stale: dict[str, Any] | None = None  # what a dead holder left in the file
 
     def acquire(self, **info: Any) -> None:
+        """Take the lock, recording ``info`` (target, run_id; ``role`` defaults to "source") for
+        the messages of others; raises :class:`LockHeld` (with the holder) when it is held."""
         self._created = missing_dirs(str(self.path.parent))
         fd, previous = try_lock(str(self.path))
         if fd is None:
@@ -44,12 +46,14 @@ class SyncLock:
                 if alive
                 else f"its holder is gone but a child keeps the file open; remove {self.path} and retry"
             )
-            raise LockHeld(f"another sync holds the lock {self.path} ({describe_holder(previous)})", hint)
+            error = LockHeld(f"another sync holds the lock {self.path} ({describe_holder(previous)})", hint)
+            error.holder, error.holder_alive = previous, alive
+            raise error
         if previous.get("pid"):
             self.stale = previous
         write_holder(
             fd,
-            {**info, "role": "source", "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+            {"role": "source", **info, "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         )
         self._fd = fd
 

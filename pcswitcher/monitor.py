@@ -141,6 +141,13 @@ class AgentSession:
             return "check ansible_user and ansible_ssh_private_key_file in the inventory"
         if "connection refused" in text or "timed out" in text or "no route" in text:
             return "check that sshd runs on the target and ansible_host/ansible_port in the inventory"
+        if "sudo: " in text:  # ansible_become: the agent runs through `sudo -n`
+            if "not found" in text:
+                return "ansible_become needs sudo on the target: install it there, or log in as root"
+            return (
+                "ansible_become needs passwordless sudo for ansible_user on the target:"
+                " add a NOPASSWD sudoers rule there, or log in as root"
+            )
         if "not found" in text:
             return "install python3 on the target (Ansible needs it too)"
         return "check the target's ssh settings in the inventory (try `ssh` with the same options)"

@@ -383,4 +383,25 @@ def standard_envvars(
     if run_dir is not None:
         env["ANSIBLE_REMOTE_TMP"] = f"{run_dir}/tmp"
         env["ANSIBLE_ASYNC_DIR"] = f"{run_dir}/async"
+    home = ansible_home(local_tmp.parent)
+    if home is not None:
+        env["ANSIBLE_HOME"] = str(home)
     return env
+
+
+def ansible_home(state: Path) -> Path | None:
+    """``state/ansible-home`` (created) when ansible-playbook would create ``~/.ansible``, else None.
+
+    Every ansible-playbook creates its home directory (``ANSIBLE_HOME``, default ``~/.ansible``) at
+    start, also in check mode: on a machine where Ansible never ran, even a dry-run would leave it.
+    When ``~/.ansible`` does not exist, nothing under it can be used (collections, plugins), so the
+    run's own directory takes its place; an existing one, or a home the user chose (``ANSIBLE_HOME``,
+    or ``ANSIBLE_CONFIG`` that may set one), is left as it is.
+    """
+    if "ANSIBLE_HOME" in os.environ or "ANSIBLE_CONFIG" in os.environ:
+        return None
+    if os.path.lexists(os.path.expanduser("~/.ansible")):
+        return None
+    home = state / "ansible-home"
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return home

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from . import paths
+from .cleanup import valid_id
 from .config import Config, load_config
 from .errors import ExitCode, UsageError
 from .inventory import load_inventory
@@ -128,6 +129,11 @@ def rollback(
     lock_path: str = TARGET_LOCK_PATH,
 ) -> ExitCode:
     """Preview (check mode), confirm, then roll the target back."""
+    if session is not None and not valid_id(session):
+        raise UsageError(
+            f"--session {session!r} is not a session id",
+            "pass an id shown by `pc-switcher snapshots list TARGET`",
+        )
     ctx = _context(target, config_path, inventory_path, lock_path=lock_path)
     safety = ctx.safety
     plan = safety.rollback(session, dry_run=True, checksum=not quick)

@@ -245,7 +245,9 @@ def without_rsync(machine: Machine) -> Iterator[None]:
 @contextlib.contextmanager
 def stand_in_sudo(machine: Machine) -> Iterator[None]:
     """A ``sudo`` on the machine's PATH that drops its options and runs the command as the caller
-    (the host has no sudo): enough to see what validation checks when ``ansible_become`` is set.
+    (this target shares the host's /etc, where no sudoers rule may be added): enough to see what
+    validation checks when ``ansible_become`` is set. The real sudo, with a sudoers rule in a
+    private /etc, runs whole syncs in tests/integration/test_become.py.
     It is the only file of /usr/local/bin on the machine for the block."""
     sh(
         machine,

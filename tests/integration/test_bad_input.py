@@ -58,11 +58,20 @@ class Case:
     inventory: Callable[[Sandbox], str] | None = None  # text of the inventory (default: the sandbox's)
     inventory_name: str = "inventory.yml"
     args: list[str] = field(default_factory=list)
-    argv: list[str] | None = None  # the whole argv after pc-switcher (replaces the sync command)
+    argv: list[str] | None = None  # the whole argv after pc-switcher (replaces the sync command);
+    # "{inventory}" in it is replaced by the inventory's path
+    config_path: str | None = None  # the -c path given (instead of the written config)
     code: int = 2
 
 
 GOOD_JOBS = "jobs:\n  dummy_success: true\n"
+
+
+def _laughs(levels: int = 9) -> str:
+    """A "billion laughs": 10**levels values once the aliases are expanded, inside a list."""
+    lines = ["lol:", "  - &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"  - &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
 
 
 def _wrong_host_key(sb: Sandbox) -> str:
@@ -138,6 +147,67 @@ CASES = [
         ["no job is enabled", "enable at least one job"],
         config="jobs:\n  dummy_success: false\n",
     ),
+    Case(
+        "config-link-timeout-nan",
+        [f"^error: {CONFIG}:3:15: ", "link_timeout: expected a number, got .nan", "write a number"],
+        config=GOOD_JOBS + "link_timeout: .nan\n",
+    ),
+    Case(
+        "config-interval-inf",
+        [f"^error: {CONFIG}:4:13: ", "disk.interval: expected a number, got .inf"],
+        config=GOOD_JOBS + "disk:\n  interval: .inf\n",
+    ),
+    Case(
+        "config-job-option-minus-inf",
+        [f"^error: {CONFIG}:4:20: ", "dummy_success.source_duration", "got -.inf"],
+        config=GOOD_JOBS + "dummy_success:\n  source_duration: -.inf\n",
+    ),
+    Case(
+        "config-history-path-newline",
+        [f"^error: {CONFIG}:4:9: ", "history.path: '/root/h\\nx.json' contains U+000A", "fix history.path"],
+        config=GOOD_JOBS + 'history:\n  path: "/root/h\\nx.json"\n',
+    ),
+    Case(
+        "config-snapshot-location-block-scalar",
+        [f"^error: {CONFIG}:5:13: ", "snapshots.location.target: '/snap\\n' contains U+000A"],
+        config=GOOD_JOBS + "snapshots:\n  location:\n    target: |\n      /snap\n",
+    ),
+    Case(
+        "config-subvolume-tab",
+        [f"^error: {CONFIG}:5:14: ", "snapshots.subvolumes.source[0]", "U+0009"],
+        config=GOOD_JOBS + 'snapshots:\n  subvolumes:\n    source: ["/ho\\tme"]\n',
+    ),
+    Case(
+        "config-subvolume-dotdot",
+        [f"^error: {CONFIG}:5:21: ", "subvolumes.target[1]", "not a normalised path", "write '/etc'"],
+        config=GOOD_JOBS + "snapshots:\n  subvolumes:\n    target: [/home, /home/../etc]\n",
+    ),
+    Case(
+        "config-disk-path-relative",
+        [f"^error: {CONFIG}:5:14: ", "disk.paths.source[0]", "'$(reboot)' is not an absolute path"],
+        config=GOOD_JOBS + "disk:\n  paths:\n    source: ['$(reboot)']\n",
+    ),
+    Case(
+        "config-alias-bomb",
+        [f"^error: {CONFIG}:1:1: ", "more than 20000 values once its YAML aliases are expanded"],
+        config=GOOD_JOBS + _laughs(),
+    ),
+    Case(
+        "config-recursive-alias",
+        [f"^error: {CONFIG}:3:15: ", "a YAML alias refers to a list or mapping that contains it"],
+        config=GOOD_JOBS + "link_timeout: &x [*x]\n",
+    ),
+    Case(
+        "config-dev-zero",
+        ["^error: /dev/zero:1:1: the config path is not a regular file", "give the path of a config file"],
+        config_path="/dev/zero",
+    ),
+    Case(
+        "config-dev-stdin",
+        ["^error: /dev/stdin:1:1: the config path is not a regular file"],
+        config_path="/dev/stdin",
+    ),
+    Case("config-directory", ["is a directory", "--help"], config_path="/root"),
     # ---- inventory
     Case(
         "inventory-missing",
@@ -165,6 +235,54 @@ CASES = [
         ["host target", "ansible_port 'twentytwo' is not a number", "set ansible_port"],
         inventory=lambda sb: _inventory(sb, ansible_port="twentytwo"),
     ),
+    *[
+        Case(
+            f"inventory-port-{port}",
+            ["host target", f"ansible_port {port} is not a TCP port (1-65535)", "set ansible_port"],
+            inventory=lambda sb, port=port: _inventory(sb, ansible_port=port),  # type: ignore[misc]
+        )
+        for port in (70000, 0, -1)
+    ],
+    Case(
+        "inventory-port-float",
+        ["host target", "ansible_port 22.5 is not a number"],
+        inventory=lambda sb: _inventory(sb, ansible_port=22.5),
+    ),
+    Case(
+        "inventory-driver-var",
+        ["host target: pcswitcher_environment is not a pc-switcher host var", "remove it"],
+        inventory=lambda sb: _inventory(sb, pcswitcher_environment={"PCSWITCHER_RUN_ID": ""}),
+    ),
+    Case(
+        "inventory-host-var-typo",
+        ["pcswitcher_histroy_path is not a pc-switcher host var", "did you mean pcswitcher_history_path?"],
+        inventory=lambda sb: _inventory(sb, pcswitcher_histroy_path="/root/h.json"),
+    ),
+    Case(
+        "inventory-history-path-relative",
+        ["pcswitcher_history_path: 'h.json' is not an absolute path", "fix pcswitcher_history_path"],
+        inventory=lambda sb: _inventory(sb, pcswitcher_history_path="h.json"),
+    ),
+    Case(
+        "inventory-snapshot-location-newline",
+        ["pcswitcher_snapshots_location: '/snap\\nx' contains U+000A"],
+        inventory=lambda sb: _inventory(sb, pcswitcher_snapshots_location="/snap\nx"),
+    ),
+    Case(
+        "inventory-subvolumes-not-a-list",
+        ["pcswitcher_snapshots_subvolumes: expected a non-empty list of absolute paths, got '/home'"],
+        inventory=lambda sb: _inventory(sb, pcswitcher_snapshots_subvolumes="/home"),
+    ),
+    Case(
+        "inventory-subvolumes-dotdot",
+        ["pcswitcher_snapshots_subvolumes: '/home/../etc' is not a normalised path"],
+        inventory=lambda sb: _inventory(sb, pcswitcher_snapshots_subvolumes=["/home", "/home/../etc"]),
+    ),
+    Case(
+        "inventory-dev-zero",
+        ["inventory /dev/zero is not a regular file", "-i/--inventory"],
+        args=["-i", "/dev/zero"],
+    ),
     Case(
         "inventory-local-connection",
         ["target target uses ansible_connection=local", "needs ssh", "remove ansible_connection"],
@@ -179,6 +297,24 @@ CASES = [
     Case("cli-unknown-command", ["No such command 'synk'", "--help"], argv=["synk", "target"]),
     Case(
         "cli-bad-log-level", ["--level 'LOUD' is not a level", "use DEBUG"], argv=["logs", "--level", "LOUD"]
+    ),
+    *[
+        Case(
+            f"cli-rollback-session-{name}",
+            [f"--session {session!r} is not a session id", "snapshots list"],
+            argv=["rollback", "target", "--session", session, "-i", "{inventory}", "-c", CONFIG, "--yes"],
+        )
+        for name, session in (("dotdot", "../x"), ("newline", "x\n"), ("dash", "-rf"), ("slash", "a/b"))
+    ],
+    Case(
+        "cli-cleanup-run-malformed",
+        ["--run '../../etc' is not a run id", "pc-switcher logs"],
+        argv=["cleanup", "target", "--run", "../../etc", "-i", "{inventory}"],
+    ),
+    Case(
+        "cli-cleanup-run-unknown",
+        ["--run 20990101T000000Z-dead: no such run on this machine", "pc-switcher logs"],
+        argv=["cleanup", "target", "--run", "20990101T000000Z-dead", "-i", "{inventory}"],
     ),
     # ---- the target cannot be reached safely (exit 1)
     Case(
@@ -202,6 +338,8 @@ def _run(sb: Sandbox, case: Case) -> tuple[subprocess.CompletedProcess[str], lis
     config = CONFIG
     if case.id == "config-missing":
         config = f"{DIR}/nope.yml"
+    elif case.config_path is not None:
+        config = case.config_path
     elif case.config is not None:
         config = _write(sb, f"{DIR}/case.yml", case.config)
         expect = [e.replace(CONFIG, config) for e in expect]
@@ -209,7 +347,7 @@ def _run(sb: Sandbox, case: Case) -> tuple[subprocess.CompletedProcess[str], lis
     if case.inventory is not None:
         inventory = _write(sb, f"{DIR}/{case.inventory_name}", case.inventory(sb))
     if case.argv is not None and case.argv[:1] != ["sync"]:
-        argv = [PC_SWITCHER, *case.argv]
+        argv = [PC_SWITCHER, *(part.replace("{inventory}", inventory) for part in case.argv)]
     else:
         head = case.argv or ["sync", "target"]
         argv = [PC_SWITCHER, *head, "-c", config, "-i", inventory, *case.args]

@@ -209,26 +209,32 @@ def test_dry_run_changes_nothing_and_lists_the_changes(sandbox: Sandbox) -> None
     assert not source.path("/root/.local/state/pc-switcher/logs").exists()
 
 
-def test_validate_names_a_missing_source_folder(sandbox: Sandbox) -> None:
+def test_validate_names_a_missing_source_folder_and_one_that_is_a_file(sandbox: Sandbox) -> None:
     source, target = sandbox["source"], sandbox["target"]
-    write_config(source, folder_config([{"source": "/home"}, {"source": "/srv/nothing-here"}]))
+    source.path("/root/a-file").write_text("not a folder\n")
+    folders = [{"source": "/home"}, {"source": "/srv/nothing-here"}, {"source": "/root/a-file"}]
+    write_config(source, folder_config(folders))
     before = manifest(target, "/home")
     res = run_sync(sandbox, "--only", "folder_sync")
     assert res.returncode == 1
-    assert "/srv/nothing-here does not exist" in res.stdout + res.stderr, res.stdout
+    out = res.stdout + res.stderr
+    assert "/srv/nothing-here does not exist" in out, out
+    assert "source folder /root/a-file on the source is not a directory" in out, out
+    assert "/root/a-file does not exist" not in out
     assert manifest(target, "/home") == before
+    assert not target.path("/root/a-file").exists()
 
 
-def test_validate_names_an_option_problem_alone(sandbox: Sandbox) -> None:
+def test_an_option_problem_is_refused_before_connecting(sandbox: Sandbox) -> None:
     source, target = sandbox["source"], sandbox["target"]
-    # a relative path is a problem of the options: reported by itself (the checks of the source and
-    # the target do not run, so the missing folder is not reported with it), and nothing is synced
+    # a relative path is a problem of the options: the job's option checks refuse it with the config
+    # (exit 2, file:line:col), before anything connects; the other folders are not looked at
     write_config(source, folder_config([{"source": "home/user"}, {"source": "/srv/nothing-here"}]))
     before = manifest(target, "/home")
     res = run_sync(sandbox, "--only", "folder_sync")
     out = res.stdout + res.stderr
-    assert res.returncode == 1, out
-    assert "source and target must be absolute paths (got source home/user, target home/user)" in out
+    assert res.returncode == 2, out
+    assert "folder_sync.folders[0].source: the source folder 'home/user' must be an absolute path" in out
     assert "/srv/nothing-here" not in out
     assert manifest(target, "/home") == before
 

@@ -57,7 +57,7 @@ def test_dummy_success_by_hand_uses_the_argspec_defaults_check(sb: Sandbox) -> N
     """A bad value fails in validation, as with the driver; nothing of the work runs."""
     result = playbook(sb, "dummy_success", "-e", "dummy_success_source_duration=-1")
     assert result.returncode != 0
-    assert "must be at least 0" in result.stdout
+    assert "dummy_success_source_duration: must be 0 or more seconds, not -1" in result.stdout
     assert "Work on the source" not in result.stdout
 
 

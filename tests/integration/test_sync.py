@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.integration.folder_sync_helpers import bind_mount, sh
 from tests.integration.helpers import (
     PC_SWITCHER,
     STATE,
@@ -294,16 +295,20 @@ def test_a_failed_validation_runs_no_job(sb: Sandbox) -> None:
         sandbox_config(
             {"dummy_fail": True, "dummy_success": True},
             dummy_fail={"fail_at": 1, "duration": 2},
-            dummy_success={"source_duration": -1, "target_duration": 1},
+            dummy_success={"source_duration": 1, "target_duration": 1},
         ),
     )
     async_dir = target.path("/root/.ansible_async")
     before = set(async_dir.iterdir()) if async_dir.is_dir() else set()
-    result = run_sync(sb)
+    # validation fails on the target (its options are good: config check would refuse bad ones):
+    # no sleep there, a non-executable file over it in the target's own mount namespace
+    sh(target, "rm -f /root/no-sleep && : > /root/no-sleep && chmod 0644 /root/no-sleep")
+    with bind_mount(target, "/root/no-sleep", "/usr/bin/sleep"):
+        result = run_sync(sb)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-3000:]
     assert "Traceback" not in output
-    assert "must be at least 0" in output
+    assert "needs bash and sleep on the target" in output
     records = log_records(source)
     validated, ran = _phases(records)
     assert validated == {"dummy_fail", "dummy_success"}

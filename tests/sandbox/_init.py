@@ -6,7 +6,9 @@ Started by ``unshare ... -- python3 -I _init.py CONFIG.json``. Standard library 
    path even when it lies under a directory the machine overmounts),
 2. mounts the machine's btrfs image (``mount -o loop``, so the loop device auto-clears when the last
    mount is gone), creates the ``home`` and ``root`` subvolumes (and any extra ones) and mounts them
-   over /home and /root (and the extra dirs),
+   over /home and /root (and the extra dirs); with ``private_etc``, a copy of the host's /etc on the
+   subvolume ``etc`` mounted over /etc (this machine's name added to its ``hosts``), so that users
+   and sudoers rules can be added to this machine alone,
 3. starts ``sshd -D -e -f CONFIG`` with its log in the state dir,
 4. writes ``ready`` (or ``error: ...``) to the status file and then reaps every child forever
    (orphans of ssh sessions are reparented to it).
@@ -20,6 +22,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import traceback
@@ -73,11 +76,25 @@ def _setup(cfg: dict[str, Any]) -> None:
     for target, sub in cfg["subvolumes"]:
         if not os.path.isdir(os.path.join(top, sub)):
             _run(["btrfs", "-q", "subvolume", "create", os.path.join(top, sub)])
-        os.chmod(os.path.join(top, sub), 0o700 if target == "/root" else 0o755)
+        os.chmod(os.path.join(top, sub), stat.S_IMODE(os.stat(target).st_mode))  # the host dir's
         _run(["mount", "-t", "btrfs", "-o", f"subvol=/{sub}", dev, target])
+    if cfg.get("private_etc"):
+        _private_etc(cfg["name"], top, dev)
     for hold, path in held:
         os.makedirs(path, exist_ok=True)
         _run(["mount", "--bind", hold, path])
+
+
+def _private_etc(name: str, top: str, dev: str) -> None:
+    """The host's /etc copied (owners, modes, links, ACLs, xattrs) onto the subvolume ``etc`` and
+    mounted over /etc in this mount namespace only: the host's /etc is never written."""
+    sub = os.path.join(top, "etc")
+    if not os.path.isdir(sub):
+        _run(["btrfs", "-q", "subvolume", "create", sub])
+        _run(["cp", "-a", "--", "/etc/.", sub])
+        with open(os.path.join(sub, "hosts"), "a") as hosts:
+            hosts.write(f"127.0.1.1 {name}\n")  # sudo resolves the host name (else a warning per call)
+    _run(["mount", "-t", "btrfs", "-o", "subvol=/etc", dev, "/etc"])
 
 
 def _reap_forever() -> None:

@@ -32,7 +32,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
     sandbox = Sandbox(base_dir=args.base_dir, size=args.size, port=args.port)
     try:
         for name in args.name:
-            machine = sandbox.add(name, extra_dirs=args.extra_dir)
+            machine = sandbox.add(name, extra_dirs=args.extra_dir, private_etc=args.private_etc)
+            for spec in args.login_user:
+                user, _, uid = spec.partition(":")
+                if not uid.isdigit():
+                    raise SandboxError(f"--login-user {spec!r}: give NAME:UID, e.g. alice:1100")
+                machine.add_login_user(user, int(uid))
             print(f"{machine.name}: {machine.address}:{machine.port} (init pid {machine.init_pid})")
     except BaseException:
         sandbox.down()
@@ -103,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="existing host dir to overmount with a private subvolume in each machine (repeatable)",
+    )
+    up.add_argument(
+        "--private-etc",
+        action="store_true",
+        help="give each machine its own copy of /etc (for login users and sudoers rules)",
+    )
+    up.add_argument(
+        "--login-user",
+        metavar="NAME:UID",
+        action="append",
+        default=[],
+        help="with --private-etc: a login user with passwordless sudo on each machine (repeatable)",
     )
     up.set_defaults(func=_cmd_up)
 

@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -447,6 +448,25 @@ class Machine:
             cmd += ["--", shlex.join(argv)]
         return cmd
 
+    def add_login_user(self, user: str, uid: int, sudo: str | None = "ALL=(ALL:ALL) NOPASSWD: ALL") -> None:
+        """A login user of this machine only: ``user`` (uid = gid = ``uid``, home ``/home/USER``,
+        ``/bin/bash``, no password) in the machine's private /etc, with the sudoers rule ``USER SUDO``
+        (default: every command as root, no password; None: no rule) in ``/etc/sudoers.d/``
+        (checked by ``visudo``). It
+        logs in with the sandbox's client key (sshd's ``AuthorizedKeysFile`` serves every user).
+
+        Refused on a machine without a private /etc (the host's /etc is never written).
+        """
+        if not self._record.get("private_etc"):
+            raise SandboxError(
+                f"{self.name}: no private /etc (add it with private_etc=True): not adding {user!r}"
+            )
+        if not _USER_NAME.fullmatch(user) or not 1000 <= uid < 60000 or (sudo is not None and "\n" in sudo):
+            raise SandboxError(f"bad login user {user!r} or uid {uid}")
+        res = self.run(["bash", "-c", _ADD_USER, "add-user", user, str(uid), sudo or ""])
+        if res.returncode != 0:
+            raise SandboxError(f"{self.name}: adding user {user}: {res.stderr.strip()}")
+
     def is_running(self) -> bool:
         return live_process(self._record.get("init_pid"), self._record.get("init_ctime")) is not None
 
@@ -538,13 +558,19 @@ class Sandbox:
 
     # -- bring-up
 
-    def add(self, name: str, extra_dirs: Sequence[str] = (), timeout: float = 30.0) -> Machine:
+    def add(
+        self, name: str, extra_dirs: Sequence[str] = (), timeout: float = 30.0, private_etc: bool = False
+    ) -> Machine:
         """Bring up a machine called ``name``; returns once ``ssh <addr> hostname`` prints ``name``.
 
         ``/home`` and ``/root`` are btrfs subvolumes ``home`` and ``root`` of the machine's own
         filesystem. Every other path (``/etc``, ``/usr``, ``/var``, ...) is the host's, shared: give
         existing host dirs in ``extra_dirs`` (e.g. ``["/srv"]``) to overmount them with private
-        subvolumes as well (subvolume name: the path with ``/`` replaced by ``_``, e.g. ``srv``).
+        subvolumes as well (subvolume name: the path with ``/`` replaced by ``_``, e.g. ``srv``;
+        its mode the host dir's, e.g. 1777 for ``/var/tmp``; not a dir holding the sandbox dir).
+        With ``private_etc`` the machine's ``/etc`` is a copy of the host's on its subvolume ``etc``
+        (about 4 MB copied at start), so that :meth:`Machine.add_login_user` can add users and sudoers
+        rules to this machine alone; its sshd and every process in it see that copy.
         """
         if not name or not name.replace("-", "").isalnum() or name in self._state["machines"]:
             raise SandboxError(f"bad or duplicate machine name {name!r}")
@@ -571,6 +597,7 @@ class Sandbox:
             "image": str(mdir / "disk.img"),
             "btrfs_top": BTRFS_TOP,
             "subvolumes": subvolumes,
+            "private_etc": private_etc,
         }
         with _base_lock(self.base_dir):
             rec["address"] = self._free_address()
@@ -630,6 +657,7 @@ class Sandbox:
             "sshd_log": str(mdir / "sshd.log"),
             "status_file": str(status),
             "subvolumes": rec["subvolumes"],
+            "private_etc": rec["private_etc"],
             # this checkout (and its .venv) must stay reachable at the same path inside the
             # machine, also when it lies under /tmp, /run, /home or /root, which the machine hides
             "keep_visible": [str(REPO)],
@@ -794,6 +822,31 @@ MaxStartups 200:30:400
 MaxAuthTries 10
 LogLevel INFO
 Subsystem sftp internal-sftp
+"""
+
+
+_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
+
+# run inside a machine by Machine.add_login_user: refuses unless /etc is the machine's own btrfs
+_ADD_USER = r"""
+set -euo pipefail
+user=$1 uid=$2 rule=$3
+if [ "$(findmnt -n -o FSTYPE --mountpoint /etc)" != btrfs ]; then echo "/etc is not private" >&2; exit 1; fi
+if getent passwd "$user" >/dev/null || getent passwd "$uid" >/dev/null || getent group "$uid" >/dev/null; then
+  echo "user $user or id $uid exists" >&2; exit 1
+fi
+printf '%s:x:%s:%s::/home/%s:/bin/bash\n' "$user" "$uid" "$uid" "$user" >> /etc/passwd
+printf '%s:x:%s:\n' "$user" "$uid" >> /etc/group
+printf '%s:*:19000:0:99999:7:::\n' "$user" >> /etc/shadow   # '*': no password, not locked
+printf '%s:!::\n' "$user" >> /etc/gshadow
+install -d -m 0750 -o "$uid" -g "$uid" "/home/$user"
+if [ -n "$rule" ]; then
+  file=/etc/sudoers.d/pcs-$user
+  printf '%s %s\n' "$user" "$rule" > "$file.tmp"
+  chmod 0440 "$file.tmp"
+  visudo -cqf "$file.tmp"
+  mv "$file.tmp" "$file"
+fi
 """
 
 

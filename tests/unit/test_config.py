@@ -155,20 +155,6 @@ def test_missing_file(tmp_path: Path, jobs: dict[str, JobSpec]) -> None:
     assert "pc-switcher init" in (info.value.hint or "")
 
 
-def test_unreadable_file(tmp_path: Path, jobs: dict[str, JobSpec], monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "config.yml"
-    path.write_text("jobs: {}\n")
-
-    def deny(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(Path, "read_bytes", deny)
-    with pytest.raises(ConfigError) as info:
-        load_config(path, jobs)
-    assert info.value.message == f"{path}:1:1: cannot read the config file: Permission denied"
-    assert "permissions" in (info.value.hint or "")
-
-
 def test_directory_instead_of_file(tmp_path: Path, jobs: dict[str, JobSpec]) -> None:
     with pytest.raises(ConfigError, match="is a directory"):
         load_config(tmp_path, jobs)

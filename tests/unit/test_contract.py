@@ -132,3 +132,22 @@ def test_the_driver_never_names_a_job(name: str) -> None:
         if pattern.search(line)
     ]
     assert hits == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_option_checks_hook(name: str) -> None:
+    """A job's option-check hook (roles/<job>/filter_plugins/<job>_options.py), when it has one: the
+    argspec defaults pass it, and the role runs the same checks as an Ansible filter."""
+    from pcswitcher.jobs import option_checks_file
+
+    spec = JOBS[name]
+    file = option_checks_file(spec.role_dir)
+    if not file.is_file():
+        pytest.skip(f"{name} has no option checks")
+    assert spec.option_problems(spec.defaults()) == []
+    text = file.read_text()
+    assert "def option_problems(" in text
+    assert f'"{name}_option_problems"' in text, "the FilterModule must offer <job>_option_problems"
+    tasks = "".join(p.read_text() for p in (spec.role_dir / "tasks").glob("*.yml"))
+    tasks += "".join(p.read_text() for p in (spec.role_dir / "templates").glob("*.j2"))
+    assert f"| {name}_option_problems" in tasks, "the role must use its option checks"

@@ -338,3 +338,60 @@ def test_null_default_allows_null(tmp_path: Path) -> None:
     assert valid(spec.schema(), {"a": "x"})
     assert valid(spec.schema(), {"a": None})
     assert not valid(spec.schema(), {"a": 1})
+
+
+def _job_with_hook(tmp_path: Path, hook: str) -> Path:
+    """A project with one job ``hooked`` (option ``size``) and the option-check hook ``hook``."""
+    role = tmp_path / "roles" / "hooked"
+    (role / "meta").mkdir(parents=True)
+    (role / "filter_plugins").mkdir()
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "hooked.yml").write_text("---\n")
+    (role / "meta" / "pcswitcher.yml").write_text("description: a job with option checks\n")
+    (role / "meta" / "argument_specs.yml").write_text(
+        "argument_specs:\n  main:\n    options:\n      hooked_size:\n        type: int\n        default: 1\n"
+        "        description: A size.\n"
+    )
+    (role / "filter_plugins" / "hooked_options.py").write_text(hook)
+    return tmp_path
+
+
+GOOD_HOOK = """
+def option_problems(settings):
+    if settings["size"] < 0:
+        return [{"path": ["size"], "problem": "must be 0 or more", "fix": "set 0 or more"}]
+    return []
+"""
+
+
+def test_option_checks_hook_reports_with_the_place(tmp_path: Path) -> None:
+    from pcswitcher.config import load_config
+    from pcswitcher.errors import ConfigError
+
+    root = _job_with_hook(tmp_path, GOOD_HOOK)
+    jobs = discover_jobs(root)
+    assert jobs["hooked"].option_problems({"size": 1}) == []
+    config = tmp_path / "config.yml"
+    config.write_text("jobs:\n  hooked: true\nhooked:\n  size: -3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(config, jobs)
+    assert info.value.message == f"{config}:4:9: hooked.size: must be 0 or more"
+    assert info.value.hint == "set 0 or more"
+
+
+@pytest.mark.parametrize(
+    "hook",
+    [
+        "raise RuntimeError('boom')\n",
+        "x = 1\n",
+        "def option_problems(settings):\n    return {}\n",
+        "def option_problems(settings):\n    return [{'path': 'size', 'problem': 'p', 'fix': 'f'}]\n",
+        "def option_problems(settings):\n    return [{'path': [], 'problem': '', 'fix': 'f'}]\n",
+        "def option_problems(settings):\n    return 1 / 0\n",
+    ],
+)
+def test_a_broken_option_checks_hook_is_the_jobs_error(tmp_path: Path, hook: str) -> None:
+    root = _job_with_hook(tmp_path, hook)
+    with pytest.raises(JobDefinitionError) as info:
+        discover_jobs(root)["hooked"].option_problems({"size": 1})
+    assert "hooked_options.py" in str(info.value)

@@ -12,9 +12,9 @@ nothing is written) and that the fixed never-sync rules come first.
 
 On the target it runs one ssh session, with the sync's own ssh command (so through the run's ssh
 master when there is one): the sync's exact remote rsync path with ``--version`` (host key, key,
-user and ``sudo -n`` as for the sync), then ``TARGET_SCRIPT``: rsync installed, every target folder
-a directory the sync can write, or, when it does not exist yet, its parent. Changes nothing on
-either machine. Python 3.8+, standard library only.
+user and ``sudo -n`` as for the sync), then ``TARGET_PROGRAM`` (its input on stdin): rsync
+installed, no symlink anywhere in a target path, every target folder a directory the sync can
+write, or, when it does not exist yet, its parent. Changes nothing on either machine. Python 3.8+, standard library only.
 """
 
 from __future__ import annotations
@@ -29,47 +29,72 @@ from typing import Any
 
 TIMEOUT = 30
 
-# The target's checks, run by ``sh -c`` in the same ssh session as the ``rsync --version``, as the
-# login user (never under sudo: a sudoers rule for folder_sync may allow rsync only). Arguments:
-# HOST (for the messages), BECOME (1 when the sync's rsync runs as root through ``sudo -n``, else 0),
-# then the target folders. Prints MARK, then one line per problem; nothing on stderr.
+# The target's checks: a fixed Python program (``python3 -c PROGRAM``, the same text every run), run
+# in the same ssh session as the ``rsync --version``, as the login user (never under sudo: a sudoers
+# rule for folder_sync may allow rsync only). Its input comes as JSON on stdin, never on a command
+# line: ``{"name": HOST (for the messages), "become": true when the sync's rsync runs as root through
+# sudo -n, "targets": [...]}``. No path passes through a shell. Prints MARK, then one line per
+# problem; nothing on stderr.
+# - Every existing component of a target path is looked at with lstat, from / down: a symlink
+#   anywhere in it is refused (rsync would write, and --delete delete, where the link points).
 # - Not become: the login user is the user rsync runs as, so the target (or its parent) must be
 #   writable by it.
 # - Become: rsync runs as root, which writes anywhere: writability is not checked. The login user
 #   may not see into root-only directories either, so a path it cannot see is not reported as
 #   missing; only what is certain is (something in the way that is not a directory, a parent that
 #   is missing below a directory the login user can search). rsync, as root, reports the rest.
-# One line on purpose (joined below): any login shell passes it to sh in one quoted argument.
 MARK = "--pcswitcher-target-check--"
-TARGET_SCRIPT = " ".join(
-    line.strip()
-    for line in r"""
-    say() { printf '%s\n' "$*"; };
-    user() { id -un 2>/dev/null || id -u; };
-    missing() { a=$1; while [ ! -e "$a" ]; do a=${a%/*}; a=${a:-/}; done; [ ! -d "$a" ] || [ -x "$a" ]; };
-    host=$1; become=$2; shift 2; root="run as root or set ansible_become";
-    exec 2>/dev/null;
-    say MARK;
-    command -v rsync >/dev/null || say "rsync is missing on the target $host: install rsync there";
-    for t in "$@"; do
-      t=${t%/}; t=${t:-/}; p=${t%/*}; p=${p:-/};
-      if [ -e "$t" ]; then
-        if [ ! -d "$t" ]; then
-          say "target $t on $host is not a directory: move it away or set another target";
-        elif [ "$become" = 0 ] && [ ! -w "$t" ]; then
-          say "target folder $t on $host is not writable by $(user): $root";
-        fi;
-      elif [ -d "$p" ]; then
-        if [ "$become" = 0 ] && [ ! -w "$p" ]; then
-          say "the parent $p of the target folder $t on $host is not writable by $(user): $root";
-        fi;
-      elif [ "$become" = 0 ] || missing "$p"; then
-        say "the parent $p of the target folder $t does not exist on $host: create it";
-      fi;
-    done
-    """.replace("MARK", MARK).splitlines()
-    if line.strip()
-)
+TARGET_PROGRAM = r"""
+import json, os, pwd, shutil, stat, sys
+data = json.load(sys.stdin)
+host, become = data["name"], data["become"]
+out = []
+say = out.append
+def user():
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+root = "run as root or set ansible_become"
+if shutil.which("rsync") is None:
+    say("rsync is missing on the target %s: install rsync there" % host)
+for target in data["targets"]:
+    parts = [part for part in target.split("/") if part]
+    t = "/" + "/".join(parts)
+    p = os.path.dirname(t)
+    state, cur = "exists", "/"
+    for part in parts:
+        cur = os.path.join(cur, part)
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            state = "missing"
+            break
+        except OSError:
+            state = "unknown"
+            break
+        if stat.S_ISLNK(st.st_mode):
+            say("target folder %s on %s: %s is a symlink (to %s): rsync would write where it points: "
+                "replace the link by a directory or set another target" % (t, host, cur, os.readlink(cur)))
+            state = "link"
+            break
+        if not stat.S_ISDIR(st.st_mode):
+            if cur == t:
+                say("target %s on %s is not a directory: move it away or set another target" % (t, host))
+            else:
+                say("the parent %s of the target folder %s on %s is not a directory: "
+                    "move it away or set another target" % (cur, t, host))
+            state = "bad"
+            break
+    if state == "exists" and not become and not os.access(t, os.W_OK):
+        say("target folder %s on %s is not writable by %s: %s" % (t, host, user(), root))
+    elif state == "missing" and cur == t:
+        if not become and not os.access(p, os.W_OK):
+            say("the parent %s of the target folder %s on %s is not writable by %s: %s" % (p, t, host, user(), root))
+    elif state == "missing" or (state == "unknown" and not become):
+        say("the parent %s of the target folder %s does not exist on %s: create it" % (p, t, host))
+sys.stdout.write("MARK\n" + "".join(line + "\n" for line in out))
+""".replace("MARK", MARK)
 
 
 def _last_line(text: str) -> str:
@@ -83,7 +108,12 @@ def check_source(plan: dict[str, Any]) -> list[str]:
         return ["rsync is missing on the source: install rsync"]
     for folder in plan.get("folders", []):
         source = folder["source"].rstrip("/") or "/"
-        if not os.path.isdir(source):
+        if os.path.lexists(source) and not os.path.isdir(source):
+            problems.append(
+                f"source folder {source} on the source is not a directory: set folder_sync.folders "
+                "to a directory, or disable it (enabled: false)"
+            )
+        elif not os.path.isdir(source):
             problems.append(
                 f"source folder {source} does not exist on the source: create it, or disable it "
                 f"(enabled: false) or remove it from folder_sync.folders"
@@ -117,14 +147,24 @@ def check_source(plan: dict[str, Any]) -> list[str]:
 
 
 def target_command(plan: dict[str, Any]) -> str:
-    """The remote command: the login shell runs the remote rsync (as the sync does), then the checks.
+    """The remote command: the login shell runs the remote rsync (as the sync does), then the fixed
+    checks program, which reads the target folders from stdin (:func:`target_input`).
 
-    ``remote_rsync`` is already a shell command (it is rsync's ``--rsync-path``); every other word is
-    quoted for the login shell.
+    ``remote_rsync`` is already a shell command (it is rsync's ``--rsync-path``, built from fixed
+    words and the quoted run id); the program and the interpreter are quoted for the login shell.
+    No path of the config is on this command line.
     """
+    python = plan.get("python") or "python3"
+    return (
+        f"{plan['remote_rsync']} --version </dev/null; "
+        f"{shlex.quote(python)} -c {shlex.quote(TARGET_PROGRAM)}"
+    )
+
+
+def target_input(plan: dict[str, Any]) -> str:
     targets = [folder["target"] for folder in plan.get("folders", [])]
-    args = [plan.get("name") or plan["host"], "1" if plan.get("become") else "0", *targets]
-    return f"{plan['remote_rsync']} --version; sh -c {shlex.quote(TARGET_SCRIPT)} sh {shlex.join(args)}"
+    name = plan.get("name") or plan["host"]
+    return json.dumps({"name": name, "become": bool(plan.get("become")), "targets": targets})
 
 
 def start_target_check(plan: dict[str, Any]) -> subprocess.Popen[str]:
@@ -135,13 +175,13 @@ def start_target_check(plan: dict[str, Any]) -> subprocess.Popen[str]:
         host = host[1:-1]
     argv = [*shlex.split(plan["ssh"]), host, target_command(plan)]
     return subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
 
 
 def check_target(plan: dict[str, Any], proc: subprocess.Popen[str]) -> list[str]:
     try:
-        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+        stdout, stderr = proc.communicate(target_input(plan), timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
@@ -158,7 +198,10 @@ def check_target(plan: dict[str, Any], proc: subprocess.Popen[str]) -> list[str]
             "install rsync on the target and check the inventory's ssh settings (host key, key, user)",
         )
     elif not mark:
-        problems.append(f"the target folders could not be checked over ssh: {why}: check the target's sh")
+        problems.append(
+            f"the target folders could not be checked over ssh: {why}: install python3 on the target "
+            "(or set ansible_python_interpreter)"
+        )
     return problems
 
 
