@@ -44,7 +44,7 @@ from .jobs import JobSpec, discover_jobs
 from .lock import SyncLock
 from .monitor import AgentSession, Monitor, close_master, local_agent, remote_agent
 from .registry import Registry
-from .runner import PlaybookResult, PlaybookRun, prepare_bin_dir, standard_envvars
+from .runner import PlaybookResult, PlaybookRun, failure_reason, prepare_bin_dir, standard_envvars
 from .safety import HistoryRefused, Safety, SafetyError, confirm_history
 from .ui import Ui
 
@@ -640,7 +640,7 @@ class Sync:
                 log.debug("ok: %s", task, extra=extra)
         elif kind == "runner_on_failed":
             level = logging.WARNING if data.get("ignore_errors") else logging.ERROR
-            log.log(level, "failed: %s: %s", task, str(res.get("msg") or "").strip(), extra=extra)
+            log.log(level, "failed: %s: %s", task, failure_reason(res), extra=extra)
         elif kind == "runner_on_unreachable":
             log.error("unreachable: %s", str(res.get("msg") or "").strip(), extra=extra)
         elif kind == "runner_on_skipped":

@@ -326,14 +326,25 @@ class PlaybookRun:
 
 
 def _failure_message(task: str, host: str, res: Mapping[str, Any]) -> str:
+    msg = failure_reason(res)
+    return f"{task} on {host}: {msg}" if task else f"{host}: {msg}"
+
+
+def failure_reason(res: Mapping[str, Any]) -> str:
+    """The reason of a failed task's result: of a loop, its failed items' reasons (Ansible's "One or
+    more items failed" says nothing); else its ``msg``, with the last line of its stderr when that
+    adds to it (alone when ``msg`` is only Ansible's "non-zero return code"), else its exit code."""
+    items = [item for item in res.get("results") or [] if isinstance(item, Mapping) and item.get("failed")]
+    if items:
+        return "; ".join(dict.fromkeys(failure_reason(item) for item in items))
     msg = str(res.get("msg") or "").strip()
     stderr = str(res.get("stderr") or "").strip()
     if stderr and stderr not in msg:
-        last = stderr.splitlines()[-1]
-        msg = f"{msg}: {last}" if msg else last
+        last = stderr.splitlines()[-1].strip()
+        msg = f"{msg}: {last}" if msg and msg != "non-zero return code" else last
     if not msg and "rc" in res:
         msg = f"exit code {res['rc']}"
-    return f"{task} on {host}: {msg}" if task else f"{host}: {msg}"
+    return msg
 
 
 def standard_envvars(

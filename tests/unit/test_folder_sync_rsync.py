@@ -98,6 +98,7 @@ def test_result_and_progress_from_rsyncs_output(tmp_path: Path) -> None:
         "sample": ["cd+++++++++ ./"] + [f">f+++++++++ dir {i % 7}/file {i}.bin" for i in range(4)],
         "deletions": ["old/gone 0.txt", "old/gone 1.txt", "old/gone 2.txt"],
         "dry_run": False,
+        "keys": [],
     }
     deletions = [line["message"] for line in lines if "deleted" in line.get("message", "")]
     assert deletions == [f"/home/: deleted old/gone {i}.txt" for i in range(3)]

@@ -3,9 +3,18 @@
 
 Usage (run on the source by roles/folder_sync/tasks/sync.yml)::
 
-    folder_sync_rsync.py [--base B] [--span S] [--label L] [--report N] [--dry-run] -- rsync ARGS...
+    folder_sync_rsync.py [--base B] [--span S] [--label L] [--report N] [--dry-run] [--scan-keys ROOT]
+                         -- rsync ARGS...
 
 rsync must be given ``--info=progress2 --stats --out-format=%i %n%L`` (the task does). This wrapper:
+
+* with ``--scan-keys ROOT`` (rsync's source folder), first finds every private key in the ``.ssh``
+  directories below ROOT by its content (:func:`find_private_keys`) and puts one ``--filter=- /PATH``
+  rule per key before all of rsync's arguments, so before every other filter rule; names each key
+  (path only) in a DEBUG message and counts them in an INFO one;
+* passes rsync's stderr on, line by line as it comes, to its own stderr and as WARNING messages;
+  when rsync fails, its last stderr line is the reason: rsync's exit code, its meaning and rsync's
+  last error lines (:func:`rsync_failure`);
 
 * reads rsync's stdout: the ``progress2`` lines (overall bytes, percent, rate, ETA), the itemized
   lines (``>f+++++++++ path`` — the current file; ``*deleting   path`` — a deletion) and the
@@ -16,8 +25,9 @@ rsync must be given ``--info=progress2 --stats --out-format=%i %n%L`` (the task 
   would-be change (the first ``--report`` of them);
 * prints one JSON object on stdout when rsync ends: ``rc``, ``files_transferred``, ``bytes``
   (total transferred file size), ``deleted``, ``changes`` (itemized lines), ``sample`` (the first
-  ``--report`` itemized transfers/changes), ``deletions`` (the first ``--report`` deleted paths) and
-  exits with rsync's exit code.
+  ``--report`` itemized transfers/changes), ``deletions`` (the first ``--report`` deleted paths),
+  ``keys`` (the excluded private keys' paths), ``error`` (when rsync failed) and exits with rsync's
+  exit code.
 
 It never daemonizes and keeps its environment (the run tag ``PCSWITCHER_RUN_ID``), so the abort
 sweep finds it and rsync; rsync also gets SIGTERM if this wrapper dies (parent-death signal), and
@@ -34,9 +44,12 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from typing import Any
 
 PROGRESS_INTERVAL = 0.25  # s between progress lines (percent + item)
@@ -52,6 +65,51 @@ _PROGRESS2 = re.compile(
     r"^\s*(?P<bytes>[\d,.]+)\s+(?P<pct>\d+)%\s+(?P<rate>\S+/s)\s+(?P<eta>\d+:\d\d:\d\d)(?:\s+\((?P<extra>[^)]*)\))?"
 )
 _STAT = re.compile(r"^(?P<key>[A-Za-z][A-Za-z ]+):\s+(?P<value>[\d,.]+)")
+
+# rsync's exit codes (its manual, EXIT VALUES); 255: the remote shell (ssh) failed
+RSYNC_EXIT = {
+    1: "syntax or usage error",
+    2: "protocol incompatibility",
+    3: "errors selecting input/output files, dirs",
+    4: "requested action not supported",
+    5: "error starting client-server protocol",
+    6: "daemon unable to append to log-file",
+    10: "error in socket I/O",
+    11: "error in file I/O",
+    12: "error in rsync protocol data stream",
+    13: "errors with program diagnostics",
+    14: "error in IPC code",
+    20: "received SIGUSR1 or SIGINT",
+    21: "some error returned by waitpid()",
+    22: "error allocating core memory buffers",
+    23: "partial transfer due to error",
+    24: "partial transfer due to vanished source files",
+    25: "the --max-delete limit stopped deletions",
+    30: "timeout in data send/receive",
+    35: "timeout waiting for daemon connection",
+    127: "rsync not found",
+    255: "the connection to the target failed (ssh)",
+}
+STDERR_KEPT = 200  # last lines of rsync's stderr kept for the failure's reason
+STDERR_LOGGED = 1000  # lines of rsync's stderr passed on to the log (a flood of errors: the first ones)
+
+
+def rsync_failure(rc: int, stderr: list[str]) -> str:
+    """One line for a failed rsync: its exit code and its meaning, then rsync's own last error
+    lines (the specific ones, e.g. ``rsync: [receiver] mkdir "/x" failed: Permission denied (13)``,
+    before its generic ``rsync error: ... (code N)`` lines, which only repeat the code)."""
+    meaning = RSYNC_EXIT.get(rc, "killed by signal " + str(-rc) if rc < 0 else "unknown exit code")
+    lines = [line.strip() for line in stderr if line.strip()]
+    lines = [line for line in lines if not line.startswith("Warning: Permanently added")]
+    specific = [line for line in lines if not line.startswith("rsync error:")]
+    reasons = (specific or lines)[-2:]
+    more = len(specific) - len(reasons) if specific else 0
+    text = f"rsync exit {rc}: {meaning}"
+    if reasons:
+        text += ": " + " / ".join(reasons)
+    if more > 0:
+        text += f" (and {more} more error lines before these, in the log)"
+    return text
 
 
 def _number(text: str) -> int:
@@ -73,6 +131,7 @@ class Progress:
     def __init__(self, path: str) -> None:
         self.path = path
         self._fh: Any = None
+        self._lock = threading.Lock()  # rsync's stdout and stderr are read by two threads
         if path:
             with contextlib.suppress(OSError):
                 self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open while rsync runs
@@ -80,7 +139,7 @@ class Progress:
     def write(self, **line: Any) -> None:
         if self._fh is None:
             return
-        with contextlib.suppress(OSError, ValueError):
+        with self._lock, contextlib.suppress(OSError, ValueError):
             self._fh.write(json.dumps(line) + "\n")
             self._fh.flush()
 
@@ -88,6 +147,254 @@ class Progress:
         if self._fh is not None:
             with contextlib.suppress(OSError):
                 self._fh.close()
+
+
+# -- private keys in .ssh directories ---------------------------------------------------------------
+KEY_HEAD = 16 * 1024  # bytes of a file in .ssh read to tell a private key (an RSA-16384 key: 12.6 KiB)
+# PEM blocks of every kind of private key (RSA, EC, DSA, OPENSSH, ENCRYPTED, PKCS#8, PGP ... BLOCK,
+# ssh.com's "---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----"), anywhere in the head (text may come
+# before the block); PuTTY's .ppk (any version); OpenSSH's old SSH-1 key format.
+_KEY_TEXT = re.compile(
+    rb"-{3,}\s*BEGIN [A-Z0-9 ]*PRIVATE KEY[A-Z ]*-{3,}|PuTTY-User-Key-File-\d+:|SSH PRIVATE KEY FILE FORMAT",
+    re.IGNORECASE,
+)
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+
+
+def _der_length(data: bytes, pos: int) -> tuple[int, int]:
+    """The length of the DER element whose length octets start at ``pos`` and where its content
+    starts; (-1, -1) when it is not a definite DER length."""
+    if pos >= len(data):
+        return -1, -1
+    first = data[pos]
+    if first < 0x80:
+        return first, pos + 1
+    count = first & 0x7F
+    if not 1 <= count <= 4 or pos + 1 + count > len(data):
+        return -1, -1
+    return int.from_bytes(data[pos + 1 : pos + 1 + count], "big"), pos + 1 + count
+
+
+def _der_private_key(data: bytes, size: int) -> bool:
+    """A binary (DER) private key: one SEQUENCE that is the whole file, whose first element is a
+    small version INTEGER (PKCS#1 RSA, DSA, SEC1 EC, PKCS#8, PKCS#12) or which is an AlgorithmIdentifier
+    SEQUENCE followed by an OCTET STRING (encrypted PKCS#8). Certificates and public keys are neither."""
+    if size > len(data) or size < 8 or data[0] != 0x30:
+        return False
+    length, start = _der_length(data, 1)
+    if start < 0 or start + length != size:
+        return False
+    if data[start : start + 2] == b"\x02\x01" and start + 2 < size:
+        return data[start + 2] <= 3
+    if data[start] == 0x30:
+        inner, inner_start = _der_length(data, start + 1)
+        after = inner_start + inner
+        return inner_start > 0 and after < size and data[after] == 0x04
+    return False
+
+
+def is_private_key(head: bytes, size: int) -> bool:
+    """``head`` (the first :data:`KEY_HEAD` bytes of a file of ``size`` bytes) is a private key."""
+    return bool(_KEY_TEXT.search(head)) or _der_private_key(head, size)
+
+
+def _read_head(path: str) -> tuple[bytes, int] | None:
+    """The first KEY_HEAD bytes and the size of the regular file ``path``; None when it is not a
+    regular file (it changed since it was listed). Raises OSError when it cannot be read."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS | getattr(os, "O_NOATIME", 0))
+    except PermissionError:  # O_NOATIME needs the file's owner (or root): read it without
+        fd = os.open(path, _OPEN_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        chunks: list[bytes] = []
+        got = 0
+        while got < KEY_HEAD:
+            chunk = os.read(fd, KEY_HEAD - got)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks), st.st_size
+    finally:
+        os.close(fd)
+
+
+# Filesystems where a directory's link count is 2 + its subdirectories (ext2/3/4, xfs, tmpfs): a
+# directory with 2 links has none, so it cannot hold a .ssh directory and is not listed. Not btrfs
+# (a directory has 1 link there) nor any other filesystem: those are listed whole.
+_LINK_COUNT_FS = {0xEF53, 0x58465342, 0x01021994}
+
+
+def _link_count_holds(path: str, cache: dict[int, bool], dev: int) -> bool:
+    """Whether the filesystem of ``path`` (device ``dev``) keeps the link-count rule."""
+    if dev not in cache:
+        fs_type = 0
+        with contextlib.suppress(Exception):
+            buf = ctypes.create_string_buffer(256)  # struct statfs; f_type (a C long) comes first
+            if ctypes.CDLL(None, use_errno=True).statfs(os.fsencode(path), buf) == 0:
+                fs_type = ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+        cache[dev] = fs_type in _LINK_COUNT_FS
+    return cache[dev]
+
+
+def _ssh_dirs(root: str) -> list[str]:
+    """Every directory named ``.ssh`` under ``root`` (not below one: those are scanned whole), by a
+    walk of the directories alone (the entries' types from the directory listing; a ``stat`` of
+    subdirectories only where the link-count rule holds, to skip those without subdirectories);
+    symlinks are not followed, as rsync -a does not follow them."""
+    found: list[str] = []
+    cache: dict[int, bool] = {}
+    try:
+        st = os.stat(root)
+        stack = [(root, _link_count_holds(root, cache, st.st_dev))]
+    except OSError:
+        return found
+    while stack:
+        path, counted = stack.pop()
+        try:
+            listing = os.scandir(path)
+        except OSError:  # unreadable: rsync cannot read it either (and says so)
+            continue
+        with listing:
+            for entry in listing:
+                try:
+                    if not entry.is_dir(follow_symlinks=False):
+                        continue
+                    if entry.name == ".ssh":
+                        found.append(entry.path)
+                        continue
+                    if not counted:
+                        stack.append((entry.path, False))
+                        continue
+                    st = entry.stat(follow_symlinks=False)  # a mount point: the mounted root's
+                    if not (_link_count_holds(entry.path, cache, st.st_dev) and st.st_nlink == 2):
+                        stack.append((entry.path, _link_count_holds(entry.path, cache, st.st_dev)))
+                except OSError:
+                    continue
+    return found
+
+
+def _keys_below(top: str) -> tuple[list[str], list[str]]:
+    """The private keys among the regular files at any depth below ``top`` (a .ssh directory), and
+    the files there that cannot be read (they may be keys)."""
+    keys: list[str] = []
+    unreadable: list[str] = []
+    stack = [top]
+    while stack:
+        try:
+            listing = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with listing:
+            for entry in listing:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                        continue
+                    if not entry.is_file(follow_symlinks=False):
+                        continue  # symlinks (sent as links), sockets, fifos, devices: no content sent
+                    read = _read_head(entry.path)
+                except OSError:
+                    unreadable.append(entry.path)
+                    continue
+                if read is not None and is_private_key(*read):
+                    keys.append(entry.path)
+    return keys, unreadable
+
+
+def find_private_keys(root: str) -> tuple[list[str], list[str]]:
+    """The private keys in every .ssh directory under the transfer root ``root`` and the unreadable
+    files there, as paths relative to ``root``, sorted. When ``root`` itself lies in a .ssh
+    directory, every file below it counts."""
+    root = root.rstrip("/") or "/"
+    inside = ".ssh" in root.split("/")
+    tops = [root] if inside else _ssh_dirs(root)
+    keys: list[str] = []
+    unreadable: list[str] = []
+    for top in tops:
+        found, bad = _keys_below(top)
+        keys += found
+        unreadable += bad
+    prefix = len(root.rstrip("/")) + 1
+    return sorted(path[prefix:] for path in keys), sorted(path[prefix:] for path in unreadable)
+
+
+_WILDCARDS = re.compile(r"[*?\[]")
+_ESCAPED = re.compile(r"[*?\[\\]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def exclude_rule(relpath: str) -> str:
+    """An rsync filter rule that excludes exactly ``relpath`` (relative to the transfer root),
+    anchored there. rsync matches a pattern without wildcard characters literally (a backslash
+    included); a path with wildcard characters or control characters becomes a wildcard pattern:
+    ``* ? [ \\`` escaped with a backslash, each control character (a newline, a tab, ...) matched by
+    ``?`` (any one character but ``/``: it may exclude a little more, never less)."""
+    if _WILDCARDS.search(relpath) or _CONTROL.search(relpath):
+        relpath = _CONTROL.sub("?", _ESCAPED.sub(lambda m: "\\" + m.group(0), relpath))
+    return "- /" + relpath
+
+
+_RULE_OPTIONS = ("--filter", "--exclude", "--include", "-f")
+_CLEARING = {"!", "clear"}
+
+
+def _command_rules(command: list[str]) -> list[str]:
+    """The filter rules given on rsync's command line (``--filter=R``, ``--filter R``, ``-fR``,
+    ``-f R``, ``--exclude``/``--include`` alike)."""
+    rules: list[str] = []
+    args = iter(command[1:])
+    for arg in args:
+        if arg == "--":
+            break
+        if arg in _RULE_OPTIONS:
+            rules.append(next(args, ""))
+        elif arg.startswith(tuple(o + "=" for o in _RULE_OPTIONS[:3])):
+            rules.append(arg.split("=", 1)[1])
+        elif arg.startswith("-f") and not arg.startswith("--"):
+            rules.append(arg[2:])
+    return rules
+
+
+def clearing_rule(command: list[str]) -> str:
+    """Where rsync's command line (or a file it merges, at any depth) has a rule that clears the
+    filter list (``!``, ``clear``): it would drop the key rules and the fixed never-sync rules before
+    it. "" when there is none. A per-directory (dir-merge) file's ``!`` clears only its own rules."""
+    todo = [("the command line", rule) for rule in _command_rules(command)]
+    seen: set[str] = set()
+    while todo:
+        where, rule = todo.pop()
+        words = rule.strip().split(None, 1)
+        if not words:
+            continue
+        if words[0] in _CLEARING:
+            return f"{where}: {rule.strip()!r}"
+        keyword = words[0].split(",", 1)[0]
+        if (keyword == "merge" or keyword.startswith(".")) and len(words) == 2 and words[1] not in seen:
+            seen.add(words[1])
+            with contextlib.suppress(OSError, UnicodeDecodeError), open(words[1], encoding="utf-8") as merged:
+                todo += [(f"the filter file {words[1]}", line) for line in merged.read().splitlines()]
+    return ""
+
+
+def shown(path: str) -> str:
+    """``path`` for a message: control characters and bytes that are not UTF-8 as rsync shows them
+    (``\\#012``), so that a name cannot break a log line."""
+    raw = os.fsencode(path)
+    text = raw.decode("utf-8", errors="surrogateescape")
+    out = []
+    for char in text:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\#{code - 0xDC00:03o}")
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\#{code:03o}")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 def _pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -115,6 +422,9 @@ class Wrapper:
         self.deletions: list[str] = []
         self.stats: dict[str, int] = {}
         self.in_stats = False
+        self.keys: list[str] = []
+        self.stderr: deque[str] = deque(maxlen=STDERR_KEPT)
+        self.stderr_seen = 0
         self._last_progress = 0.0
         self._last_message = time.monotonic()
         self._progress_dirty = False
@@ -202,20 +512,29 @@ class Wrapper:
             self.progress.write(level="DEBUG", message=f"{self.label}: would transfer {code} {name}")
 
     # -- main ------------------------------------------------------------------------------------
-    def run(self, argv: list[str]) -> int:
-        env = dict(os.environ)
-        env["LC_ALL"] = "C"  # numbers without locale-specific separators
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env, preexec_fn=_pdeathsig)  # noqa: PLW1509
+    def read_stderr(self, stream: Any) -> None:
+        """rsync's stderr (its errors and warnings, and ssh's), line by line as it comes: passed on to
+        this wrapper's stderr (the task's result) and to the log (WARNING; ssh's notice that it added
+        a host key: DEBUG); the last lines are kept for the failure's reason."""
+        for raw in iter(stream.readline, b""):
+            text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(text + "\n")
+                sys.stderr.flush()
+            if not text.strip():
+                continue
+            self.stderr.append(text)
+            self.stderr_seen += 1
+            if self.stderr_seen <= STDERR_LOGGED:
+                level = "DEBUG" if text.startswith("Warning: Permanently added") else "WARNING"
+                self.progress.write(level=level, message=f"{self.label}: {text}")
+            elif self.stderr_seen == STDERR_LOGGED + 1:
+                self.progress.write(
+                    level="WARNING",
+                    message=f"{self.label}: over {STDERR_LOGGED} rsync messages: the rest are not logged",
+                )
 
-        def forward(signum: int, frame: object) -> None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signum)
-
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, forward)
-        self.progress.write(percent=self._overall(0), item=f"{self.label}: starting rsync")
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
+    def read_stdout(self, fd: int) -> None:
         with contextlib.suppress(OSError):
             fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)
         pending = b""
@@ -235,7 +554,42 @@ class Wrapper:
                 time.sleep(READ_PAUSE)  # let output gather: fewer, larger reads
         if pending:
             self.line(pending.decode("utf-8", errors="replace"))
+
+    def run(self, argv: list[str]) -> int:
+        env = dict(os.environ)
+        env["LC_ALL"] = "C"  # numbers without locale-specific separators
+        try:
+            # no thread of ours runs yet: preexec_fn is safe here
+            proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                preexec_fn=_pdeathsig,  # noqa: PLW1509
+            )
+        except OSError as exc:
+            return self.finish(127 if isinstance(exc, FileNotFoundError) else 1, [f"{argv[0]}: {exc}"])
+
+        def forward(signum: int, frame: object) -> None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signum)
+
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, forward)
+        self.progress.write(percent=self._overall(0), item=f"{self.label}: starting rsync")
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        errors = threading.Thread(
+            target=self.read_stderr, args=(proc.stderr,), name="rsync-stderr", daemon=True
+        )
+        errors.start()
+        self.read_stdout(proc.stdout.fileno())
         rc = proc.wait()
+        errors.join(2)  # ssh (rsync's child) shares the pipe: never wait long for its end
+        return self.finish(rc, list(self.stderr))
+
+    def finish(self, rc: int, stderr: list[str], error: str = "") -> int:
+        """The end: the last progress, the result on stdout, the failure's reason on stderr."""
         if rc in (0, 24):
             self.percent = 100.0
             self._progress_dirty = True
@@ -245,7 +599,7 @@ class Wrapper:
             )
         self.flush_progress(force=True)
         self.progress.close()
-        result = {
+        result: dict[str, Any] = {
             "rc": rc,
             "files_transferred": self.stats.get("Number of regular files transferred", 0),
             "bytes": self.stats.get("Total transferred file size", 0),
@@ -254,10 +608,41 @@ class Wrapper:
             "sample": self.sample,
             "deletions": self.deletions,
             "dry_run": self.dry_run,
+            "keys": self.keys,
         }
+        if rc not in (0, 24):
+            result["error"] = error or rsync_failure(rc, stderr)
+            sys.stderr.write(result["error"] + "\n")  # the last line: the failed task's reason
+            sys.stderr.flush()
         sys.stdout.write(json.dumps(result) + "\n")
         sys.stdout.flush()
         return rc if rc >= 0 else 128 - rc
+
+    def exclude_keys(self, root: str, command: list[str]) -> list[str]:
+        """``command`` with a rule excluding each private key in the .ssh directories under ``root``
+        before every other option (so before every other filter rule: rsync uses the first rule
+        that matches). Each key is named in the log; the result lists them (the dry-run's list)."""
+        keys, unreadable = find_private_keys(root)
+        base = root.rstrip("/") + "/"
+        self.keys = [shown(base + key) for key in keys + unreadable]
+        for key in keys:
+            self.progress.write(
+                level="DEBUG", message=f"{self.label}: private key never synced: {shown(base + key)}"
+            )
+        for path in unreadable:
+            self.progress.write(
+                level="DEBUG",
+                message=f"{self.label}: never synced: {shown(base + path)} "
+                "(in .ssh and unreadable: it may be a private key)",
+            )
+        if self.keys:
+            self.progress.write(
+                level="INFO",
+                message=f"{self.label}: {len(self.keys)} private keys in .ssh directories never synced "
+                "(not sent, left as they are on the target)",
+            )
+        rules = ["--filter=" + exclude_rule(path) for path in keys + unreadable]
+        return command[:1] + rules + command[1:]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,12 +652,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="rsync", help="name of the folder in messages")
     parser.add_argument("--report", type=int, default=200, help="changes kept in the result / logged")
     parser.add_argument("--dry-run", action="store_true", help="the rsync is a dry run (wording only)")
+    parser.add_argument(
+        "--scan-keys",
+        metavar="ROOT",
+        default="",
+        help="exclude every private key in the .ssh directories under ROOT (rsync's source folder)",
+    )
     parser.add_argument("rsync", nargs=argparse.REMAINDER, help="-- rsync ARGS...")
     args = parser.parse_args(argv)
     command = args.rsync[1:] if args.rsync[:1] == ["--"] else args.rsync
     if not command:
         parser.error("give the rsync command after --")
-    return Wrapper(args).run(command)
+    wrapper = Wrapper(args)
+    if args.scan_keys:
+        where = clearing_rule(command)
+        if where:  # a last guard: the rule would drop every never-sync rule
+            return wrapper.finish(
+                2,
+                [],
+                f"folder_sync: a filter rule that clears the rule list ({where}) would sync private keys "
+                "and pc-switcher's state: remove it",
+            )
+        command = wrapper.exclude_keys(args.scan_keys, command)
+    return wrapper.run(command)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,353 @@
+"""folder_sync's private-key detector (roles/folder_sync/files/folder_sync_rsync.py): every regular
+file under a ``.ssh`` directory whose content is a private key is excluded, whatever its name, by a
+rule that rsync itself (the real one) applies before any user rule; everything else there syncs.
+rsync's own error reaches the wrapper's result, its stderr and the log."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+WRAPPER = Path(__file__).parents[2] / "roles" / "folder_sync" / "files" / "folder_sync_rsync.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("folder_sync_rsync", WRAPPER)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+W = _load()
+
+
+def _run(argv: list[str], cwd: Path | None = None) -> None:
+    res = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60, cwd=cwd)
+    assert res.returncode == 0, f"{argv}: {res.stderr}"
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """Real private keys of every kind (ssh-keygen, openssl) and real non-keys, by a short name."""
+    d = tmp_path_factory.mktemp("keys")
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "me@host", "-f", str(d / "openssh")])
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret", "-f", str(d / "openssh_enc")])
+    _run(["ssh-keygen", "-q", "-t", "rsa", "-b", "1024", "-m", "PEM", "-N", "", "-f", str(d / "rsa_pem")])
+    _run(["ssh-keygen", "-q", "-t", "ecdsa", "-m", "PEM", "-N", "", "-f", str(d / "ec_pem")])
+    _run(["ssh-keygen", "-q", "-t", "rsa", "-b", "1024", "-m", "PKCS8", "-N", "", "-f", str(d / "pkcs8")])
+    _run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(d / "ed_pkcs8.pem")])
+    _run(["openssl", "pkcs8", "-topk8", "-in", str(d / "ed_pkcs8.pem"), "-passout", "pass:x",
+          "-out", str(d / "enc_pkcs8.pem")])  # fmt: skip
+    _run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", str(d / "ed_pkcs8.pem"), "-outform", "DER",
+          "-out", str(d / "pkcs8.der")])  # fmt: skip
+    _run(["openssl", "pkcs8", "-topk8", "-in", str(d / "ed_pkcs8.pem"), "-passout", "pass:x",
+          "-outform", "DER", "-out", str(d / "enc_pkcs8.der")])  # fmt: skip
+    _run(["openssl", "rsa", "-in", str(d / "rsa_pem"), "-outform", "DER", "-out", str(d / "rsa.der")])
+    _run(["openssl", "ec", "-in", str(d / "ec_pem"), "-outform", "DER", "-out", str(d / "ec.der")])
+    _run(["openssl", "pkey", "-in", str(d / "ed_pkcs8.pem"), "-pubout", "-out", str(d / "pub.pem")])
+    _run(["openssl", "pkey", "-in", str(d / "ed_pkcs8.pem"), "-pubout", "-outform", "DER",
+          "-out", str(d / "pub.der")])  # fmt: skip
+    _run(["openssl", "req", "-x509", "-key", str(d / "ed_pkcs8.pem"), "-subj", "/CN=x", "-days", "1",
+          "-out", str(d / "cert.pem")])  # fmt: skip
+    _run(["openssl", "x509", "-in", str(d / "cert.pem"), "-outform", "DER", "-out", str(d / "cert.der")])
+    found = {path.name: path.read_bytes() for path in d.iterdir()}
+    found["ppk2"] = b"PuTTY-User-Key-File-2: ssh-rsa\r\nEncryption: none\r\nComment: x\r\nPublic-Lines: 1\r\n"
+    found["ppk3"] = b"PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: aes256-cbc\nKey-Derivation: Argon2id\n"
+    found["bag_attributes"] = (
+        b"Bag Attributes\n    localKeyID: 01 02\nsubject=/CN=x\n" + found["enc_pkcs8.pem"]
+    )
+    found["crlf"] = found["rsa_pem"].replace(b"\n", b"\r\n")
+    found["pgp"] = (
+        b"-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBF...\n-----END PGP PRIVATE KEY BLOCK-----\n"
+    )
+    found["ssh2"] = b"---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\nComment: x\nP2/56wAAA...\n"
+    found["known_hosts"] = b"|1|abc=|def= ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI...\n"
+    found["config"] = b"Host work\n  IdentityFile ~/.ssh/work_laptop\n  # the PRIVATE KEY is in work_laptop\n"
+    found["authorized_keys"] = found["openssh.pub"]
+    found["empty"] = b""
+    found["random"] = os.urandom(4096)
+    return found
+
+
+PRIVATE = [
+    "openssh", "openssh_enc", "rsa_pem", "ec_pem", "pkcs8", "ed_pkcs8.pem", "enc_pkcs8.pem", "pkcs8.der",
+    "enc_pkcs8.der", "rsa.der", "ec.der", "ppk2", "ppk3", "bag_attributes", "crlf", "pgp", "ssh2",
+]  # fmt: skip
+NOT_PRIVATE = [
+    "openssh.pub", "rsa_pem.pub", "pub.pem", "pub.der", "cert.pem", "cert.der", "known_hosts", "config",
+    "authorized_keys", "empty", "random",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", PRIVATE)
+def test_private_keys_are_recognised(keys: dict[str, bytes], name: str) -> None:
+    data = keys[name]
+    assert W.is_private_key(data[: W.KEY_HEAD], len(data))
+
+
+@pytest.mark.parametrize("name", NOT_PRIVATE)
+def test_public_keys_and_other_files_are_not(keys: dict[str, bytes], name: str) -> None:
+    data = keys[name]
+    assert not W.is_private_key(data[: W.KEY_HEAD], len(data))
+
+
+# Names a key may have: odd characters, rsync wildcard characters, what a shell would expand.
+ODD_NAMES = [
+    "work_laptop",
+    "github",
+    "with space",
+    "new\nline",
+    "tab\there",
+    "trailing space ",
+    "-leading-dash",
+    "$(touch pwned)",
+    "quote'\"s",
+    "st*r",
+    "q?mark",
+    "[bracket]",
+    "back\\slash",
+    "back\\slash*star",
+    "ünïcødé",
+    "**",
+]
+
+
+def _tree(root: Path, keys: dict[str, bytes]) -> tuple[set[str], set[str]]:
+    """A home with keys under odd names in .ssh directories (nested ones too) and non-key files; the
+    relative paths of the keys and of the files that must sync."""
+    private: set[str] = set()
+    public: set[str] = set()
+
+    def put(rel: str, data: bytes, is_key: bool) -> None:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        (private if is_key else public).add(rel)
+
+    for i, name in enumerate(ODD_NAMES):
+        put(f"alice/.ssh/{name}", keys[PRIVATE[i % len(PRIVATE)]], True)
+    put("alice/.ssh/work_laptop.pub", keys["openssh.pub"], False)
+    for name in ("known_hosts", "config", "authorized_keys", "empty", "random"):
+        put(f"alice/.ssh/{name}", keys[name], False)
+    put("alice/.ssh/keys/deeper/renamed.txt", keys["ppk3"], True)
+    put("alice/projects/x/.ssh/deploy", keys["ec_pem"], True)
+    put("alice/projects/x/.ssh/cert.der", keys["cert.der"], False)
+    put(".ssh/root_key", keys["rsa.der"], True)
+    put("alice/notes/.sshx/not-ssh", keys["openssh"], False)  # not a .ssh directory: out of scope
+    os.mkfifo(root / "alice/.ssh/agent.fifo")  # never opened (it would block a read)
+    (root / "alice/.ssh/link-to-key").symlink_to("github")  # sent as a link, not its content
+    (root / "alice/ssh-link").symlink_to(".ssh")  # not followed, as rsync -a does not
+    return private, public
+
+
+def test_find_private_keys_finds_each_key_and_nothing_else(tmp_path: Path, keys: dict[str, bytes]) -> None:
+    private, _ = _tree(tmp_path / "home", keys)
+    found, unreadable = W.find_private_keys(str(tmp_path / "home") + "/")
+    assert set(found) == private
+    assert unreadable == []
+    # a transfer root inside a .ssh directory: every file below it counts
+    inside, _ = W.find_private_keys(str(tmp_path / "home/alice/.ssh"))
+    assert set(inside) == {p.removeprefix("alice/.ssh/") for p in private if p.startswith("alice/.ssh/")}
+
+
+def _wrapper(argv: list[str], progress: Path) -> tuple[int, dict[str, Any], str, list[dict[str, Any]]]:
+    res = subprocess.run(
+        [sys.executable, str(WRAPPER), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PCSWITCHER_PROGRESS": str(progress), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    lines = [json.loads(line) for line in progress.read_text().splitlines()] if progress.exists() else []
+    return res.returncode, json.loads(res.stdout), res.stderr, lines
+
+
+def test_real_rsync_never_sends_a_key_whatever_the_user_filters(
+    tmp_path: Path, keys: dict[str, bytes]
+) -> None:
+    """The wrapper's rules come before user rules that include the keys; rsync (the real one)
+    excludes each key, under any name, sends every other file, and leaves the target's own key at
+    the same path as it is (an exclude protects it from --delete and from being overwritten)."""
+    src, dst = tmp_path / "home", tmp_path / "target"
+    private, public = _tree(src, keys)
+    (dst / "alice/.ssh").mkdir(parents=True)
+    (dst / "alice/.ssh/github").write_bytes(b"TARGET'S OWN KEY\n")
+    user_rules = ["--filter=+ .ssh/github", "--filter=+ /alice/.ssh/***", "--filter=+ *", "--include=*"]
+    argv = ["--label", f"{src}/", "--scan-keys", f"{src}/", "--", "rsync", "-a", "--delete", *user_rules]
+    rc, result, _, lines = _wrapper([*argv, f"{src}/", f"{dst}/"], tmp_path / "p.jsonl")
+    assert rc == 0
+    for rel in private - {"alice/.ssh/github"}:
+        assert not os.path.lexists(dst / rel), rel
+    assert (dst / "alice/.ssh/github").read_bytes() == b"TARGET'S OWN KEY\n"
+    for rel in public:
+        assert (dst / rel).read_bytes() == (src / rel).read_bytes(), rel
+    assert os.readlink(dst / "alice/.ssh/link-to-key") == "github"
+    assert (dst / "alice/.ssh/agent.fifo").is_fifo()
+    # each key named (path only, control characters shown as rsync does), never its content
+    named = sorted(W.shown(f"{src}/{rel}") for rel in private)
+    assert sorted(result["keys"]) == named
+    assert "alice/.ssh/new\\#012line" in " ".join(result["keys"])
+    debug = sorted(
+        line["message"].split("never synced: ", 1)[1]
+        for line in lines
+        if "never synced: " in line.get("message", "")
+    )
+    assert debug == named
+    assert {
+        "level": "INFO",
+        "message": f"{src}/: {len(private)} private keys in .ssh directories never synced "
+        "(not sent, left as they are on the target)",
+    } in lines
+    text = json.dumps(lines)
+    assert "BEGIN" not in text
+    assert "PuTTY" not in text
+
+
+def test_rsyncs_own_error_is_the_reason_and_reaches_the_log(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "file").write_text("x")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where rsync needs a directory")
+    argv = ["--label", "/src/", "--", "rsync", "-a", f"{src}/", f"{blocker}/sub/"]
+    rc, result, stderr, lines = _wrapper(argv, tmp_path / "p.jsonl")
+    assert rc == result["rc"] == 3
+    # rsync's own error line, its exit code and what it means
+    own = f'rsync: [Receiver] ERROR: cannot stat destination "{blocker}/sub/": Not a directory (20)'
+    assert result["error"] == f"rsync exit 3: errors selecting input/output files, dirs: {own}"
+    assert stderr.splitlines()[-1] == result["error"]  # the failed task's reason (its last line)
+    warnings = [line["message"] for line in lines if line.get("level") == "WARNING"]
+    assert f"/src/: {own}" in warnings
+    assert all(message.startswith("/src/: ") for message in warnings)
+
+
+def test_a_missing_rsync_is_a_reason_too(tmp_path: Path) -> None:
+    rc, result, stderr, _ = _wrapper(["--", "/nonexistent/rsync", "-a", "x/", "y/"], tmp_path / "p.jsonl")
+    assert (rc, result["rc"]) == (127, 127)
+    assert result["error"].startswith("rsync exit 127: rsync not found: /nonexistent/rsync: ")
+    assert stderr.splitlines()[-1] == result["error"]
+
+
+@pytest.mark.parametrize(
+    ("rc", "stderr", "reason"),
+    [
+        (
+            23,
+            [
+                'rsync: [receiver] mkdir "/x" failed: Permission denied (13)',
+                "rsync error: some files/attrs were not transferred (see previous errors) (code 23)",
+            ],
+            "rsync exit 23: partial transfer due to error: "
+            'rsync: [receiver] mkdir "/x" failed: Permission denied (13)',
+        ),
+        (
+            255,
+            ["Warning: Permanently added '[127.0.0.2]:22' (ED25519) to the list of known hosts.",
+             "ssh: connect to host 127.0.0.2 port 22: Connection refused",
+             "rsync: connection unexpectedly closed (0 bytes received so far) [sender]",
+             "rsync error: unexplained error (code 255) at io.c(232) [sender=3.5.0]"],
+            "rsync exit 255: the connection to the target failed (ssh): "
+            "ssh: connect to host 127.0.0.2 port 22: Connection refused / "
+            "rsync: connection unexpectedly closed (0 bytes received so far) [sender]",
+        ),
+        (12, [f"rsync: error {i}" for i in range(5)], "rsync exit 12: error in rsync protocol data stream: "
+         "rsync: error 3 / rsync: error 4 (and 3 more error lines before these, in the log)"),
+        (30, [], "rsync exit 30: timeout in data send/receive"),
+        (-9, [], "rsync exit -9: killed by signal 9"),
+    ],
+)  # fmt: skip
+def test_failure_reason(rc: int, stderr: list[str], reason: str) -> None:
+    assert W.rsync_failure(rc, stderr) == reason
+
+
+def test_exclude_rule_escapes_wildcards_and_control_characters() -> None:
+    assert W.exclude_rule("alice/.ssh/github") == "- /alice/.ssh/github"
+    assert W.exclude_rule("alice/.ssh/st*r [1]") == "- /alice/.ssh/st\\*r \\[1]"
+    assert W.exclude_rule("a/.ssh/new\nline\\x") == "- /a/.ssh/new?line\\\\x"
+    assert W.exclude_rule("a/.ssh/back\\slash") == "- /a/.ssh/back\\slash"  # literal: no wildcard
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        ["--filter=!"],
+        ["--filter= clear "],
+        ["--exclude=!"],
+        ["-f", "!"],
+        ["-f!"],
+        ["--filter", "clear"],
+        ["--filter=merge {merged}"],
+        ["--filter=. {merged}"],
+        ["--filter=merge,- {nested}"],
+    ],
+)
+def test_a_rule_that_clears_the_list_is_refused(
+    tmp_path: Path, keys: dict[str, bytes], rules: list[str]
+) -> None:
+    """``!``/``clear`` would drop the key rules before it (rsync applies it to everything before):
+    the wrapper refuses to run rsync, and nothing is sent."""
+    src, dst = tmp_path / "home", tmp_path / "target"
+    _tree(src, keys)
+    (tmp_path / "merged").write_text("- *.tmp\n!\n")
+    (tmp_path / "nested").write_text(f"merge {tmp_path / 'merged'}\n")
+    rules = [r.format(merged=tmp_path / "merged", nested=tmp_path / "nested") for r in rules]
+    argv = ["--scan-keys", f"{src}/", "--", "rsync", "-a", *rules, f"{src}/", f"{dst}/"]
+    rc, result, stderr, _ = _wrapper(argv, tmp_path / "p.jsonl")
+    assert (rc, result["rc"]) == (2, 2)
+    assert "a filter rule that clears the rule list" in result["error"]
+    assert stderr.splitlines()[-1] == result["error"]
+    assert not dst.exists()
+
+
+def test_a_per_directory_clear_keeps_the_key_rules(tmp_path: Path, keys: dict[str, bytes]) -> None:
+    """A ``!`` in a per-directory (dir-merge) file clears only that file's rules: allowed, and the
+    keys stay excluded."""
+    src, dst = tmp_path / "home", tmp_path / "target"
+    private, _ = _tree(src, keys)
+    (src / "alice/.pcswitcher-filter").write_text("!\n+ *\n")
+    argv = ["--scan-keys", f"{src}/", "--", "rsync", "-a", "--filter=dir-merge .pcswitcher-filter"]
+    rc, _, _, _ = _wrapper([*argv, f"{src}/", f"{dst}/"], tmp_path / "p.jsonl")
+    assert rc == 0
+    assert not any(os.path.lexists(dst / rel) for rel in private)
+    assert (dst / "alice/.ssh/config").exists()
+
+
+def test_the_walk_finds_every_ssh_directory(tmp_path: Path) -> None:
+    """Against os.walk: a random tree of directories with .ssh directories anywhere — a directory
+    whose only subdirectory is .ssh, an empty .ssh, .ssh at the root, deep ones — all found, also
+    where the walk skips directories by their link count (ext4, xfs, tmpfs: the test's tmp_path is
+    one on this host; on another filesystem every directory is listed)."""
+    import random
+
+    rng = random.Random(20261203)  # noqa: S311 - a reproducible tree, not a secret
+    root = tmp_path / "tree"
+    root.mkdir()
+    dirs = [root]
+    for i in range(3000):
+        parent = rng.choice(dirs)
+        child = parent / (".ssh" if rng.random() < 0.05 else f"d{i}")
+        child.mkdir(exist_ok=True)
+        if child.name != ".ssh":
+            dirs.append(child)
+        if rng.random() < 0.3:
+            (child / f"f{i}").write_text("x")
+    (root / "only/.ssh").mkdir(parents=True)
+    (root / ".ssh").mkdir(exist_ok=True)
+    expected = set()
+    for path, subdirs, _ in os.walk(root):
+        if ".ssh" in subdirs:
+            expected.add(os.path.join(path, ".ssh"))
+            subdirs.remove(".ssh")
+    assert set(W._ssh_dirs(str(root))) == expected
+    assert len(expected) > 50
