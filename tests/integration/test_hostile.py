@@ -40,6 +40,7 @@ printf 'src 1\n' > /home/fz/src/s1; printf 'src 3\n' > /home/fz/src/sub/s3
 # What is compared before and after every case, on each machine.
 CANARIES = ("/home/fz", "/root/victim")
 FOLDER = "  folders:\n    - source: /home/fz/src\n      target: /home/fz/dst\n"
+FOLDER_FILTERS = f"folder_sync:\n{FOLDER}      filters: [{{}}]\n"
 
 
 @dataclass
@@ -161,6 +162,11 @@ CASES = [
         ["folder_sync.timeout", "0 (no timeout)"],
     ),
     Case("per-dir-filter-path", f"folder_sync:\n{FOLDER}  per_dir_filter: ../evil\n", ["plain file name"]),
+    # a rule that empties the rule list would drop the fixed never-sync rules (private keys) before it
+    Case("filter-clear-bang", f"folder_sync:\n{FOLDER}  filters: ['!']\n", ["filters[0]", "clears the"]),
+    Case("filter-clear-word", f"folder_sync:\n{FOLDER}  filters: ['clear']\n", ["clears the rules"]),
+    Case("folder-filter-clear", FOLDER_FILTERS.format("'!'"), ["folders[0].filters[0]", "clears the rules"]),
+    Case("never-sync-clear", f"folder_sync:\n{FOLDER}  never_sync: ['clear']\n", ["never_sync[0]"]),
     Case("per-dir-filter-dot", f"folder_sync:\n{FOLDER}  per_dir_filter: '..'\n", ["plain file name"]),
     Case(
         "filter-rule-newline", f'folder_sync:\n{FOLDER}  filters: ["- a\\n+ /etc"]\n', ["control character"]

@@ -344,6 +344,33 @@ def test_rules_with_control_characters_are_refused() -> None:
     assert [p["path"] for p in found] == [["filters", 1], ["never_sync", 0]]
 
 
+@pytest.mark.parametrize("rule", ["!", "clear", " ! ", "clear,x", "!,s"])
+def test_rules_that_clear_the_rule_list_are_refused(rule: str) -> None:
+    found = problems(
+        filters=["- a", rule],
+        never_sync=[rule],
+        folders=[{"source": "/home/a", "filters": [rule]}],
+    )
+    paths = sorted(p["path"] for p in found)
+    assert paths == [["filters", 1], ["folders", 0, "filters", 0], ["never_sync", 0]]
+    assert all("clears the rules before it" in p["problem"] for p in found)
+
+
+def test_the_rsync_binary_clears_the_list_with_those_rules(tmp_path: Path) -> None:
+    """What the check refuses is what rsync does: a '!' after an exclude brings the file back."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "id_rsa").write_text("key\n")
+    for rule, listed in (("- noop", False), ("!", True), ("clear", True)):
+        res = subprocess.run(
+            ["rsync", "-r", "--list-only", "--filter=- id_rsa", f"--filter={rule}", f"{tmp_path}/src/"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert ("id_rsa" in res.stdout) is listed, (rule, res.stdout)
+    assert problems(filters=["- noop"]) == []
+
+
 def test_the_ansible_filter_says_where() -> None:
     lines = opts.FilterModule().filters()["folder_sync_option_problems"]({**DEFAULTS, "rsync_args": ["-n"]})
     assert len(lines) == 1

@@ -360,12 +360,23 @@ def _folder_problems(index: int, folder: Dict[str, Any]) -> Tuple[List[Dict[str,
     return problems, (_components(target) if enabled and not problems else None)
 
 
+def _clears(rule: str) -> bool:
+    """rsync's ``!`` / ``clear`` rule (modifiers after a comma included): it empties the rule list
+    before it, the fixed never-sync rules (private keys, pc-switcher's state) with it."""
+    words = rule.split()
+    return bool(words) and words[0].split(",", 1)[0] in ("!", "clear")
+
+
 def _rules_problems(rules: List[Any], where: List[Any]) -> List[Dict[str, Any]]:
     problems = []
     for index, rule in enumerate(rules):
         if not isinstance(rule, str) or _CONTROL.search(rule):
             problem = "the filter rule {!r} contains a control character (newline, tab, ...)".format(rule)
             problems.append(_problem(where + [index], problem, "write one rule per list item, on one line"))
+        elif _clears(rule):
+            problem = "the filter rule {!r} clears the rules before it, the never-sync rules too".format(rule)
+            fix = "remove it; to sync something a rule excludes, put a '+ PATTERN' rule before that rule"
+            problems.append(_problem(where + [index], problem, fix))
     return problems
 
 
