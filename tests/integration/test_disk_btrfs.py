@@ -191,7 +191,7 @@ def test_the_estimate_needs_no_dry_run_when_the_source_filesystem_fits(small: Sa
 
 def test_unwritten_data_of_another_writer_aborts_the_run(small: Sandbox) -> None:
     source, target = small["source"], small["target"]
-    config = dummy_config(1, 60)
+    config = dummy_config(1, 90)
     config["disk"] = {
         "preflight_minimum": "100MB",
         "warning_threshold": "90MB",
@@ -210,7 +210,9 @@ def test_unwritten_data_of_another_writer_aborts_the_run(small: Sandbox) -> None
         sh(target, "head -c $((100*1024*1024)) /dev/urandom > /home/pcs-unsynced")
         after = agent_free(target)
         assert int(after["free"]) < 80_000_000, (before, after)
-        rc = run.wait(timeout=50)
+        # the guard aborts within a ping or two; the rest is the abort path, slow on a loaded
+        # machine. Without the abort the job would end by itself after 90 s, with exit 0.
+        rc = run.wait(timeout=150)
         assert rc == 1, f"{before} {after} {agent_free(target)} {statvfs_free(target)}\n{run.output()}"
         critical = [m for m in run.messages("CRITICAL") if "runtime_minimum" in m]
         assert critical, run.output()
