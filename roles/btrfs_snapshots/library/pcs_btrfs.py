@@ -59,6 +59,7 @@ options:
   lock_path: {type: path, default: ""}
   checksum: {type: bool, default: true}
   exclude: {type: list, elements: path, default: []}
+  report_errors: {type: bool, default: false, description: "cleanup: return what could not be deleted (errors, msg) instead of failing"}
 """
 
 BTRFS_IOC_FS_INFO = 0x8400941F  # _IOR(0x94, 31, struct btrfs_ioctl_fs_info_args[1024])
@@ -671,6 +672,7 @@ def main() -> None:
             "lock_path": {"type": "path", "default": ""},
             "checksum": {"type": "bool", "default": True},
             "exclude": {"type": "list", "elements": "path", "default": []},
+            "report_errors": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -696,7 +698,14 @@ def main() -> None:
         elif action == "cleanup":
             if p["keep"] < 1:
                 raise Problem("keep must be at least 1 (the newest session is always kept)")
-            result = cleanup(module, location, p["keep"], p["older_than"], p["session"])
+            try:
+                result = cleanup(module, location, p["keep"], p["older_than"], p["session"])
+            except (OSError, Problem) as exc:
+                if not p["report_errors"]:
+                    raise
+                result = {"deleted_sessions": [], "deleted": [], "errors": [f"cleanup on {host} failed: {exc}"]}
+            if result["errors"] and p["report_errors"]:  # the caller reports them (a sync's prune)
+                module.exit_json(changed=bool(result["deleted"]), host=host, msg="; ".join(result["errors"]), **result)
             if result["errors"]:
                 module.fail_json(
                     msg=f"cleanup on {host} could not delete " + "; ".join(result["errors"]),
