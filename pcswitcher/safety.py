@@ -360,7 +360,7 @@ class Safety:
                     host,
                     verb,
                     session,
-                    extra={"host": host, "fields": {"pruned_session": session, "side": side}},
+                    extra={"fields": {"pruned_session": session, "side": side}},
                 )
             for item in info.get("skipped") or []:
                 log.warning(
