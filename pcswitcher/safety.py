@@ -339,7 +339,9 @@ class Safety:
             for path in info.get("would_create") or []:
                 log.info("%s snapshot (dry-run, not taken): %s", side, path)
         if phase == "post" and self.snapshots.prune:
-            self._report_prune(data.get("pruned") or {})
+            self._report_prune(
+                {side: (data.get(side) or {}).get("pruned") or {} for side in ("target", "source")}
+            )
         return data
 
     def _report_prune(self, pruned: dict[str, Any]) -> None:
@@ -349,7 +351,7 @@ class Safety:
         counts: dict[str, int] = {}
         for side in ("target", "source"):
             info = pruned.get(side) or {}
-            if info.get("skipped") is True:  # the task did not run for this machine
+            if not info:  # this machine was not snapshotted
                 continue
             host = str(info.get("host") or (self.target_label if side == "target" else "source"))
             sessions = [str(s) for s in info.get("deleted_sessions") or []]

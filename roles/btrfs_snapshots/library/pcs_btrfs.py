@@ -12,7 +12,9 @@ validate   every subvolume exists and is a btrfs subvolume; the location (or its
            parent) is on the same file system, writable, and not inside a snapshotted subvolume.
            Changes nothing; returns ``problems`` (the role fails on them, both machines at once).
 snapshot   one read-only snapshot per subvolume (idempotent: an existing one for the session and
-           phase is kept). All or nothing: a failure deletes what this call created.
+           phase is kept). All or nothing: a failure deletes what this call created. With
+           ``prune`` (phase post) then the cleanup below, this session kept as the newest; what it
+           cannot delete is reported in ``pruned`` (``msg``), not a failure.
 list       the sessions and their snapshots.
 cleanup    deletes whole sessions: those beyond the newest ``keep`` and those older than
            ``older_than`` seconds — never the newest session, never the newest session with
@@ -59,7 +61,7 @@ options:
   lock_path: {type: path, default: ""}
   checksum: {type: bool, default: true}
   exclude: {type: list, elements: path, default: []}
-  report_errors: {type: bool, default: false, description: "cleanup: return what could not be deleted (errors, msg) instead of failing"}
+  prune: {type: bool, default: false, description: "snapshot, phase post: then apply keep/older_than (see prune())"}
 """
 
 BTRFS_IOC_FS_INFO = 0x8400941F  # _IOR(0x94, 31, struct btrfs_ioctl_fs_info_args[1024])
@@ -485,6 +487,22 @@ def cleanup(module: AnsibleModule, location: str, keep: int, older_than: int, cu
     }
 
 
+def prune(module: AnsibleModule, location: str, keep: int, older_than: int, session: str) -> dict:
+    """The cleanup after a sync's post snapshots, ``session`` kept as the newest. What it cannot do
+    is reported (``errors``, ``msg``), never raised: the snapshots are taken, the sync is done."""
+    host = socket.gethostname()
+    try:
+        if keep < 1:
+            raise Problem("keep must be at least 1")
+        result = cleanup(module, location, keep, older_than, session)
+    except (OSError, Problem) as exc:
+        result = {"deleted_sessions": [], "deleted": [], "skipped": [], "errors": [f"{exc}"]}
+    result["host"] = host
+    if result["errors"]:
+        result["msg"] = f"cleanup on {host} could not delete " + "; ".join(result["errors"])
+    return result
+
+
 class TargetLock:
     """The target's lock (an flock; a sync holds it for its whole run). Held for the rollback."""
 
@@ -672,7 +690,7 @@ def main() -> None:
             "lock_path": {"type": "path", "default": ""},
             "checksum": {"type": "bool", "default": True},
             "exclude": {"type": "list", "elements": "path", "default": []},
-            "report_errors": {"type": "bool", "default": False},
+            "prune": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -692,20 +710,17 @@ def main() -> None:
             if not p["session"]:
                 raise Problem("a snapshot needs a session id")
             result = snapshot(module, subvolumes, location, p["session"], p["phase"])
-            module.exit_json(changed=bool(result["created"] or result["would_create"]), host=host, **result)
+            changed = bool(result["created"] or result["would_create"])
+            if p["prune"] and p["phase"] == "post":
+                result["pruned"] = prune(module, location, p["keep"], p["older_than"], p["session"])
+                changed = changed or bool(result["pruned"]["deleted"])
+            module.exit_json(changed=changed, host=host, **result)
         elif action == "list":
             module.exit_json(changed=False, host=host, location=location, sessions=scan(location))
         elif action == "cleanup":
             if p["keep"] < 1:
                 raise Problem("keep must be at least 1 (the newest session is always kept)")
-            try:
-                result = cleanup(module, location, p["keep"], p["older_than"], p["session"])
-            except (OSError, Problem) as exc:
-                if not p["report_errors"]:
-                    raise
-                result = {"deleted_sessions": [], "deleted": [], "errors": [f"cleanup on {host} failed: {exc}"]}
-            if result["errors"] and p["report_errors"]:  # the caller reports them (a sync's prune)
-                module.exit_json(changed=bool(result["deleted"]), host=host, msg="; ".join(result["errors"]), **result)
+            result = cleanup(module, location, p["keep"], p["older_than"], "")
             if result["errors"]:
                 module.fail_json(
                     msg=f"cleanup on {host} could not delete " + "; ".join(result["errors"]),
