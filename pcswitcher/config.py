@@ -339,19 +339,31 @@ GLOBAL_SCHEMA: Mapping[str, Any] = {
                 },
             },
             "keep": {
-                "description": "`snapshots cleanup` keeps the snapshots of this many newest sessions (>= 1).",
+                "description": (
+                    "The prune after each sync and `snapshots cleanup` keep the snapshots of this many "
+                    "newest sessions (>= 1)."
+                ),
                 "type": "integer",
                 "minimum": 1,
                 "default": DEFAULT_SNAPSHOT_KEEP,
             },
             "older_than": {
                 "description": (
-                    "`snapshots cleanup` also deletes sessions older than this ('7d', '12h'); null: no age "
-                    "limit. The newest session is never deleted."
+                    "The prune after each sync and `snapshots cleanup` also delete sessions older than this "
+                    "('7d', '12h'); null: no age limit. The newest session is never deleted."
                 ),
                 "type": ["string", "null"],
                 "format": _DURATION_FORMAT,
                 "default": None,
+            },
+            "prune": {
+                "description": (
+                    "After every successful sync, delete the sessions beyond `keep` / `older_than` on both "
+                    "machines (never the session just taken, nor the newest with pre-sync snapshots: the "
+                    "one a rollback uses). false: only `snapshots cleanup` deletes sessions."
+                ),
+                "type": "boolean",
+                "default": True,
             },
         },
     },
@@ -435,6 +447,8 @@ class SnapshotsConfig:
     keep: int = DEFAULT_SNAPSHOT_KEEP
     #: Seconds, or None for no age limit.
     older_than: int | None = None
+    #: Apply keep/older_than after every successful sync (docs/safety.md#pruning).
+    prune: bool = True
 
 
 @dataclass(frozen=True)
@@ -999,6 +1013,7 @@ def _snapshots_config(section: Mapping[str, Any]) -> SnapshotsConfig:
         target_location=section["location"]["target"],
         keep=int(section["keep"]),
         older_than=None if older is None else parse_duration(older),
+        prune=bool(section["prune"]),
     )
 
 

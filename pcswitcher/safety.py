@@ -305,6 +305,7 @@ class Safety:
             "btrfs_snapshots_source_location": s.source_location,
             "btrfs_snapshots_keep": s.keep,
             "btrfs_snapshots_older_than": s.older_than or 0,
+            "btrfs_snapshots_prune": s.prune,
             "btrfs_snapshots_lock_path": self.lock_path,
             **extra,
         }
@@ -344,7 +345,59 @@ class Safety:
                 log.info("%s snapshot: %s", side, path, extra={"fields": {"snapshot": path, "phase": phase}})
             for path in info.get("would_create") or []:
                 log.info("%s snapshot (dry-run, not taken): %s", side, path)
+        if phase == "post" and self.snapshots.prune:
+            self._report_prune(
+                {side: (data.get(side) or {}).get("pruned") or {} for side in ("target", "source")}
+            )
         return data
+
+    def _report_prune(self, pruned: dict[str, Any]) -> None:
+        """Log what the post-sync prune deleted per machine (INFO) and its problems (WARNING): a
+        failed prune leaves old sessions, not a failed sync."""
+        verb = "would prune (dry-run)" if self.dry_run else "pruned"
+        counts: dict[str, int] = {}
+        for side in ("target", "source"):
+            info = pruned.get(side) or {}
+            if not info:  # this machine was not snapshotted
+                continue
+            host = str(info.get("host") or (self.target_label if side == "target" else "source"))
+            sessions = [str(s) for s in info.get("deleted_sessions") or []]
+            counts[host] = len(sessions)
+            for session in sessions:
+                log.info(
+                    "%s: %s snapshot session %s",
+                    host,
+                    verb,
+                    session,
+                    extra={"fields": {"pruned_session": session, "side": side}},
+                )
+            for item in info.get("skipped") or []:
+                log.warning(
+                    "%s: snapshot session %s left alone (%s): delete it by hand if it is not needed",
+                    host,
+                    item.get("path"),
+                    item.get("reason"),
+                )
+            if info.get("msg"):
+                where = "" if side == "source" else f" {self.target_label}"
+                log.warning(
+                    "%s: pruning old snapshot sessions failed: %s; the sync itself succeeded. Delete "
+                    "old sessions with `pc-switcher snapshots cleanup%s`",
+                    host,
+                    str(info["msg"]).strip().splitlines()[0] if str(info["msg"]).strip() else "no reason",
+                    where,
+                )
+        if counts:
+            s = self.snapshots
+            rule = f"keep {s.keep}" + (f", older than {s.older_than} s" if s.older_than else "")
+            log.info(
+                "%s %d old snapshot session(s) (%s; snapshots.%s)",
+                verb,
+                sum(counts.values()),
+                ", ".join(f"{host} {n}" for host, n in counts.items()),
+                rule,
+                extra={"fields": {"pruned": counts}},
+            )
 
     def list_sessions(self) -> dict[str, list[dict[str, Any]]]:
         """The snapshot sessions per machine: {"target": [...], "source": [...]} (oldest first)."""

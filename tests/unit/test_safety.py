@@ -172,13 +172,14 @@ def test_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "jobs: {}\n"), {})
     assert config.snapshots == SnapshotsConfig()
     assert config.snapshots.target_subvolumes == ("/home",)
+    assert config.snapshots.prune is True
     assert config.history.path == DEFAULT_HISTORY_PATH
 
 
 def test_sections(tmp_path: Path) -> None:
     text = (
         "jobs: {}\nsnapshots:\n  subvolumes:\n    target: [/, /home]\n  location:\n    source: /s\n"
-        "  keep: 3\n  older_than: 2w\nhistory:\n  path: /var/lib/pcs/h.json\n"
+        "  keep: 3\n  older_than: 2w\n  prune: false\nhistory:\n  path: /var/lib/pcs/h.json\n"
     )
     config = load_config(write(tmp_path, text), {})
     assert config.snapshots.target_subvolumes == ("/", "/home")
@@ -186,6 +187,7 @@ def test_sections(tmp_path: Path) -> None:
     assert config.snapshots.source_location == "/s"
     assert config.snapshots.keep == 3
     assert config.snapshots.older_than == 14 * 86400
+    assert config.snapshots.prune is False
     assert config.history.path == "/var/lib/pcs/h.json"
     empty = load_config(write(tmp_path, "jobs: {}\nsnapshots:\nhistory:\n"), {})
     assert empty.snapshots == SnapshotsConfig()
@@ -196,6 +198,7 @@ def test_sections(tmp_path: Path) -> None:
     [
         ("snapshots:\n  older_than: 7 days\n", "4:15: snapshots.older_than: '7 days' is not a duration"),
         ("snapshots:\n  keep: 0\n", "4:9: snapshots.keep"),
+        ("snapshots:\n  prune: yes please\n", "4:10: snapshots.prune"),
         ("snapshots:\n  location:\n    target: rel\n", "5:13: snapshots.location.target"),
         ("snapshots:\n  subvolumes:\n    source: []\n", "5:13: snapshots.subvolumes.source"),
         ("history:\n  path: ~/h.json\n", "4:9: history.path"),

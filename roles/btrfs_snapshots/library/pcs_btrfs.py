@@ -12,10 +12,15 @@ validate   every subvolume exists and is a btrfs subvolume; the location (or its
            parent) is on the same file system, writable, and not inside a snapshotted subvolume.
            Changes nothing; returns ``problems`` (the role fails on them, both machines at once).
 snapshot   one read-only snapshot per subvolume (idempotent: an existing one for the session and
-           phase is kept). All or nothing: a failure deletes what this call created.
+           phase is kept). All or nothing: a failure deletes what this call created. With
+           ``prune`` (phase post) then the cleanup below, this session kept as the newest; what it
+           cannot delete is reported in ``pruned`` (``msg``), not a failure.
 list       the sessions and their snapshots.
 cleanup    deletes whole sessions: those beyond the newest ``keep`` and those older than
-           ``older_than`` seconds — never the newest session.
+           ``older_than`` seconds — never the newest session, never the newest session with
+           pre-sync snapshots (a rollback's default), never ``session`` (the session of the sync
+           that prunes: it counts as the newest, taken or not). Only what this module made is
+           deleted (:func:`not_ours`); anything else in a doomed session is left and reported.
 rollback   under the target lock: snapshots every subvolume of a session as it is now
            (``rollback-replaced``, new session), then copies the session's pre-sync snapshot back
            into the live subvolume with rsync (the mount stays; see docs/safety.md).
@@ -56,10 +61,14 @@ options:
   lock_path: {type: path, default: ""}
   checksum: {type: bool, default: true}
   exclude: {type: list, elements: path, default: []}
+  prune: {type: bool, default: false, description: "snapshot, phase post: then apply keep/older_than (see prune())"}
 """
 
 BTRFS_IOC_FS_INFO = 0x8400941F  # _IOR(0x94, 31, struct btrfs_ioctl_fs_info_args[1024])
 BTRFS_IOC_SUBVOL_GETFLAGS = 0x80089419  # _IOR(0x94, 25, __u64)
+BTRFS_IOC_GET_SUBVOL_INFO = 0x81F8943C  # _IOR(0x94, 60, struct btrfs_ioctl_get_subvol_info_args), 504 bytes
+SUBVOL_INFO_SIZE = 504
+PARENT_UUID = slice(8 + 256 + 8 * 4 + 16, 8 + 256 + 8 * 4 + 32)  # after treeid, name, 4 u64, uuid
 BTRFS_SUBVOL_RDONLY = 1 << 1
 SUBVOL_INO = 256  # the root directory of every btrfs subvolume
 META = "pc-switcher-session.json"
@@ -117,6 +126,23 @@ def is_readonly(path: str) -> bool:
         return bool(int.from_bytes(bytes(buf), "little") & BTRFS_SUBVOL_RDONLY)
     except OSError:
         return False
+    finally:
+        os.close(fd)
+
+
+def parent_uuid(path: str) -> bytes | None:
+    """The UUID of the subvolume ``path`` was snapshotted from (all zeros: not a snapshot), or None
+    when the kernel cannot tell (not a subvolume, ioctl missing)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        buf = bytearray(SUBVOL_INFO_SIZE)
+        fcntl.ioctl(fd, BTRFS_IOC_GET_SUBVOL_INFO, buf)
+        return bytes(buf[PARENT_UUID])
+    except OSError:
+        return None
     finally:
         os.close(fd)
 
@@ -207,7 +233,7 @@ def scan(location: str) -> list[dict]:
         for name in sorted(os.listdir(session_dir)):
             match = SNAP_RE.match(name)
             path = os.path.join(session_dir, name)
-            if not match or match.group("session") != entry or not is_subvolume(path):
+            if not match or match.group("session") != entry or os.path.islink(path) or not is_subvolume(path):
                 continue
             snapshots.append(
                 {
@@ -375,27 +401,106 @@ def delete_session(module: AnsibleModule, session: dict) -> list[str]:
     return deleted
 
 
-def cleanup(module: AnsibleModule, location: str, keep: int, older_than: int) -> dict:
-    sessions = scan(location)
+def not_ours(session: dict, location: str) -> str:
+    """Why ``session`` is not something this module made and may delete ("" when it is).
+
+    An allowlist: a session folder directly in ``location`` (no symlink) with its session file
+    naming it; each snapshot a read-only btrfs snapshot (a parent UUID) on the location's file
+    system, named ``<subvol>@<session>-<phase>-<stamp>`` after a subvolume of the session file."""
+    session_dir = session["path"]
+    parent = os.path.dirname(os.path.realpath(session_dir))
+    if os.path.islink(session_dir) or parent != os.path.realpath(location):
+        return "its folder is not directly in the snapshot location"
+    meta = read_meta(session_dir)
+    if meta.get("session") != session["id"]:
+        return f"it has no {META} naming it"
+    names = meta.get("subvolumes") if isinstance(meta.get("subvolumes"), dict) else {}
+    home_fs = fsid(location)
+    for snap in session["snapshots"]:
+        path = snap["path"]
+        if snap["subvolume"] not in names:
+            return f"{snap['name']} is of no subvolume in {META}"
+        if os.path.islink(path) or not is_subvolume(path) or fsid(path) != home_fs:
+            return f"{snap['name']} is not a btrfs subvolume on the snapshot location's file system"
+        if not is_readonly(path):
+            return f"{snap['name']} is not read-only (changed since it was taken?)"
+        origin = parent_uuid(path)
+        if origin is None or not any(origin):
+            return f"{snap['name']} is not a snapshot of another subvolume"
+    return ""
+
+
+def has_pre(session: dict) -> bool:
+    return any(x["phase"] == "pre" for x in session["snapshots"])
+
+
+def retention(sessions: list[dict], keep: int, older_than: int, current: str) -> tuple[list[dict], list[str]]:
+    """The sessions to delete (oldest first) and the ids kept.
+
+    ``current`` is the session of the sync that prunes: it counts as the newest session, with
+    pre-sync snapshots, whether it is on disk yet or not (a dry run takes none). Never deleted: the
+    newest session and the newest session with pre-sync snapshots (a rollback's default)."""
+    newest_first = list(reversed(sessions))
+    mine = next((s for s in sessions if s["id"] == current), None) if current else None
+    others = [s for s in newest_first if s["id"] != current]
+    protected = {current} if current else {s["id"] for s in others[:1]}
+    if not current or (mine is not None and not has_pre(mine)):
+        protected |= {s["id"] for s in [x for x in newest_first if has_pre(x)][:1]}
     now = time.time()
-    doomed, kept = [], []
-    for index, session in enumerate(reversed(sessions)):  # newest first
+    doomed, kept = [], [current] if current else []
+    for index, session in enumerate(others, start=1 if current else 0):
         too_many = index >= keep
         too_old = older_than > 0 and now - session["time"] > older_than
-        if index > 0 and (too_many or too_old):
+        if session["id"] not in protected and (too_many or too_old):
             doomed.append(session)
         else:
             kept.append(session["id"])
-    doomed.reverse()  # oldest first
+    doomed.reverse()
+    return doomed, kept
+
+
+def cleanup(module: AnsibleModule, location: str, keep: int, older_than: int, current: str) -> dict:
+    doomed, kept = retention(scan(location), keep, older_than, current)
     deleted: list[str] = []
+    gone: list[str] = []
+    skipped: list[dict] = []
+    errors: list[str] = []
     for session in doomed:
-        deleted += delete_session(module, session)
+        reason = not_ours(session, location)
+        if reason:
+            skipped.append({"session": session["id"], "path": session["path"], "reason": reason})
+            continue
+        try:
+            deleted += delete_session(module, session)
+        except (OSError, Problem) as exc:
+            errors.append(f"session {session['id']}: {exc}")
+            continue
+        gone.append(session["id"])
     return {
-        "deleted_sessions": [s["id"] for s in doomed],
+        "deleted_sessions": gone,
         "deleted": deleted,
-        "kept_sessions": sorted(kept),
+        "kept_sessions": sorted(kept + [s["session"] for s in skipped]),
+        "skipped": skipped,
+        "errors": errors,
+        "location": location,
         "check": module.check_mode,
     }
+
+
+def prune(module: AnsibleModule, location: str, keep: int, older_than: int, session: str) -> dict:
+    """The cleanup after a sync's post snapshots, ``session`` kept as the newest. What it cannot do
+    is reported (``errors``, ``msg``), never raised: the snapshots are taken, the sync is done."""
+    host = socket.gethostname()
+    try:
+        if keep < 1:
+            raise Problem("keep must be at least 1")
+        result = cleanup(module, location, keep, older_than, session)
+    except (OSError, Problem) as exc:
+        result = {"deleted_sessions": [], "deleted": [], "skipped": [], "errors": [f"{exc}"]}
+    result["host"] = host
+    if result["errors"]:
+        result["msg"] = f"cleanup on {host} could not delete " + "; ".join(result["errors"])
+    return result
 
 
 class TargetLock:
@@ -585,6 +690,7 @@ def main() -> None:
             "lock_path": {"type": "path", "default": ""},
             "checksum": {"type": "bool", "default": True},
             "exclude": {"type": "list", "elements": "path", "default": []},
+            "prune": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -604,13 +710,24 @@ def main() -> None:
             if not p["session"]:
                 raise Problem("a snapshot needs a session id")
             result = snapshot(module, subvolumes, location, p["session"], p["phase"])
-            module.exit_json(changed=bool(result["created"] or result["would_create"]), host=host, **result)
+            changed = bool(result["created"] or result["would_create"])
+            if p["prune"] and p["phase"] == "post":
+                result["pruned"] = prune(module, location, p["keep"], p["older_than"], p["session"])
+                changed = changed or bool(result["pruned"]["deleted"])
+            module.exit_json(changed=changed, host=host, **result)
         elif action == "list":
             module.exit_json(changed=False, host=host, location=location, sessions=scan(location))
         elif action == "cleanup":
             if p["keep"] < 1:
                 raise Problem("keep must be at least 1 (the newest session is always kept)")
-            result = cleanup(module, location, p["keep"], p["older_than"])
+            result = cleanup(module, location, p["keep"], p["older_than"], "")
+            if result["errors"]:
+                module.fail_json(
+                    msg=f"cleanup on {host} could not delete " + "; ".join(result["errors"]),
+                    changed=bool(result["deleted"]),
+                    host=host,
+                    **result,
+                )
             module.exit_json(changed=bool(result["deleted"]), host=host, **result)
         else:
             if not p["session"]:
