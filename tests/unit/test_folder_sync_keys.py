@@ -5,6 +5,7 @@ rsync's own error reaches the wrapper's result, its stderr and the log."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -527,8 +528,14 @@ def test_the_cache_file_is_private_and_replaced_atomically(tmp_path: Path) -> No
     assert path.stat().st_mode & 0o777 == 0o600
     assert path.parent.stat().st_mode & 0o777 == 0o700
     assert sorted(os.listdir(path.parent)) == [path.name]  # no temp file left
-    data = json.loads(path.read_text())
-    assert (data["version"], data["root"], set(data["dirs"])) == (1, str(root), {"", "a"})
+    head, _, body = path.read_bytes().partition(b"\n")
+    header = json.loads(head)
+    assert (header["version"], header["root"], header["sha256"]) == (
+        1,
+        str(root),
+        hashlib.sha256(body).hexdigest(),
+    )
+    assert set(json.loads(body)) == {"", "a"}
     # a failed rename (the final name is a directory): the temp file is removed, the error raised
     path.unlink()
     path.mkdir()
@@ -537,19 +544,33 @@ def test_the_cache_file_is_private_and_replaced_atomically(tmp_path: Path) -> No
     assert sorted(os.listdir(path.parent)) == [path.name]
 
 
+def _rewrite(
+    path: Path, header: dict[str, Any] | None = None, dirs: Any = None, checksum: bool = True
+) -> None:
+    """The cache file with another header or body (its checksum made to match unless told not)."""
+    head, _, body = path.read_bytes().partition(b"\n")
+    if dirs is not None:
+        body = json.dumps(dirs).encode()
+    fields = {**json.loads(head), **(header or {})}
+    if checksum:
+        fields["sha256"] = hashlib.sha256(body).hexdigest()
+    path.write_bytes(json.dumps(fields).encode() + b"\n" + body)
+
+
 def _corrupt(path: Path, how: str, tmp_path: Path) -> None:
+    dirs = json.loads(path.read_bytes().partition(b"\n")[2])
     if how == "garbage":
         path.write_bytes(b"\x00{not json")
     elif how == "truncated":
         path.write_bytes(path.read_bytes()[:-3])
+    elif how == "flipped":  # a changed byte: the checksum no longer matches
+        _rewrite(path, dirs={rel: [e[0], e[1] + 1, *e[2:]] for rel, e in dirs.items()}, checksum=False)
     elif how == "other-version":
-        path.write_text(json.dumps({**json.loads(path.read_text()), "version": 0}))
+        _rewrite(path, {"version": 0})
     elif how == "other-root":
-        path.write_text(json.dumps({**json.loads(path.read_text()), "root": "/elsewhere"}))
-    elif how == "bad-entries":
-        data = json.loads(path.read_text())
-        data["dirs"] = {rel: ["x", None, {}, 1.5, [1, 2]] for rel in data["dirs"]}
-        path.write_text(json.dumps(data))
+        _rewrite(path, {"root": "/elsewhere"})
+    elif how == "bad-entries":  # a hand-made file of the wrong shape, its checksum right
+        _rewrite(path, dirs={rel: [e[0], e[1], e[2], e[3], [7, None]] for rel, e in dirs.items()})
     elif how == "mode-0644":
         path.chmod(0o644)
     elif how == "other-owner":
@@ -566,6 +587,7 @@ def _corrupt(path: Path, how: str, tmp_path: Path) -> None:
 BAD_CACHES = [
     "garbage",
     "truncated",
+    "flipped",
     "other-version",
     "other-root",
     "bad-entries",

@@ -253,12 +253,13 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEX
 
 class WalkCache:
     """The subdirectory names of each directory of the last walk, by path relative to the root,
-    with the directory's (st_dev, st_ino, st_mtime_ns, st_ctime_ns): ``[dev, ino, mtime, ctime,
-    [names]]``. A listing is reused only when all four are unchanged (creating, removing or renaming
-    an entry changes a directory's mtime and ctime; ``touch -d`` sets back mtime, never ctime), on a
-    filesystem of :data:`_FS_CACHED`. A directory whose ctime is not older than ``since_ns`` (the
-    scan's start less :data:`RACY_NS`: a change in the same clock tick would leave its ctime as it
-    was) is not kept: it is listed again next time."""
+    with the directory's (st_dev, st_ino, st_mtime_ns, st_ctime_ns): ``[dev, ino, mtime, ctime -
+    mtime (mostly 0: a shorter file), [names]]``. A listing is reused only when all four are
+    unchanged (creating, removing or renaming an entry changes a directory's mtime and ctime;
+    ``touch -d`` sets back mtime, never ctime), on a filesystem of :data:`_FS_CACHED`. A directory
+    whose ctime or mtime is not older than ``since_ns`` (the scan's start less :data:`RACY_NS`: a
+    change in the same clock tick would leave its ctime as it was) is not kept: it is listed again
+    next time."""
 
     def __init__(self, dirs: dict[str, Any] | None = None, since_ns: int = 0) -> None:
         self.old: dict[str, Any] = dirs if isinstance(dirs, dict) else {}
@@ -267,28 +268,35 @@ class WalkCache:
         self.listed = 0  # directories listed (not taken from the cache)
         self.visited = 0
 
+    def reset(self) -> None:
+        """Forget the last walk (a full walk follows)."""
+        self.old, self.new, self.listed, self.visited = {}, {}, 0, 0
+
     @property
     def dirty(self) -> bool:
         """The cache file would change (a directory listed again, gone, or not kept)."""
         return self.listed > 0 or len(self.new) != len(self.old)
 
     def cached(self, rel: str, st: os.stat_result) -> list[str] | None:
-        """The names kept for the directory ``rel`` when its metadata ``st`` is unchanged."""
+        """The names kept for the directory ``rel`` when its metadata ``st`` is unchanged. An entry
+        of the wrong shape (the file's checksum held: only a hand-made file) raises TypeError,
+        IndexError or KeyError: :func:`_ssh_dirs` then walks without the cache."""
         entry = self.old.get(rel)
         if (
-            type(entry) is list
-            and len(entry) == 5
-            and entry[:4] == [st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
-            and type(entry[4]) is list
-            and all(type(name) is str for name in entry[4])
+            entry is not None
+            and entry[3] == st.st_ctime_ns - st.st_mtime_ns
+            and entry[2] == st.st_mtime_ns
+            and entry[1] == st.st_ino
+            and entry[0] == st.st_dev
         ):
             self.new[rel] = entry
-            return entry[4]
+            names: list[str] = entry[4]
+            return names
         return None
 
     def keep(self, rel: str, st: os.stat_result, names: list[str]) -> None:
         if st.st_ctime_ns < self.since_ns and st.st_mtime_ns < self.since_ns:
-            self.new[rel] = [st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, names]
+            self.new[rel] = [st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns - st.st_mtime_ns, names]
 
 
 def state_dir() -> str:
@@ -333,7 +341,7 @@ def _open_cache_dir(state: str, create: bool) -> int:
 
 def load_cache(state: str, root: str) -> dict[str, Any]:
     """The directories kept by the last walk of ``root`` ({} when there is no cache file, or it
-    cannot be read, is not this user's 0600 regular file, or not of this version and root)."""
+    cannot be read, is not this user's 0600 regular file, or not of this version, root and checksum)."""
     try:
         dir_fd = _open_cache_dir(state, create=False)
     except OSError:
@@ -344,19 +352,35 @@ def load_cache(state: str, root: str) -> dict[str, Any]:
             st = os.fstat(fh.fileno())
             if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
                 return {}
-            data = json.loads(fh.read())
+            return _parse_cache(fh.read(), root)
     except (OSError, ValueError, RecursionError):
         return {}
     finally:
         os.close(dir_fd)
-    ok = isinstance(data, dict) and data.get("version") == CACHE_VERSION and data.get("root") == root
-    return data["dirs"] if ok and isinstance(data.get("dirs"), dict) else {}
+
+
+def _parse_cache(data: bytes, root: str) -> dict[str, Any]:
+    """The directories of a cache file: a header line (version, root, the SHA-256 of the rest), then
+    the directories as JSON. {} when any of those does not match. Raises ValueError."""
+    head, _, body = data.partition(b"\n")
+    header = json.loads(head)
+    if not (
+        isinstance(header, dict)
+        and header.get("version") == CACHE_VERSION
+        and header.get("root") == root
+        and header.get("sha256") == hashlib.sha256(body).hexdigest()
+    ):
+        return {}
+    dirs = json.loads(body)
+    return dirs if type(dirs) is dict else {}
 
 
 def save_cache(state: str, root: str, dirs: dict[str, Any]) -> None:
     """Replaces the cache file of ``root`` atomically (a temp file of mode 0600 beside it, then a
     rename; the temp file removed on failure; SIGINT/SIGTERM/SIGHUP held meanwhile). Raises OSError."""
-    data = json.dumps({"version": CACHE_VERSION, "root": root, "dirs": dirs}, separators=(",", ":"))
+    body = json.dumps(dirs, separators=(",", ":")).encode("ascii")
+    header = {"version": CACHE_VERSION, "root": root, "sha256": hashlib.sha256(body).hexdigest()}
+    data = json.dumps(header).encode("ascii") + b"\n" + body
     name = cache_name(root)
     temp = f".{name}.{os.getpid()}.tmp"
     held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
@@ -366,7 +390,7 @@ def save_cache(state: str, root: str, dirs: dict[str, Any]) -> None:
         try:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp, dir_fd=dir_fd)  # left by a killed run of the same pid
-            _write_new(temp, data.encode("utf-8", "surrogatepass"), dir_fd)
+            _write_new(temp, data, dir_fd)
             try:
                 os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             except BaseException:
@@ -434,6 +458,14 @@ def _ssh_dirs(root: str, cache: WalkCache | None = None) -> list[str]:
     entries' types come with the listing (no ``stat`` of files). Symlinks are not followed (nor by
     rsync -a), the root excepted."""
     cache = cache if cache is not None else WalkCache()
+    try:
+        return _walk(root, cache)
+    except (TypeError, IndexError, KeyError):  # a cache entry of the wrong shape: walk without it
+        cache.reset()
+        return _walk(root, cache)
+
+
+def _walk(root: str, cache: WalkCache) -> list[str]:
     found: list[str] = []
     fs: dict[int, int] = {}
     base = root.rstrip("/")
