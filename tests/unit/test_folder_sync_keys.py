@@ -679,3 +679,37 @@ def test_a_dry_run_reads_the_cache_and_never_writes_one(
     ]
     assert (path.read_bytes(), path.stat().st_mtime_ns, path.stat().st_ino) == before
     assert os.listdir(path.parent) == [path.name]
+
+
+def test_odd_names_survive_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Directory names with newlines, bytes that are not UTF-8, shell and glob characters, leading
+    dashes: kept and found again through the cache file (and the folder's own path odd too)."""
+    monkeypatch.setattr(W, "_FS_LINK_COUNT", set())
+    root, state = tmp_path / "odd\nroot \udcff", tmp_path / "state"
+    odd = ["new\nline", os.fsdecode(b"\xff\xfe"), "-rf", "$(touch pwned)", " sp ace ", "*?[x", "back\\slash"]
+    for name in odd:
+        (root / name / "inner" / ".ssh").mkdir(parents=True)
+    expected = {str(root / name / "inner/.ssh") for name in odd}
+    found, cache = _cached_scan(root, state, _settle(root))
+    assert found == expected
+    found, cache = _cached_scan(root, state, _settle(root))
+    assert (found, cache.listed) == (expected, 0)
+    (root / odd[1] / ".ssh").mkdir()
+    found, cache = _cached_scan(root, state, _settle(root))
+    assert found == {*expected, str(root / odd[1] / ".ssh")}
+    assert cache.listed == 1
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_cache_that_cannot_be_written_is_a_debug_line(
+    tmp_path: Path, keys: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state directory is a file (or unwritable): the scan still finds every key; the DEBUG line
+    says the cache was not saved; nothing fails."""
+    root, state = tmp_path / "tree", tmp_path / "xdg"
+    (root / "a/.ssh").mkdir(parents=True)
+    (root / "a/.ssh/id").write_bytes(keys["openssh"])
+    state.write_text("a file where the state directory would be")
+    result = _scan_in_process(root, state, False, monkeypatch)
+    assert result[0] == "a/.ssh/id"
+    assert result[1].startswith("L: key scan: 2 of 2 directories listed; walk cache not saved: [Errno 17] ")
