@@ -11,7 +11,10 @@ rsync must be given ``--info=progress2 --stats --out-format=%i %n%L`` (the task 
 * with ``--scan-keys ROOT`` (rsync's source folder), first finds every private key in the ``.ssh``
   directories below ROOT by its content (:func:`find_private_keys`) and puts one ``--filter=- /PATH``
   rule per key before all of rsync's arguments, so before every other filter rule; names each key
-  (path only) in a DEBUG message and counts them in an INFO one;
+  (path only) in a DEBUG message and counts them in an INFO one. The walk that finds the ``.ssh``
+  directories reuses the last walk's listings where a directory's metadata is unchanged
+  (:class:`WalkCache`, a file per ROOT in ``$XDG_STATE_HOME/pc-switcher/key-scan/``, read always,
+  written only without ``--dry-run``);
 * passes rsync's stderr on, line by line as it comes, to its own stderr and as WARNING messages;
   when rsync fails, its last stderr line is the reason: rsync's exit code, its meaning and rsync's
   last error lines (:func:`rsync_failure`);
