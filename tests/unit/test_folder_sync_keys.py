@@ -537,6 +537,11 @@ def test_the_cache_file_is_private_and_replaced_atomically(tmp_path: Path) -> No
         hashlib.sha256(body).hexdigest(),
     )
     assert set(marshal.loads(body)) == {"", "a"}  # noqa: S302 - the test's own file
+    # a temp file left by a run killed while writing: removed by the next save
+    stale = path.parent / f".{path.name}.99999.tmp"
+    stale.write_bytes(b"half")
+    W.save_cache(str(state / "pc-switcher"), str(root), {})
+    assert sorted(os.listdir(path.parent)) == [path.name]
     # a failed rename (the final name is a directory): the temp file is removed, the error raised
     path.unlink()
     path.mkdir()

@@ -390,7 +390,8 @@ def _parse_cache(data: bytes, root: str) -> dict[str, Any]:
 
 def save_cache(state: str, root: str, dirs: dict[str, Any]) -> None:
     """Replaces the cache file of ``root`` atomically (a temp file of mode 0600 beside it, then a
-    rename; the temp file removed on failure; SIGINT/SIGTERM/SIGHUP held meanwhile). Raises OSError."""
+    rename; the temp file removed on failure, and any left by a killed run; SIGINT/SIGTERM/SIGHUP
+    held meanwhile). Raises OSError."""
     body = marshal.dumps(dirs, 4)
     data = json.dumps(_cache_header(root, body)).encode("ascii") + b"\n" + body
     name = cache_name(root)
@@ -400,8 +401,10 @@ def save_cache(state: str, root: str, dirs: dict[str, Any]) -> None:
     try:
         dir_fd = _open_cache_dir(state, create=True)
         try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp, dir_fd=dir_fd)  # left by a killed run of the same pid
+            for stale in os.listdir(dir_fd):  # left by a run killed (SIGKILL) while writing
+                if stale.startswith(f".{name}.") and stale.endswith(".tmp"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(stale, dir_fd=dir_fd)
             _write_new(temp, data, dir_fd)
             try:
                 os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
