@@ -4,6 +4,8 @@ each one; rsync's own error reaches the terminal and the log."""
 
 from __future__ import annotations
 
+import hashlib
+
 from tests.integration.folder_sync_helpers import folder_config, manifest, sh
 from tests.integration.helpers import log_records, run_sync, write_config
 from tests.sandbox import Sandbox
@@ -50,6 +52,13 @@ SYNCED = [
 ]
 
 
+KEY_SCAN = "/root/.local/state/pc-switcher/key-scan"  # the walk cache of the key scan (source)
+
+
+def _cache_name(folder: str) -> str:
+    return hashlib.sha256(folder.encode()).hexdigest() + ".cache"
+
+
 def _shown(path: str) -> str:
     return path.replace("\n", "\\#012")
 
@@ -65,11 +74,12 @@ def test_private_keys_never_reach_the_target_whatever_their_name(sandbox: Sandbo
     )
     write_config(source, config)
 
-    # the dry-run names each key and changes nothing
+    # the dry-run names each key and changes nothing (nor writes the walk cache)
     before = manifest(target, "/home")
     res = run_sync(sandbox, "--only", "folder_sync", "--dry-run")
     assert res.returncode == 0, res.stdout + res.stderr
     assert manifest(target, "/home") == before
+    assert not source.path(KEY_SCAN).exists()
     summary = next(line for line in res.stdout.splitlines() if "Dry run:" in line)
     assert f"Would not sync {len(KEYS)} private keys in .ssh: " in summary
     for key in KEYS:
@@ -97,11 +107,26 @@ def test_private_keys_never_reach_the_target_whatever_their_name(sandbox: Sandbo
     assert sorted(named) == sorted(_shown(key) for key in KEYS)
     assert not any("PRIVATE KEY-----" in m or "PuTTY-User-Key" in m for m in messages)
 
-    # a second sync: the keys stay off the target, the target's own key stays
+    # the walk cache: one private file per folder in the source's state directory, never synced
+    caches = sorted(p.name for p in source.path(KEY_SCAN).iterdir())
+    assert caches == sorted(_cache_name(folder) for folder in ("/home", "/root"))
+    assert source.path(KEY_SCAN).stat().st_mode & 0o777 == 0o700
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in source.path(KEY_SCAN).iterdir())
+    assert not target.path("/root/.local/state/pc-switcher/key-scan").exists()
+
+    # a second sync, the cache in use: a key in a new .ssh deep in a directory already cached is
+    # found; the keys stay off the target, the target's own key stays
+    sh(source, "mkdir -p /home/alice/docs/new/.ssh && ssh-keygen -q -N '' -f /home/alice/docs/new/.ssh/k")
     res = run_sync(sandbox, "--only", "folder_sync")
     assert res.returncode == 0, res.stdout + res.stderr
+    assert f"Not synced {len(KEYS) + 1} private keys in .ssh: " in res.stdout
+    assert not target.path("/home/alice/docs/new/.ssh/k").exists()
+    assert target.path("/home/alice/docs/new/.ssh/k.pub").exists()
     assert target.path("/home/alice/.ssh/github").read_text() == "TARGET-KEY\n"
     assert not target.path("/home/alice/.ssh/work_laptop").exists()
+    scans = [str(r["message"]) for r in log_records(source) if "key scan: " in str(r.get("message", ""))]
+    listed, _, total = next(m for m in scans if m.startswith("/home/")).split("key scan: ")[1].split()[:3]
+    assert 0 < int(listed) < int(total), scans  # docs/new and its parent listed, the rest from the cache
 
 
 def test_rsyncs_own_error_reaches_the_terminal_and_the_log(sandbox: Sandbox) -> None:

@@ -3,9 +3,9 @@
 Each test lists every file under ``/tmp``, ``/var/tmp`` and the login user's home (``/root``,
 ``~/.ansible`` included) on BOTH sandbox machines before and after a run, and compares the lists:
 nothing may be new but the documented state (docs/architecture.md, "Files") — on the source
-``~/.local/state/pc-switcher/`` with its ``logs/``, ``runs/`` and ``history.json``, on the target
-``history.json``; a dry-run not even that. The machines get a private ``/var/tmp`` (the sandbox's
-state dir therefore lives elsewhere: ``$PCS_LEFTOVERS_SANDBOX_DIR``, default
+``~/.local/state/pc-switcher/`` with its ``logs/``, ``runs/``, ``history.json`` and ``key-scan/``,
+on the target ``history.json``; a dry-run not even that. The machines get a private ``/var/tmp``
+(the sandbox's state dir therefore lives elsewhere: ``$PCS_LEFTOVERS_SANDBOX_DIR``, default
 ``/var/lib/pcswitcher-leftovers-sandbox``).
 
 A new way for a run to end is one line in :data:`ENDS`: a name and a function that runs it.
@@ -47,6 +47,7 @@ DOCUMENTED = {
         rf"{STATE}/logs(/[^/]+\.jsonl)?",
         rf"{STATE}/runs(/.*)?",
         rf"{STATE}/history\.json",
+        rf"{STATE}/key-scan(/[0-9a-f]{{64}}\.cache)?",  # folder_sync's walk cache, one file per folder
     ],
     "target": [r"root/\.local", r"root/\.local/state", STATE, rf"{STATE}/history\.json"],
 }

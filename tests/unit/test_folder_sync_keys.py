@@ -5,9 +5,12 @@ rsync's own error reaches the wrapper's result, its stderr and the log."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import marshal
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -161,12 +164,14 @@ def test_find_private_keys_finds_each_key_and_nothing_else(tmp_path: Path, keys:
 
 
 def _wrapper(argv: list[str], progress: Path) -> tuple[int, dict[str, Any], str, list[dict[str, Any]]]:
+    state = progress.parent / "state"
     res = subprocess.run(
         [sys.executable, str(WRAPPER), *argv],
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PCSWITCHER_PROGRESS": str(progress), "PATH": "/usr/bin:/bin"},
+        # the walk cache in the test's own state directory, never the home's
+        env={"PCSWITCHER_PROGRESS": str(progress), "PATH": "/usr/bin:/bin", "XDG_STATE_HOME": str(state)},
         check=False,
     )
     lines = [json.loads(line) for line in progress.read_text().splitlines()] if progress.exists() else []
@@ -328,8 +333,6 @@ def test_the_walk_finds_every_ssh_directory(tmp_path: Path) -> None:
     whose only subdirectory is .ssh, an empty .ssh, .ssh at the root, deep ones — all found, also
     where the walk skips directories by their link count (ext4, xfs, tmpfs: the test's tmp_path is
     one on this host; on another filesystem every directory is listed)."""
-    import random
-
     rng = random.Random(20261203)  # noqa: S311 - a reproducible tree, not a secret
     root = tmp_path / "tree"
     root.mkdir()
@@ -351,3 +354,367 @@ def test_the_walk_finds_every_ssh_directory(tmp_path: Path) -> None:
             subdirs.remove(".ssh")
     assert set(W._ssh_dirs(str(root))) == expected
     assert len(expected) > 50
+
+
+# -- the walk cache -----------------------------------------------------------------------------------
+
+
+def _reference(root: Path) -> set[str]:
+    """The .ssh directories a full walk finds (os.walk; symlinks to directories are not directories)."""
+    found = set()
+    for path, subdirs, _ in os.walk(root):
+        subdirs[:] = [d for d in subdirs if not os.path.islink(os.path.join(path, d))]
+        if ".ssh" in subdirs:
+            found.add(os.path.join(path, ".ssh"))
+            subdirs.remove(".ssh")
+    return found
+
+
+def _settle(*tops: Path) -> int:
+    """Waits until the filesystem's clock is past the ctime of every directory under ``tops``
+    (a probe file rewritten until its ctime is newer: at most one clock tick) and returns the
+    probe's ctime: every later change gets a newer ctime than any of them."""
+    newest = max(os.lstat(path).st_ctime_ns for top in tops for path, _, _ in os.walk(top))
+    probe = tops[0].parent / "clock-probe"
+    while True:
+        probe.write_bytes(b"x")
+        now = probe.stat().st_ctime_ns
+        if now > newest:
+            return now
+
+
+def _cached_scan(root: Path, state: Path, since: int) -> tuple[set[str], Any]:
+    """A scan through the cache file (loaded, then saved), as the wrapper does."""
+    cache = W.WalkCache(W.load_cache(str(state), str(root)), since)
+    found = set(W._ssh_dirs(str(root), cache))
+    W.save_cache(str(state), str(root), cache.new)
+    return found, cache
+
+
+def _random_tree(root: Path, rng: random.Random, count: int) -> list[Path]:
+    dirs = [root]
+    for i in range(count):
+        parent = rng.choice(dirs)
+        child = parent / (".ssh" if rng.random() < 0.05 else f"d{i}")
+        child.mkdir(exist_ok=True)
+        if child.name != ".ssh":
+            dirs.append(child)
+    return dirs
+
+
+def _deep(dirs: list[Path], rng: random.Random) -> Path:
+    """A directory of the tree at depth 3 or more that still exists."""
+    return rng.choice([d for d in dirs if len(d.parts) - len(dirs[0].parts) >= 3 and _real_dir(d)])
+
+
+def _real_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def _mutations(root: Path, outside: Path, dirs: list[Path], rng: random.Random) -> list[tuple[str, Any]]:
+    """Changes deep in the tree the next scan must see, each a (name, function)."""
+
+    def add_ssh() -> None:
+        (_deep(dirs, rng) / "new/deeper/.ssh").mkdir(parents=True)
+
+    def remove_ssh() -> None:
+        ssh = rng.choice(sorted(_reference(root)))
+        os.rmdir(ssh) if not os.listdir(ssh) else subprocess.run(["rm", "-r", ssh], check=True)
+
+    def rename_subtree() -> None:
+        ssh = _reference(root)
+        holders = [d for d in dirs[1:] if _real_dir(d) and any(p.startswith(f"{d}/") for p in ssh)]
+        src = rng.choice(holders)
+        dests = [d for d in dirs if _real_dir(d) and not str(d).startswith(str(src)) and d != src.parent]
+        src.rename(rng.choice(dests) / f"moved-{rng.randrange(1 << 20)}")
+
+    def touch_back() -> None:
+        target = _deep(dirs, rng)
+        st = target.stat()
+        (target / ".ssh").mkdir()
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime as it was: ctime says it changed
+        assert target.stat().st_mtime_ns == st.st_mtime_ns
+
+    def symlink_instead() -> None:
+        target = _deep(dirs, rng)
+        (outside / "linked/.ssh").mkdir(parents=True, exist_ok=True)
+        subprocess.run(["rm", "-r", str(target)], check=True)
+        target.symlink_to(outside / "linked")  # a symlink is not followed: its .ssh is not the tree's
+
+    def move_in() -> None:
+        # a subtree made before the last scan, moved in where a cached directory of the same name was
+        target = _deep(dirs, rng)
+        subprocess.run(["rm", "-r", str(target)], check=True)
+        (outside / "old").rename(target)
+
+    def recreate() -> None:
+        target = _deep(dirs, rng)
+        subprocess.run(["rm", "-r", str(target)], check=True)
+        (target / "x/.ssh").mkdir(parents=True)  # same path, new directory (ext4 may reuse the inode)
+
+    def file_instead() -> None:
+        ssh = rng.choice(sorted(_reference(root)))
+        subprocess.run(["rm", "-r", ssh], check=True)
+        Path(ssh).write_text("a file named .ssh")
+
+    def ssh_at_root() -> None:  # removed when there is one, else made
+        subprocess.run(["rm", "-r", str(root / ".ssh")], check=True) if (root / ".ssh").exists() else (
+            root / ".ssh"
+        ).mkdir()
+
+    steps = [add_ssh, remove_ssh, rename_subtree, touch_back, symlink_instead, move_in, recreate]
+    return [(f.__name__, f) for f in [*steps, file_instead, ssh_at_root, add_ssh, touch_back]]
+
+
+@pytest.mark.parametrize("link_count", [True, False], ids=["link-count-rule", "btrfs-like"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_cached_walk_sees_every_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link_count: bool, seed: int
+) -> None:
+    """A random tree scanned through the cache file after each change deep inside it finds exactly
+    what a full walk finds; with nothing changed no directory is listed again. ``btrfs-like``: the
+    link-count rule off (as on btrfs, where every directory would be listed without the cache)."""
+    if not link_count:
+        monkeypatch.setattr(W, "_FS_LINK_COUNT", set())
+    rng = random.Random(seed)  # noqa: S311 - a reproducible tree, not a secret
+    root, outside, state = tmp_path / "tree", tmp_path / "outside", tmp_path / "state"
+    root.mkdir()
+    dirs = _random_tree(root, rng, 600)
+    (outside / "old/c/d/.ssh").mkdir(parents=True)
+    (outside / "old/e").mkdir()
+    found, cache = _cached_scan(root, state, _settle(root, outside))
+    assert found == _reference(root) == set(W._ssh_dirs(str(root)))
+    # no cache file yet: every directory listed (but those the link count says have no subdirectory)
+    assert cache.listed == len(cache.new) if link_count else cache.listed == cache.visited
+    found, cache = _cached_scan(root, state, _settle(root, outside))
+    assert found == _reference(root)
+    assert (cache.listed, cache.dirty) == (0, False)  # nothing changed: nothing listed
+    for name, change in _mutations(root, outside, dirs, rng):
+        change()
+        found, cache = _cached_scan(root, state, _settle(root, outside))
+        assert found == _reference(root), name
+        assert 0 < cache.listed < cache.visited, name
+        assert found == set(W._ssh_dirs(str(root))), name
+
+
+def test_a_change_within_the_clock_tick_of_the_scan_is_listed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory whose ctime is not older than the scan's start (less the margin) is not kept:
+    a change in the same clock tick could leave its metadata as it was."""
+    monkeypatch.setattr(W, "_FS_LINK_COUNT", set())  # every directory listed without the cache (btrfs)
+    root, state = tmp_path / "tree", tmp_path / "state"
+    (root / "a/b").mkdir(parents=True)
+    since = _settle(root)
+    (root / "a/c").mkdir()  # a's ctime is now >= since: racy
+    _, cache = _cached_scan(root, state, since)
+    assert "a" not in cache.new
+    assert {"", "a/b"} <= set(cache.new)
+    (root / "a/c/.ssh").mkdir()
+    found, cache = _cached_scan(root, state, _settle(root))
+    assert found == {str(root / "a/c/.ssh")}
+
+
+def _cache_file(state: Path, root: Path) -> Path:
+    name: str = W.cache_name(str(root))
+    return state / "pc-switcher" / "key-scan" / name
+
+
+def test_the_cache_file_is_private_and_replaced_atomically(tmp_path: Path) -> None:
+    root, state = tmp_path / "tree", tmp_path / "xdg"
+    (root / "a/.ssh").mkdir(parents=True)
+    since = _settle(root)
+    _cached_scan(root, state / "pc-switcher", since)
+    path = _cache_file(state, root)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert sorted(os.listdir(path.parent)) == [path.name]  # no temp file left
+    head, _, body = path.read_bytes().partition(b"\n")
+    header = json.loads(head)
+    assert (header["version"], header["root"], header["sha256"]) == (
+        1,
+        str(root),
+        hashlib.sha256(body).hexdigest(),
+    )
+    assert set(marshal.loads(body)) == {"", "a"}  # noqa: S302 - the test's own file
+    # a temp file left by a run killed while writing: removed by the next save
+    stale = path.parent / f".{path.name}.99999.tmp"
+    stale.write_bytes(b"half")
+    W.save_cache(str(state / "pc-switcher"), str(root), {})
+    assert sorted(os.listdir(path.parent)) == [path.name]
+    # a failed rename (the final name is a directory): the temp file is removed, the error raised
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(IsADirectoryError):
+        W.save_cache(str(state / "pc-switcher"), str(root), {})
+    assert sorted(os.listdir(path.parent)) == [path.name]
+
+
+def _rewrite(
+    path: Path, header: dict[str, Any] | None = None, dirs: Any = None, checksum: bool = True
+) -> None:
+    """The cache file with another header or body (its checksum made to match unless told not)."""
+    head, _, body = path.read_bytes().partition(b"\n")
+    if dirs is not None:
+        body = marshal.dumps(dirs, 4)
+    fields = {**json.loads(head), **(header or {})}
+    if checksum:
+        fields["sha256"] = hashlib.sha256(body).hexdigest()
+    path.write_bytes(json.dumps(fields).encode() + b"\n" + body)
+
+
+def _corrupt(path: Path, how: str, tmp_path: Path) -> None:
+    dirs = marshal.loads(path.read_bytes().partition(b"\n")[2])  # noqa: S302 - the test's own file
+    if how == "garbage":
+        path.write_bytes(b"\x00{not json")
+    elif how == "truncated":
+        path.write_bytes(path.read_bytes()[:-3])
+    elif how == "flipped":  # a changed byte: the checksum no longer matches
+        _rewrite(path, dirs={rel: [e[0], e[1] + 1, *e[2:]] for rel, e in dirs.items()}, checksum=False)
+    elif how == "other-version":
+        _rewrite(path, {"version": 0})
+    elif how == "other-python":  # marshal's format may change with the interpreter
+        _rewrite(path, {"python": "3.7/3"})
+    elif how == "other-root":
+        _rewrite(path, {"root": "/elsewhere"})
+    elif how == "bad-entries":  # a hand-made file of the wrong shape, its checksum right
+        _rewrite(path, dirs={rel: [e[0], e[1], e[2], e[3], [7, None]] for rel, e in dirs.items()})
+    elif how == "mode-0644":
+        path.chmod(0o644)
+    elif how == "other-owner":
+        os.chown(path, 65534, 65534)
+    elif how == "symlink":
+        (tmp_path / "elsewhere.json").write_bytes(path.read_bytes())
+        path.unlink()
+        path.symlink_to(tmp_path / "elsewhere.json")
+    elif how == "dir-symlink":
+        path.parent.rename(tmp_path / "moved-cache-dir")
+        path.parent.symlink_to(tmp_path / "moved-cache-dir")
+
+
+BAD_CACHES = [
+    "garbage",
+    "truncated",
+    "flipped",
+    "other-version",
+    "other-python",
+    "other-root",
+    "bad-entries",
+    "mode-0644",
+    "other-owner",
+    "symlink",
+    "dir-symlink",
+]
+
+
+@pytest.mark.parametrize("how", BAD_CACHES)
+def test_a_bad_cache_is_ignored_and_replaced(tmp_path: Path, how: str) -> None:
+    """A corrupt, foreign, unreadable or not private cache (or one reached through a symlink) is
+    ignored: a full walk, which finds what has changed since; then it is replaced, never through a
+    symlink (a symlinked cache directory is refused: nothing is written through it)."""
+    root, state = tmp_path / "tree", tmp_path / "xdg" / "pc-switcher"
+    (root / "a/b/.ssh").mkdir(parents=True)
+    (root / "c").mkdir()
+    _cached_scan(root, state, _settle(root))
+    path = _cache_file(state.parent, root)
+    _corrupt(path, how, tmp_path)
+    (root / "c/.ssh").mkdir()  # a change the (damaged) cache does not know of
+    cache = W.WalkCache(W.load_cache(str(state), str(root)), _settle(root))
+    assert set(W._ssh_dirs(str(root), cache)) == {str(root / "a/b/.ssh"), str(root / "c/.ssh")}
+    assert cache.listed == cache.visited
+    if how == "dir-symlink":
+        with pytest.raises(NotADirectoryError):
+            W.save_cache(str(state), str(root), cache.new)
+        assert os.listdir(tmp_path / "moved-cache-dir") == [path.name]
+        return
+    W.save_cache(str(state), str(root), cache.new)
+    assert not path.is_symlink()
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.stat().st_uid == os.geteuid()
+    assert set(W.load_cache(str(state), str(root))) == {"", "a", "a/b", "c"}
+    if how == "symlink":
+        assert (tmp_path / "elsewhere.json").exists()  # the link replaced, not its target written
+
+
+def _scan_in_process(root: Path, state: Path, dry_run: bool, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The wrapper's own scan (Wrapper.scan_keys) with its DEBUG messages."""
+    import argparse
+
+    progress = root.parent / "progress.jsonl"
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    monkeypatch.setenv("PCSWITCHER_PROGRESS", str(progress))
+    monkeypatch.setattr(W, "RACY_NS", 0)  # the tree was settled: the scan's start is past every ctime
+    monkeypatch.setattr(W, "_FS_LINK_COUNT", set())  # every directory listed without the cache (btrfs)
+    args = argparse.Namespace(base=0.0, span=100.0, label="L", report=10, dry_run=dry_run)
+    wrapper = W.Wrapper(args)
+    keys, _ = wrapper.scan_keys(str(root) + "/")
+    wrapper.progress.close()
+    messages = [json.loads(line)["message"] for line in progress.read_text().splitlines()]
+    progress.unlink()
+    return [*keys, *(m for m in messages if "key scan" in m)]
+
+
+def test_a_dry_run_reads_the_cache_and_never_writes_one(
+    tmp_path: Path, keys: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, state = tmp_path / "tree", tmp_path / "xdg"
+    (root / "a/b/.ssh").mkdir(parents=True)
+    (root / "a/b/.ssh/work").write_bytes(keys["openssh"])
+    (root / "c").mkdir()
+    _settle(root)
+    # a dry-run without a cache: a full walk, and nothing created (not even the state directory)
+    assert _scan_in_process(root, state, True, monkeypatch) == [
+        "a/b/.ssh/work",
+        "L: key scan: 4 of 4 directories listed",
+    ]
+    assert not state.exists()
+    # a real scan writes it; the next dry-run uses it (nothing listed), still reads every key
+    assert _scan_in_process(root, state, False, monkeypatch)[1] == "L: key scan: 4 of 4 directories listed"
+    path = _cache_file(state, root)
+    before = (path.read_bytes(), path.stat().st_mtime_ns, path.stat().st_ino)
+    (root / "a/b/.ssh/work").write_bytes(b"not a key any more")
+    assert _scan_in_process(root, state, True, monkeypatch) == ["L: key scan: 0 of 4 directories listed"]
+    # a change: the dry-run lists the changed directory and finds the new key, the file stays as it was
+    (root / "c/.ssh").mkdir()
+    (root / "c/.ssh/id").write_bytes(keys["ec_pem"])
+    _settle(root)
+    assert _scan_in_process(root, state, True, monkeypatch) == [
+        "c/.ssh/id",
+        "L: key scan: 1 of 4 directories listed",
+    ]
+    assert (path.read_bytes(), path.stat().st_mtime_ns, path.stat().st_ino) == before
+    assert os.listdir(path.parent) == [path.name]
+
+
+def test_odd_names_survive_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Directory names with newlines, bytes that are not UTF-8, shell and glob characters, leading
+    dashes: kept and found again through the cache file (and the folder's own path odd too)."""
+    monkeypatch.setattr(W, "_FS_LINK_COUNT", set())
+    root, state = tmp_path / "odd\nroot \udcff", tmp_path / "state"
+    odd = ["new\nline", os.fsdecode(b"\xff\xfe"), "-rf", "$(touch pwned)", " sp ace ", "*?[x", "back\\slash"]
+    for name in odd:
+        (root / name / "inner" / ".ssh").mkdir(parents=True)
+    expected = {str(root / name / "inner/.ssh") for name in odd}
+    found, cache = _cached_scan(root, state, _settle(root))
+    assert found == expected
+    found, cache = _cached_scan(root, state, _settle(root))
+    assert (found, cache.listed) == (expected, 0)
+    (root / odd[1] / ".ssh").mkdir()
+    found, cache = _cached_scan(root, state, _settle(root))
+    assert found == {*expected, str(root / odd[1] / ".ssh")}
+    assert cache.listed == 1
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_cache_that_cannot_be_written_is_a_debug_line(
+    tmp_path: Path, keys: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state directory is a file (or unwritable): the scan still finds every key; the DEBUG line
+    says the cache was not saved; nothing fails."""
+    root, state = tmp_path / "tree", tmp_path / "xdg"
+    (root / "a/.ssh").mkdir(parents=True)
+    (root / "a/.ssh/id").write_bytes(keys["openssh"])
+    state.write_text("a file where the state directory would be")
+    result = _scan_in_process(root, state, False, monkeypatch)
+    assert result[0] == "a/.ssh/id"
+    assert result[1].startswith("L: key scan: 2 of 2 directories listed; walk cache not saved: [Errno 17] ")

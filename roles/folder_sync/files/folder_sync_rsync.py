@@ -11,7 +11,10 @@ rsync must be given ``--info=progress2 --stats --out-format=%i %n%L`` (the task 
 * with ``--scan-keys ROOT`` (rsync's source folder), first finds every private key in the ``.ssh``
   directories below ROOT by its content (:func:`find_private_keys`) and puts one ``--filter=- /PATH``
   rule per key before all of rsync's arguments, so before every other filter rule; names each key
-  (path only) in a DEBUG message and counts them in an INFO one;
+  (path only) in a DEBUG message and counts them in an INFO one. The walk that finds the ``.ssh``
+  directories reuses the last walk's listings where a directory's metadata is unchanged
+  (:class:`WalkCache`, a file per ROOT in ``$XDG_STATE_HOME/pc-switcher/key-scan/``, read always,
+  written only without ``--dry-run``);
 * passes rsync's stderr on, line by line as it comes, to its own stderr and as WARNING messages;
   when rsync fails, its last stderr line is the reason: rsync's exit code, its meaning and rsync's
   last error lines (:func:`rsync_failure`);
@@ -40,7 +43,9 @@ import argparse
 import contextlib
 import ctypes
 import fcntl
+import hashlib
 import json
+import marshal
 import os
 import re
 import signal
@@ -222,58 +227,280 @@ def _read_head(path: str) -> tuple[bytes, int] | None:
         os.close(fd)
 
 
-# Filesystems where a directory's link count is 2 + its subdirectories (ext2/3/4, xfs, tmpfs): a
-# directory with 2 links has none, so it cannot hold a .ssh directory and is not listed. Not btrfs
-# (a directory has 1 link there) nor any other filesystem: those are listed whole.
-_LINK_COUNT_FS = {0xEF53, 0x58465342, 0x01021994}
+# Filesystems by type (statfs f_type). ext2/3/4, xfs, tmpfs keep the link-count rule: a directory's
+# link count is 2 + its subdirectories, so one with 2 links has none and is not listed (btrfs: always
+# 1). btrfs, ext4, xfs, tmpfs update a directory's mtime and ctime whenever an entry is created,
+# removed or renamed in it: the walk cache trusts a listing there only (an allowlist: NFS caches
+# attributes, FUSE may do anything).
+_FS_LINK_COUNT = {0xEF53, 0x58465342, 0x01021994}
+_FS_CACHED = _FS_LINK_COUNT | {0x9123683E}
 
 
-def _link_count_holds(path: str, cache: dict[int, bool], dev: int) -> bool:
-    """Whether the filesystem of ``path`` (device ``dev``) keeps the link-count rule."""
-    if dev not in cache:
+def _fs_type(path: str, dev: int, known: dict[int, int]) -> int:
+    """The filesystem type (statfs f_type) of ``path`` on device ``dev``; 0 when unknown."""
+    if dev not in known:
         fs_type = 0
         with contextlib.suppress(Exception):
             buf = ctypes.create_string_buffer(256)  # struct statfs; f_type (a C long) comes first
             if ctypes.CDLL(None, use_errno=True).statfs(os.fsencode(path), buf) == 0:
                 fs_type = ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
-        cache[dev] = fs_type in _LINK_COUNT_FS
-    return cache[dev]
+        known[dev] = fs_type
+    return known[dev]
 
 
-def _ssh_dirs(root: str) -> list[str]:
-    """Every directory named ``.ssh`` under ``root`` (not below one: those are scanned whole), by a
-    walk of the directories alone (the entries' types from the directory listing; a ``stat`` of
-    subdirectories only where the link-count rule holds, to skip those without subdirectories);
-    symlinks are not followed, as rsync -a does not follow them."""
-    found: list[str] = []
-    cache: dict[int, bool] = {}
+# -- the walk cache (as git's untracked cache) --------------------------------------------------------
+CACHE_VERSION = 1
+CACHE_DIR = "key-scan"  # in pc-switcher's state directory
+RACY_NS = 1_000_000_000  # a directory changed this close to the scan is listed again next time
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+class WalkCache:
+    """The subdirectory names of each directory of the last walk, by path relative to the root,
+    with the directory's (st_dev, st_ino, st_mtime_ns, st_ctime_ns): ``[dev, ino, mtime, ctime -
+    mtime (mostly 0: a shorter file), [names]]``. A listing is reused only when all four are
+    unchanged (creating, removing or renaming an entry changes a directory's mtime and ctime;
+    ``touch -d`` sets back mtime, never ctime), on a filesystem of :data:`_FS_CACHED`. A directory
+    whose ctime or mtime is not older than ``since_ns`` (the scan's start less :data:`RACY_NS`: a
+    change in the same clock tick would leave its ctime as it was) is not kept: it is listed again
+    next time."""
+
+    def __init__(self, dirs: dict[str, Any] | None = None, since_ns: int = 0) -> None:
+        self.old: dict[str, Any] = dirs if isinstance(dirs, dict) else {}
+        self.new: dict[str, list[Any]] = {}
+        self.since_ns = since_ns
+        self.listed = 0  # directories listed (not taken from the cache)
+        self.visited = 0
+
+    def reset(self) -> None:
+        """Forget the last walk (a full walk follows)."""
+        self.old, self.new, self.listed, self.visited = {}, {}, 0, 0
+
+    @property
+    def dirty(self) -> bool:
+        """The cache file would change (a directory listed again, gone, or not kept)."""
+        return self.listed > 0 or len(self.new) != len(self.old)
+
+    def cached(self, rel: str, st: os.stat_result) -> list[str] | None:
+        """The names kept for the directory ``rel`` when its metadata ``st`` is unchanged. An entry
+        of the wrong shape (the file's checksum held: only a hand-made file) raises TypeError,
+        IndexError or KeyError: :func:`_ssh_dirs` then walks without the cache."""
+        entry = self.old.get(rel)
+        if (
+            entry is not None
+            and entry[3] == st.st_ctime_ns - st.st_mtime_ns
+            and entry[2] == st.st_mtime_ns
+            and entry[1] == st.st_ino
+            and entry[0] == st.st_dev
+        ):
+            self.new[rel] = entry
+            names: list[str] = entry[4]
+            return names
+        return None
+
+    def keep(self, rel: str, st: os.stat_result, names: list[str]) -> None:
+        if st.st_ctime_ns < self.since_ns and st.st_mtime_ns < self.since_ns:
+            self.new[rel] = [st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns - st.st_mtime_ns, names]
+
+
+def state_dir() -> str:
+    """pc-switcher's state directory of the user running this: ``$XDG_STATE_HOME/pc-switcher``
+    (an absolute ``XDG_STATE_HOME``), else ``~/.local/state/pc-switcher``."""
+    base = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "pc-switcher")
+
+
+def cache_name(root: str) -> str:
+    """The cache file's name for the transfer root ``root``: a hash of its path."""
+    return hashlib.sha256(os.fsencode(root)).hexdigest() + ".cache"
+
+
+def _open_cache_dir(state: str, create: bool) -> int:
+    """A descriptor of ``STATE/key-scan``, neither it nor ``STATE`` followed through a symlink;
+    created (0700, ``STATE``'s parents too) when ``create``. It must be a directory of this user
+    that no one else can write to (made 0700 when it is ours). Raises OSError."""
+    if create:
+        os.makedirs(os.path.dirname(state), mode=0o700, exist_ok=True)
+    parent = os.open(os.path.dirname(state), os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
     try:
-        st = os.stat(root)
-        stack = [(root, _link_count_holds(root, cache, st.st_dev))]
+        for name in (os.path.basename(state), CACHE_DIR):
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o700, dir_fd=parent)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            os.close(parent)
+            parent = fd
+        st = os.fstat(parent)
+        if st.st_uid != os.geteuid():
+            raise PermissionError(f"{state}/{CACHE_DIR} belongs to another user")
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            os.fchmod(parent, 0o700)
+        return parent
+    except BaseException:
+        os.close(parent)
+        raise
+
+
+def load_cache(state: str, root: str) -> dict[str, Any]:
+    """The directories kept by the last walk of ``root`` ({} when there is no cache file, or it
+    cannot be read, is not this user's 0600 regular file, or not of this version, root and checksum)."""
+    try:
+        dir_fd = _open_cache_dir(state, create=False)
     except OSError:
-        return found
-    while stack:
-        path, counted = stack.pop()
+        return {}
+    try:
+        fd = os.open(cache_name(root), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        with open(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+                return {}
+            return _parse_cache(fh.read(), root)
+    except (OSError, ValueError, RecursionError):
+        return {}
+    finally:
+        os.close(dir_fd)
+
+
+def _cache_header(root: str, body: bytes) -> dict[str, Any]:
+    """The header line's fields: the body is :mod:`marshal` data (ten times faster to load than
+    JSON), so the interpreter's version and marshal's format are part of it."""
+    return {
+        "version": CACHE_VERSION,
+        "python": f"{sys.version_info[0]}.{sys.version_info[1]}/{marshal.version}",
+        "root": root,
+        "sha256": hashlib.sha256(body).hexdigest(),
+    }
+
+
+def _parse_cache(data: bytes, root: str) -> dict[str, Any]:
+    """The directories of a cache file: a JSON header line (:func:`_cache_header`), then the
+    directories (marshal). {} when the header does not match this version, interpreter, root and
+    body (its checksum: a damaged file is never unmarshalled). Raises ValueError."""
+    head, _, body = data.partition(b"\n")
+    if json.loads(head) != _cache_header(root, body):
+        return {}
+    try:
+        dirs = marshal.loads(body)  # noqa: S302 - this user's 0600 file, written by save_cache, checksum held
+    except (EOFError, TypeError) as exc:
+        raise ValueError(str(exc)) from exc
+    return dirs if type(dirs) is dict else {}
+
+
+def save_cache(state: str, root: str, dirs: dict[str, Any]) -> None:
+    """Replaces the cache file of ``root`` atomically (a temp file of mode 0600 beside it, then a
+    rename; the temp file removed on failure, and any left by a killed run; SIGINT/SIGTERM/SIGHUP
+    held meanwhile). Raises OSError."""
+    body = marshal.dumps(dirs, 4)
+    data = json.dumps(_cache_header(root, body)).encode("ascii") + b"\n" + body
+    name = cache_name(root)
+    temp = f".{name}.{os.getpid()}.tmp"
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        dir_fd = _open_cache_dir(state, create=True)
         try:
-            listing = os.scandir(path)
-        except OSError:  # unreadable: rsync cannot read it either (and says so)
-            continue
-        with listing:
+            for stale in os.listdir(dir_fd):  # left by a run killed (SIGKILL) while writing
+                if stale.startswith(f".{name}.") and stale.endswith(".tmp"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(stale, dir_fd=dir_fd)
+            _write_new(temp, data, dir_fd)
+            try:
+                os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp, dir_fd=dir_fd)
+                raise
+        finally:
+            os.close(dir_fd)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _write_new(name: str, data: bytes, dir_fd: int) -> None:
+    """Creates ``name`` (0600, never through a symlink) with ``data``; removed on failure."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    try:
+        with open(fd, "wb", closefd=False) as fh:
+            fh.write(data)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name, dir_fd=dir_fd)
+        raise
+    finally:
+        os.close(fd)
+
+
+# -- the walk ------------------------------------------------------------------------------------------
+def _listing(path: str) -> list[str] | None:
+    """The names of the subdirectories of ``path`` (by the entries' types: symlinks are not
+    directories); None when it cannot be listed (rsync cannot read it either, and says so)."""
+    try:
+        with os.scandir(path) as listing:
+            names = []
             for entry in listing:
-                try:
-                    if not entry.is_dir(follow_symlinks=False):
-                        continue
-                    if entry.name == ".ssh":
-                        found.append(entry.path)
-                        continue
-                    if not counted:
-                        stack.append((entry.path, False))
-                        continue
-                    st = entry.stat(follow_symlinks=False)  # a mount point: the mounted root's
-                    if not (_link_count_holds(entry.path, cache, st.st_dev) and st.st_nlink == 2):
-                        stack.append((entry.path, _link_count_holds(entry.path, cache, st.st_dev)))
-                except OSError:
-                    continue
+                with contextlib.suppress(OSError):
+                    if entry.is_dir(follow_symlinks=False):
+                        names.append(entry.name)
+            return names
+    except OSError:
+        return None
+
+
+def _subdirs(path: str, rel: str, st: os.stat_result, cache: WalkCache, fs: dict[int, int]) -> list[str]:
+    """The subdirectory names of the directory ``path`` (``st``: its lstat, taken before listing):
+    from the cache, else by listing it (the walk tries the cache first on a filesystem it knows)."""
+    fs_type = _fs_type(path, st.st_dev, fs)
+    if fs_type in _FS_LINK_COUNT and st.st_nlink == 2:
+        return []  # no subdirectory: no .ssh either
+    cacheable = fs_type in _FS_CACHED
+    names = cache.cached(rel, st) if cacheable else None
+    if names is None:
+        cache.listed += 1
+        names = _listing(path)
+        if names is not None and cacheable:
+            cache.keep(rel, st, names)
+    return names or []
+
+
+def _ssh_dirs(root: str, cache: WalkCache | None = None) -> list[str]:
+    """Every directory named ``.ssh`` under ``root`` (not below one: those are scanned whole), by a
+    walk of the directories alone: each one ``lstat``-ed, listed unless ``cache`` holds its
+    listing and its metadata is unchanged (or its link count says it has no subdirectory); the
+    entries' types come with the listing (no ``stat`` of files). Symlinks are not followed (nor by
+    rsync -a), the root excepted."""
+    cache = cache if cache is not None else WalkCache()
+    try:
+        return _walk(root, cache)
+    except (TypeError, IndexError, KeyError):  # a cache entry of the wrong shape: walk without it
+        cache.reset()
+        return _walk(root, cache)
+
+
+def _walk(root: str, cache: WalkCache) -> list[str]:
+    found: list[str] = []
+    fs: dict[int, int] = {}
+    base = root.rstrip("/")
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        path = base + "/" + rel if rel else root
+        try:
+            st = os.lstat(path) if rel else os.stat(root)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            continue  # replaced by a file or a symlink since its parent was listed
+        cache.visited += 1
+        names = cache.cached(rel, st) if fs.get(st.st_dev) in _FS_CACHED else None
+        for name in _subdirs(path, rel, st, cache, fs) if names is None else names:
+            child = rel + "/" + name if rel else name
+            if name == ".ssh":
+                found.append(base + "/" + child)
+            else:
+                stack.append(child)
     return found
 
 
@@ -305,13 +532,14 @@ def _keys_below(top: str) -> tuple[list[str], list[str]]:
     return keys, unreadable
 
 
-def find_private_keys(root: str) -> tuple[list[str], list[str]]:
+def find_private_keys(root: str, cache: WalkCache | None = None) -> tuple[list[str], list[str]]:
     """The private keys in every .ssh directory under the transfer root ``root`` and the unreadable
     files there, as paths relative to ``root``, sorted. When ``root`` itself lies in a .ssh
-    directory, every file below it counts."""
+    directory, every file below it counts. ``cache``: the last walk's listings (updated); every
+    file in a .ssh directory is read each time all the same."""
     root = root.rstrip("/") or "/"
     inside = ".ssh" in root.split("/")
-    tops = [root] if inside else _ssh_dirs(root)
+    tops = [root] if inside else _ssh_dirs(root, cache)
     keys: list[str] = []
     unreadable: list[str] = []
     for top in tops:
@@ -618,11 +846,27 @@ class Wrapper:
         sys.stdout.flush()
         return rc if rc >= 0 else 128 - rc
 
+    def scan_keys(self, root: str) -> tuple[list[str], list[str]]:
+        """:func:`find_private_keys` with the walk cache of ``root`` in pc-switcher's state directory:
+        read, and written when it changed (never by a dry-run); a cache that cannot be written is a
+        DEBUG message, never a failure."""
+        state, root = state_dir(), root.rstrip("/") or "/"
+        cache = WalkCache(load_cache(state, root), time.time_ns() - RACY_NS)
+        keys, unreadable = find_private_keys(root, cache)
+        note = f"{cache.listed} of {cache.visited} directories listed"
+        if cache.dirty and not self.dry_run:
+            try:
+                save_cache(state, root, cache.new)
+            except OSError as exc:
+                note += f"; walk cache not saved: {exc}"
+        self.progress.write(level="DEBUG", message=f"{self.label}: key scan: {shown(note)}")
+        return keys, unreadable
+
     def exclude_keys(self, root: str, command: list[str]) -> list[str]:
         """``command`` with a rule excluding each private key in the .ssh directories under ``root``
         before every other option (so before every other filter rule: rsync uses the first rule
         that matches). Each key is named in the log; the result lists them (the dry-run's list)."""
-        keys, unreadable = find_private_keys(root)
+        keys, unreadable = self.scan_keys(root)
         base = root.rstrip("/") + "/"
         self.keys = [shown(base + key) for key in keys + unreadable]
         for key in keys:
