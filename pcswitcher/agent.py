@@ -53,7 +53,7 @@ import threading
 import time
 
 TAG = "PCSWITCHER_RUN_ID"
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+RUN_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # \Z: no trailing newline
 RUN_DIR_PREFIX = "/tmp/pcswitcher-"
 
 

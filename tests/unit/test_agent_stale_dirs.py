@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pcswitcher import agent
 from pcswitcher.agent import TAG, remove_stale_run_dirs
 
 OLD = "20261127T235000Z-3f9a"
@@ -98,3 +99,11 @@ def test_another_users_run_directory_is_left_alone(tmp_path: Path) -> None:
 
 def test_a_missing_parent_is_nothing_to_do(tmp_path: Path) -> None:
     assert remove_stale_run_dirs(NOW, str(tmp_path / "nope")) == []
+
+
+@pytest.mark.parametrize("text", ["20261203T000000Z-abcd\n", "a\nb", "", "-x", ".x", "a/b", "x" * 65])
+def test_a_run_id_is_one_plain_word(text: str) -> None:
+    """Run ids and async job ids name files and directories (run dir, async status files): a trailing
+    newline, a path separator or a leading dash never passes (``$`` would accept ``id\\n``)."""
+    assert agent.RUN_ID_RE.match(text) is None
+    assert agent.RUN_ID_RE.match("20261203T000000Z-abcd") is not None
