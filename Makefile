@@ -45,7 +45,7 @@ integration: bootstrap
 	$(BIN)/pytest -q tests/integration
 
 test: bootstrap lint clean-sandboxes
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q --durations=15 tests
 
 demo: bootstrap
 	$(BIN)/python -m tests.sandbox demo
