@@ -6,7 +6,6 @@ rsync's own error reaches the wrapper's result, its stderr and the log."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import marshal
 import os
@@ -19,16 +18,13 @@ from typing import Any
 
 import pytest
 
+from tests.unit.role_files import load_role_file
+
 WRAPPER = Path(__file__).parents[2] / "roles" / "folder_sync" / "files" / "folder_sync_rsync.py"
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("folder_sync_rsync", WRAPPER)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_role_file("folder_sync/files/folder_sync_rsync.py")
 
 
 W = _load()

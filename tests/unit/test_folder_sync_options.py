@@ -8,23 +8,19 @@ command line.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.unit.role_files import load_role_file
+
 REPO = Path(__file__).resolve().parents[2]
-_FILE = REPO / "roles" / "folder_sync" / "filter_plugins" / "folder_sync_options.py"
-_SPEC = importlib.util.spec_from_file_location("folder_sync_options_under_test", _FILE)
-assert _SPEC is not None
-assert _SPEC.loader is not None
-opts: Any = importlib.util.module_from_spec(_SPEC)
-sys.modules[_SPEC.name] = opts
-_SPEC.loader.exec_module(opts)
+opts: Any = load_role_file(
+    "folder_sync/filter_plugins/folder_sync_options.py", "folder_sync_options_under_test"
+)
 
 needs_rsync = pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed")
 

@@ -6,7 +6,6 @@ a small btrfs: tests/integration/test_disk_btrfs.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.unit.role_files import load_role_file
+
 ROLE_FILES = Path(__file__).parents[2] / "roles" / "folder_sync" / "files"
 SCRIPT = ROLE_FILES / "folder_sync_space.py"
 AGENT = ROLE_FILES / "pcswitcher_agent.py"
@@ -26,12 +27,7 @@ HOSTILE = ["-dash", "sp ace", "quo'te\"", "$(touch PWNED)", "new\nline", "tab\tx
 
 
 def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("folder_sync_space", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_role_file("folder_sync/files/folder_sync_space.py")
 
 
 def plan(folders: list[dict[str, Any]], threshold: dict[str, Any]) -> dict[str, Any]:

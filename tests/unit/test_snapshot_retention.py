@@ -5,25 +5,18 @@ machines (tests/integration/test_prune.py)."""
 from __future__ import annotations
 
 import calendar
-import importlib.util
 import time
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-MODULE = Path(__file__).resolve().parents[2] / "roles" / "btrfs_snapshots" / "library" / "pcs_btrfs.py"
+from tests.unit.role_files import load_role_file
 
 
 @pytest.fixture(scope="module")
 def pcs() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pcs_btrfs", MODULE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_role_file("btrfs_snapshots/library/pcs_btrfs.py")
 
 
 def session(day: int, *phases: str) -> dict[str, Any]:

@@ -1,0 +1,23 @@
+"""Role files (Ansible modules, filter plugins, scripts the roles run) imported for unit tests."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+ROLES = Path(__file__).resolve().parents[2] / "roles"
+
+
+def load_role_file(relpath: str, name: str | None = None) -> ModuleType:
+    """The module of ``roles/<relpath>``, imported as ``name`` (default: the file's stem) and
+    registered in ``sys.modules`` (dataclasses and pickling look their module up there)."""
+    path = ROLES / relpath
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
