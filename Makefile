@@ -57,7 +57,9 @@ bench-folder-sync: bootstrap   # about 1 GB in 20k files and 200k small files: t
 	$(BIN)/python -m bench.folder_sync
 
 # Orphans only (a sandbox whose owner process died): machines kept up by a person stay up. The pristine
-# dry-run test keeps its machines outside /var/tmp (it compares /var/tmp before and after).
+# dry-run and leftovers tests keep their machines outside /var/tmp (they compare /var/tmp before and after).
 clean-sandboxes: venv
 	$(BIN)/python -m tests.sandbox down --all --orphaned
-	test ! -d /var/lib/pcswitcher-sandbox-pristine || $(BIN)/python -m tests.sandbox --base-dir /var/lib/pcswitcher-sandbox-pristine down --all --orphaned
+	for base in /var/lib/pcswitcher-sandbox-pristine /var/lib/pcswitcher-leftovers-sandbox; do \
+	  test ! -d $$base || $(BIN)/python -m tests.sandbox --base-dir $$base down --all --orphaned || exit 1; \
+	done

@@ -13,6 +13,7 @@ A new way for a run to end is one line in :data:`ENDS`: a name and a function th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -63,6 +64,9 @@ def sb() -> Iterator[Sandbox]:
         sandbox.add("source", extra_dirs=["/var/tmp"])
         sandbox.add("target", extra_dirs=["/var/tmp"])
         yield sandbox
+    with contextlib.suppress(OSError):  # the base dir goes too, unless another sandbox is in it
+        (BASE_DIR / ".lock").unlink()
+        BASE_DIR.rmdir()
 
 
 # --------------------------------------------------------------------------------------------------
