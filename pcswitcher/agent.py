@@ -685,6 +685,29 @@ def _history_command(line: str) -> dict[str, object]:
         return {"error": f"bad history command: {exc}"}
 
 
+def _take_target_lock(lock: str, run_id: str, peer: str) -> tuple[int | None, list[str]]:
+    """This machine's sync lock for the session, as the target of ``peer``: its fd (None, after a
+    ``locked`` message naming the holder, when another sync has it) and the directories made for it
+    (removed again at the end: a dry-run leaves no trace, docs/safety.md)."""
+    made = missing_dirs(os.path.dirname(lock))
+    lock_fd, holder = try_lock(lock)
+    if lock_fd is None:
+        _emit({"t": "locked", "host": socket.gethostname(), "path": lock, "holder": holder})
+        return None, made
+    write_holder(
+        lock_fd,
+        {
+            "role": "target",
+            "source": peer,
+            "run_id": run_id,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+    return lock_fd, made
+
+
 def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = None, peer: str = "") -> int:
     """Serve the driver until quit, EOF or silence; always sweep the run on the way out.
 
@@ -693,22 +716,9 @@ def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = No
     """
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
-    lock_fd = None
-    made: list[str] = []
-    if lock:
-        made = missing_dirs(os.path.dirname(lock))  # a dry-run leaves no trace (docs/safety.md)
-        lock_fd, holder = try_lock(lock)
-        if lock_fd is None:
-            _emit({"t": "locked", "host": socket.gethostname(), "path": lock, "holder": holder})
-            return 3
-        record = {
-            "role": "target",
-            "source": peer,
-            "run_id": run_id,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-        }
-        write_holder(lock_fd, {**record, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    lock_fd, made = _take_target_lock(lock, run_id, peer) if lock else (None, [])
+    if lock and lock_fd is None:
+        return 3
     # holding the machine's lock, no other run of it is alive: what a killed run left goes now
     stale = remove_stale_run_dirs(run_id) if lock_fd is not None else []
     directory = run_dir(run_id)
