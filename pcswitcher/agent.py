@@ -62,13 +62,26 @@ def run_dir(run_id: str) -> str:
     return RUN_DIR_PREFIX + run_id
 
 
-def _ppid(pid: int) -> int:
+def _stat_field(pid: int, index: int) -> int:
+    """Field ``index`` (0 = state, after the command name) of ``/proc/<pid>/stat``; 0 if unreadable."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
-        return int(data[data.rindex(b")") + 2 :].split()[1])
+        return int(data[data.rindex(b")") + 2 :].split()[index])
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def _ppid(pid: int) -> int:
+    return _stat_field(pid, 1)
+
+
+def start_ticks(pid: int) -> int:
+    """When ``pid`` started, in clock ticks since boot (0 if gone): with the pid, a process's identity.
+
+    Unlike a wall-clock start time (psutil's ``create_time()``, boot time + ticks), it does not move
+    when the system clock is stepped, so a process recorded in one program is recognised in another."""
+    return _stat_field(pid, 19)
 
 
 def _ancestors(pid: int) -> set[int]:

@@ -1,6 +1,6 @@
 """The registry: everything a run started, so that the abort path can end all of it.
 
-It holds the host pids (with their start times, so a recycled pid is never signalled) of every local
+It holds the host pids (with their start ticks, so a recycled pid is never signalled) of every local
 process the driver started — ansible-playbook processes, the agents, the ssh master — and the async
 job ids that the runner events reported for each host. Thread-safe: events arrive on runner threads.
 """
@@ -16,18 +16,20 @@ from pathlib import Path
 
 import psutil
 
+from pcswitcher.agent import start_ticks
+
 
 @dataclass(frozen=True)
 class Tracked:
     pid: int
-    create_time: float
+    start: int  # clock ticks since boot (agent.start_ticks): immune to a stepped system clock
     role: str  # "playbook:<job>", "agent:source", "agent:target" …
 
     def process(self) -> psutil.Process | None:
-        """The process if it still is the one we started (same pid and start time)."""
+        """The process if it still is the one we started (same pid and start tick)."""
         try:
             proc = psutil.Process(self.pid)
-            if abs(proc.create_time() - self.create_time) > 0.01:
+            if not self.start or start_ticks(self.pid) != self.start:
                 return None
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return None
@@ -45,7 +47,7 @@ class Registry:
         self._jids: dict[str, list[str]] = {}
 
     def add_process(self, proc: psutil.Process, role: str) -> Tracked:
-        tracked = Tracked(proc.pid, proc.create_time(), role)
+        tracked = Tracked(proc.pid, start_ticks(proc.pid), role)
         with self._lock:
             self._processes.append(tracked)
         return tracked

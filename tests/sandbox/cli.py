@@ -73,11 +73,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             print(f"{sandbox_dir}: unreadable state ({exc})")
             continue
-        owner_alive = live_process(state.get("owner_pid"), state.get("owner_ctime")) is not None
+        owner_alive = live_process(state.get("owner_pid"), state.get("owner_start")) is not None
         owner = f"owner pid {state.get('owner_pid')} ({'alive' if owner_alive else 'gone'})"
         print(f"{sandbox_dir}: {owner}")
         for rec in state.get("machines", {}).values():
-            alive = live_process(rec.get("init_pid"), rec.get("init_ctime")) is not None
+            alive = live_process(rec.get("init_pid"), rec.get("init_start")) is not None
             print(
                 f"  {rec.get('name')}: {rec.get('address')}:{rec.get('port')}"
                 f" unshare pid {rec.get('unshare_pid')} init pid {rec.get('init_pid')}"

@@ -31,6 +31,8 @@ from typing import Any
 import psutil
 import yaml
 
+from pcswitcher.agent import start_ticks
+
 DEFAULT_BASE = Path("/var/tmp/pcswitcher-sandbox")
 BASE_ENV = "PCS_SANDBOX_DIR"
 STATE_FILE = "state.json"
@@ -40,7 +42,6 @@ PYTHON_INTERPRETER = "/usr/bin/python3"
 SSHD = "/usr/sbin/sshd"
 _INIT_SCRIPT = Path(__file__).with_name("_init.py")
 _FORBIDDEN_BASES = ("/tmp", "/home", "/root", "/run")
-_CTIME_TOLERANCE = 0.05
 _NO_SUBVOLUME_AT = frozenset(
     ["/", "/bin", "/etc", "/lib", "/lib64", "/sbin", "/usr", "/usr/bin", "/usr/lib", "/usr/sbin", "/var"]
 )
@@ -65,13 +66,14 @@ def resolve_base_dir(override: Path | None = None) -> Path:
 # --------------------------------------------------------------------------- process helpers
 
 
-def live_process(pid: int | None, ctime: float | None) -> psutil.Process | None:
-    """The live process ``pid`` if it is still the one created at ``ctime`` (guards against reuse)."""
-    if not pid or ctime is None:
+def live_process(pid: int | None, start: int | None) -> psutil.Process | None:
+    """The live process ``pid`` if it is still the one that started at tick ``start`` (guards against
+    reuse; ticks since boot, not wall-clock time, which moves when NTP steps or slews the clock)."""
+    if not pid or not start:
         return None
     try:
         proc = psutil.Process(pid)
-        if abs(proc.create_time() - ctime) > _CTIME_TOLERANCE:
+        if start_ticks(pid) != start:
             return None
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
@@ -228,8 +230,8 @@ def _teardown_machine(rec: dict[str, Any], timeout: float = 15.0) -> list[str]:
     problems: list[str] = []
     name = rec.get("name", "?")
     started = time.monotonic()
-    init = live_process(rec.get("init_pid"), rec.get("init_ctime"))
-    unshare = live_process(rec.get("unshare_pid"), rec.get("unshare_ctime"))
+    init = live_process(rec.get("init_pid"), rec.get("init_start"))
+    unshare = live_process(rec.get("unshare_pid"), rec.get("unshare_start"))
     if init is None and unshare is not None and not rec.get("init_pid"):
         # the owner died before it recorded the init: it is unshare's only child
         with contextlib.suppress(psutil.Error):
@@ -241,8 +243,8 @@ def _teardown_machine(rec: dict[str, Any], timeout: float = 15.0) -> list[str]:
     _signal(init, signal.SIGKILL)
     if unshare is not None:
         # it may stay a zombie when its parent (the crashed owner) is gone: live_process() says None
-        _wait_until(lambda: live_process(rec.get("unshare_pid"), rec.get("unshare_ctime")) is None, 3.0)
-        _signal(live_process(rec.get("unshare_pid"), rec.get("unshare_ctime")), signal.SIGKILL)
+        _wait_until(lambda: live_process(rec.get("unshare_pid"), rec.get("unshare_start")) is None, 3.0)
+        _signal(live_process(rec.get("unshare_pid"), rec.get("unshare_start")), signal.SIGKILL)
     log.debug(
         "%s: killed; left in pid ns: %s, mnt ns: %s",
         name,
@@ -308,7 +310,7 @@ def _owner_alive(sandbox_dir: Path) -> bool:
         state = _read_state(sandbox_dir)
     except (OSError, ValueError):
         return False
-    return live_process(state.get("owner_pid"), state.get("owner_ctime")) is not None
+    return live_process(state.get("owner_pid"), state.get("owner_start")) is not None
 
 
 def down_all(base_dir: Path | None = None, only_orphaned: bool = False) -> list[str]:
@@ -350,7 +352,7 @@ class Machine:
         self.state_dir: Path = Path(record["dir"])
         self.image: Path = Path(record["image"])
         self._pidns: str = record["pidns"]
-        self._baseline: set[tuple[int, float]] = {(int(p), float(c)) for p, c in record["baseline"]}
+        self._baseline: set[tuple[int, int]] = {(int(p), int(t)) for p, t in record["baseline"]}
 
     def __repr__(self) -> str:
         return f"Machine({self.name!r}, {self.address}:{self.port}, init_pid={self.init_pid})"
@@ -413,7 +415,7 @@ class Machine:
         extra: list[psutil.Process] = []
         for proc in self.processes():
             with contextlib.suppress(psutil.Error):
-                if (proc.pid, proc.create_time()) not in self._baseline:
+                if (proc.pid, start_ticks(proc.pid)) not in self._baseline:
                     extra.append(proc)
         return extra
 
@@ -468,7 +470,7 @@ class Machine:
             raise SandboxError(f"{self.name}: adding user {user}: {res.stderr.strip()}")
 
     def is_running(self) -> bool:
-        return live_process(self._record.get("init_pid"), self._record.get("init_ctime")) is not None
+        return live_process(self._record.get("init_pid"), self._record.get("init_start")) is not None
 
 
 # --------------------------------------------------------------------------- sandbox
@@ -491,10 +493,10 @@ class Sandbox:
         self.dir.chmod(0o755)
         me = psutil.Process()
         self._state: dict[str, Any] = {
-            "version": 1,
+            "version": 2,  # 2: process identity by start ticks (1: wall-clock ctime)
             "dir": str(self.dir),
             "owner_pid": me.pid,
-            "owner_ctime": me.create_time(),
+            "owner_start": start_ticks(me.pid),
             "owner_cmdline": me.cmdline(),
             "created": time.time(),
             "port": port,
@@ -535,7 +537,7 @@ class Sandbox:
         self._set_paths(sandbox_dir)
         self._state = state
         for name, rec in state["machines"].items():
-            if "baseline" not in rec or live_process(rec.get("init_pid"), rec.get("init_ctime")) is None:
+            if "baseline" not in rec or live_process(rec.get("init_pid"), rec.get("init_start")) is None:
                 raise SandboxError(f"{sandbox_dir}: machine {name} is not running")
             self.machines[name] = Machine(self, rec)
         return self
@@ -690,14 +692,14 @@ class Sandbox:
             )
         self._popens[name] = popen
         unshare = psutil.Process(popen.pid)
-        rec["unshare_pid"], rec["unshare_ctime"] = popen.pid, unshare.create_time()
+        rec["unshare_pid"], rec["unshare_start"] = popen.pid, start_ticks(unshare.pid)
         self._save()
 
         def init_child() -> bool:
             with contextlib.suppress(psutil.Error):
                 kids = unshare.children()
                 if kids:
-                    rec["init_pid"], rec["init_ctime"] = kids[0].pid, kids[0].create_time()
+                    rec["init_pid"], rec["init_start"] = kids[0].pid, start_ticks(kids[0].pid)
                     return True
             return popen.poll() is not None
 
@@ -719,8 +721,8 @@ class Sandbox:
         sshd = [p for p in init.children() if p.name() == "sshd"]
         if len(sshd) != 1:
             raise SandboxError(f"{name}: sshd did not start:\n{_tail(mdir / 'sshd.log')}")
-        rec["sshd_pid"], rec["sshd_ctime"] = sshd[0].pid, sshd[0].create_time()
-        rec["baseline"] = [[init.pid, init.create_time()], [sshd[0].pid, sshd[0].create_time()]]
+        rec["sshd_pid"], rec["sshd_start"] = sshd[0].pid, start_ticks(sshd[0].pid)
+        rec["baseline"] = [[init.pid, rec["init_start"]], [sshd[0].pid, rec["sshd_start"]]]
         self._save()
         self._write_inventory_with(rec)
 
