@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from pcswitcher.agent import start_ticks
 from tests.sandbox import Machine, Sandbox, down_all
 
 ANSIBLE = Path(sys.executable).parent / "ansible"
@@ -26,11 +27,24 @@ def _pidns(pid: int) -> str:
     return os.readlink(f"/proc/{pid}/ns/pid")
 
 
-def _procs_in_pidns(ns: str) -> list[int]:
+def _ns_init(pid: int, ns: str) -> tuple[int, int]:
+    """(pid, start tick) of the init of ``pid``'s PID namespace: its topmost ancestor inside ``ns``."""
+    while True:
+        parent = psutil.Process(pid).ppid()
+        if parent <= 1 or _pidns(parent) != ns:
+            return pid, start_ticks(pid)
+        pid = parent
+
+
+def _procs_in_pidns(ns: str, init: tuple[int, int] | None = None) -> list[int]:
+    """Live processes of the PID namespace ``ns``. The kernel reuses a freed namespace's inode number,
+    so with ``init`` a process counts only when its namespace still has that init (another sandbox
+    made meanwhile, e.g. by a test running beside this one, can carry the same number)."""
     found = []
     for pid in psutil.pids():
         try:
-            if _pidns(pid) == ns and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            alive = _pidns(pid) == ns and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+            if alive and (init is None or _ns_init(pid, ns) == init):
                 found.append(pid)
         except (OSError, psutil.Error):
             continue
@@ -48,11 +62,17 @@ def _host_mounts_mentioning(text: str) -> list[str]:
 
 
 def _snapshot(machine: Machine) -> dict[str, object]:
-    return {"pidns": _pidns(machine.init_pid), "image": machine.image, "dir": machine.state_dir.parent}
+    return {
+        "pidns": _pidns(machine.init_pid),
+        "init": (machine.init_pid, start_ticks(machine.init_pid)),
+        "image": machine.image,
+        "dir": machine.state_dir.parent,
+    }
 
 
 def _assert_gone(snap: dict[str, object]) -> None:
-    assert _procs_in_pidns(str(snap["pidns"])) == []
+    init = snap.get("init")
+    assert _procs_in_pidns(str(snap["pidns"]), init if isinstance(init, tuple) else None) == []
     assert _loop_devices(Path(str(snap["image"]))) == ""
     assert _host_mounts_mentioning(str(snap["dir"])) == []
     assert not Path(str(snap["dir"])).exists()
@@ -239,13 +259,13 @@ def test_down_all_after_owner_sigkill(other_base: Path) -> None:
         owner.send_signal(signal.SIGKILL)
         owner.wait()
     sandbox_dir, init_pid, image = Path(line[0]), int(line[1]), Path(line[2])
-    ns = _pidns(init_pid)
+    ns, init = _pidns(init_pid), (init_pid, start_ticks(init_pid))
     assert psutil.pid_exists(init_pid)  # the machine outlived its owner
     assert _loop_devices(image) != ""
     with Sandbox(base_dir=other_base, port=2237) as live:  # has a live owner: only_orphaned skips it
         assert down_all(other_base, only_orphaned=True) == [str(sandbox_dir)]
         assert live.dir.is_dir()
-    _assert_gone({"pidns": ns, "image": image, "dir": sandbox_dir})
+    _assert_gone({"pidns": ns, "init": init, "image": image, "dir": sandbox_dir})
     assert down_all(other_base) == []
 
 
