@@ -31,6 +31,7 @@ from tests.integration.helpers import (
     assert_one_error_line,
     inventory_with,
     leftovers,
+    log_records,
     sandbox_config,
     start_sync,
     sync_argv,
@@ -38,6 +39,7 @@ from tests.integration.helpers import (
     wait_until_clean,
     write_config,
 )
+from tests.integration.outcome import assert_log_ends
 from tests.integration.test_snapshots import (
     HISTORY,
     LOCATION,
@@ -436,6 +438,7 @@ def test_self_sync_is_refused(sb: Sandbox) -> None:
     line = assert_one_error_line(res, 3)
     assert "cannot sync to itself" in line
     assert not sb["source"].path(LOCK).exists()
+    assert_log_ends(log_records(sb["source"]), 3, "cannot sync to itself")
 
 
 @pytest.mark.parametrize("how", ["inventory-name-is-this-host", "another-name-for-this-address"])
@@ -732,6 +735,7 @@ def test_history_question(sb3: Sandbox, case: str, flag: str, message: str) -> N
     assert message in line
     assert flag in line
     assert "(validate)" not in res.stdout
+    assert_log_ends(log_records(source), 2, message, flag)
     nothing_changed()
     if case == "first_sync":
         # no terminal: --yes does not answer these questions
