@@ -6,6 +6,7 @@ JSON lines: the driver writes commands to the agent's stdin, the agent answers o
 
 Commands (one per line):
     ping                 -> {"t": "hb", "time": ..., "disk": [...]} (and any new progress lines)
+    drain                -> every progress line written so far, then {"t": "drained"}
     sweep [JID ...]      -> kill every process of the run now; {"t": "swept", "killed": [...]}
     history JSON         -> read or record this machine's sync history (see :func:`history`);
                             {"t": "history", "host": ..., "path": ..., "history": ..., ...}
@@ -765,8 +766,11 @@ def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = No
                 words = raw.decode(errors="replace").split()
                 if not words:
                     continue
-                if words[0] == "ping":
-                    _emit({"t": "hb", "time": time.time(), "disk": disk_figures(paths)})
+                if words[0] in ("ping", "drain"):
+                    for line in tail.read():  # the reply comes after every line written before
+                        _emit({"t": "progress", "line": line})
+                    hb = {"t": "hb", "time": time.time(), "disk": disk_figures(paths)}
+                    _emit(hb if words[0] == "ping" else {"t": "drained"})
                 elif words[0] == "sweep":
                     jids.extend(w for w in words[1:] if w not in jids)
                     _emit(sweep(run_id, jids))

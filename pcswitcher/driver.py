@@ -480,6 +480,8 @@ class Sync:
         else:
             result = self._play(job, tags=[], skip_tags=["validate"], phase="sync")
         outcome.duration = time.monotonic() - started
+        if result is not None and not self.abort.requested:
+            self._drain_progress()  # the job's last progress lines come before its summary line
         if result is None or not result.ok:
             self._link_lost()  # then the lost link is the cause, and the job was aborted by it
         if self.abort.requested:
@@ -502,6 +504,13 @@ class Sync:
             outcome.detail = result.reason("the playbook failed") if result else "the playbook failed"
         self.ui.job_finished(job.name, outcome.status, outcome.duration, outcome.detail)
         return result
+
+    def _drain_progress(self) -> None:
+        """Wait until both agents have passed on every progress line written so far (the job's
+        playbook has ended: its lines are all written)."""
+        for agent in self.agents.values():
+            if agent.alive and not agent.drain(timeout=2.0):
+                log.debug("the agent on %s did not confirm its progress lines", agent.label)
 
     def _envvars(self, tagged: bool) -> dict[str, str]:
         env = standard_envvars(

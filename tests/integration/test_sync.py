@@ -291,7 +291,7 @@ def test_failed_job_stops_the_sync(sb: Sandbox) -> None:
     shown = run_cli(sb, "logs", "--last", "--level", "warning")
     assert shown.returncode == 0, shown.stderr
     assert "dummy_fail failed at 1 s as configured" in shown.stdout
-    assert "finished: sync to target failed: job dummy_fail failed" in shown.stdout
+    assert "finished: sync to target aborted: job dummy_fail failed" in shown.stdout
     end = next(line for line in shown.stdout.splitlines() if "finished: " in line)
     assert " ERROR " in end, end
     assert ", exit code 1" in end, end
