@@ -157,6 +157,11 @@ def test_success_exits_0_and_reports(success: Run) -> None:
         "worked 6.0s on the source, 9.0s on the target"
     )
     assert "changed" not in _summary_details(success.result.stdout)["dummy_success"]
+    # the job's progress and relayed lines all come before its summary line
+    lines = success.result.stdout.splitlines()
+    done = next(i for i, line in enumerate(lines) if "dummy_success: succeeded" in line)
+    assert any("[dummy_success@target] " in line for line in lines[:done])
+    assert not [line for line in lines[done + 1 :] if "[dummy_success" in line], lines[done:]
     changed = [r for r in success.records if r.get("job") == "dummy_success" and "changed" in r]
     assert changed, "the count of changed tasks is in the log"
     assert changed[-1]["message"].endswith("task(s) changed")
