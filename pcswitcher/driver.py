@@ -493,7 +493,7 @@ class Sync:
             outcome.result = result.set_stats
             # the count of changed tasks is Ansible's, not the user's: it goes to the log only
             outcome.detail = _result_summary(self.p.jobs[job.name], result.set_stats, self.options.dry_run)
-            log.info(
+            log.debug(
                 "%s: %d task(s) changed",
                 job.name,
                 result.changed,

@@ -32,7 +32,7 @@ import pytest
 from tests.integration.helpers import REPO
 
 HEIGHT = 45
-TIME_LEFT = re.compile(r"(?<![\d:])(?:\d+:\d\d:\d\d|-:--:--)(?![\d:])")
+TIME_LEFT = re.compile(r"(?<![\d:])\d:\d\d:\d\d(?![\d:])|-:--:--")
 RECORD_START = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} ")
 WORD = re.compile(r"[\w/.~@-]")
 PYTHON = str(REPO / ".venv" / "bin" / "python")
