@@ -34,6 +34,8 @@ from tests.integration.helpers import REPO
 HEIGHT = 45
 TIME_LEFT = re.compile(r"(?<![\d:])\d:\d\d:\d\d(?![\d:])|-:--:--")
 RECORD_START = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} ")
+# how the lines of the display begin: a log line's time, a job's mark, the step, the header
+LINE_START = re.compile(r"^(\d\d:\d\d:\d\d |\d{4}-\d\d-\d\d |[✔✘–·•] |Step \d|pc-switcher |Summary|== )")
 WORD = re.compile(r"[\w/.~@-]")
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 
@@ -125,7 +127,10 @@ def _assert_fits(lines: list[str], width: int, when: str) -> None:
     # goes on at the start of the next line
     for this, after in itertools.pairwise(lines):
         folded = (
-            len(this) == width and WORD.match(this[-1:]) is not None and WORD.match(after[:1]) is not None
+            len(this) == width
+            and WORD.match(this[-1:]) is not None
+            and WORD.match(after[:1]) is not None
+            and LINE_START.match(after) is None
         )
         assert not folded, f"{when}: a word folded over two lines:\n{this}\n{after}"
 
