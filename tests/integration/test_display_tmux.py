@@ -156,15 +156,16 @@ def test_live_display_in_tmux(pane: Pane, tmp_path: Path) -> None:
     sync = _sync_part(joined)
     _assert_fits(sync, width, "the sync's output")
     shown = "\n".join(sync)
+    words = " ".join(shown.split())  # the text as read, whatever the display wrapped between words
     # the summary, in the user's units, with the outcome
     assert "Summary" in shown
     for job in ("folder_sync", "dummy_success"):
         assert re.search(rf"{job}\s.*succeeded", shown), shown
-    assert re.search(r"\d+ files \(\d+(\.\d)? [KMG]?i?B\) sent", shown.replace("\n", " ")), shown
+    assert re.search(r"\d+ files \(\d+(\.\d)? [KMG]?i?B\) sent", words), shown
     assert "sync to workstation2 completed" in shown
     assert "changed" not in shown.split("Summary")[-1], "Ansible's changed-task count is for the log"
     # the simulated error is a warning that says so; a successful run shows no ERROR
-    assert "simulated error at 8 s on the target" in shown.replace("\n", " ")
+    assert "WARNING [dummy_success@workstation2] simulated error at 8 s on the target" in words, shown
     assert "ERROR" not in joined, [line for line in joined.splitlines() if "ERROR" in line]
     # the end of the session log starts at a record
     lines = joined.splitlines()
