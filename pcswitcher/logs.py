@@ -44,6 +44,9 @@ LEVEL_STYLES: dict[str, str] = {
     "CRITICAL": "bold red reverse",
 }
 
+#: What `pc-switcher logs` says after a log that has no end record.
+NO_END = "(no outcome recorded: the run is still running, or it was killed before it could write one)"
+
 LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # The keys of the JSON object that ``fields`` may not overwrite.
@@ -460,6 +463,7 @@ def render_log(path: Path, console: Console, min_level: str = "DEBUG", *, as_jso
     except OSError as exc:
         raise UsageError(f"cannot read log {path}: {exc.strerror or exc}", "see `pc-switcher logs`") from exc
     options: dict[str, Any] = {"markup": False, "highlight": False, "emoji": False, "soft_wrap": True}
+    last: dict[str, Any] | None = None
     with handle:
         for raw in handle:
             line = raw.rstrip("\r\n")
@@ -473,6 +477,7 @@ def render_log(path: Path, console: Console, min_level: str = "DEBUG", *, as_jso
                 if not as_json:
                     console.print(Text(line, style="dim"), **options)
                 continue
+            last = data
             level = names.get(str(data.get("level", "")).upper())
             if isinstance(level, int) and level < threshold:
                 continue
@@ -480,3 +485,7 @@ def render_log(path: Path, console: Console, min_level: str = "DEBUG", *, as_jso
                 console.file.write(line + "\n")
             else:
                 console.print(format_record_line(data), **options)
+    if last is not None and "exit_code" not in last and not as_json:
+        # every run's log ends with its outcome (driver.Sync._log_end): this one is running, or was
+        # killed (SIGKILL, power loss) before it could say how it ended
+        console.print(Text(NO_END, style="dim"), **options)

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from pcswitcher.errors import UsageError
 from pcswitcher.logs import (
+    NO_END,
     RedactingFilter,
     latest_log,
     list_logs,
@@ -387,3 +388,19 @@ def test_logs_json_prints_the_raw_records(tmp_path: Path) -> None:
     assert [json.loads(line)["level"] for line in warnings.stdout.splitlines()] == ["ERROR", "ERROR"]
     listing = _cli(tmp_path, "--json")
     assert [json.loads(line)["run_id"] for line in listing.stdout.splitlines()] == [path.stem]
+
+
+def test_a_log_without_its_end_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "pc-switcher" / "logs" / "20261127T235000Z-dead.jsonl"
+    log = setup_logging(path, "DEBUG", None, "INFO")
+    log.info("pc-switcher run 20261127T235000Z-dead: a -> b")
+    log.warning("Sync interrupted by user")  # then SIGKILL: no end record
+    shutdown_logging()
+    result = _cli(tmp_path, "--last")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == NO_END
+    assert NO_END not in _cli(tmp_path, "--last", "--json").stdout  # --json: the records only
+    # a log with its end record: nothing added, whatever --level hides
+    _write_run_log(tmp_path)
+    for level in ("DEBUG", "CRITICAL"):
+        assert NO_END not in _cli(tmp_path, "--last", "--level", level).stdout
