@@ -502,7 +502,7 @@ def test_target_named_by_its_address(sb: Sandbox) -> None:
     assert _statuses(records)["dummy_success"] == "succeeded"
     # the job ran on the host (a playbook limited to the address would match no host and do nothing)
     assert any(
-        m.startswith("target error at") for m in _messages(records, job="dummy_success", host="target")
+        m.startswith("simulated error at") for m in _messages(records, job="dummy_success", host="target")
     )
     assert "sync to target completed" in result.stdout
     assert leftovers(sb) == {}
