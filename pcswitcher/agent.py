@@ -6,6 +6,7 @@ JSON lines: the driver writes commands to the agent's stdin, the agent answers o
 
 Commands (one per line):
     ping                 -> {"t": "hb", "time": ..., "disk": [...]} (and any new progress lines)
+    drain                -> every progress line written so far, then {"t": "drained"}
     sweep [JID ...]      -> kill every process of the run now; {"t": "swept", "killed": [...]}
     history JSON         -> read or record this machine's sync history (see :func:`history`);
                             {"t": "history", "host": ..., "path": ..., "history": ..., ...}
@@ -721,6 +722,17 @@ def _take_target_lock(lock: str, run_id: str, peer: str) -> tuple[int | None, li
     return lock_fd, made
 
 
+def _answer_ping(command: str, tail: _ProgressTail, paths: list[str]) -> None:
+    """``ping`` -> the heartbeat with the disk figures; ``drain`` -> ``drained``. Either comes after
+    every progress line written before the command (the driver's barrier before a job's result)."""
+    for line in tail.read():
+        _emit({"t": "progress", "line": line})
+    if command == "ping":
+        _emit({"t": "hb", "time": time.time(), "disk": disk_figures(paths)})
+    else:
+        _emit({"t": "drained"})
+
+
 def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = None, peer: str = "") -> int:
     """Serve the driver until quit, EOF or silence; always sweep the run on the way out.
 
@@ -765,8 +777,8 @@ def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = No
                 words = raw.decode(errors="replace").split()
                 if not words:
                     continue
-                if words[0] == "ping":
-                    _emit({"t": "hb", "time": time.time(), "disk": disk_figures(paths)})
+                if words[0] in ("ping", "drain"):
+                    _answer_ping(words[0], tail, paths)
                 elif words[0] == "sweep":
                     jids.extend(w for w in words[1:] if w not in jids)
                     _emit(sweep(run_id, jids))

@@ -236,8 +236,9 @@ def _undo(replaced: list[tuple[Path, Path | None]], made: list[Path]) -> None:
 @cli.command("logs", context_settings=CONTEXT)
 @click.option("--last", is_flag=True, help="Show the newest log.")
 @click.option("--level", default="DEBUG", show_default=True, help="Lowest level shown.")
+@click.option("--json", "as_json", is_flag=True, help="Print the log's raw JSON-lines records.")
 @click.argument("run_id", required=False)
-def logs_command(last: bool, level: str, run_id: str | None) -> None:
+def logs_command(last: bool, level: str, run_id: str | None, as_json: bool) -> None:
     """List the session logs, or show one (RUN_ID or --last)."""
     from rich.console import Console
 
@@ -254,9 +255,13 @@ def logs_command(last: bool, level: str, run_id: str | None) -> None:
                 f"no log {'for run ' + run_id if run_id else 'yet'} in {directory}",
                 "run `pc-switcher logs` to list the logs" if run_id else "run a sync first",
             )
-        logs.render_log(path, console, level.upper())
+        logs.render_log(path, console, level.upper(), as_json=as_json)
         return
     found = logs.list_logs(directory)
+    if as_json:
+        for path in found:
+            click.echo(json.dumps({"run_id": path.stem, "bytes": path.stat().st_size, "path": str(path)}))
+        return
     if not found:
         click.echo(f"no logs yet in {directory}")
         return

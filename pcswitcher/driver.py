@@ -38,7 +38,7 @@ from .abort import AbortController, Cause
 from .agent import TAG, remove_stale_run_dirs, run_dir
 from .cleanup import JIDS_FILE, cleanup_playbook_run
 from .config import Config, JobConfig, load_config
-from .errors import ExitCode, LockHeld, UsageError
+from .errors import ExitCode, LockHeld, PcsError, UsageError
 from .inventory import Target, load_inventory
 from .jobs import JobSpec, discover_jobs
 from .lock import SyncLock
@@ -46,6 +46,7 @@ from .monitor import AgentSession, Monitor, close_master, local_agent, remote_ag
 from .registry import Registry
 from .runner import PlaybookResult, PlaybookRun, failure_reason, prepare_bin_dir, standard_envvars
 from .safety import HistoryRefused, Safety, SafetyError, confirm_history
+from .summary import job_summary
 from .ui import Ui
 
 log = logging.getLogger("pcswitcher")
@@ -96,17 +97,21 @@ class Prepared:
     inventory_path: Path
 
 
-def _result_summary(job: str, stats: dict[str, Any]) -> str:
-    """What the job changed (or would change) for the summary: the scalars of its ``<job>_result``."""
-    data = stats.get(f"{job}_result")
-    if not isinstance(data, dict):
-        return ""
-    parts = [
-        f"{key} {value}"
-        for key, value in data.items()
-        if key != "dry_run" and isinstance(value, int | float | str) and not isinstance(value, bool)
-    ]
-    return f": {', '.join(parts)}" if parts else ""
+def _result_summary(spec: JobSpec, stats: dict[str, Any], dry_run: bool) -> str:
+    """What the job changed (or would change) for the summary: its ``<job>_result`` in the words of
+    its declaration (pcswitcher/summary.py)."""
+    data = stats.get(f"{spec.name}_result")
+    return job_summary(data if isinstance(data, dict) else None, spec.summary, spec.summary_dry_run, dry_run)
+
+
+def _delegated_to_source(delegated: dict[str, Any]) -> bool:
+    """A task delegated to this machine (``delegate_to: localhost``): ansible-core 2.19 keeps only
+    ``ansible_host``/``_port``/``_user``/``_connection`` of the delegated vars in the result, older
+    versions ``ansible_delegated_host`` too; the implicit localhost connects with ``local``."""
+    if delegated.get("ansible_connection") == "local":
+        return True
+    names = {"localhost", "127.0.0.1", "::1"}
+    return delegated.get("ansible_delegated_host") in names or delegated.get("ansible_host") in names
 
 
 def new_run_id() -> str:
@@ -240,7 +245,13 @@ class Sync:
             )
             self.abort.install_signal_handlers()
             self.abort.set_force_action(self._force)
-            return self._run(first)
+            try:
+                code = self._run(first)
+            except BaseException as exc:
+                self._log_failure(exc)
+                raise
+            self._log_end(code)
+            return code
         finally:
             self.abort.restore_signal_handlers()
             self.ui.stop()
@@ -469,6 +480,8 @@ class Sync:
         else:
             result = self._play(job, tags=[], skip_tags=["validate"], phase="sync")
         outcome.duration = time.monotonic() - started
+        if result is not None and not self.abort.requested:
+            self._drain_progress()  # the job's last progress lines come before its summary line
         if result is None or not result.ok:
             self._link_lost()  # then the lost link is the cause, and the job was aborted by it
         if self.abort.requested:
@@ -478,14 +491,26 @@ class Sync:
             outcome.status = "succeeded"
             outcome.changed = result.changed
             outcome.result = result.set_stats
-            outcome.detail = (f"{result.changed} changed" if result.changed else "no change") + (
-                _result_summary(job.name, result.set_stats)
+            # the count of changed tasks is Ansible's, not the user's: it goes to the log only
+            outcome.detail = _result_summary(self.p.jobs[job.name], result.set_stats, self.options.dry_run)
+            log.debug(
+                "%s: %d task(s) changed",
+                job.name,
+                result.changed,
+                extra={"job": job.name, "fields": {"changed": result.changed}},
             )
         else:
             outcome.status = "failed"
             outcome.detail = result.reason("the playbook failed") if result else "the playbook failed"
         self.ui.job_finished(job.name, outcome.status, outcome.duration, outcome.detail)
         return result
+
+    def _drain_progress(self) -> None:
+        """Wait until both agents have passed on every progress line written so far (the job's
+        playbook has ended: its lines are all written)."""
+        for agent in self.agents.values():
+            if agent.alive and not agent.drain(timeout=2.0):
+                log.debug("the agent on %s did not confirm its progress lines", agent.label)
 
     def _envvars(self, tagged: bool) -> dict[str, str]:
         env = standard_envvars(
@@ -605,8 +630,8 @@ class Sync:
     # -- events and progress -------------------------------------------------------------------
     def _host_of(self, data: dict[str, Any]) -> str:
         res = data.get("res") or {}
-        delegated = (res.get("_ansible_delegated_vars") or {}).get("ansible_delegated_host")
-        if delegated in {"localhost", "127.0.0.1"}:
+        delegated = res.get("_ansible_delegated_vars")
+        if isinstance(delegated, dict) and _delegated_to_source(delegated):
             return self.source_label
         return str(data.get("host") or self.target.name)
 
@@ -834,6 +859,7 @@ class Sync:
             self.target.name,
             self.run_id,
         )
+        self._log_end(cause.exit_code, f"sync to {self.target.name} forced to stop: {self.abort.message}")
         logs.shutdown_logging()
         # not ui.stop(): this runs in a signal handler and the display's lock may be held by the
         # code it interrupted; just give the terminal its cursor back
@@ -857,19 +883,40 @@ class Sync:
         self.exit_code = code
         self.outcome_text = outcome
         self.ui.summary(rows, outcome)
-        log.info(
-            "run %s finished with exit code %d",
-            self.run_id,
-            int(code),
-            extra={
-                "fields": {
-                    "exit_code": int(code),
-                    "jobs": [o.__dict__ for o in self.outcomes],
-                    "log": str(self.log_path),
-                }
-            },
-        )
         return code
+
+    def _log_end(self, code: ExitCode, outcome: str | None = None) -> None:
+        """The last record of every run's log: its outcome and exit code (docs/architecture.md)."""
+        text = outcome or getattr(self, "outcome_text", "") or f"sync to {self.options.target} ended"
+        level = logging.INFO
+        if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
+            level = logging.WARNING
+        elif code != ExitCode.OK:
+            level = logging.ERROR
+        fields = {
+            "exit_code": int(code),
+            "outcome": text,
+            "jobs": [o.as_dict() for o in self.outcomes],
+            "log": str(self.log_path),
+        }
+        log.log(level, "finished: %s, exit code %d", text, int(code), extra={"fields": fields})
+
+    def _log_failure(self, exc: BaseException) -> None:
+        """An error that ends the run outside the abort path (refused history question, busy or
+        unreachable target, a bug): the reason at ERROR, then the end record."""
+        with contextlib.suppress(Exception):
+            if isinstance(exc, PcsError):
+                code = exc.exit_code
+                log.error("%s", exc, extra={"fields": {"error": type(exc).__name__}})
+                verb = "refused" if code in (ExitCode.USAGE, ExitCode.LOCKED) else "failed"
+                text = f"sync to {self.options.target} {verb}: {exc.message}"
+            elif isinstance(exc, KeyboardInterrupt):
+                code, text = ExitCode.INTERRUPTED, f"sync to {self.options.target} interrupted"
+            else:
+                code = ExitCode.FAILED
+                log.error("internal error: %s: %s", type(exc).__name__, exc)
+                text = f"sync to {self.options.target} failed: internal error ({type(exc).__name__})"
+            self._log_end(code, text)
 
     def result(self) -> dict[str, Any]:
         """The machine-readable result of the run (``pc-switcher sync --json``, docs/cli.md)."""

@@ -5,7 +5,7 @@ three files exist::
 
     playbooks/<job>.yml
     roles/<job>/meta/argument_specs.yml     # the job's settings (entry point ``main``)
-    roles/<job>/meta/pcswitcher.yml         # the declaration: description, default_enabled
+    roles/<job>/meta/pcswitcher.yml         # the declaration: description, default_enabled, summary
 
 The argument spec is the single source of a job's settings: :meth:`JobSpec.schema` turns it into
 the JSON schema of the config section ``<job>:``, :meth:`JobSpec.defaults` gives its defaults and
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .errors import JobDefinitionError
+from .summary import template_problem
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
@@ -89,7 +90,7 @@ _IGNORED_KEYS = frozenset(
     }
 )
 _KNOWN_KEYS = frozenset({"type", "description", "default", "required", "choices", "elements", "options"})
-_DECLARATION_KEYS = frozenset({"description", "default_enabled"})
+_DECLARATION_KEYS = frozenset({"description", "default_enabled", "summary", "summary_dry_run"})
 
 
 def _is_strict_integer(checker: object, instance: object) -> bool:
@@ -314,6 +315,9 @@ class JobSpec:
     default_enabled: bool
     #: The argspec options of entry point ``main``, keyed by short name (``<job>_`` stripped).
     options: Mapping[str, Mapping[str, Any]]
+    #: The summary templates of the declaration (pcswitcher/summary.py), None when not declared.
+    summary: str | None = None
+    summary_dry_run: str | None = None
     _schema: Mapping[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -397,7 +401,15 @@ def _load_yaml(path: Path) -> Any:
         raise JobDefinitionError(path, f"invalid YAML: {' '.join(str(exc).split())}") from exc
 
 
-def _load_declaration(path: Path) -> tuple[str, bool]:
+@dataclass(frozen=True)
+class _Declaration:
+    description: str
+    default_enabled: bool
+    summary: str | None
+    summary_dry_run: str | None
+
+
+def _load_declaration(path: Path) -> _Declaration:
     data = _load_yaml(path)
     if not isinstance(data, Mapping):
         raise JobDefinitionError(path, "must be a mapping with 'description' (and 'default_enabled')")
@@ -405,7 +417,8 @@ def _load_declaration(path: Path) -> tuple[str, bool]:
     if unknown:
         raise JobDefinitionError(
             path,
-            f"unknown key(s) {', '.join(sorted(map(str, unknown)))} (allowed: description, default_enabled)",
+            f"unknown key(s) {', '.join(sorted(map(str, unknown)))} "
+            f"(allowed: {', '.join(sorted(_DECLARATION_KEYS))})",
         )
     description = data.get("description")
     if not isinstance(description, str) or not description.strip() or "\n" in description.strip():
@@ -413,7 +426,16 @@ def _load_declaration(path: Path) -> tuple[str, bool]:
     default_enabled = data.get("default_enabled", True)
     if not isinstance(default_enabled, bool):
         raise JobDefinitionError(path, "'default_enabled' must be true or false")
-    return description.strip(), default_enabled
+    templates: dict[str, str | None] = {}
+    for key in ("summary", "summary_dry_run"):
+        template = data.get(key)
+        problem = None if template is None else template_problem(template)
+        if problem:
+            raise JobDefinitionError(path, f"'{key}' {problem}")
+        templates[key] = template.strip() if isinstance(template, str) else None
+    return _Declaration(
+        description.strip(), default_enabled, templates["summary"], templates["summary_dry_run"]
+    )
 
 
 def _load_argspec(path: Path, name: str) -> dict[str, Mapping[str, Any]]:
@@ -452,15 +474,17 @@ def load_job(root: Path, name: str) -> JobSpec:
             f"job name {name!r} is not allowed: use lowercase letters, digits and _ "
             f"(starting with a letter), not {', '.join(sorted(_RESERVED_JOB_NAMES))}",
         )
-    description, default_enabled = _load_declaration(declaration)
+    declared = _load_declaration(declaration)
     options = _load_argspec(role_dir / "meta" / "argument_specs.yml", name)
     return JobSpec(
         name=name,
         playbook=root / "playbooks" / f"{name}.yml",
         role_dir=role_dir,
-        description=description,
-        default_enabled=default_enabled,
+        description=declared.description,
+        default_enabled=declared.default_enabled,
         options=MappingProxyType(options),
+        summary=declared.summary,
+        summary_dry_run=declared.summary_dry_run,
     )
 
 

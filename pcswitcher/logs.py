@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -42,6 +43,9 @@ LEVEL_STYLES: dict[str, str] = {
     "ERROR": "red",
     "CRITICAL": "bold red reverse",
 }
+
+#: What `pc-switcher logs` says after a log that has no end record.
+NO_END = "(no outcome recorded: the run is still running, or it was killed before it could write one)"
 
 LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -364,22 +368,43 @@ def _local_time(value: Any) -> str | None:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _number_text(value: float) -> str:
+    """A float rounded for reading: ``0.5007221989999948`` → ``0.501``, ``12.0`` → ``12``."""
+    if not math.isfinite(value):
+        return str(value)
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
 def _field_text(value: Any) -> str:
-    # containers readably, without JSON braces: (key=value, ...) and [item, ...]
+    # containers readably, without JSON braces: (key=value, ...) and [item, ...]; floats rounded
     if isinstance(value, Mapping):
         return "(" + ", ".join(f"{k}={_field_text(v)}" for k, v in value.items()) + ")"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_field_text(v) for v in value) + "]"
     if isinstance(value, str):
-        return (
-            value if value and not any(c.isspace() for c in value) and "=" not in value else json.dumps(value)
-        )
+        plain = value and not any(c.isspace() for c in value) and not any(c in value for c in '="\\')
+        return value if plain else json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float):
+        return _number_text(value)
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+def _is_table(value: Any) -> bool:
+    """A list of mappings (e.g. the jobs of the end record): shown one item per line."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
+
+
+def _item_text(item: Mapping[str, Any]) -> str:
+    # empty values say nothing: left out
+    return "  ".join(f"{k}={_field_text(v)}" for k, v in item.items() if v not in ("", None, {}, []))
+
+
 def format_record_line(data: Mapping[str, Any]) -> Text:
-    """One readable line of a parsed JSON log record: local time, level, [job@host], message, k=v."""
-    line = Text(no_wrap=False)
+    """A parsed JSON log record, readably: one line (local time, level, [job@host], message,
+    ``key=value`` for its scalar fields), then one indented line per item of a list-of-mappings field
+    (``jobs:``) and the exception, if any. A string field that the message already says is left out."""
+    line = Text()
     stamp = _local_time(data.get("time")) or str(data.get("time", "?"))
     level = str(data.get("level", "?"))
     line.append(stamp, style="dim")
@@ -390,11 +415,23 @@ def format_record_line(data: Mapping[str, Any]) -> Text:
     if context:
         line.append(context, style="cyan")
         line.append(" ")
-    line.append(str(data.get("message", "")))
-    extras = [(k, v) for k, v in data.items() if k not in _CORE_KEYS and k != "exception"]
-    for key, value in extras:
+    message = str(data.get("message", ""))
+    line.append(message)
+    tables: list[tuple[str, list[Mapping[str, Any]]]] = []
+    for key, value in data.items():
+        if key in _CORE_KEYS or key == "exception":
+            continue
+        if isinstance(value, str) and value and value in message:
+            continue
+        if _is_table(value):
+            tables.append((key, value))
+            continue
         line.append(f"  {key}=", style="dim")
         line.append(_field_text(value), style="dim")
+    for key, items in tables:
+        line.append(f"\n    {key}:", style="dim")
+        for item in items:
+            line.append(f"\n      - {_item_text(item)}", style="dim")
     exception = data.get("exception")
     if exception:
         line.append("\n" + str(exception), style="dim")
@@ -412,15 +449,21 @@ def context_label(job: Any, host: Any) -> str:
     return ""
 
 
-def render_log(path: Path, console: Console, min_level: str = "DEBUG") -> None:
-    """Print a session log readably, one line per record at ``min_level`` or above. A line that is
-    not a JSON object (a truncated last line, a stray line) is shown as it is."""
+def render_log(path: Path, console: Console, min_level: str = "DEBUG", *, as_json: bool = False) -> None:
+    """Print a session log, one record at ``min_level`` or above at a time: readably (a line that is
+    not a JSON object — a truncated last line, a stray line — is shown as it is), or with ``as_json``
+    the records' JSON lines as they are in the file (nothing else: stray lines are left out).
+
+    Lines are never wrapped by pc-switcher: piped or redirected, each record is one line (plus its
+    indented detail lines) whatever the width; a terminal wraps long lines itself."""
     threshold = level_number(min_level)
     names = logging.getLevelNamesMapping()
     try:
         handle = path.open("r", encoding="utf-8", errors="replace")
     except OSError as exc:
         raise UsageError(f"cannot read log {path}: {exc.strerror or exc}", "see `pc-switcher logs`") from exc
+    options: dict[str, Any] = {"markup": False, "highlight": False, "emoji": False, "soft_wrap": True}
+    last: dict[str, Any] | None = None
     with handle:
         for raw in handle:
             line = raw.rstrip("\r\n")
@@ -431,9 +474,18 @@ def render_log(path: Path, console: Console, min_level: str = "DEBUG") -> None:
             except ValueError:
                 data = None
             if not isinstance(data, dict):
-                console.print(Text(line, style="dim"), markup=False, highlight=False)
+                if not as_json:
+                    console.print(Text(line, style="dim"), **options)
                 continue
+            last = data
             level = names.get(str(data.get("level", "")).upper())
             if isinstance(level, int) and level < threshold:
                 continue
-            console.print(format_record_line(data), markup=False, highlight=False)
+            if as_json:
+                console.file.write(line + "\n")
+            else:
+                console.print(format_record_line(data), **options)
+    if last is not None and "exit_code" not in last and not as_json:
+        # every run's log ends with its outcome (driver.Sync._log_end): this one is running, or was
+        # killed (SIGKILL, power loss) before it could say how it ended
+        console.print(Text(NO_END, style="dim"), **options)

@@ -230,6 +230,13 @@ class AgentSession:
     def ping(self) -> bool:
         return self.send("ping")
 
+    def drain(self, timeout: float) -> bool:
+        """Every progress line written on this machine so far has been passed on (True), or the
+        agent did not say so within ``timeout``."""
+        with self._cond:
+            self._replies.pop("drained", None)
+        return self.send("drain") and self.wait_for("drained", timeout) is not None
+
     def sweep(self, jids: Sequence[str], timeout: float) -> dict[str, Any] | None:
         """Kill the run's processes on this machine now; the agent's report, or None on timeout."""
         with self._cond:

@@ -194,6 +194,7 @@ class Ui:
         # plain mode throttling: last printed percent per job, last printed item per (job, host)
         self._printed_percent: dict[str, float] = {}
         self._printed_item: dict[tuple[str, str | None], str] = {}
+        self._ended: set[str] = set()  # jobs whose summary line is out: no progress line after it
 
         # The progress bar of the live display: made at first use on a terminal, never in plain mode.
         self._progress: Progress | None = None
@@ -307,6 +308,7 @@ class Ui:
             self._step_text = text
             self._job = job
             self._item = None
+            self._ended.discard(job)
             self._percent.pop(job, None)
             self._printed_percent.pop(job, None)
             for key in [k for k in self._printed_item if k[0] == job]:
@@ -327,6 +329,8 @@ class Ui:
         label = f"{host}: {item}" if host and item else item
         line: str | None = None
         with self._lock:
+            if job in self._ended:
+                return
             if self._job is None:
                 self._job = job
             if percent is not None:
@@ -370,6 +374,7 @@ class Ui:
     def job_finished(self, job: str, status: str, duration: float, detail: str | None = None) -> None:
         """A job ended: succeeded, failed, skipped, not run or aborted."""
         with self._lock:
+            self._ended.add(job)
             bar = self._bar() if job == self._job and status == "succeeded" else None
             if bar is not None:
                 bar[0].update(bar[1], total=100, completed=100)

@@ -41,6 +41,7 @@ from tests.integration.helpers import (
     run_sync,
     write_config,
 )
+from tests.integration.outcome import assert_log_ends
 from tests.sandbox import Machine, Sandbox
 
 ANSIBLE_PLAYBOOK = str(REPO / ".venv" / "bin" / "ansible-playbook")
@@ -188,6 +189,7 @@ def _interrupted_cleanly(sb: Sandbox, run: ObservedSync, rc: int, context: str) 
     assert "Sync interrupted by user" in warnings, (
         f"{context}: no WARNING 'Sync interrupted by user': {warnings}"
     )
+    assert_log_ends(run.records(), 130, "Sync interrupted by user")
     assert_clean(sb, context)
 
 
@@ -242,6 +244,7 @@ def test_second_ctrl_c_exits_within_one_second(sb: Sandbox, source: Machine) -> 
     rc = run.wait()
     assert rc == 130, run.output()
     assert gone - second <= 1.0, f"exit {gone - second:.2f} s after the second Ctrl+C:\n{run.output()}"
+    assert_log_ends(run.records(), 130, "Sync interrupted by user", "Second Ctrl+C: forcing the abort")
     # the dead-man switch and the best-effort sweep end the rest; the run dir may stay (forced exit)
     assert_clean(sb, "second Ctrl+C", timeout=5.0, files=False)
     _cleanup_run_files(sb, run.run_id)
@@ -292,6 +295,7 @@ def test_sigterm_exits_143_and_cleans(sb: Sandbox, source: Machine) -> None:
     rc = run.wait()
     assert rc == 143, run.output()
     assert "Sync terminated by SIGTERM" in run.messages("WARNING")
+    assert_log_ends(run.records(), 143, "Sync terminated by SIGTERM")
     assert_clean(sb, "SIGTERM")
 
 
@@ -374,6 +378,7 @@ def test_low_disk_during_sync_aborts(sb: Sandbox, source: Machine, side: str) ->
     assert side in text, text
     assert "400MiB" in text, text  # the threshold
     assert "MiB" in text.split("below")[0], text  # the free space
+    assert_log_ends(run.records(), 1, "runtime_minimum")
     assert_clean(sb, f"low disk on the {side}")
 
 
@@ -390,6 +395,7 @@ def test_low_disk_before_start_refuses(sb: Sandbox, source: Machine, target: Mac
     assert "600MiB" in run.output(), run.output()
     tasks = [m for m in run.messages() if m.startswith("task:")]
     assert not tasks, f"a playbook ran although the preflight failed: {tasks}"
+    assert_log_ends(run.records(), 1, "not enough free space on target")
     assert_clean(sb, "preflight")
 
 
@@ -433,6 +439,7 @@ def test_frozen_link_aborts_and_target_cleans_itself(sb: Sandbox, source: Machin
                 proc.send_signal(signal.SIGCONT)
     assert rc == 1, run.output()
     assert detected <= 3 + 4, detected
+    assert_log_ends(run.records(), 1, "lost connection to target")
     # after the thaw, the agent's dead-man switch sweeps what the run left on the target
     left = wait_clean(sb, timeout=15, files=False)
     assert not left, f"after the thaw the run left {left}"
@@ -465,6 +472,7 @@ def test_a_dead_ssh_master_mid_job_is_a_lost_link_not_a_failed_job(sb: Sandbox, 
     assert record["abort_cause"] == "link", record
     assert "lost connection to target" in str(record["message"])
     assert run.wait(90) == 1, run.output()
+    assert_log_ends(run.records(), 1, "lost connection to target")
     # the target's agent lost its driver with the connection: it sweeps what the run left there
     assert_clean(sb, "after the ssh master died", timeout=20, files=False)
     _cleanup_run_files(sb, run.run_id)

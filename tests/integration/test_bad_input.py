@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.helpers import PC_SWITCHER, STATE, assert_one_error_line, leftovers, sandbox_config
+from tests.integration.helpers import (
+    PC_SWITCHER,
+    STATE,
+    assert_one_error_line,
+    leftovers,
+    log_records,
+    sandbox_config,
+)
+from tests.integration.outcome import assert_log_ends
 from tests.sandbox import Sandbox
 
 DIR = "/root/bad"
@@ -376,6 +384,9 @@ def test_bad_input_is_one_line(sb: Sandbox, case: Case) -> None:
     if case.code == 1:
         assert "task: " not in result.stdout
         assert "Step 1/" not in result.stdout, "the run went on after the connection failed"
+        # the run's log ends with the same reason and the exit code
+        end = assert_log_ends(log_records(sb["source"]), 1, line.removeprefix("error: "))
+        assert end["outcome"] == f"sync to target failed: {line.removeprefix('error: ').split(' — ')[0]}"
 
 
 def test_there_are_enough_cases() -> None:

@@ -31,6 +31,7 @@ from tests.integration.helpers import (
     assert_one_error_line,
     inventory_with,
     leftovers,
+    log_records,
     sandbox_config,
     start_sync,
     sync_argv,
@@ -38,6 +39,7 @@ from tests.integration.helpers import (
     wait_until_clean,
     write_config,
 )
+from tests.integration.outcome import assert_log_ends
 from tests.integration.test_snapshots import (
     HISTORY,
     LOCATION,
@@ -290,10 +292,25 @@ def test_success_result_as_json_and_summary(sb: Sandbox, synced: Synced) -> None
     for job, (status, duration, _) in rows.items():
         assert status == "succeeded", job
         assert re.fullmatch(r"[\d.]+m?s|\d+m\d+s", duration), duration
+    # in the job's words (its declaration), counts and sizes in the user's units
     changed = rows["folder_sync"][2]
-    assert re.search(r"files_transferred [1-9]", changed), changed
-    assert re.search(r"deleted [1-9]", changed), changed
-    assert rows["dummy_success"][2].startswith("no change")
+    assert re.fullmatch(r"[\d,]+ files \((\d+ B|[\d,]+\.\d (KiB|MiB|GiB))\) sent, [\d,]+ deleted", changed), (
+        changed
+    )
+    assert changed.startswith(f"{fs['files_transferred']:,} files (")
+    assert changed.endswith(f") sent, {fs['deleted']:,} deleted")
+    assert rows["dummy_success"][2] == "worked 1.0s on the source, 1.0s on the target"
+    assert "changed" not in changed, "Ansible's count of changed tasks is for the log"
+    # the snapshots' lines name the machine each was taken on
+    records = log_records(sb["source"], synced.run_id)
+    for side in ("source", "target"):
+        taken = [
+            r
+            for r in records
+            if str(r["message"]).startswith(f"changed: Take the read-only snapshots on the {side}")
+        ]
+        assert taken, f"no snapshot record for the {side}"
+        assert {r["host"] for r in taken} == {side}, taken
 
 
 def test_fields_in_the_docs_match_the_json_result(synced: Synced) -> None:
@@ -436,6 +453,7 @@ def test_self_sync_is_refused(sb: Sandbox) -> None:
     line = assert_one_error_line(res, 3)
     assert "cannot sync to itself" in line
     assert not sb["source"].path(LOCK).exists()
+    assert_log_ends(log_records(sb["source"]), 3, "cannot sync to itself")
 
 
 @pytest.mark.parametrize("how", ["inventory-name-is-this-host", "another-name-for-this-address"])
@@ -549,7 +567,10 @@ def test_dry_run_writes_nothing_and_reports_what_it_would_change(sb: Sandbox) ->
     assert "would take pre-sync snapshots" in err
     assert "dry-run: the sync history is not written" in err
     rows = summary_rows(err)
-    assert re.search(r"files_transferred [1-9]", rows["folder_sync"][2]), rows
+    assert re.fullmatch(
+        r"would send [1-9][\d,]* files \(.+\), would delete [1-9][\d,]*", rows["folder_sync"][2]
+    ), rows
+    assert rows["dummy_success"][2] == "would work on the source and the target", rows
 
 
 # --------------------------------------------------------------------------------------------------
@@ -732,6 +753,7 @@ def test_history_question(sb3: Sandbox, case: str, flag: str, message: str) -> N
     assert message in line
     assert flag in line
     assert "(validate)" not in res.stdout
+    assert_log_ends(log_records(source), 2, message, flag)
     nothing_changed()
     if case == "first_sync":
         # no terminal: --yes does not answer these questions

@@ -33,6 +33,7 @@ from tests.integration.helpers import (
     wait_for_path,
     write_config,
 )
+from tests.integration.outcome import assert_log_ends
 from tests.sandbox import Sandbox
 
 Record = dict[str, Any]
@@ -97,6 +98,19 @@ def _summary(stdout: str) -> dict[str, str]:
     return rows
 
 
+def _summary_details(stdout: str) -> dict[str, str]:
+    """``Summary:`` rows of the plain output: job -> detail (after status and duration)."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "Summary:")
+    rows: dict[str, str] = {}
+    for line in lines[start + 1 :]:
+        match = re.match(r"^\s+(\w+)\s+(?:succeeded|failed|skipped|not run|aborted)\s+\S+\s*(.*)$", line)
+        if not match:
+            break
+        rows[match.group(1)] = match.group(2)
+    return rows
+
+
 # --------------------------------------------------------------------------- the reference success
 
 
@@ -136,6 +150,21 @@ def test_success_exits_0_and_reports(success: Run) -> None:
     assert "sync to target completed" in success.result.stdout
     assert _summary(success.result.stdout)["dummy_success"] == "succeeded"
     assert _statuses(success.records)["dummy_success"] == "succeeded"
+    end = assert_log_ends(success.records, 0)
+    assert end["message"] == "finished: sync to target completed, exit code 0"
+    # the summary in the job's words (its declaration), not Ansible's changed-task count
+    assert _summary_details(success.result.stdout)["dummy_success"] == (
+        "worked 6.0s on the source, 9.0s on the target"
+    )
+    assert "changed" not in _summary_details(success.result.stdout)["dummy_success"]
+    # the job's progress and relayed lines all come before its summary line
+    lines = success.result.stdout.splitlines()
+    done = next(i for i, line in enumerate(lines) if "dummy_success: succeeded" in line)
+    assert any("[dummy_success@target] " in line for line in lines[:done])
+    assert not [line for line in lines[done + 1 :] if "[dummy_success" in line], lines[done:]
+    changed = [r for r in success.records if r.get("job") == "dummy_success" and "changed" in r]
+    assert changed, "the count of changed tasks is in the log"
+    assert changed[-1]["message"].endswith("task(s) changed")
 
 
 def test_the_targets_disks_are_flushed_before_its_history_record(success: Run) -> None:
@@ -163,14 +192,16 @@ def test_log_has_info_from_both_hosts(success: Run) -> None:
     assert "target work: 2/9 s" in _messages(info, host="target")
 
 
-def test_log_has_the_warning_from_the_source_and_the_error_from_the_target(success: Run) -> None:
+def test_log_has_the_warnings_from_the_source_and_the_target(success: Run) -> None:
     warning = _messages(success.records, level="WARNING", job="dummy_success", host="source")
     assert any("source warning at 6 s" in m for m in warning), warning
-    error = _messages(success.records, level="ERROR", job="dummy_success", host="target")
-    assert any("target error at 8 s" in m for m in error), error
+    simulated = _messages(success.records, level="WARNING", job="dummy_success", host="target")
+    assert any("simulated error at 8 s on the target" in m for m in simulated), simulated
+    # a successful sync has no ERROR line
+    assert not [r for r in success.records if r["level"] in {"ERROR", "CRITICAL"}]
     # and the terminal showed them
     assert "source warning at 6 s" in success.result.stdout
-    assert "target error at 8 s" in success.result.stdout
+    assert "simulated error at 8 s on the target (reference job: not a real problem)" in success.result.stdout
 
 
 def test_progress_arrives_while_the_remote_task_runs(success: Run) -> None:
@@ -260,6 +291,15 @@ def test_failed_job_stops_the_sync(sb: Sandbox) -> None:
     assert validated == {"dummy_fail", "dummy_success"}
     assert ran == ["dummy_fail"], "dummy_success ran after the failure"
     assert not _messages(records, job="dummy_success", message="task: Work on the source")
+    assert_log_ends(records, 1, "dummy_fail failed at 1 s as configured")
+    # what `logs --last --level warning` shows of a failed run: why, and how it ended
+    shown = run_cli(sb, "logs", "--last", "--level", "warning")
+    assert shown.returncode == 0, shown.stderr
+    assert "dummy_fail failed at 1 s as configured" in shown.stdout
+    assert "finished: sync to target aborted: job dummy_fail failed" in shown.stdout
+    end = next(line for line in shown.stdout.splitlines() if "finished: " in line)
+    assert " ERROR " in end, end
+    assert ", exit code 1" in end, end
 
 
 def test_jobs_run_in_config_order(sb: Sandbox) -> None:
@@ -324,6 +364,7 @@ def test_a_failed_validation_runs_no_job(sb: Sandbox) -> None:
     statuses = _statuses(records)
     assert statuses["dummy_success"] == "failed"
     assert statuses["dummy_fail"] != "succeeded"
+    assert_log_ends(records, 1, "needs bash and sleep on the target")
     after = set(async_dir.iterdir()) if async_dir.is_dir() else set()
     assert after == before, "an async job ran on the target"
 
@@ -461,7 +502,7 @@ def test_target_named_by_its_address(sb: Sandbox) -> None:
     assert _statuses(records)["dummy_success"] == "succeeded"
     # the job ran on the host (a playbook limited to the address would match no host and do nothing)
     assert any(
-        m.startswith("target error at") for m in _messages(records, job="dummy_success", host="target")
+        m.startswith("simulated error at") for m in _messages(records, job="dummy_success", host="target")
     )
     assert "sync to target completed" in result.stdout
     assert leftovers(sb) == {}

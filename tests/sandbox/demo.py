@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -73,6 +74,19 @@ def tree(machine: Machine, top: str) -> str:
     return "\n".join(sorted(result.stdout.splitlines()))
 
 
+LOG_END_RECORDS = 8
+_RECORD_START = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} ")
+
+
+def log_end(text: str, records: int) -> list[str]:
+    """The lines of the last ``records`` records of ``pc-switcher logs`` output: a record starts with
+    its time stamp; its detail lines (indented) follow it. Never starts in the middle of one."""
+    starts = [i for i, line in enumerate(text.splitlines()) if _RECORD_START.match(line)]
+    if not starts:
+        return text.splitlines()
+    return text.splitlines()[starts[max(0, len(starts) - records)] :]
+
+
 def run_demo(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("error: the demo needs root (namespaces, loop devices, mounts) — run `sudo make demo`")
@@ -104,7 +118,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(snaps.stdout.rstrip() or snaps.stderr.rstrip())
         _say("the end of the session log (pc-switcher logs --last --level INFO)")
         log = source.run([PC_SWITCHER, "logs", "--last", "--level", "INFO"])
-        print("\n".join(log.stdout.splitlines()[-12:]))
+        print("\n".join(log_end(log.stdout, LOG_END_RECORDS)))
         left = [" ".join(p.cmdline()) for p in target.extra_processes()]
         _say(f"processes of the run left on the target: {len(left)}")
         for line in left:

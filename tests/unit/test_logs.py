@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from rich.console import Console
 
 from pcswitcher.errors import UsageError
 from pcswitcher.logs import (
+    NO_END,
     RedactingFilter,
     latest_log,
     list_logs,
@@ -288,3 +291,116 @@ def test_render_log_tolerates_broken_lines(tmp_path: Path) -> None:
 def test_render_log_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError):
         render_log(tmp_path / "nope.jsonl", Console(file=io.StringIO()))
+
+
+# --------------------------------------------------------------------------- `pc-switcher logs`
+
+_END_JOBS = [
+    {
+        "name": "folder_sync",
+        "status": "succeeded",
+        "duration": 0.5007221989999948,
+        "changed": 1,
+        "detail": "18,935 files (937.5 MiB) sent, 11 deleted",
+        "result": {"folder_sync_result": {"files_transferred": 18935, "bytes": 983050438}},
+    },
+    {
+        "name": "dummy_fail",
+        "status": "skipped",
+        "duration": 0.0,
+        "changed": 0,
+        "detail": "disabled",
+        "result": {},
+    },
+]
+
+
+def _write_run_log(state: Path) -> Path:
+    """A log like a failed sync's: long paths, an ERROR line, the end record with its jobs."""
+    path = state / "pc-switcher" / "logs" / "20261127T235000Z-3f9a.jsonl"
+    long_path = "/home/alice/" + "/".join(f"folder-{i:02d}" for i in range(20)) + "/file.txt"
+    log = setup_logging(path, "DEBUG", None, "INFO")
+    log.debug("task: Sync the folders with rsync", extra={"job": "folder_sync"})
+    log.info(
+        "copied %s", long_path, extra={"job": "folder_sync", "host": "target1", "fields": {"ratio": 1 / 3}}
+    )
+    log.error("job folder_sync failed: rsync said no", extra={"fields": {"abort_cause": "job_failed"}})
+    outcome = "sync to target1 failed: job folder_sync failed: rsync said no"
+    log.error(
+        "finished: %s, exit code 1",
+        outcome,
+        extra={"fields": {"exit_code": 1, "outcome": outcome, "jobs": _END_JOBS, "log": str(path)}},
+    )
+    shutdown_logging()
+    return path
+
+
+def _cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "XDG_STATE_HOME": str(state), "COLUMNS": "80"}
+    argv = [sys.executable, "-c", "from pcswitcher.cli import entry; entry()", "logs", *args]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
+def test_logs_piped_prints_plain_lines_at_any_width(tmp_path: Path) -> None:
+    path = _write_run_log(tmp_path)
+    result = _cli(tmp_path, "--last")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    records = [line for line in lines if not line.startswith("    ")]
+    assert len(records) == 4, lines  # one line per record: never wrapped at 80 columns
+    assert any(len(line) > 80 for line in records)
+    long_path = "/home/alice/" + "/".join(f"folder-{i:02d}" for i in range(20)) + "/file.txt"
+    assert f"[folder_sync@target1] copied {long_path}  ratio=0.333" in result.stdout
+    assert "\x1b[" not in result.stdout  # no colours into a pipe
+    last = records[-1]
+    assert "ERROR" in last
+    outcome = "sync to target1 failed: job folder_sync failed: rsync said no"
+    assert last.endswith(f"finished: {outcome}, exit code 1  exit_code=1  log={path}")
+    # the jobs of the end record: one readable line each, numbers rounded, no Python reprs
+    jobs = [line.strip() for line in lines if line.startswith("      - ")]
+    assert jobs[0].startswith("- name=folder_sync  status=succeeded  duration=0.501  changed=1")
+    assert 'detail="18,935 files (937.5 MiB) sent, 11 deleted"' in jobs[0]
+    assert "0.5007221989999948" not in result.stdout
+    assert jobs[1] == "- name=dummy_fail  status=skipped  duration=0  changed=0  detail=disabled"
+    assert "(name=" not in result.stdout
+
+
+def test_logs_level_warning_shows_why_a_run_failed(tmp_path: Path) -> None:
+    _write_run_log(tmp_path)
+    result = _cli(tmp_path, "--last", "--level", "warning")
+    assert result.returncode == 0, result.stderr
+    records = [line for line in result.stdout.splitlines() if not line.startswith("    ")]
+    assert [line.split()[2] for line in records] == ["ERROR", "ERROR"]
+    assert "job folder_sync failed: rsync said no" in records[0]
+    assert "exit code 1" in records[1]
+
+
+def test_logs_json_prints_the_raw_records(tmp_path: Path) -> None:
+    path = _write_run_log(tmp_path)
+    with path.open("a") as handle:
+        handle.write('{"time": "2026-11-27T23:50:01.1')  # a truncated last line is not a record
+    result = _cli(tmp_path, "--last", "--json")
+    assert result.returncode == 0, result.stderr
+    raw = path.read_text().splitlines()[:-1]
+    assert result.stdout.splitlines() == raw
+    assert json.loads(result.stdout.splitlines()[-1])["jobs"][0]["duration"] == 0.5007221989999948
+    warnings = _cli(tmp_path, "--last", "--json", "--level", "WARNING")
+    assert [json.loads(line)["level"] for line in warnings.stdout.splitlines()] == ["ERROR", "ERROR"]
+    listing = _cli(tmp_path, "--json")
+    assert [json.loads(line)["run_id"] for line in listing.stdout.splitlines()] == [path.stem]
+
+
+def test_a_log_without_its_end_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "pc-switcher" / "logs" / "20261127T235000Z-dead.jsonl"
+    log = setup_logging(path, "DEBUG", None, "INFO")
+    log.info("pc-switcher run 20261127T235000Z-dead: a -> b")
+    log.warning("Sync interrupted by user")  # then SIGKILL: no end record
+    shutdown_logging()
+    result = _cli(tmp_path, "--last")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == NO_END
+    assert NO_END not in _cli(tmp_path, "--last", "--json").stdout  # --json: the records only
+    # a log with its end record: nothing added, whatever --level hides
+    _write_run_log(tmp_path)
+    for level in ("DEBUG", "CRITICAL"):
+        assert NO_END not in _cli(tmp_path, "--last", "--level", level).stdout

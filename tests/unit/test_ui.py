@@ -317,3 +317,24 @@ def test_format_duration() -> None:
     assert format_duration(125) == "2m05s"
     assert format_duration(3723) == "1h02m03s"
     assert format_duration(-1) == "0.0s"
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_no_progress_line_after_the_jobs_summary_line(terminal: bool) -> None:
+    """A progress line that arrives late (relayed after the job's playbook ended) is not shown after
+    the job's line: the job's progress ends with it, until the job's next step."""
+    ui, out, _ = make_ui(terminal)
+    ui.step(1, 1, "job", "sync")
+    ui.progress("job", "target1", 50, "copying a")
+    ui.job_finished("job", "succeeded", 1.5, "3 files (1.2 KiB) sent, 0 deleted")
+    ui.progress("job", "target1", 75, "copying late")
+    ui.stop()
+    text = plain_text(out)
+    assert "copying late" not in text
+    assert "copying late" not in render_frame(ui)
+    lines = text.splitlines()
+    finished = max(i for i, line in enumerate(lines) if "3 files (1.2 KiB) sent" in line)
+    assert not [line for line in lines[finished + 1 :] if "copying" in line or "%" in line]
+    ui.step(1, 1, "job", "sync")  # the job runs again: its progress shows again
+    ui.progress("job", "target1", 10, "copying again")
+    assert "copying again" in plain_text(out) + render_frame(ui)

@@ -23,7 +23,7 @@ rsync must be given ``--info=progress2 --stats --out-format=%i %n%L`` (the task 
   lines (``>f+++++++++ path`` — the current file; ``*deleting   path`` — a deletion) and the
   ``--stats`` block at the end;
 * appends JSON lines to ``$PCSWITCHER_PROGRESS`` (when set): ``percent`` (``B + S * rsync%``) and
-  ``item`` (current file, bytes, rate, ETA) at most 4 times a second, a DEBUG message with the
+  ``item`` (current file, bytes, rate) at most 4 times a second, a DEBUG message with the
   figures every 5 s, one DEBUG message per deletion, and, with ``--dry-run``, one DEBUG message per
   would-be change (the first ``--report`` of them);
 * prints one JSON object on stdout when rsync ends: ``rc``, ``files_transferred``, ``bytes``
@@ -662,7 +662,8 @@ class Wrapper:
         return round(self.base + self.span * max(0.0, min(100.0, pct)) / 100.0, 1)
 
     def _item(self) -> str:
-        figures = f"{_human(self.bytes_done)}, {self.rate or '-'}, ETA {self.eta or '-'}"
+        # no ETA here: the display estimates it once, from the job's percent (rsync's is per folder)
+        figures = f"{_human(self.bytes_done)}, {self.rate or '-'}"
         name = self.current or self.label
         return f"{name} ({figures})"
 
