@@ -14,7 +14,7 @@ export PREFIX BINDIR   # to the recipes through the environment: never parsed by
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_PACKAGES := python3 python3-venv openssh-server openssh-client rsync btrfs-progs acl attr procps util-linux iproute2 tmux sudo
 
-.PHONY: install uninstall bootstrap system-deps venv demo test lint unit integration bench bench-folder-sync clean-sandboxes
+.PHONY: install uninstall readme bootstrap system-deps venv demo test lint unit integration bench bench-folder-sync clean-sandboxes
 
 bootstrap: system-deps venv
 	@# .pyc files: an editable install compiles nothing of pcswitcher, pip writes the dependencies'
@@ -36,6 +36,10 @@ install: system-deps
 
 uninstall:
 	@$(SUDO) $(PYTHON) -I pcswitcher/install.py uninstall --prefix "$$PREFIX" --bindir "$$BINDIR"
+
+# README.md's config example from what `pc-switcher init` writes (tests/unit/test_readme.py checks it)
+readme: venv
+	$(BIN)/python -m tests.readme_config
 
 venv: $(VENV)/.installed
 
