@@ -74,7 +74,7 @@ def _script(lines: list[str]) -> str:
     out = ["set -u", "cd ~"]
     for number, line in enumerate(lines, 1):
         out += [
-            f"echo {shlex.quote(f'+ [{number}] {line}')}",
+            f'echo "+ [{number}] $(date +%T.%N | cut -c1-12)" {shlex.quote(line)}',
             line,
             f'rc=$?; [ "$rc" = 0 ] || {{ echo "readme line {number}: exit code $rc" >&2; exit 97; }}',
         ]
@@ -131,7 +131,8 @@ def test_readme_install_and_quick_start_verbatim(machines: Sandbox) -> None:
     output = res.stdout + res.stderr
     assert res.returncode == 0, output[-6000:]
     assert "Traceback" not in output
-    print(f"README lines ran in {elapsed:.1f} s")
+    print(f"README lines ran in {elapsed:.1f} s:")
+    print("\n".join(ln for ln in res.stdout.splitlines() if ln.startswith("+ [")))
 
     # installed from the clone, run from /usr/local/bin
     assert source.path("/usr/local/bin/pc-switcher").is_symlink()
