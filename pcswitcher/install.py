@@ -183,8 +183,9 @@ def read_install(prefix: Path) -> dict[str, str] | None:
 
 
 def _copy_tree(src: Path, dst: Path, files: list[str]) -> None:
-    """The files (root-owned, no group/other write) and links of ``files`` from ``src`` to ``dst``."""
-    dst.mkdir(mode=0o755)
+    """The files (root-owned, no group/other write) and links of ``files`` from ``src`` to ``dst``
+    (mode 0700 until the caller has checked the copy)."""
+    dst.mkdir(mode=0o700)
     for rel in files:
         source, target = src / rel, dst / rel
         for parent in reversed(target.relative_to(dst).parents[:-1]):
@@ -298,7 +299,9 @@ def install(src: Path, prefix: Path, bindir: Path, python: str) -> str:
         shutil.rmtree(prefix / stale, ignore_errors=True)
     _copy_tree(src, prefix / ".new", files)
     if tree_id(prefix / ".new", files) != record["id"]:
+        shutil.rmtree(prefix / ".new")
         raise InstallError(f"{src} changed while it was copied: run make install again")
+    (prefix / ".new").chmod(0o755)  # readable once it is known to be the checkout's runtime tree
     _swap_in(prefix, python, record)
     _set_link(link, prefix)
     return f"installed pc-switcher {record['version']} in {prefix}, command {link}"

@@ -116,6 +116,27 @@ def test_other_tree_replaces_the_install_exactly(box: Machine) -> None:
     assert sh(box, "pc-switcher --version").returncode == 0
 
 
+def test_failed_install_keeps_the_old_one(box: Machine) -> None:
+    before = install_record(box)
+    app_files = runtime_files(box.path(f"{PREFIX}/app"))
+    src = "/root/broken"
+    copy_checkout(box, src)
+    # a dependency no index has: pip fails after the old app and venv were moved aside
+    res = sh(
+        box, 'sed -i "s/^dependencies = \\[/&\\n  \\"pcs-no-such-package>=1\\",/" "$1/pyproject.toml"', src
+    )
+    assert res.returncode == 0, res.stderr
+    assert "pcs-no-such-package" in box.path(f"{src}/pyproject.toml").read_text()
+    res = sh(box, 'make -s -C "$1" install', src)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "error: pip install failed (exit code 1, output above): fix that and run again" in res.stderr
+    assert install_record(box) == before
+    assert runtime_files(box.path(f"{PREFIX}/app")) == app_files
+    assert tree_id(box.path(f"{PREFIX}/app")) == before["id"]
+    assert sorted(os.listdir(box.path(PREFIX))) == ["app", "install.json", "venv"]
+    assert sh(box, "pc-switcher --version").returncode == 0
+
+
 def test_refusals(box: Machine) -> None:
     before = install_record(box)
     hostile = [
