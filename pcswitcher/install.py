@@ -111,7 +111,9 @@ def runtime_files(root: Path) -> list[str]:
             raise InstallError(f"{root} is not a pc-switcher checkout (no {name}): run make install in one")
     found: list[str] = []
     for top in RUNTIME:
-        if not (root / top).exists() and not (root / top).is_symlink():
+        if (root / top).is_symlink():
+            raise InstallError(f"{root / top} is a link: make it the file or directory itself")
+        if not (root / top).exists():
             continue
         if (root / top).is_file() and not (root / top).is_symlink():
             found.append(top)
@@ -124,19 +126,22 @@ def runtime_files(root: Path) -> list[str]:
             found += [
                 os.path.relpath(os.path.join(dirpath, d), root)
                 for d in dirnames
-                if _is_link(root, dirpath, d)
+                if os.path.islink(os.path.join(dirpath, d))
             ]
+    allowed = frozenset(found)
     for rel in found:
-        _check_entry(root, rel, found)
+        _check_entry(root, rel, allowed)
     return sorted(found)
 
 
-def _is_link(root: Path, dirpath: str, name: str) -> bool:
-    return os.path.islink(os.path.join(dirpath, name))
+def _executable(path: Path) -> bool:
+    return bool(path.stat().st_mode & 0o111)
 
 
-def _check_entry(root: Path, rel: str, allowed: list[str]) -> None:
+def _check_entry(root: Path, rel: str, allowed: frozenset[str]) -> None:
     path = root / rel
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in rel):
+        raise InstallError(f"{path!r} has a control character in its name: rename or remove it")
     if path.is_symlink():
         target = os.readlink(path)
         inside = os.path.normpath(os.path.join(os.path.dirname(rel), target))
@@ -156,7 +161,7 @@ def tree_id(root: Path, files: list[str] | None = None) -> str:
         if path.is_symlink():
             kind, data = b"l", os.readlink(path).encode()
         else:
-            kind, data = (b"x" if os.access(path, os.X_OK) else b"f"), path.read_bytes()
+            kind, data = (b"x" if _executable(path) else b"f"), path.read_bytes()
         digest.update(rel.encode() + b"\0" + kind + b"\0" + hashlib.sha256(data).digest())
     return digest.hexdigest()
 
@@ -194,7 +199,7 @@ def _copy_tree(src: Path, dst: Path, files: list[str]) -> None:
             os.symlink(os.readlink(source), target)
         else:
             shutil.copyfile(source, target, follow_symlinks=False)
-            target.chmod(0o755 if os.access(source, os.X_OK) else 0o644)
+            target.chmod(0o755 if _executable(source) else 0o644)
 
 
 def _python_minor(python: str) -> str:

@@ -121,6 +121,15 @@ def test_links_leaving_the_tree_refused(tmp_path: Path) -> None:
     with pytest.raises(install.InstallError, match="outside the files installed"):
         install.runtime_files(root)
     (root / "roles" / "dirlink").unlink()
+    (root / "roles" / "a\nb").write_text("")
+    with pytest.raises(install.InstallError, match="control character in its name"):
+        install.runtime_files(root)
+    (root / "roles" / "a\nb").unlink()
+    (root / "README.md").rename(root / "docs" / "R.md")
+    (root / "README.md").symlink_to("docs/R.md")
+    with pytest.raises(install.InstallError, match=r"README\.md is a link"):
+        install.runtime_files(root)
+    (root / "README.md").unlink()
     os.mkfifo(root / "roles" / "fifo")
     with pytest.raises(install.InstallError, match="not a regular file"):
         install.runtime_files(root)
