@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.sandbox import Machine, Sandbox, SandboxError, down_all
+from tests.sandbox import Machine, Sandbox, down_all
 
 ANSIBLE = Path(sys.executable).parent / "ansible"
 REPO = Path(__file__).resolve().parents[2]
@@ -341,6 +341,8 @@ def test_opt_and_usr_local_are_private_overlays(sandbox_factory: Callable[..., S
 
 
 def test_no_subvolume_under_the_overlays(sandbox_factory: Callable[..., Sandbox]) -> None:
+    from tests.sandbox import SandboxError
+
     sb = sandbox_factory()
     for bad in ("/opt", "/usr/local", "/usr/local/bin", "/opt/../usr/local/lib"):
         with pytest.raises(SandboxError, match="cannot give"):
