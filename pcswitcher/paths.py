@@ -58,7 +58,7 @@ def project_root() -> Path:
 
         raise PcsError(
             f"pc-switcher's playbooks and roles are not in {root}",
-            "install pc-switcher from its checkout (make bootstrap, or pip install -e .) "
+            "install pc-switcher from its checkout (make install) "
             "or set PCSWITCHER_PROJECT_DIR to the checkout",
         )
     return root

@@ -71,7 +71,7 @@ def prepare_bin_dir(directory: Path) -> Path:
     if not real.exists():
         found = shutil.which("ansible-playbook")
         if found is None:
-            raise FileNotFoundError("ansible-playbook not found; reinstall pc-switcher (pip install -e .)")
+            raise FileNotFoundError("ansible-playbook not found; reinstall pc-switcher (make install)")
         real = Path(found)
     wrapper = directory / "ansible-playbook"
     wrapper.write_text(WRAPPER.format(real=real))

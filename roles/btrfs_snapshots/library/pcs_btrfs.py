@@ -267,13 +267,17 @@ def scan(location: str) -> list[dict]:
 # -- actions -------------------------------------------------------------------------------------
 
 
+# the fix named by every problem that means "this machine has no btrfs to snapshot"
+OFF = "or set snapshots.enabled: false (no snapshots, no rollback)"
+
+
 def validate(subvolumes: list[str], location: str) -> list[str]:
     host = socket.gethostname()
     problems: list[str] = []
     if os.geteuid() != 0:
         problems.append(f"btrfs snapshots need root on {host} (connect as root or set ansible_become)")
     if shutil.which("btrfs") is None:
-        problems.append(f"btrfs not found on {host}: install btrfs-progs")
+        problems.append(f"btrfs not found on {host}: install btrfs-progs, {OFF}")
     if not subvolumes:
         problems.append(f"no subvolume configured for {host}")
     names: dict[str, str] = {}
@@ -287,7 +291,7 @@ def validate(subvolumes: list[str], location: str) -> list[str]:
             continue
         fs = fsid(mount)
         if fs is None:
-            problems.append(f"{mount} on {host} is not on btrfs: only btrfs subvolumes can be snapshotted")
+            problems.append(f"{mount} on {host} is not on btrfs: list btrfs subvolumes in snapshots.subvolumes, {OFF}")
             continue
         if os.stat(mount).st_ino != SUBVOL_INO:
             problems.append(
@@ -309,7 +313,10 @@ def validate(subvolumes: list[str], location: str) -> list[str]:
         return problems
     loc_fs = fsid(anchor)
     if loc_fs is None:
-        problems.append(f"snapshot location {location} on {host} is not on btrfs")
+        problems.append(
+            f"snapshot location {location} on {host} is not on btrfs: set snapshots.location to a directory "
+            f"on the subvolumes' btrfs, {OFF}"
+        )
         return problems
     vfs = os.statvfs(anchor)
     if vfs.f_flag & os.ST_RDONLY or not os.access(anchor, os.W_OK | os.X_OK):
