@@ -559,8 +559,7 @@ def _open_regular(path: Path) -> int:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(
-            f"{path}:1:1: the config file does not exist",
-            "run `pc-switcher init` to write a default config",
+            f"{path}:1:1: the config file does not exist", paths.init_hint("-c", path)
         ) from None
     except OSError as exc:
         raise ConfigError(

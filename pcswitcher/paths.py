@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 APP = "pc-switcher"
@@ -31,6 +32,14 @@ def default_config_path() -> Path:
 
 def default_inventory_path() -> Path:
     return config_dir() / "inventory.yml"
+
+
+def init_hint(option: str, path: Path) -> str:
+    """How to write the missing config (``option`` ``-c``) or inventory (``-i``) ``path``:
+    ``pc-switcher init -c PATH`` writes that file only (a plain ``init`` writes both, and refuses
+    when the other one exists)."""
+    what = "a default config" if option == "-c" else "an example inventory"
+    return f"run `pc-switcher init {option} {shlex.quote(str(path))}` to write {what} there"
 
 
 def logs_dir() -> Path:

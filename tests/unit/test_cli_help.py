@@ -1,0 +1,184 @@
+"""The command line a newcomer meets first: bare ``pc-switcher``, the help at 80 columns, the shell
+completion of ``--level`` and ``--only``, and ``-c``/``-i`` for a file that does not exist yet.
+
+Every test runs the installed console script (the real click, the real job discovery) with its own
+XDG_CONFIG_HOME and XDG_STATE_HOME under tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pcswitcher.jobs import discover_jobs
+from pcswitcher.paths import project_root
+
+PC_SWITCHER = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "pc-switcher")
+
+
+def run(
+    home: Path, *args: str, columns: int = 80, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(home / "config home"),
+        "XDG_STATE_HOME": str(home / "state"),
+        "COLUMNS": str(columns),
+        **(extra or {}),
+    }
+    return subprocess.run(
+        [PC_SWITCHER, *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+
+
+def complete(home: Path, words: str) -> list[str]:
+    """What bash completion offers for the last word of ``words`` (click's protocol)."""
+    cword = len(words.split()) - (0 if words.endswith(" ") else 1)
+    result = run(
+        home, extra={"_PC_SWITCHER_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+    )
+    assert result.returncode == 0, result.stderr
+    return [line.split(",", 1)[1] for line in result.stdout.splitlines() if line]
+
+
+COMMANDS = [
+    [],
+    ["sync"],
+    ["init"],
+    ["logs"],
+    ["cleanup"],
+    ["config"],
+    ["config", "check"],
+    ["config", "reference"],
+    ["snapshots"],
+    ["snapshots", "list"],
+    ["snapshots", "cleanup"],
+    ["rollback"],
+    ["completion"],
+]
+
+
+@pytest.mark.parametrize("group", [[], ["config"], ["snapshots"]])
+def test_a_bare_group_prints_its_help(tmp_path: Path, group: list[str]) -> None:
+    result = run(tmp_path, *group)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.startswith(f"Usage: pc-switcher {' '.join(group)}".rstrip() + " [OPTIONS] COMMAND")
+    assert "Commands:" in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: "-".join(c) or "top")
+def test_help_fits_80_columns_and_no_summary_is_cut(tmp_path: Path, command: list[str]) -> None:
+    result = run(tmp_path, *command, "--help", extra={"XDG_CONFIG_HOME": "/c"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+    if "Commands:" in lines:
+        summaries = lines[lines.index("Commands:") + 1 :]
+        assert summaries
+        for line in summaries:
+            assert re.fullmatch(r"  [a-z]+ +\S.*[.)]", line), line  # one line, a whole sentence
+            assert "..." not in line, line
+
+
+def test_defaults_show_the_real_paths_whole(tmp_path: Path) -> None:
+    """XDG_CONFIG_HOME (here with a space) moves the defaults; a path is never split across lines."""
+    for command in (["sync"], ["init"], ["config", "check"], ["snapshots", "list"], ["rollback"]):
+        text = run(tmp_path, *command, "--help").stdout
+        for name in ("config.yml", "inventory.yml"):
+            if command == ["config", "check"] and name == "inventory.yml":
+                continue
+            path = f"{tmp_path}/config home/pc-switcher/{name}"
+            assert re.search(rf"\[default:\s+{re.escape(path)}\]", text), (command, text)
+            assert any(f"[default: {path}]" in line for line in text.splitlines()), (command, text)
+    home = run(tmp_path, "sync", "--help", extra={"XDG_CONFIG_HOME": ""}).stdout
+    assert f"{Path.home()}/.config/pc-switcher/config.yml" in home
+
+
+def test_level_lists_its_choices_and_completes(tmp_path: Path) -> None:
+    text = run(tmp_path, "logs", "--help").stdout
+    assert "DEBUG, INFO, WARNING, ERROR, CRITICAL" in text
+    assert complete(tmp_path, "pc-switcher logs --level ") == [
+        "DEBUG",
+        "INFO",
+        "WARNING",
+        "ERROR",
+        "CRITICAL",
+    ]
+    assert complete(tmp_path, "pc-switcher logs --level w") == ["WARNING"]
+    assert complete(tmp_path, "pc-switcher logs --level x") == []
+    bad = run(tmp_path, "logs", "--level", "LOUD")
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == [
+        "error: Invalid value for '--level': 'LOUD' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL "
+        "— see `pc-switcher logs --help`"
+    ]
+
+
+def test_only_completes_the_discovered_jobs(tmp_path: Path) -> None:
+    jobs = list(discover_jobs(project_root()))
+    assert len(jobs) >= 2
+    assert complete(tmp_path, "pc-switcher sync laptop --only ") == jobs
+    first, second = jobs[0], jobs[1]
+    assert complete(tmp_path, f"pc-switcher sync laptop --only {second[:3]}") == [
+        j for j in jobs if j.startswith(second[:3])
+    ]
+    # after a comma: the other jobs, each with the names typed before it
+    assert complete(tmp_path, f"pc-switcher sync laptop --only {first},") == [
+        f"{first},{j}" for j in jobs if j != first
+    ]
+    assert complete(tmp_path, "pc-switcher sync laptop --only nope") == []
+
+
+def test_a_missing_config_names_the_init_command_for_that_path(tmp_path: Path) -> None:
+    config = tmp_path / "my dir" / "it's.yml"
+    result = run(tmp_path, "config", "check", "-c", str(config))
+    assert result.returncode == 2
+    quoted = "'" + str(config).replace("'", "'\"'\"'") + "'"
+    assert result.stderr.splitlines() == [
+        f"error: {config}:1:1: the config file does not exist — "
+        f"run `pc-switcher init -c {quoted}` to write a default config there"
+    ]
+    assert not config.parent.exists()
+    # the hint, run as printed by a shell, makes the file, and only that one
+    command = re.search(r"`(pc-switcher init [^`]+)`", result.stderr)
+    assert command is not None
+    made = subprocess.run(
+        ["/bin/sh", "-c", command.group(1).replace("pc-switcher", PC_SWITCHER, 1)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "cfg"), "XDG_STATE_HOME": str(tmp_path / "st")},
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    assert sorted(p.name for p in config.parent.iterdir()) == ["it's.yml"]
+    assert not (tmp_path / "cfg").exists()
+    assert not (tmp_path / "st").exists()
+    checked = run(tmp_path, "config", "check", "-c", str(config))
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_init_writes_the_files_named_by_c_and_i(tmp_path: Path) -> None:
+    config, inventory = tmp_path / "a" / "c.yml", tmp_path / "b" / "i.yml"
+    result = run(tmp_path, "init", "-c", str(config), "-i", str(inventory))
+    assert result.returncode == 0, result.stderr
+    assert config.read_text().startswith("# pc-switcher configuration")
+    assert inventory.read_text().startswith("# pc-switcher inventory")
+    assert not (tmp_path / "config home").exists()
+    only_inventory = tmp_path / "i2.yml"
+    assert run(tmp_path, "init", "-i", str(only_inventory)).returncode == 0
+    assert only_inventory.is_file()
+    assert not (tmp_path / "config home").exists()
+    same = run(tmp_path, "init", "-c", str(tmp_path / "x"), "-i", str(tmp_path / "." / "x"))
+    assert same.returncode == 2
+    assert "-c and -i both name" in same.stderr
+    assert not (tmp_path / "x").exists()
+    missing_inventory = run(tmp_path, "sync", "laptop", "-c", str(config), "-i", str(tmp_path / "none.yml"))
+    assert missing_inventory.returncode == 2
+    assert f"run `pc-switcher init -i {tmp_path}/none.yml` to write an example inventory there" in (
+        missing_inventory.stderr
+    )
