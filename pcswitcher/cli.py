@@ -23,7 +23,7 @@ import click
 from click.shell_completion import CompletionItem
 
 from . import __version__, paths
-from .errors import ExitCode, JobDefinitionError, PcsError, UsageError
+from .errors import ConfigError, ExitCode, JobDefinitionError, PcsError, UsageError
 
 if TYPE_CHECKING:
     from .ui import Ui
@@ -396,12 +396,21 @@ def config_group() -> None:
 )
 @CONFIG_OPTION
 def config_check(config_path: Path) -> None:
-    """Validate the config (exit 0 when valid, 2 with the first problem)."""
+    """Validate the config: exit 0 when valid, else 2 and every problem, one line each
+    (``error: FILE:LINE:COL: problem — fix``)."""
     from .config import load_config
     from .jobs import discover_jobs
 
     path = config_path
-    config = load_config(path, discover_jobs(paths.project_root()))
+    try:
+        config = load_config(path, discover_jobs(paths.project_root()))
+    except ConfigError as exc:
+        if not exc.problems:
+            raise
+        ui = _ui()
+        for message, hint in exc.problems:
+            ui.error(message, hint)
+        sys.exit(int(exc.exit_code))
     enabled = ", ".join(j.name for j in config.enabled_jobs()) or "none"
     click.echo(f"{path}: valid; jobs enabled in order: {enabled}")
 

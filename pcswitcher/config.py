@@ -16,6 +16,7 @@ import math
 import os
 import posixpath
 import re
+import shlex
 import stat
 import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -911,12 +912,16 @@ def _parse(path: Path, text: str) -> tuple[Any, _Marks, list[_Problem]]:
 
 
 def _job_option_problems(
-    data: Mapping[str, Any], jobs: Mapping[str, JobSpec], marks: _Marks
+    data: Mapping[str, Any], jobs: Mapping[str, JobSpec], marks: _Marks, skip: set[Any]
 ) -> list[_Problem]:
-    """What each job's option-check hook finds in its section (every job with a section or enabled)."""
-    listed = data.get("jobs") or {}
+    """What each job's option-check hook finds in its section (every job with a section or enabled),
+    but for the jobs in ``skip`` (their section does not match its schema: the hook expects one that
+    does)."""
+    listed: Mapping[str, Any] = data["jobs"] if isinstance(data.get("jobs"), dict) else {}
     problems = []
     for name, spec in jobs.items():
+        if name in skip:
+            continue
         if name in data or listed.get(name) is True:
             for found in spec.option_problems(spec.with_defaults(data.get(name) or {})):
                 path = (name, *found.path)
@@ -925,11 +930,28 @@ def _job_option_problems(
     return problems
 
 
+def _config_problems(path: Path, problems: list[_Problem]) -> ConfigError:
+    """One error for every problem: its message is the first in file order and how many more there
+    are; ``problems`` lists each (``FILE:LINE:COL: problem``, fix) in file order."""
+    best: dict[_JsonPath, _Problem] = {}  # one problem per value: the type error says most
+    for problem in sorted(problems, key=lambda p: -p.priority):
+        best.setdefault(problem.path, problem)
+    ordered = sorted(best.values(), key=lambda p: (p.line, p.column, -p.priority))
+    first = ordered[0]
+    more = f" (+{len(ordered) - 1} more)" if len(ordered) > 1 else ""
+    hint = first.hint
+    if more:
+        hint += f"; `pc-switcher config check -c {shlex.quote(str(path))}` lists all {len(ordered)}"
+    error = ConfigError(f"{path}:{first.line}:{first.column}: {first.message}{more}", hint)
+    error.problems = [(f"{path}:{p.line}:{p.column}: {p.message}", p.hint) for p in ordered]
+    return error
+
+
 def load_config(path: Path, jobs: Mapping[str, JobSpec]) -> Config:
     """Read and validate the config file ``path`` against the discovered ``jobs``.
 
     Raises :class:`ConfigError` (one-line message ``<file>:<line>:<col>: ...`` and a hint) for the
-    first problem in file order, mentioning how many more there are.
+    first problem in file order, mentioning how many more there are; its ``problems`` lists them all.
     """
     text = _read(path)
     data, marks, problems = _parse(path, text)
@@ -964,18 +986,10 @@ def load_config(path: Path, jobs: Mapping[str, JobSpec]) -> Config:
                     )
                 )
 
-    if not problems:  # the settings match the schemas: the jobs' own option checks (their hooks)
-        problems.extend(_job_option_problems(data, jobs, marks))
-
+    # The jobs' own option checks (their hooks), for each section that matches its schema.
+    problems.extend(_job_option_problems(data, jobs, marks, {p.path[0] for p in problems if p.path}))
     if problems:
-        # One problem per value: the type error is the one that says most.
-        best: dict[_JsonPath, _Problem] = {}
-        for problem in sorted(problems, key=lambda p: -p.priority):
-            best.setdefault(problem.path, problem)
-        ordered = sorted(best.values(), key=lambda p: (p.line, p.column, -p.priority))
-        first = ordered[0]
-        more = f" (+{len(ordered) - 1} more)" if len(ordered) > 1 else ""
-        raise ConfigError(f"{path}:{first.line}:{first.column}: {first.message}{more}", first.hint)
+        raise _config_problems(path, problems)
 
     full = _with_defaults({"properties": GLOBAL_SCHEMA}, data)
     disk = full["disk"]

@@ -182,3 +182,34 @@ def test_init_writes_the_files_named_by_c_and_i(tmp_path: Path) -> None:
     assert f"run `pc-switcher init -i {tmp_path}/none.yml` to write an example inventory there" in (
         missing_inventory.stderr
     )
+
+
+def test_config_check_prints_every_problem_on_its_own_line(tmp_path: Path) -> None:
+    from tests.unit.test_config import FIVE_PROBLEMS
+
+    config = tmp_path / "config.yml"
+    config.write_text(FIVE_PROBLEMS)
+    result = run(tmp_path, "config", "check", "-c", str(config), columns=60)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    starts = [
+        "2:16: jobs.folder_sync: expected true or false (run the job or not), got 'maybe' — write ",
+        "4:13: log_level.terminal: 'loud' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL — use one of",
+        "5:15: link_timeout: must be greater than 0, got 0 — fix link_timeout",
+        "7:22: disk.preflight_minimum: a bare number (10) is ambiguous: ",
+        "11:15: folder_sync.folders[0].target: target folder /etc is outside the places ",
+        "12:1: unknown top-level key 'bogus' — valid keys are ",
+    ]
+    assert len(lines) == len(starts), lines
+    for line, start in zip(lines, starts, strict=True):
+        assert line.startswith(f"error: {config}:{start}"), line
+        assert " — " in line, line  # each with its fix
+    # sync keeps its one line: the first problem and where to see them all
+    sync = run(tmp_path, "sync", "laptop", "-c", str(config))
+    assert sync.returncode == 2
+    assert sync.stderr.splitlines() == [
+        f"error: {config}:2:16: jobs.folder_sync: expected true or false (run the job or not), got 'maybe' "
+        "(+5 more) — write `folder_sync: true` to run the job or `folder_sync: false` to skip it; "
+        f"`pc-switcher config check -c {config}` lists all 6"
+    ]
