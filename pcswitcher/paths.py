@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import shutil
 from pathlib import Path
 
 APP = "pc-switcher"
@@ -49,6 +51,31 @@ def logs_dir() -> Path:
 def runs_dir() -> Path:
     """One folder per run: ansible-runner private data dirs, the ssh control socket."""
     return state_dir() / "runs"
+
+
+#: How many run directories (``runs/<run id>``) the state directory keeps: the newest ones.
+KEEP_RUN_DIRS = 20
+#: The name of a run directory as pc-switcher makes them (a run or session id: its start in UTC).
+_RUN_DIR_NAME = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{4}")
+
+
+def prune_run_dirs(keep: int = KEEP_RUN_DIRS, spare: str | None = None) -> list[str]:
+    """Remove the run directories of ``runs/`` but the ``keep`` newest, ``spare`` (the run starting
+    now, if any) counted among them. Only directories named as pc-switcher names them: a symlink or
+    anything else in ``runs/`` stays. The logs (``logs/``) are not touched. Returns the names removed."""
+    try:
+        entries = list(os.scandir(runs_dir()))
+    except OSError:
+        return []
+    names = sorted(
+        e.name
+        for e in entries
+        if _RUN_DIR_NAME.fullmatch(e.name) and e.is_dir(follow_symlinks=False) and e.name != spare
+    )
+    doomed = names[: max(len(names) - (keep - 1 if spare else keep), 0)]
+    for name in doomed:
+        shutil.rmtree(runs_dir() / name, ignore_errors=True)
+    return doomed
 
 
 def lock_path() -> Path:
