@@ -41,7 +41,23 @@ def init_hint(option: str, path: Path) -> str:
     ``pc-switcher init -c PATH`` writes that file only (a plain ``init`` writes both, and refuses
     when the other one exists)."""
     what = "a default config" if option == "-c" else "an example inventory"
-    return f"run `pc-switcher init {option} {shlex.quote(str(path))}` to write {what} there"
+    return f"run `pc-switcher init {option} {shell_quote(str(path))}` to write {what} there"
+
+
+def shell_quote(text: str) -> str:
+    """``text`` as one shell word that a shell turns back into ``text``: shlex's quoting, or bash's
+    ``$'...'`` with escapes when ``text`` holds a character that is not printable (a newline)."""
+    if text.isprintable():
+        return shlex.quote(text)
+    escaped = "".join(
+        c
+        if c.isprintable() and c not in "\\'"
+        else f"\\x{ord(c):02x}"
+        if ord(c) < 0x100
+        else f"\\u{ord(c):04x}"
+        for c in text
+    )
+    return f"$'{escaped}'"
 
 
 def logs_dir() -> Path:

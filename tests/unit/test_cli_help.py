@@ -213,3 +213,35 @@ def test_config_check_prints_every_problem_on_its_own_line(tmp_path: Path) -> No
         "(+5 more) — write `folder_sync: true` to run the job or `folder_sync: false` to skip it; "
         f"`pc-switcher config check -c {config}` lists all 6"
     ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a\nb.yml",
+        "it's $(touch x) `y`.yml",
+        "-dash.yml",
+        "tab\there.yml",
+        "back\\slash\x1b.yml",
+        "ü\u2028.yml",
+    ],
+)
+def test_a_hostile_config_name_gives_one_line_and_a_hint_that_works(tmp_path: Path, name: str) -> None:
+    config = tmp_path / "d" / name
+    result = run(tmp_path, "config", "check", "-c", str(config))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    command = re.search(r"`(pc-switcher init -c .+)` to write", lines[0])
+    assert command is not None, lines
+    made = subprocess.run(
+        ["/bin/bash", "-c", command.group(1).replace("pc-switcher", PC_SWITCHER, 1)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "cfg"), "XDG_STATE_HOME": str(tmp_path / "st")},
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    assert os.listdir(tmp_path / "d") == [name]  # that file, and nothing the name could run
+    assert os.listdir(tmp_path) == ["d"]  # no config dir, no state dir
