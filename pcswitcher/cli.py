@@ -273,7 +273,15 @@ def init(config_path: Path, inventory: Path, force: bool) -> None:
         )
     for path, backup in _install(files):
         click.echo(f"wrote {path}" + (f" (the old one is kept as {backup})" if backup else ""))
-    click.echo("next: add your target to the inventory, then `pc-switcher sync TARGET --dry-run`")
+    options = "".join(
+        f" {flag} {paths.shell_quote(str(path))}"
+        for flag, path, default in (
+            ("-c", config_path, paths.default_config_path()),
+            ("-i", inventory, paths.default_inventory_path()),
+        )
+        if path != default
+    )
+    click.echo(f"next: add your target to the inventory, then `pc-switcher sync TARGET{options} --dry-run`")
 
 
 def _free_backup(path: Path) -> Path:

@@ -166,6 +166,10 @@ def test_init_writes_the_files_named_by_c_and_i(tmp_path: Path) -> None:
     config, inventory = tmp_path / "a" / "c.yml", tmp_path / "b" / "i.yml"
     result = run(tmp_path, "init", "-c", str(config), "-i", str(inventory))
     assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        "next: add your target to the inventory, then "
+        f"`pc-switcher sync TARGET -c {config} -i {inventory} --dry-run`"
+    )
     assert config.read_text().startswith("# pc-switcher configuration")
     assert inventory.read_text().startswith("# pc-switcher inventory")
     assert not (tmp_path / "config home").exists()
@@ -245,3 +249,27 @@ def test_a_hostile_config_name_gives_one_line_and_a_hint_that_works(tmp_path: Pa
     assert made.returncode == 0, made.stderr
     assert os.listdir(tmp_path / "d") == [name]  # that file, and nothing the name could run
     assert os.listdir(tmp_path) == ["d"]  # no config dir, no state dir
+
+
+def test_read_only_commands_create_no_state_dir(tmp_path: Path) -> None:
+    """A fresh XDG_STATE_HOME stays empty: nothing is created by a command that only reads (the
+    listing of snapshots runs its playbook on this machine, its files in a temp dir)."""
+    config = tmp_path / "config.yml"
+    config.write_text(f"jobs: {{}}\nsnapshots:\n  location:\n    source: {tmp_path}/snaps\n")
+    state = tmp_path / "state"
+    for args, code in [
+        ([], 0),
+        (["--help"], 0),
+        (["--version"], 0),
+        (["completion", "zsh"], 0),
+        (["logs"], 0),
+        (["logs", "--last", "--level", "warning"], 2),
+        (["config", "check", "-c", str(config)], 0),
+        (["config", "check"], 2),
+        (["config", "reference"], 0),
+        (["snapshots", "list", "-c", str(config)], 0),
+    ]:
+        result = run(tmp_path, *args)
+        assert result.returncode == code, (args, result.stdout, result.stderr)
+        assert not state.exists(), (args, sorted(map(str, state.rglob("*"))))
+    assert not (tmp_path / "snaps").exists()
