@@ -920,10 +920,11 @@ def _job_option_problems(
     listed: Mapping[str, Any] = data["jobs"] if isinstance(data.get("jobs"), dict) else {}
     problems = []
     for name, spec in jobs.items():
-        if name in skip:
-            continue
+        section = data.get(name) or {}
+        if name in skip or any(option not in section for option in spec.required()):
+            continue  # the hook gets settings that match the schema, required options set
         if name in data or listed.get(name) is True:
-            for found in spec.option_problems(spec.with_defaults(data.get(name) or {})):
+            for found in spec.option_problems(spec.with_defaults(section)):
                 path = (name, *found.path)
                 line, column = marks.at(path)
                 problems.append(_Problem(line, column, f"{_where(path)}: {found.problem}", found.fix, path))

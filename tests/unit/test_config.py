@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -618,4 +619,35 @@ def test_a_section_that_breaks_its_schema_is_not_given_to_the_hook(tmp_path: Pat
         load(tmp_path, discover_jobs(paths.project_root()), "folder_sync:\n  folders:\n    - target: /etc\n")
     assert [m.split("config.yml:", 1)[1] for m, _ in info.value.problems or []] == [
         "3:7: folder_sync.folders[0]: the setting 'source' is missing"
+    ]
+
+
+HOOK = """
+def option_problems(settings):
+    host = settings["host"]  # required: a hook may rely on it
+    bad = host == "bad"
+    return [{"path": ["host"], "problem": "'bad' is a bad host", "fix": "name a good one"}] if bad else []
+"""
+
+
+def test_hooks_get_only_sections_with_their_required_options(tmp_path: Path) -> None:
+    """A job enabled without its required option is reported by the required check; its hook is
+    not run (it may rely on the option), nor does it hide the other problems."""
+    project = tmp_path / "project"
+    shutil.copytree(PROJECT, project)
+    plugins = project / "roles" / "needs" / "filter_plugins"
+    plugins.mkdir()
+    (plugins / "needs_options.py").write_text(HOOK)
+    jobs = discover_jobs(project)
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, jobs, "jobs:\n  needs: true\nlink_timeout: 0\n")
+    assert [m.split("config.yml:", 1)[1] for m, _ in info.value.problems or []] == [
+        "2:3: job 'needs' is enabled but its option 'host' has no default and is not set",
+        "3:15: link_timeout: must be greater than 0, got 0",
+    ]
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, jobs, "jobs:\n  needs: true\nneeds:\n  host: bad\nlink_timeout: 0\n")
+    assert [m.split("config.yml:", 1)[1] for m, _ in info.value.problems or []] == [
+        "4:9: needs.host: 'bad' is a bad host",
+        "5:15: link_timeout: must be greater than 0, got 0",
     ]
