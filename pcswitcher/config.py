@@ -931,6 +931,27 @@ def _job_option_problems(
     return problems
 
 
+def _unset_required(data: Mapping[str, Any], jobs: Mapping[str, JobSpec], marks: _Marks) -> list[_Problem]:
+    """An enabled job without a section still needs its required options."""
+    listed = data.get("jobs")
+    problems = []
+    for name, enabled in listed.items() if isinstance(listed, dict) else ():
+        if enabled is True and name in jobs and name not in data and jobs[name].required():
+            option = jobs[name].required()[0]
+            line, column = marks.at(("jobs", name), key=True)
+            description = jobs[name].options[option].get("description", "")
+            problems.append(
+                _Problem(
+                    line,
+                    column,
+                    f"job {name!r} is enabled but its option {option!r} has no default and is not set",
+                    f"add a section `{name}:` with `{option}: ...` ({description}), or disable the job",
+                    ("jobs", name),
+                )
+            )
+    return problems
+
+
 def _config_problems(path: Path, problems: list[_Problem]) -> ConfigError:
     """One error for every problem: its message is the first in file order and how many more there
     are; ``problems`` lists each (``FILE:LINE:COL: problem``, fix) in file order."""
@@ -969,23 +990,7 @@ def load_config(path: Path, jobs: Mapping[str, JobSpec]) -> Config:
     for error in validator.iter_errors(data):
         problems.extend(_describe(error, jobs, marks))
 
-    # An enabled job without a section still needs its required options.
-    listed = data.get("jobs")
-    if isinstance(listed, dict):
-        for name, enabled in listed.items():
-            if enabled is True and name in jobs and name not in data and jobs[name].required():
-                option = jobs[name].required()[0]
-                line, column = marks.at(("jobs", name), key=True)
-                description = jobs[name].options[option].get("description", "")
-                problems.append(
-                    _Problem(
-                        line,
-                        column,
-                        f"job {name!r} is enabled but its option {option!r} has no default and is not set",
-                        f"add a section `{name}:` with `{option}: ...` ({description}), or disable the job",
-                        ("jobs", name),
-                    )
-                )
+    problems.extend(_unset_required(data, jobs, marks))
 
     # The jobs' own option checks (their hooks), for each section that matches its schema.
     problems.extend(_job_option_problems(data, jobs, marks, {p.path[0] for p in problems if p.path}))
