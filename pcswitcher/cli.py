@@ -11,17 +11,19 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
+import textwrap
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.shell_completion import CompletionItem
 
 from . import __version__, paths
-from .errors import ExitCode, JobDefinitionError, PcsError, UsageError
+from .errors import ConfigError, ExitCode, JobDefinitionError, PcsError, UsageError
 
 if TYPE_CHECKING:
     from .ui import Ui
@@ -30,7 +32,75 @@ if TYPE_CHECKING:
 # imports it. rich, the UI and the job machinery are imported by the commands that use them.
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 log = logging.getLogger("pcswitcher")
+
+
+class _Formatter(click.HelpFormatter):
+    """click's help formatter, except that a description is wrapped at spaces only: a path such as
+    ``/home/me/.config/pc-switcher/config.yml`` stays whole on one line (copyable), however narrow
+    the terminal."""
+
+    def write_dl(self, rows: Iterable[tuple[str, str]], col_max: int = 30, col_spacing: int = 2) -> None:
+        rows = list(rows)
+        first_col = min(max((len(first) for first, _ in rows), default=0), col_max) + col_spacing
+        wrapper = textwrap.TextWrapper(
+            max(self.width - first_col - 2, 10), break_on_hyphens=False, break_long_words=False
+        )
+        for first, second in rows:
+            self.write(f"{'':>{self.current_indent}}{first}")
+            if not second:
+                self.write("\n")
+                continue
+            if len(first) <= first_col - col_spacing:
+                self.write(" " * (first_col - len(first)))
+            else:
+                self.write("\n" + " " * (first_col + self.current_indent))
+            # a default (a path) is one word, even with spaces in it
+            text = re.sub(
+                r"\[default: [^\]]*\]", lambda m: m.group(0).replace(" ", "\0"), " ".join(second.split())
+            )
+            lines = [line.replace("\0", " ") for line in wrapper.wrap(text)] or [""]
+            self.write(f"{lines[0]}\n")
+            for line in lines[1:]:
+                self.write(f"{'':>{first_col + self.current_indent}}{line}\n")
+
+
+class _Context(click.Context):
+    formatter_class = _Formatter
+
+
+class _Command(click.Command):
+    context_class = _Context
+
+
+class _Group(click.Group):
+    context_class = _Context
+    command_class = _Command
+    group_class = type  # subgroups are _Group too
+
+
+class _Choice(click.Choice):  # type: ignore[type-arg]
+    """A case-insensitive choice whose help and errors show the choices as written."""
+
+    def get_invalid_choice_message(self, value: Any, ctx: click.Context | None) -> str:
+        return f"{value!r} is not one of {', '.join(map(str, self.choices))}"
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        return [CompletionItem(c) for c in map(str, self.choices) if c.lower().startswith(incomplete.lower())]
+
+
+class _PathOption(click.Option):
+    """An option whose default is a function of the environment (XDG_CONFIG_HOME): the help shows
+    the path it resolves to now, not "(dynamic)"."""
+
+    def get_help_extra(self, ctx: click.Context) -> Any:
+        extra = super().get_help_extra(ctx)
+        if callable(self.default):
+            extra["default"] = str(self.default())
+        return extra
 
 
 def _ui(*, stderr: bool = False) -> Ui:
@@ -55,6 +125,20 @@ def _complete_target(ctx: click.Context, param: click.Parameter, incomplete: str
     return [CompletionItem(h) for h in hosts if h.startswith(incomplete)]
 
 
+def _complete_only(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """The discovered jobs, for the last name of ``--only a,b,c`` (the names before it kept)."""
+    from .jobs import discover_jobs
+
+    done, _, last = incomplete.rpartition(",")
+    typed = set(done.split(",")) if done else set()
+    try:
+        names = list(discover_jobs(paths.project_root()))
+    except Exception:
+        return []
+    prefix = f"{done}," if done else ""
+    return [CompletionItem(prefix + n) for n in names if n.startswith(last) and n not in typed]
+
+
 def _split_only(ctx: click.Context, param: click.Parameter, value: Sequence[str]) -> tuple[str, ...]:
     names = [n.strip() for item in value for n in item.split(",")]
     if any(not n for n in names):
@@ -68,7 +152,8 @@ CONFIG_OPTION = click.option(
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=paths.default_config_path,  # resolved when the command runs (XDG_CONFIG_HOME)
-    show_default="~/.config/pc-switcher/config.yml",
+    show_default=True,
+    cls=_PathOption,
     help="Config file.",
 )
 INVENTORY_OPTION = click.option(
@@ -76,24 +161,24 @@ INVENTORY_OPTION = click.option(
     "--inventory",
     type=click.Path(dir_okay=False, path_type=Path),
     default=paths.default_inventory_path,
-    show_default="~/.config/pc-switcher/inventory.yml",
+    show_default=True,
+    cls=_PathOption,
     help="Ansible inventory (INI or YAML).",
 )
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(__version__, "-V", "--version", prog_name="pc-switcher")
 def cli() -> None:
     """Sync this workstation onto another one, built on Ansible.
 
-    \b
     Exit codes: 0 success; 1 the sync failed or was aborted (a job failed, low disk, lost link,
     unreachable target); 2 bad usage, config or inventory; 3 another sync holds the lock (or the
     target is this machine); 130 interrupted by Ctrl+C; 143 terminated by SIGTERM.
     """
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command(short_help="Sync this machine onto TARGET.", context_settings=CONTEXT)
 @click.argument("target", shell_complete=_complete_target)
 @CONFIG_OPTION
 @INVENTORY_OPTION
@@ -112,6 +197,7 @@ def cli() -> None:
     "--only",
     multiple=True,
     callback=_split_only,
+    shell_complete=_complete_only,
     metavar="JOB[,JOB]",
     help="Run only these enabled jobs (in config order).",
 )
@@ -148,29 +234,54 @@ def sync(
     sys.exit(int(code))
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command(short_help="Write a commented config and an example inventory.", context_settings=CONTEXT)
+@CONFIG_OPTION
+@INVENTORY_OPTION
 @click.option(
     "--force", is_flag=True, help="Replace existing files (each old one is kept: *.bak, *.bak.1, …)."
 )
-def init(force: bool) -> None:
-    """Write a commented default config and an example inventory."""
+def init(config_path: Path, inventory: Path, force: bool) -> None:
+    """Write a commented default config and an example inventory.
+
+    With -c and/or -i, only the file(s) named; without either, both at their default paths. All or
+    nothing: when one cannot be written, neither is.
+    """
     from .config import default_config_text, example_inventory_text
     from .jobs import discover_jobs
 
-    jobs = discover_jobs(paths.project_root())
-    files = {
-        paths.default_config_path(): default_config_text(jobs),
-        paths.default_inventory_path(): example_inventory_text(),
+    config_path, inventory = Path(os.path.abspath(config_path)), Path(os.path.abspath(inventory))
+    if config_path == inventory:
+        raise UsageError(
+            f"-c and -i both name {config_path}", "give the config and the inventory two different paths"
+        )
+    ctx = click.get_current_context()
+    given = {
+        name
+        for name in ("config_path", "inventory")
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
     }
+    files = {}
+    if not given or "config_path" in given:
+        files[config_path] = default_config_text(discover_jobs(paths.project_root()))
+    if not given or "inventory" in given:
+        files[inventory] = example_inventory_text()
     existing = [p for p in files if os.path.lexists(p)]
     if existing and not force:
         raise UsageError(
             f"{existing[0]} already exists",
             "edit it, or run `pc-switcher init --force` to replace it (the old file is kept as a .bak)",
         )
-    for path, backup in _install(paths.config_dir(), files):
+    for path, backup in _install(files):
         click.echo(f"wrote {path}" + (f" (the old one is kept as {backup})" if backup else ""))
-    click.echo("next: add your target to the inventory, then `pc-switcher sync TARGET --dry-run`")
+    options = "".join(
+        f" {flag} {paths.shell_quote(str(path))}"
+        for flag, path, default in (
+            ("-c", config_path, paths.default_config_path()),
+            ("-i", inventory, paths.default_inventory_path()),
+        )
+        if path != default
+    )
+    click.echo(f"next: add your target to the inventory, then `pc-switcher sync TARGET{options} --dry-run`")
 
 
 def _free_backup(path: Path) -> Path:
@@ -183,16 +294,18 @@ def _free_backup(path: Path) -> Path:
     return candidate
 
 
-def _install(directory: Path, files: dict[Path, str]) -> list[tuple[Path, Path | None]]:
-    """Write ``files`` into ``directory`` all or nothing: each new text goes to a temp file, each
+def _install(files: dict[Path, str]) -> list[tuple[Path, Path | None]]:
+    """Write ``files`` (making their directories) all or nothing: each new text goes to a temp file, each
     existing file gets a hard link as its backup, then the temp files replace the files. Any
     failure (the directory is a file, read-only, immutable) undoes what was done and raises one
     UsageError naming the file and the reason. Returns each path and its backup (None: new)."""
     done: list[Path] = []  # temp files and backups made, removed again on failure
     replaced: list[tuple[Path, Path | None]] = []
-    current: Path = directory
+    current = next(iter(files)).parent
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        for path in files:
+            current = path.parent
+            current.mkdir(parents=True, exist_ok=True)
         staged: list[tuple[Path, Path, Path | None]] = []
         for path, text in files.items():
             current = path
@@ -213,7 +326,8 @@ def _install(directory: Path, files: dict[Path, str]) -> list[tuple[Path, Path |
         _undo(replaced, done)
         raise UsageError(
             f"cannot write {current}: {exc.strerror or exc}",
-            f"make {directory} a writable directory (check `ls -ld` and `lsattr -d`), then run init again",
+            f"make {current if current not in files else current.parent} a writable directory "
+            "(check `ls -ld` and `lsattr -d`), then run init again",
         ) from None
     return replaced
 
@@ -233,9 +347,16 @@ def _undo(replaced: list[tuple[Path, Path | None]], made: list[Path]) -> None:
             path.unlink()
 
 
-@cli.command("logs", context_settings=CONTEXT)
+@cli.command("logs", short_help="List the session logs, or show one.", context_settings=CONTEXT)
 @click.option("--last", is_flag=True, help="Show the newest log.")
-@click.option("--level", default="DEBUG", show_default=True, help="Lowest level shown.")
+@click.option(
+    "--level",
+    type=_Choice(LEVELS, case_sensitive=False),
+    default="DEBUG",
+    show_default=True,
+    metavar="LEVEL",
+    help=f"Lowest level shown: {', '.join(LEVELS)} (any case).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the log's raw JSON-lines records.")
 @click.argument("run_id", required=False)
 def logs_command(last: bool, level: str, run_id: str | None, as_json: bool) -> None:
@@ -245,8 +366,6 @@ def logs_command(last: bool, level: str, run_id: str | None, as_json: bool) -> N
     from . import logs
 
     directory = paths.logs_dir()
-    if level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-        raise UsageError(f"--level {level!r} is not a level", "use DEBUG, INFO, WARNING, ERROR or CRITICAL")
     console = Console()
     if run_id or last:
         path = directory / f"{run_id}.jsonl" if run_id else logs.latest_log(directory)
@@ -269,7 +388,7 @@ def logs_command(last: bool, level: str, run_id: str | None, as_json: bool) -> N
         click.echo(f"{path.stem}  {path.stat().st_size:>9} B  {path}")
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command(short_help="Kill what a run left behind; remove its files.", context_settings=CONTEXT)
 @click.argument("target", shell_complete=_complete_target)
 @click.option("--run", "run_id", help="The run to clean up [default: the newest run].")
 @INVENTORY_OPTION
@@ -280,25 +399,38 @@ def cleanup(target: str, run_id: str | None, inventory: Path) -> None:
     sys.exit(int(run_cleanup(target, run_id, inventory, _ui())))
 
 
-@cli.group("config", context_settings=CONTEXT)
+@cli.group("config", short_help="Check the config; print the settings reference.", context_settings=CONTEXT)
 def config_group() -> None:
     """Check the config, or print the reference of every setting."""
 
 
-@config_group.command("check", context_settings=CONTEXT)
+@config_group.command(
+    "check", short_help="Validate the config; list every problem.", context_settings=CONTEXT
+)
 @CONFIG_OPTION
 def config_check(config_path: Path) -> None:
-    """Validate the config (exit 0 when valid, 2 with the first problem)."""
+    """Validate the config: exit 0 when valid, else 2 and every problem, one line each
+    (``error: FILE:LINE:COL: problem — fix``)."""
     from .config import load_config
     from .jobs import discover_jobs
 
     path = config_path
-    config = load_config(path, discover_jobs(paths.project_root()))
+    try:
+        config = load_config(path, discover_jobs(paths.project_root()))
+    except ConfigError as exc:
+        if not exc.problems:
+            raise
+        ui = _ui()
+        for message, hint in exc.problems:
+            ui.error(message, hint)
+        sys.exit(int(exc.exit_code))
     enabled = ", ".join(j.name for j in config.enabled_jobs()) or "none"
     click.echo(f"{path}: valid; jobs enabled in order: {enabled}")
 
 
-@config_group.command("reference", context_settings=CONTEXT)
+@config_group.command(
+    "reference", short_help="Print the reference of every setting (Markdown).", context_settings=CONTEXT
+)
 def config_reference() -> None:
     """Print the reference of every setting (Markdown, as docs/configuration.md)."""
     from .jobs import discover_jobs
@@ -318,12 +450,12 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(exc)) from None
 
 
-@cli.group(context_settings=CONTEXT)
+@cli.group(short_help="List or delete the btrfs snapshots of the syncs.", context_settings=CONTEXT)
 def snapshots() -> None:
     """The btrfs snapshots pc-switcher takes around each sync (this machine, or TARGET and this one)."""
 
 
-@snapshots.command("list", context_settings=CONTEXT)
+@snapshots.command("list", short_help="List the snapshot sessions.", context_settings=CONTEXT)
 @click.argument("target", required=False, shell_complete=_complete_target)
 @CONFIG_OPTION
 @INVENTORY_OPTION
@@ -342,7 +474,9 @@ def snapshots_list(target: str | None, config_path: Path, inventory: Path, as_js
     sys.exit(int(code))
 
 
-@snapshots.command("cleanup", context_settings=CONTEXT)
+@snapshots.command(
+    "cleanup", short_help="Delete old snapshot sessions (never the newest).", context_settings=CONTEXT
+)
 @click.argument("target", required=False, shell_complete=_complete_target)
 @CONFIG_OPTION
 @INVENTORY_OPTION
@@ -377,7 +511,9 @@ def snapshots_cleanup(
     sys.exit(int(code))
 
 
-@cli.command("rollback", context_settings=CONTEXT)
+@cli.command(
+    "rollback", short_help="Put TARGET back to a session's pre-sync snapshots.", context_settings=CONTEXT
+)
 @click.argument("target", shell_complete=_complete_target)
 @click.option("--session", help="The session to roll back to [default: the newest with pre-sync snapshots].")
 @CONFIG_OPTION
@@ -410,7 +546,7 @@ def rollback_command(
     sys.exit(int(code))
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command(short_help="Print the shell completion script.", context_settings=CONTEXT)
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(shell: str) -> None:
     """Print the shell completion script (e.g. `eval "$(pc-switcher completion bash)"`)."""
@@ -429,6 +565,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `pc-switcher`, `pc-switcher config`: the help
+        click.echo(exc.ctx.get_help() if exc.ctx else "")
+        sys.exit(int(ExitCode.OK))
     except click.exceptions.Abort:
         _ui().error("interrupted")
         sys.exit(int(ExitCode.INTERRUPTED))

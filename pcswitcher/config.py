@@ -16,6 +16,7 @@ import math
 import os
 import posixpath
 import re
+import shlex
 import stat
 import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -559,8 +560,7 @@ def _open_regular(path: Path) -> int:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(
-            f"{path}:1:1: the config file does not exist",
-            "run `pc-switcher init` to write a default config",
+            f"{path}:1:1: the config file does not exist", paths.init_hint("-c", path)
         ) from None
     except OSError as exc:
         raise ConfigError(
@@ -912,25 +912,68 @@ def _parse(path: Path, text: str) -> tuple[Any, _Marks, list[_Problem]]:
 
 
 def _job_option_problems(
-    data: Mapping[str, Any], jobs: Mapping[str, JobSpec], marks: _Marks
+    data: Mapping[str, Any], jobs: Mapping[str, JobSpec], marks: _Marks, skip: set[Any]
 ) -> list[_Problem]:
-    """What each job's option-check hook finds in its section (every job with a section or enabled)."""
-    listed = data.get("jobs") or {}
+    """What each job's option-check hook finds in its section (every job with a section or enabled),
+    but for the jobs in ``skip`` (their section does not match its schema: the hook expects one that
+    does)."""
+    listed: Mapping[str, Any] = data["jobs"] if isinstance(data.get("jobs"), dict) else {}
     problems = []
     for name, spec in jobs.items():
+        section = data.get(name) or {}
+        if name in skip or any(option not in section for option in spec.required()):
+            continue  # the hook gets settings that match the schema, required options set
         if name in data or listed.get(name) is True:
-            for found in spec.option_problems(spec.with_defaults(data.get(name) or {})):
+            for found in spec.option_problems(spec.with_defaults(section)):
                 path = (name, *found.path)
                 line, column = marks.at(path)
                 problems.append(_Problem(line, column, f"{_where(path)}: {found.problem}", found.fix, path))
     return problems
 
 
+def _unset_required(data: Mapping[str, Any], jobs: Mapping[str, JobSpec], marks: _Marks) -> list[_Problem]:
+    """An enabled job without a section still needs its required options."""
+    listed = data.get("jobs")
+    problems = []
+    for name, enabled in listed.items() if isinstance(listed, dict) else ():
+        if enabled is True and name in jobs and name not in data and jobs[name].required():
+            option = jobs[name].required()[0]
+            line, column = marks.at(("jobs", name), key=True)
+            description = jobs[name].options[option].get("description", "")
+            problems.append(
+                _Problem(
+                    line,
+                    column,
+                    f"job {name!r} is enabled but its option {option!r} has no default and is not set",
+                    f"add a section `{name}:` with `{option}: ...` ({description}), or disable the job",
+                    ("jobs", name),
+                )
+            )
+    return problems
+
+
+def _config_problems(path: Path, problems: list[_Problem]) -> ConfigError:
+    """One error for every problem: its message is the first in file order and how many more there
+    are; ``problems`` lists each (``FILE:LINE:COL: problem``, fix) in file order."""
+    best: dict[_JsonPath, _Problem] = {}  # one problem per value: the type error says most
+    for problem in sorted(problems, key=lambda p: -p.priority):
+        best.setdefault(problem.path, problem)
+    ordered = sorted(best.values(), key=lambda p: (p.line, p.column, -p.priority))
+    first = ordered[0]
+    more = f" (+{len(ordered) - 1} more)" if len(ordered) > 1 else ""
+    hint = first.hint
+    if more:
+        hint += f"; `pc-switcher config check -c {shlex.quote(str(path))}` lists all {len(ordered)}"
+    error = ConfigError(f"{path}:{first.line}:{first.column}: {first.message}{more}", hint)
+    error.problems = [(f"{path}:{p.line}:{p.column}: {p.message}", p.hint) for p in ordered]
+    return error
+
+
 def load_config(path: Path, jobs: Mapping[str, JobSpec]) -> Config:
     """Read and validate the config file ``path`` against the discovered ``jobs``.
 
     Raises :class:`ConfigError` (one-line message ``<file>:<line>:<col>: ...`` and a hint) for the
-    first problem in file order, mentioning how many more there are.
+    first problem in file order, mentioning how many more there are; its ``problems`` lists them all.
     """
     text = _read(path)
     data, marks, problems = _parse(path, text)
@@ -947,36 +990,12 @@ def load_config(path: Path, jobs: Mapping[str, JobSpec]) -> Config:
     for error in validator.iter_errors(data):
         problems.extend(_describe(error, jobs, marks))
 
-    # An enabled job without a section still needs its required options.
-    listed = data.get("jobs")
-    if isinstance(listed, dict):
-        for name, enabled in listed.items():
-            if enabled is True and name in jobs and name not in data and jobs[name].required():
-                option = jobs[name].required()[0]
-                line, column = marks.at(("jobs", name), key=True)
-                description = jobs[name].options[option].get("description", "")
-                problems.append(
-                    _Problem(
-                        line,
-                        column,
-                        f"job {name!r} is enabled but its option {option!r} has no default and is not set",
-                        f"add a section `{name}:` with `{option}: ...` ({description}), or disable the job",
-                        ("jobs", name),
-                    )
-                )
+    problems.extend(_unset_required(data, jobs, marks))
 
-    if not problems:  # the settings match the schemas: the jobs' own option checks (their hooks)
-        problems.extend(_job_option_problems(data, jobs, marks))
-
+    # The jobs' own option checks (their hooks), for each section that matches its schema.
+    problems.extend(_job_option_problems(data, jobs, marks, {p.path[0] for p in problems if p.path}))
     if problems:
-        # One problem per value: the type error is the one that says most.
-        best: dict[_JsonPath, _Problem] = {}
-        for problem in sorted(problems, key=lambda p: -p.priority):
-            best.setdefault(problem.path, problem)
-        ordered = sorted(best.values(), key=lambda p: (p.line, p.column, -p.priority))
-        first = ordered[0]
-        more = f" (+{len(ordered) - 1} more)" if len(ordered) > 1 else ""
-        raise ConfigError(f"{path}:{first.line}:{first.column}: {first.message}{more}", first.hint)
+        raise _config_problems(path, problems)
 
     full = _with_defaults({"properties": GLOBAL_SCHEMA}, data)
     disk = full["disk"]

@@ -50,7 +50,6 @@ from .summary import job_summary
 from .ui import Ui
 
 log = logging.getLogger("pcswitcher")
-KEEP_RUN_DIRS = 20
 
 
 @dataclass
@@ -959,6 +958,4 @@ class Sync:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _prune_old_runs(self) -> None:
-        runs = sorted((p for p in paths.runs_dir().glob("*") if p.is_dir()), key=lambda p: p.name)
-        for old in runs[:-KEEP_RUN_DIRS]:
-            shutil.rmtree(old, ignore_errors=True)
+        paths.prune_run_dirs(spare=self.run_id)

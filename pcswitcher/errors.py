@@ -44,6 +44,9 @@ class UsageError(PcsError):
 class ConfigError(UsageError):
     """The config file is missing, not YAML, or does not match the schema."""
 
+    #: Every problem of a config that was read, in file order: (``FILE:LINE:COL: problem``, fix).
+    problems: list[tuple[str, str]] | None = None
+
 
 class InventoryError(UsageError):
     """The inventory cannot be read, or the target is not in it."""

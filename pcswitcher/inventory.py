@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import paths
 from .errors import InventoryError
 
 LOCAL_NAMES = {"localhost", "127.0.0.1", "::1"}
@@ -108,7 +109,7 @@ class Inventory:
         if not path.exists():
             raise InventoryError(
                 f"inventory {path} does not exist",
-                "run `pc-switcher init` to write an example, or pass -i/--inventory PATH",
+                paths.init_hint("-i", path) + ", or pass -i/--inventory with your inventory",
             )
         if not path.is_file():
             raise InventoryError(

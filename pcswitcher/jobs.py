@@ -122,13 +122,39 @@ def strict_validator() -> type[Validator]:
     return validator
 
 
+#: Ansible's documentation markup (``ansible-doc`` renders it): a code-like name ``C(x)``, an option
+#: ``O(x)``, a value ``V(x)``, a return value ``RV(x)``, an environment variable ``E(x)``, a plugin
+#: ``P(x)``; italics ``I(x)``, bold ``B(x)``, a module ``M(x)``; links ``U(url)``, ``L(text,url)``,
+#: ``R(text,anchor)``; and ``HORIZONTALLINE``.
+_MARKUP = re.compile(r"(?<![\w])(RV|[COVEPIBMURL])\(([^()]*)\)|\s*\bHORIZONTALLINE\b")
+_CODE_MARKUP = frozenset({"C", "O", "V", "RV", "E", "P"})
+
+
+def plain_text(text: str) -> str:
+    """``text`` without Ansible's markup: what pc-switcher writes for a person to read (the config
+    ``init`` writes, the reference, the error hints). Names and values in backquotes, links as
+    ``text (url)``; everything else as it stands."""
+
+    def replace(match: re.Match[str]) -> str:
+        kind, inner = match.group(1), match.group(2)
+        if kind is None:  # HORIZONTALLINE
+            return ""
+        if kind in _CODE_MARKUP:
+            return f"`{inner}`"
+        if kind in {"L", "R"}:
+            label, _, target = inner.partition(",")
+            return f"{label.strip()} ({target.strip()})" if kind == "L" else label.strip()
+        return inner
+
+    return " ".join(_MARKUP.sub(replace, text).split())
+
+
 def _description_text(value: object) -> str | None:
-    """An argspec description is a string or a list of strings (paragraphs)."""
+    """An argspec description is a string or a list of strings (paragraphs), as plain text."""
     if isinstance(value, str) and value.strip():
-        return " ".join(value.split())
+        return plain_text(value) or None
     if isinstance(value, list) and value and all(isinstance(p, str) for p in value):
-        text = " ".join(" ".join(p.split()) for p in value)
-        return text or None
+        return plain_text(" ".join(value)) or None
     return None
 
 
@@ -434,7 +460,7 @@ def _load_declaration(path: Path) -> _Declaration:
             raise JobDefinitionError(path, f"'{key}' {problem}")
         templates[key] = template.strip() if isinstance(template, str) else None
     return _Declaration(
-        description.strip(), default_enabled, templates["summary"], templates["summary_dry_run"]
+        plain_text(description), default_enabled, templates["summary"], templates["summary_dry_run"]
     )
 
 

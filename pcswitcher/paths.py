@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
+import shutil
 from pathlib import Path
 
 APP = "pc-switcher"
@@ -33,6 +36,30 @@ def default_inventory_path() -> Path:
     return config_dir() / "inventory.yml"
 
 
+def init_hint(option: str, path: Path) -> str:
+    """How to write the missing config (``option`` ``-c``) or inventory (``-i``) ``path``:
+    ``pc-switcher init -c PATH`` writes that file only (a plain ``init`` writes both, and refuses
+    when the other one exists)."""
+    what = "a default config" if option == "-c" else "an example inventory"
+    return f"run `pc-switcher init {option} {shell_quote(str(path))}` to write {what} there"
+
+
+def shell_quote(text: str) -> str:
+    """``text`` as one shell word that a shell turns back into ``text``: shlex's quoting, or bash's
+    ``$'...'`` with escapes when ``text`` holds a character that is not printable (a newline)."""
+    if text.isprintable():
+        return shlex.quote(text)
+    escaped = "".join(
+        c
+        if c.isprintable() and c not in "\\'"
+        else f"\\x{ord(c):02x}"
+        if ord(c) < 0x100
+        else f"\\u{ord(c):04x}"
+        for c in text
+    )
+    return f"$'{escaped}'"
+
+
 def logs_dir() -> Path:
     return state_dir() / "logs"
 
@@ -40,6 +67,31 @@ def logs_dir() -> Path:
 def runs_dir() -> Path:
     """One folder per run: ansible-runner private data dirs, the ssh control socket."""
     return state_dir() / "runs"
+
+
+#: How many run directories (``runs/<run id>``) the state directory keeps: the newest ones.
+KEEP_RUN_DIRS = 20
+#: The name of a run directory as pc-switcher makes them (a run or session id: its start in UTC).
+_RUN_DIR_NAME = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{4}")
+
+
+def prune_run_dirs(keep: int = KEEP_RUN_DIRS, spare: str | None = None) -> list[str]:
+    """Remove the run directories of ``runs/`` but the ``keep`` newest, ``spare`` (the run starting
+    now, if any) counted among them. Only directories named as pc-switcher names them: a symlink or
+    anything else in ``runs/`` stays. The logs (``logs/``) are not touched. Returns the names removed."""
+    try:
+        entries = list(os.scandir(runs_dir()))
+    except OSError:
+        return []
+    names = sorted(
+        e.name
+        for e in entries
+        if _RUN_DIR_NAME.fullmatch(e.name) and e.is_dir(follow_symlinks=False) and e.name != spare
+    )
+    doomed = names[: max(len(names) - (keep - 1 if spare else keep), 0)]
+    for name in doomed:
+        shutil.rmtree(runs_dir() / name, ignore_errors=True)
+    return doomed
 
 
 def lock_path() -> Path:

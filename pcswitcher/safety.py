@@ -399,10 +399,19 @@ class Safety:
                 extra={"fields": {"pruned": counts}},
             )
 
-    def list_sessions(self) -> dict[str, list[dict[str, Any]]]:
-        """The snapshot sessions per machine: {"target": [...], "source": [...]} (oldest first)."""
+    def list_sessions(self) -> dict[str, dict[str, Any]]:
+        """Per machine that was listed ("target", "source"): ``sessions`` (oldest first), the snapshot
+        ``location`` and ``on_btrfs`` (whether that location is on a btrfs file system)."""
         data = self._snapshots("list", check=False, what="listing the snapshots failed")
-        return {side: list((data.get(side) or {}).get("sessions") or []) for side in ("target", "source")}
+        return {
+            side: {
+                "sessions": list(info.get("sessions") or []),
+                "location": info.get("location"),
+                "on_btrfs": bool(info.get("on_btrfs")),
+            }
+            for side in ("target", "source")
+            if isinstance(info := data.get(side), dict) and not info.get("skipped")
+        }
 
     def cleanup(self, keep: int | None, older_than: int | None, dry_run: bool) -> dict[str, Any]:
         """Apply the retention on both machines (``dry_run``: only list what would be deleted)."""

@@ -7,8 +7,11 @@ and on this machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +34,37 @@ class _Context:
     labels: dict[str, str]  # "target"/"source" -> what the user calls that machine
 
 
-def _context(target: str | None, config_path: Path, inventory_path: Path, *, lock_path: str) -> _Context:
+@contextlib.contextmanager
+def _context(
+    target: str | None, config_path: Path, inventory_path: Path, *, lock_path: str, read_only: bool
+) -> Iterator[_Context]:
+    """The Safety for the command. A command that changes nothing (``read_only``: a list, a
+    dry-run) keeps its playbooks' files in a temporary directory, removed at the end: it leaves
+    nothing in the state directory. One that changes snapshots keeps them in ``runs/<session>``
+    (for ``pc-switcher cleanup``), and prunes old run directories as a sync does."""
     root = paths.project_root()
     config: Config = load_config(config_path, discover_jobs(root))
     session = new_session_id()
-    state = paths.runs_dir() / session
+    if read_only:
+        with tempfile.TemporaryDirectory(prefix=f"pcswitcher-{session}-state-") as scratch:
+            yield _new_context(root, config, session, Path(scratch), target, inventory_path, lock_path)
+        return
+    context = _new_context(
+        root, config, session, paths.runs_dir() / session, target, inventory_path, lock_path
+    )
+    paths.prune_run_dirs(spare=session)  # once the target is known: a bad command changes nothing
+    yield context
+
+
+def _new_context(
+    root: Path,
+    config: Config,
+    session: str,
+    state: Path,
+    target: str | None,
+    inventory_path: Path,
+    lock_path: str,
+) -> _Context:
     here = socket.gethostname()
     if target is None:
         from .safety import local_inventory
@@ -65,14 +94,23 @@ def _phases(session: dict[str, Any]) -> str:
 def snapshots_list(
     target: str | None, config_path: Path, inventory_path: Path, ui: Ui, as_json: bool
 ) -> ExitCode:
-    ctx = _context(target, config_path, inventory_path, lock_path=TARGET_LOCK_PATH)
-    listing = ctx.safety.list_sessions()
-    machines = {label: listing[side] for side, label in ctx.labels.items()}
+    with _context(target, config_path, inventory_path, lock_path=TARGET_LOCK_PATH, read_only=True) as ctx:
+        listing = ctx.safety.list_sessions()
+    enabled = ctx.safety.snapshots.enabled
+    machines = {label: listing[side]["sessions"] for side, label in ctx.labels.items() if side in listing}
+    notes = {
+        label: note
+        for side, label in ctx.labels.items()
+        if side in listing
+        and (note := _why_none(listing[side], _setting(side, target), label, enabled, config_path))
+    }
     if as_json:
-        click.echo(json.dumps({"machines": machines}, indent=2, sort_keys=True))
+        click.echo(json.dumps({"machines": machines, "notes": notes}, indent=2, sort_keys=True))
         return ExitCode.OK
     for label, sessions in machines.items():
         ui.message(f"{label}: {len(sessions)} session(s)", style="bold")
+        if label in notes:
+            ui.message(f"  {notes[label]}")
         for session in sessions:
             subvolumes = sorted({s.get("subvolume", "?") for s in session.get("snapshots") or []})
             extra = f" (rollback to {session['rolled_back_to']})" if session.get("rolled_back_to") else ""
@@ -81,6 +119,29 @@ def snapshots_list(
                 f"phases {_phases(session)}  subvolumes {', '.join(subvolumes) or '-'}"
             )
     return ExitCode.OK
+
+
+def _setting(side: str, target: str | None) -> str:
+    """The setting that places the snapshots of ``side``: without TARGET, "target" is this machine."""
+    if side == "target" and target is not None:
+        return "snapshots.location.target (or the host var pcswitcher_snapshots_location)"
+    return "snapshots.location.source"
+
+
+def _why_none(info: dict[str, Any], setting: str, label: str, enabled: bool, config: Path) -> str | None:
+    """Why a machine has no snapshot session, and what to set; None when it has sessions."""
+    if info["sessions"]:
+        return None
+    where = info.get("location") or "?"
+    if not enabled:
+        return f"none: snapshots are disabled (snapshots.enabled: false in {config}), so no sync takes any"
+    if not info.get("on_btrfs"):
+        return (
+            f"none: the snapshot location {where} on {label} is not on a btrfs file system, so no sync "
+            f"can take snapshots there. Set `snapshots.enabled: false` in {config} to sync without "
+            f"them, or set {setting} to a folder on the btrfs file system of the synced subvolumes"
+        )
+    return f"none yet in {where}: each sync takes them (before and after it runs its jobs)"
 
 
 def snapshots_cleanup(
@@ -97,8 +158,8 @@ def snapshots_cleanup(
         raise UsageError(
             "--keep must be at least 1", "the newest session is always kept; pass --keep 1 or more"
         )
-    ctx = _context(target, config_path, inventory_path, lock_path=TARGET_LOCK_PATH)
-    data = ctx.safety.cleanup(keep, older_than, dry_run)
+    with _context(target, config_path, inventory_path, lock_path=TARGET_LOCK_PATH, read_only=dry_run) as ctx:
+        data = ctx.safety.cleanup(keep, older_than, dry_run)
     machines = {label: data.get(side) or {} for side, label in ctx.labels.items()}
     if as_json:
         click.echo(
@@ -134,7 +195,13 @@ def rollback(
             f"--session {session!r} is not a session id",
             "pass an id shown by `pc-switcher snapshots list TARGET`",
         )
-    ctx = _context(target, config_path, inventory_path, lock_path=lock_path)
+    with _context(target, config_path, inventory_path, lock_path=lock_path, read_only=dry_run) as ctx:
+        return _rollback(ctx, session, dry_run, assume_yes, quick, ui)
+
+
+def _rollback(
+    ctx: _Context, session: str | None, dry_run: bool, assume_yes: bool, quick: bool, ui: Ui
+) -> ExitCode:
     safety = ctx.safety
     plan = safety.rollback(session, dry_run=True, checksum=not quick)
     name = ctx.labels["target"]

@@ -160,6 +160,11 @@ class _UiLogHandler(logging.Handler):
             self._ui._on_record(record)
 
 
+def _one_line(text: str) -> str:
+    """``text`` with every non-printable character escaped as Python writes it (``\\n``, ``\\x1b``)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class Ui:
     """The one owner of terminal output."""
 
@@ -432,13 +437,14 @@ class Ui:
         self._print(Text(text, style=style or ""))
 
     def error(self, message: str, hint: str | None = None) -> None:
-        """One line on stderr: ``error: <message> — <hint>``. Ends the live display first."""
+        """One line on stderr: ``error: <message> — <hint>``. Ends the live display first. A control
+        character (a newline in a file name given by the user) is shown escaped (``\\n``): one line."""
         self.stop()
         line = Text()
         line.append("error:", style="bold red")
-        line.append(f" {message}")
+        line.append(f" {_one_line(message)}")
         if hint:
-            line.append(f" — {hint}", style="bold")
+            line.append(f" — {_one_line(hint)}", style="bold")
         self._print(line, err=True)
 
     def confirm(self, question: str, assume_yes: bool) -> bool:

@@ -93,7 +93,9 @@ def _wrong_host_key(sb: Sandbox) -> str:
 CASES = [
     # ---- config
     Case(
-        "config-missing", [f"^error: {DIR}/nope.yml:1:1: ", "does not exist", "pc-switcher init"], config=None
+        "config-missing",
+        [f"^error: {DIR}/nope.yml:1:1: ", "does not exist", f"pc-switcher init -c {DIR}/nope.yml`"],
+        config=None,
     ),
     Case(
         "config-invalid-yaml",
@@ -219,7 +221,11 @@ CASES = [
     # ---- inventory
     Case(
         "inventory-missing",
-        [f"inventory {DIR}/none.yml does not exist", "pass -i/--inventory"],
+        [
+            f"inventory {DIR}/none.yml does not exist",
+            f"pc-switcher init -i {DIR}/none.yml`",
+            "pass -i/--inventory",
+        ],
         args=["-i", f"{DIR}/none.yml"],
     ),
     Case(
@@ -304,7 +310,9 @@ CASES = [
     Case("cli-missing-target", ["Missing argument 'TARGET'", "pc-switcher sync --help"], argv=["sync"]),
     Case("cli-unknown-command", ["No such command 'synk'", "--help"], argv=["synk", "target"]),
     Case(
-        "cli-bad-log-level", ["--level 'LOUD' is not a level", "use DEBUG"], argv=["logs", "--level", "LOUD"]
+        "cli-bad-log-level",
+        ["'LOUD' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL", "pc-switcher logs --help"],
+        argv=["logs", "--level", "LOUD"],
     ),
     *[
         Case(

@@ -25,7 +25,14 @@ from typing import Any
 import pytest
 
 from tests.integration.folder_sync_helpers import manifest, sh
-from tests.integration.helpers import HISTORY_FLAGS, PC_SWITCHER, assert_one_error_line, leftovers, run_dirs
+from tests.integration.helpers import (
+    HISTORY_FLAGS,
+    PC_SWITCHER,
+    assert_one_error_line,
+    leftovers,
+    run_dirs,
+    stderr_lines,
+)
 from tests.sandbox import Sandbox
 
 DIR = "/root/hostile"
@@ -216,11 +223,19 @@ def test_hostile_setting_is_refused_and_nothing_changes(sb: Sandbox, case: Case)
         argv = [PC_SWITCHER, "sync", "target", "-c", config, "-i", str(sb.inventory_path), *HISTORY_FLAGS]
         sync = source.run(argv, timeout=240)
         if case.code == 2:
-            for result in (check, sync):
-                line = assert_one_error_line(result, 2)
-                assert " — " in line, f"no fix named: {line}"
-                for part in case.expect:
-                    assert part in line, (part, line)
+            # sync: one line (the first problem); config check: every problem, one line each
+            line = assert_one_error_line(sync, 2)
+            lines = stderr_lines(check)
+            assert check.returncode == 2, check.stderr
+            assert "Traceback" not in check.stdout + check.stderr
+            assert lines, check.stderr
+            assert line.startswith(lines[0].split(" — ")[0]), (line, lines)
+            for each in (line, *lines):
+                assert each.startswith("error: "), each
+                assert " — " in each, f"no fix named: {each}"
+            for part in case.expect:
+                assert part in line, (part, line)
+                assert part in "\n".join(lines), (part, lines)
             assert run_dirs(source) == [], "the sync started before refusing"
             assert run_dirs(target) == [], "the sync started before refusing"
         else:

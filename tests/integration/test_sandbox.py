@@ -367,3 +367,85 @@ def test_no_subvolume_under_the_overlays(sandbox_factory: Callable[..., Sandbox]
     for bad in ("/opt", "/usr/local", "/usr/local/bin", "/opt/../usr/local/lib"):
         with pytest.raises(SandboxError, match="cannot give"):
             sb.add("m", extra_dirs=[bad])
+
+
+# --------------------------------------------------------------------------- kept sandboxes (`up`)
+# A sandbox brought up for a person (`python -m tests.sandbox up`) outlives its owner on purpose:
+# `make test` (`down --all --orphaned`) leaves it up and says so; `down DIR` and `down --all` remove it.
+
+
+def _sandbox_cli(base: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tests.sandbox", "--base-dir", str(base), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=120,
+    )
+
+
+def _up_kept(base: Path, name: str, port: int) -> tuple[Path, int]:
+    res = _sandbox_cli(base, "up", "--name", name, "--port", str(port), "--size", "1G")
+    assert res.returncode == 0, res.stderr
+    assert "kept: `make test` (down --all --orphaned) leaves it up" in res.stdout
+    dirs = [line.split(": ", 1)[1] for line in res.stdout.splitlines() if line.startswith("sandbox dir: ")]
+    pids = [
+        int(line.split("init pid ")[1].rstrip(")")) for line in res.stdout.splitlines() if "init pid" in line
+    ]
+    assert len(dirs) == 1
+    assert len(pids) == 1
+    return Path(dirs[0]), pids[0]
+
+
+def test_orphan_cleanup_leaves_a_kept_sandbox_up(other_base: Path) -> None:
+    sandbox_dir, init_pid = _up_kept(other_base, "kept", 2239)
+    ns = _pidns(init_pid)
+    assert "kept up for manual work" in _sandbox_cli(other_base, "status").stdout
+    # an orphan beside it (its owner gone, not kept) is still removed
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER, str(other_base), "2240"], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        assert owner.stdout is not None
+        orphan = owner.stdout.readline().split()
+        assert len(orphan) == 3, f"owner failed (rc {owner.poll()})"
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    res = _sandbox_cli(other_base, "down", "--all", "--orphaned")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        f"removed {orphan[0]}",
+        f"left up {sandbox_dir}: kept for manual work by `up`; stop it with: "
+        f"{sys.executable} -m tests.sandbox down {sandbox_dir}",
+    ]
+    assert _pidns(init_pid) == ns  # the same machine, still up and reachable
+    machine = Sandbox.attach(sandbox_dir)["kept"]  # a handle only: no teardown of its own
+    out = subprocess.run(machine.ssh_argv(["hostname"]), capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "kept"
+    snap = _snapshot(machine)
+    res = _sandbox_cli(other_base, "down", str(sandbox_dir))
+    assert res.returncode == 0, res.stderr
+    _assert_gone(snap)
+
+
+def test_down_all_removes_a_kept_sandbox(other_base: Path) -> None:
+    sandbox_dir, _ = _up_kept(other_base, "kept2", 2241)
+    snap = _snapshot(Sandbox.attach(sandbox_dir)["kept2"])
+    res = _sandbox_cli(other_base, "down", "--all")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [f"removed {sandbox_dir}"]
+    _assert_gone(snap)
+
+
+def test_a_kept_sandbox_whose_machines_died_is_an_orphan(other_base: Path) -> None:
+    """After a reboot (here: its machine's init killed) nothing runs that a person could use."""
+    sandbox_dir, init_pid = _up_kept(other_base, "kept4", 2243)
+    ns = _pidns(init_pid)
+    os.kill(init_pid, signal.SIGKILL)  # the machine this test brought up: its pid namespace ends
+    _wait_for(lambda: _procs_in_pidns(ns) == [])
+    res = _sandbox_cli(other_base, "down", "--all", "--orphaned")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [f"removed {sandbox_dir}"]
+    assert not sandbox_dir.exists()

@@ -21,6 +21,7 @@ from tests.sandbox.machine import (
     SandboxError,
     down_all,
     down_dir,
+    kept_up,
     live_process,
     recorded_sandboxes,
 )
@@ -42,11 +43,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
     except BaseException:
         sandbox.down()
         raise
-    # Leave the machines running: no teardown on exit.
+    # Leave the machines running: no teardown on exit, and none by `make test` (kept).
+    sandbox.keep()
     print(f"inventory: {sandbox.inventory_path}")
     print(f"sandbox dir: {sandbox.dir}")
     print(f"ssh: {' '.join(next(iter(sandbox.machines.values())).ssh_argv())}")
-    print(f"stop with: {sys.executable} -m tests.sandbox down {sandbox.dir}")
+    print(
+        f"kept: `make test` (down --all --orphaned) leaves it up; stop it with: {_down_command(sandbox.dir)}"
+    )
     return 0
 
 
@@ -55,12 +59,22 @@ def _cmd_down(args: argparse.Namespace) -> int:
         print("give either --all or one sandbox DIR", file=sys.stderr)
         return 2
     if args.all:
+        kept = [d for d in recorded_sandboxes(args.base_dir) if kept_up(d)] if args.orphaned else []
         for done in down_all(args.base_dir, only_orphaned=args.orphaned):
             print(f"removed {done}")
+        for sandbox_dir in kept:
+            print(
+                f"left up {sandbox_dir}: kept for manual work by `up`; stop it with: "
+                + _down_command(sandbox_dir)
+            )
         return 0
     down_dir(Path(args.dir))
     print(f"removed {args.dir}")
     return 0
+
+
+def _down_command(sandbox_dir: Path) -> str:
+    return f"{sys.executable} -m tests.sandbox down {sandbox_dir}"
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -75,7 +89,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
             continue
         owner_alive = live_process(state.get("owner_pid"), state.get("owner_start")) is not None
         owner = f"owner pid {state.get('owner_pid')} ({'alive' if owner_alive else 'gone'})"
-        print(f"{sandbox_dir}: {owner}")
+        print(f"{sandbox_dir}: {owner}{', kept up for manual work' if state.get('kept') is True else ''}")
         for rec in state.get("machines", {}).values():
             alive = live_process(rec.get("init_pid"), rec.get("init_start")) is not None
             print(
@@ -127,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("dir", nargs="?", default=None)
     down.add_argument("--all", action="store_true")
     down.add_argument(
-        "--orphaned", action="store_true", help="with --all: skip sandboxes whose owner process is alive"
+        "--orphaned",
+        action="store_true",
+        help="with --all: skip sandboxes whose owner process is alive, and those kept up by `up`",
     )
     down.set_defaults(func=_cmd_down)
 

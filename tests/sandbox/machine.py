@@ -315,17 +315,30 @@ def _owner_alive(sandbox_dir: Path) -> bool:
     return live_process(state.get("owner_pid"), state.get("owner_start")) is not None
 
 
+def kept_up(sandbox_dir: Path) -> bool:
+    """The sandbox was brought up for a person (``python -m tests.sandbox up``: state ``kept``) and
+    one of its machines still runs. A kept sandbox whose machines are all gone (a reboot) is not."""
+    try:
+        state = _read_state(sandbox_dir)
+    except (OSError, ValueError):
+        return False
+    return state.get("kept") is True and any(
+        live_process(rec.get("init_pid"), rec.get("init_start")) is not None
+        for rec in (state.get("machines") or {}).values()
+    )
+
+
 def down_all(base_dir: Path | None = None, only_orphaned: bool = False) -> list[str]:
     """Tear down every sandbox recorded under the base dir; returns the dirs torn down.
 
     With ``only_orphaned``, sandboxes whose owner process is still alive (e.g. another test run in
-    progress) are left alone. Raises :class:`SandboxError` after trying all of them if any could not
-    be cleaned completely.
+    progress) and sandboxes kept up for a person (:func:`kept_up`) are left alone. Raises
+    :class:`SandboxError` after trying all of them if any could not be cleaned completely.
     """
     done: list[str] = []
     problems: list[str] = []
     for sandbox_dir in recorded_sandboxes(base_dir):
-        if only_orphaned and _owner_alive(sandbox_dir):
+        if only_orphaned and (_owner_alive(sandbox_dir) or kept_up(sandbox_dir)):
             continue
         found = _teardown_dir(sandbox_dir)
         if found:
@@ -756,6 +769,12 @@ class Sandbox:
         _wait_until(lambda: not probe.extra_processes(), 5.0)
 
     # -- files
+
+    def keep(self) -> None:
+        """Mark the sandbox as kept up for a person: its owner (``up``) exits, and ``down --all
+        --orphaned`` (``make test``) leaves it running; ``down DIR`` or ``down --all`` removes it."""
+        self._state["kept"] = True
+        self._save()
 
     def _save(self) -> None:
         if self.dir.is_dir():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -567,3 +568,86 @@ def test_example_inventory() -> None:
     assert {"ansible_host", "ansible_user", "ansible_port"} <= set(host)
     assert "ansible_ssh_private_key_file" in text
     assert "TARGET" in text
+
+
+# --- every problem of a file (`pc-switcher config check`) --------------------------------------
+
+FIVE_PROBLEMS = """\
+jobs:
+  folder_sync: maybe
+log_level:
+  terminal: loud
+link_timeout: 0
+disk:
+  preflight_minimum: 10
+folder_sync:
+  folders:
+    - source: /home
+      target: /etc
+bogus: 1
+"""
+
+
+def test_every_problem_is_listed_with_its_place(tmp_path: Path) -> None:
+    """Schema (type, enum, minimum, format), the job's option hook and an unknown key: all six, in
+    file order, each with file:line:col and its fix; the hook runs although other sections are bad."""
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, discover_jobs(paths.project_root()), FIVE_PROBLEMS)
+    path = tmp_path / "config.yml"
+    problems = info.value.problems or []
+    assert [message for message, _ in problems] == [
+        f"{path}:2:16: jobs.folder_sync: expected true or false (run the job or not), got 'maybe'",
+        f"{path}:4:13: log_level.terminal: 'loud' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
+        f"{path}:5:15: link_timeout: must be greater than 0, got 0",
+        f"{path}:7:22: disk.preflight_minimum: a bare number (10) is ambiguous: write a percentage of the "
+        "file system like '20%' or a size like '50GiB', '500MB', '1.5TiB', '100K' (B, K/KB/KiB, M/MB/MiB, "
+        "G/GB/GiB, T/TB/TiB; KB = 1000 bytes, K = KiB = 1024 bytes)",
+        f"{path}:11:15: folder_sync.folders[0].target: target folder /etc is outside the places a mirror "
+        "with delete may write (/home, /root, and below /srv, /opt, /var)",
+        f"{path}:12:1: unknown top-level key 'bogus'",
+    ]
+    assert all(hint for _, hint in problems)
+    # the one-line error of other commands: the first, how many more, and where to see them all
+    assert info.value.message == problems[0][0] + " (+5 more)"
+    assert (info.value.hint or "").endswith(f"`pc-switcher config check -c {path}` lists all 6")
+
+
+def test_a_section_that_breaks_its_schema_is_not_given_to_the_hook(tmp_path: Path) -> None:
+    """The hook expects schema-valid settings: a folder without a source is the schema's problem
+    only, and the hook still checks the other jobs' sections."""
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, discover_jobs(paths.project_root()), "folder_sync:\n  folders:\n    - target: /etc\n")
+    assert [m.split("config.yml:", 1)[1] for m, _ in info.value.problems or []] == [
+        "3:7: folder_sync.folders[0]: the setting 'source' is missing"
+    ]
+
+
+HOOK = """
+def option_problems(settings):
+    host = settings["host"]  # required: a hook may rely on it
+    bad = host == "bad"
+    return [{"path": ["host"], "problem": "'bad' is a bad host", "fix": "name a good one"}] if bad else []
+"""
+
+
+def test_hooks_get_only_sections_with_their_required_options(tmp_path: Path) -> None:
+    """A job enabled without its required option is reported by the required check; its hook is
+    not run (it may rely on the option), nor does it hide the other problems."""
+    project = tmp_path / "project"
+    shutil.copytree(PROJECT, project)
+    plugins = project / "roles" / "needs" / "filter_plugins"
+    plugins.mkdir()
+    (plugins / "needs_options.py").write_text(HOOK)
+    jobs = discover_jobs(project)
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, jobs, "jobs:\n  needs: true\nlink_timeout: 0\n")
+    assert [m.split("config.yml:", 1)[1] for m, _ in info.value.problems or []] == [
+        "2:3: job 'needs' is enabled but its option 'host' has no default and is not set",
+        "3:15: link_timeout: must be greater than 0, got 0",
+    ]
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, jobs, "jobs:\n  needs: true\nneeds:\n  host: bad\nlink_timeout: 0\n")
+    assert [m.split("config.yml:", 1)[1] for m, _ in info.value.problems or []] == [
+        "4:9: needs.host: 'bad' is a bad host",
+        "5:15: link_timeout: must be greater than 0, got 0",
+    ]

@@ -106,7 +106,12 @@ entry()
     [
         (["--version"], 0, "pc-switcher, version", ""),
         (["sync"], 2, "", "error: Missing argument 'TARGET'"),
-        (["logs", "--level", "LOUD"], 2, "", "error: --level 'LOUD' is not a level"),
+        (
+            ["logs", "--level", "LOUD"],
+            2,
+            "",
+            "error: Invalid value for '--level': 'LOUD' is not one of DEBUG,",
+        ),
     ],
 )
 def test_the_console_script_keeps_exit_codes_output_and_exit_handlers(

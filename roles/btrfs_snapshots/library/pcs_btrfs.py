@@ -723,7 +723,8 @@ def main() -> None:
                 changed = changed or bool(result["pruned"]["deleted"])
             module.exit_json(changed=changed, host=host, **result)
         elif action == "list":
-            module.exit_json(changed=False, host=host, location=location, sessions=scan(location))
+            on_btrfs = os.path.isabs(location) and fsid(existing_ancestor(location)) is not None
+            module.exit_json(changed=False, host=host, location=location, on_btrfs=on_btrfs, sessions=scan(location))
         elif action == "cleanup":
             if p["keep"] < 1:
                 raise Problem("keep must be at least 1 (the newest session is always kept)")
