@@ -36,6 +36,7 @@ import psutil
 from . import logs, paths
 from .abort import AbortController, Cause
 from .agent import TAG, remove_stale_run_dirs, run_dir
+from .carry import Carry, way_back_note
 from .cleanup import JIDS_FILE, cleanup_playbook_run
 from .config import Config, JobConfig, load_config
 from .errors import ExitCode, LockHeld, UsageError
@@ -194,6 +195,7 @@ class Sync:
         self.exit_code: ExitCode | None = None
         self._target: Target | None = None  # resolve_target(), once the first job's playbook is started
         self.safety: Safety | None = None
+        self.carry: Carry | None = None
         self.snapshots: dict[str, Any] = {}
         self.stale_run_dirs: list[str] = []  # removed once the lock is held (remove_stale_run_dirs)
 
@@ -233,6 +235,14 @@ class Sync:
             dry_run=self.options.dry_run,
             target_label=self.target.name,
             history_io=self._history_io,
+        )
+        self.carry = Carry(
+            self.p.root,
+            self._safety_play,
+            self.options.config_path,
+            self.p.inventory_path,
+            self.target.name,
+            dry_run=self.options.dry_run,
         )
         try:
             logs.setup_logging(
@@ -310,6 +320,8 @@ class Sync:
             self.ui.step(1, len(p.selected), p.selected[0].name, "validate")
             first.begin()
             self.safety.validate()
+            assert self.carry is not None
+            self.carry.validate()  # a newer pc-switcher on the target refuses the sync
             if not self._validate_all(first):
                 return self._finish(self._abort() if self.abort.requested else ExitCode.FAILED)
             if self.abort.requested:
@@ -329,9 +341,12 @@ class Sync:
                     return self._abort()
             if self.abort.requested:
                 return self._abort()
-            # all jobs succeeded: the target was synced, even if the post snapshot should fail
+            # all jobs succeeded: pc-switcher, its config and inventory go too (the way back); then
+            # the target was synced, even if the post snapshot should fail
+            self.carry.carry()
             self.safety.record_history()
             self.snapshots["post"] = self.safety.snapshot("post")
+            way_back_note(self.p.inventory_path, self.target.name)
             return self._finish(ExitCode.OK)
         except HistoryRefused:
             raise  # nothing has changed; the CLI says why (exit 2)
