@@ -137,7 +137,7 @@ def prefix_state(prefix):
         return "install", record
     # a carry or `make install` that was interrupted: our layout without its last file
     names = set(os.listdir(prefix))
-    if names and names <= {"app", "venv"} and os.path.isdir(os.path.join(prefix, "app", "pcswitcher")):
+    if names and names <= {"app", "venv", INSTALL_JSON} and os.path.isdir(os.path.join(prefix, "app", "pcswitcher")):
         return "incomplete", None
     return ("absent", None) if not names else ("foreign", None)
 
