@@ -40,6 +40,8 @@ from ansible.module_utils.basic import AnsibleModule
 INSTALL_JSON = "install.json"
 VERSION_RE = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.M)
 CONFIG_NAMES = ("config.yml", "inventory.yml")
+#: what PREFIX of an install may hold (the same list as `make uninstall`'s)
+OURS = frozenset({"app", "venv", INSTALL_JSON, ".old", ".new"})
 
 
 def read_install(prefix):
@@ -135,9 +137,10 @@ def prefix_state(prefix):
     record = read_install(prefix)
     if record is not None:
         return "install", record
-    # a carry or `make install` that was interrupted: our layout without its last file
+    # a carry or `make install` that was interrupted: our layout without its last file (.old and .new
+    # are make install's own, while it replaces an install)
     names = set(os.listdir(prefix))
-    if names and names <= {"app", "venv", INSTALL_JSON} and os.path.isdir(os.path.join(prefix, "app", "pcswitcher")):
+    if names and names <= OURS and os.path.isdir(os.path.join(prefix, "app", "pcswitcher")):
         return "incomplete", None
     return ("absent", None) if not names else ("foreign", None)
 
