@@ -53,7 +53,8 @@ def test_from_a_checkout_the_config_and_inventory_go_and_the_install_does_not(sb
     assert (config_dir / "config.yml").stat().st_mode & 0o777 == 0o600
     messages = _messages(sb)
     not_carried = [m for level, m in messages if "pc-switcher is not carried" in m]
-    assert len(not_carried) == 1 and "runs from a checkout" in not_carried[0], messages
+    assert len(not_carried) == 1, messages
+    assert "runs from a checkout" in not_carried[0]
     assert ("INFO", not_carried[0]) in messages
     warnings = [m for level, m in messages if level in {"WARNING", "ERROR", "CRITICAL"}]
     # the first sync and the snapshots (off in a sandbox) warn; nothing of the carry does

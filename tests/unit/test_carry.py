@@ -282,7 +282,7 @@ def test_the_module_runs_in_check_mode_as_ansible_calls_it(tmp_path: Path) -> No
             "_ansible_check_mode": True,
         }
     }
-    module = Path(pcs_carry.__file__)
+    module = Path(str(pcs_carry.__file__))
     done = subprocess.run(
         [sys.executable, str(module)],
         input=json.dumps(args),
