@@ -1,13 +1,20 @@
 # pc-switcher — the two commands of the README:
 #   make demo   set everything up, bring up a sandbox target, run a real sync into it, tear down
 #   make test   set everything up and run the whole test suite (lint, types, unit, integration)
+# and the install (as root, or as a user with sudo: the privileged steps run through sudo):
+#   make install     PREFIX/app, PREFIX/venv, PREFIX/install.json, BINDIR/pc-switcher (pcswitcher/install.py)
+#   make uninstall   removes them; keeps every user's ~/.config/pc-switcher and ~/.local/state/pc-switcher
 SHELL := /bin/bash
 PYTHON ?= /usr/bin/python3
 VENV := .venv
 BIN := $(VENV)/bin
+PREFIX ?= /opt/pc-switcher
+BINDIR ?= /usr/local/bin
+export PREFIX BINDIR   # to the recipes through the environment: never parsed by their shell
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_PACKAGES := python3 python3-venv openssh-server openssh-client rsync btrfs-progs acl attr procps util-linux iproute2 tmux sudo
 
-.PHONY: bootstrap system-deps venv demo test lint unit integration bench bench-folder-sync clean-sandboxes
+.PHONY: install uninstall bootstrap system-deps venv demo test lint unit integration bench bench-folder-sync clean-sandboxes
 
 bootstrap: system-deps venv
 	@# .pyc files: an editable install compiles nothing of pcswitcher, pip writes the dependencies'
@@ -20,9 +27,15 @@ system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:" $$missing; \
-	  if [ "$$(id -u)" != 0 ]; then echo "error: run as root to install: $$missing" >&2; exit 2; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  if [ -n "$(SUDO)" ] && ! command -v sudo >/dev/null; then echo "error: run as root (no sudo here) to install: $$missing" >&2; exit 2; fi; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+install: system-deps
+	@$(SUDO) $(PYTHON) -I pcswitcher/install.py install --source . --prefix "$$PREFIX" --bindir "$$BINDIR" --python "$(PYTHON)"
+
+uninstall:
+	@$(SUDO) $(PYTHON) -I pcswitcher/install.py uninstall --prefix "$$PREFIX" --bindir "$$BINDIR"
 
 venv: $(VENV)/.installed
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.sandbox import Machine, Sandbox, down_all
+from tests.sandbox import Machine, Sandbox, SandboxError, down_all
 
 ANSIBLE = Path(sys.executable).parent / "ansible"
 REPO = Path(__file__).resolve().parents[2]
@@ -284,3 +284,64 @@ def test_cli_up_attach_extra_dir_down(other_base: Path) -> None:
         assert machine.path("/srv/x").exists()
         assert not Path("/srv/x").exists()
     _assert_gone(snap)
+
+
+def _small_host_file(top: str) -> Path | None:
+    """A small regular file under ``top`` on the host (the first found, at most 64 KiB), or None."""
+    for root, dirs, files in os.walk(top):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(root) / name
+            if path.is_file() and not path.is_symlink() and path.stat().st_size <= 65536:
+                return path
+    return None
+
+
+def test_opt_and_usr_local_are_private_overlays(sandbox_factory: Callable[..., Sandbox]) -> None:
+    sb = sandbox_factory("one", "two")
+    one, two = sb["one"], sb["two"]
+    marker = f"pcs-overlay-marker-{os.getpid()}"
+    for machine in (one, two):
+        for mnt in ("/opt", "/usr/local"):
+            res = machine.run(["findmnt", "-n", "-o", "FSTYPE", "--mountpoint", mnt])
+            assert res.stdout.split() == ["overlay"], (machine.name, mnt, res.stdout, res.stderr)
+    # the host's content is visible inside (pip here reads its index and wheels from /opt)
+    assert sorted(one.run(["ls", "-A", "/opt"]).stdout.split()) == sorted(os.listdir("/opt"))
+    res = one.run(
+        [
+            "sh",
+            "-c",
+            'mkdir -p "/opt/$1" && echo x > "/opt/$1/f" && echo y > "/usr/local/bin/$1"',
+            "sh",
+            marker,
+        ]
+    )
+    assert res.returncode == 0, res.stderr
+    assert one.path(f"/opt/{marker}/f").read_text() == "x\n"
+    assert one.path(f"/usr/local/bin/{marker}").read_text() == "y\n"
+    assert not (Path("/opt") / marker).exists()
+    assert not (Path("/usr/local/bin") / marker).exists()
+    assert two.run(["test", "-e", f"/opt/{marker}"]).returncode == 1
+    assert two.run(["test", "-e", f"/usr/local/bin/{marker}"]).returncode == 1
+    # a host file written and a host entry removed inside stay as they are on the host
+    host_file = _small_host_file("/opt")
+    if host_file is not None:
+        before = host_file.read_bytes()
+        res = one.run(["sh", "-c", 'echo changed >> "$1" && rm -f "$1"', "sh", str(host_file)])
+        assert res.returncode == 0, res.stderr
+        assert one.run(["test", "-e", str(host_file)]).returncode == 1
+        assert host_file.read_bytes() == before
+        assert two.path(str(host_file)).read_bytes() == before
+    snaps = [_snapshot(m) for m in (one, two)]
+    sb.down()
+    for snap in snaps:
+        _assert_gone(snap)
+    assert not _host_mounts_mentioning("overlay")
+    assert not (Path("/opt") / marker).exists()
+
+
+def test_no_subvolume_under_the_overlays(sandbox_factory: Callable[..., Sandbox]) -> None:
+    sb = sandbox_factory()
+    for bad in ("/opt", "/usr/local", "/usr/local/bin", "/opt/../usr/local/lib"):
+        with pytest.raises(SandboxError, match="cannot give"):
+            sb.add("m", extra_dirs=[bad])

@@ -51,7 +51,8 @@ def _setup(cfg: dict[str, Any]) -> None:
     os.chdir("/")
     # paths that the private mounts below would hide (a checkout under /tmp or /root): hold them by
     # a bind mount in the state dir now, and bind them back at the same path afterwards
-    overmounted = ["/tmp", "/run", *(target for target, _ in cfg["subvolumes"])]
+    overlays: list[str] = cfg.get("overlays", [])
+    overmounted = ["/tmp", "/run", *overlays, *(target for target, _ in cfg["subvolumes"])]
     held: list[tuple[str, str]] = []
     for index, path in enumerate(cfg.get("keep_visible", [])):
         if _hidden(path, overmounted):
@@ -80,6 +81,8 @@ def _setup(cfg: dict[str, Any]) -> None:
         _run(["mount", "-t", "btrfs", "-o", f"subvol=/{sub}", dev, target])
     if cfg.get("private_etc"):
         _private_etc(cfg["name"], top, dev)
+    for path in overlays:
+        _private_overlay(top, path)
     for hold, path in held:
         os.makedirs(path, exist_ok=True)
         _run(["mount", "--bind", hold, path])
@@ -95,6 +98,20 @@ def _private_etc(name: str, top: str, dev: str) -> None:
         with open(os.path.join(sub, "hosts"), "a") as hosts:
             hosts.write(f"127.0.1.1 {name}\n")  # sudo resolves the host name (else a warning per call)
     _run(["mount", "-t", "btrfs", "-o", "subvol=/etc", dev, "/etc"])
+
+
+def _private_overlay(top: str, path: str) -> None:
+    """An overlay over the host dir ``path`` in this mount namespace: the host's content visible
+    (read-only lower layer), every write in ``overlay/<name>/upper`` on this machine's btrfs, gone
+    with its image at teardown. The host's dir is never written."""
+    base = os.path.join(top, "overlay", path.strip("/").replace("/", "_"))
+    upper, work = os.path.join(base, "upper"), os.path.join(base, "work")
+    os.makedirs(upper, exist_ok=True)
+    os.makedirs(work, exist_ok=True)
+    os.chmod(upper, stat.S_IMODE(os.stat(path).st_mode))  # the host dir's mode, as for subvolumes
+    _run(
+        ["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={path},upperdir={upper},workdir={work}", path]
+    )
 
 
 def _reap_forever() -> None:

@@ -39,6 +39,8 @@ STATE_FILE = "state.json"
 REPO = Path(__file__).resolve().parents[2]
 BTRFS_TOP = "/run/pcs-btrfs"
 PYTHON_INTERPRETER = "/usr/bin/python3"
+# host dirs every machine sees through a private overlay (host content visible, writes its own)
+OVERLAY_DIRS = ("/opt", "/usr/local")
 SSHD = "/usr/sbin/sshd"
 _INIT_SCRIPT = Path(__file__).with_name("_init.py")
 _FORBIDDEN_BASES = ("/tmp", "/home", "/root", "/run")
@@ -573,6 +575,8 @@ class Sandbox:
         With ``private_etc`` the machine's ``/etc`` is a copy of the host's on its subvolume ``etc``
         (about 4 MB copied at start), so that :meth:`Machine.add_login_user` can add users and sudoers
         rules to this machine alone; its sshd and every process in it see that copy.
+        ``/opt`` and ``/usr/local`` are overlays: the host's content visible, every write private to
+        the machine (on its btrfs, outside its subvolumes) and gone at teardown.
         """
         if not name or not name.replace("-", "").isalnum() or name in self._state["machines"]:
             raise SandboxError(f"bad or duplicate machine name {name!r}")
@@ -584,6 +588,7 @@ class Sandbox:
                 not os.path.isabs(norm)
                 or not os.path.isdir(norm)
                 or norm in _NO_SUBVOLUME_AT
+                or any(norm == d or norm.startswith(d + "/") for d in OVERLAY_DIRS)
                 or norm.split("/")[1] in ("proc", "sys", "dev", "run", "tmp")
                 or self.dir.is_relative_to(norm)
                 or any(norm == t for t, _ in subvolumes)
@@ -660,6 +665,7 @@ class Sandbox:
             "status_file": str(status),
             "subvolumes": rec["subvolumes"],
             "private_etc": rec["private_etc"],
+            "overlays": [d for d in OVERLAY_DIRS if os.path.isdir(d)],
             # this checkout (and its .venv) must stay reachable at the same path inside the
             # machine, also when it lies under /tmp, /run, /home or /root, which the machine hides
             "keep_visible": [str(REPO)],

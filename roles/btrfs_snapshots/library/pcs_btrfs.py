@@ -267,13 +267,17 @@ def scan(location: str) -> list[dict]:
 # -- actions -------------------------------------------------------------------------------------
 
 
+# the fix named by every problem that means "this machine has no btrfs to snapshot"
+OFF = "or set snapshots.enabled: false (no snapshots, no rollback)"
+
+
 def validate(subvolumes: list[str], location: str) -> list[str]:
     host = socket.gethostname()
     problems: list[str] = []
     if os.geteuid() != 0:
         problems.append(f"btrfs snapshots need root on {host} (connect as root or set ansible_become)")
     if shutil.which("btrfs") is None:
-        problems.append(f"btrfs not found on {host}: install btrfs-progs")
+        problems.append(f"btrfs not found on {host}: install btrfs-progs, {OFF}")
     if not subvolumes:
         problems.append(f"no subvolume configured for {host}")
     names: dict[str, str] = {}
@@ -283,11 +287,15 @@ def validate(subvolumes: list[str], location: str) -> list[str]:
             problems.append(f"subvolume {mount!r} on {host} is not an absolute path")
             continue
         if not os.path.isdir(mount):
-            problems.append(f"subvolume {mount} does not exist on {host}: create it or fix snapshots.subvolumes")
+            problems.append(
+                f"subvolume {mount} does not exist on {host}: create it or fix snapshots.subvolumes"
+            )
             continue
         fs = fsid(mount)
         if fs is None:
-            problems.append(f"{mount} on {host} is not on btrfs: only btrfs subvolumes can be snapshotted")
+            problems.append(
+                f"{mount} on {host} is not on btrfs: list btrfs subvolumes in snapshots.subvolumes, {OFF}"
+            )
             continue
         if os.stat(mount).st_ino != SUBVOL_INO:
             problems.append(
@@ -297,7 +305,9 @@ def validate(subvolumes: list[str], location: str) -> list[str]:
             continue
         name = subvol_name(mount)
         if name in names:
-            problems.append(f"subvolumes {names[name]} and {mount} on {host} get the same snapshot name {name!r}")
+            problems.append(
+                f"subvolumes {names[name]} and {mount} on {host} get the same snapshot name {name!r}"
+            )
         names[name] = mount
         fsids[mount] = fs
     if not os.path.isabs(location):
@@ -309,7 +319,10 @@ def validate(subvolumes: list[str], location: str) -> list[str]:
         return problems
     loc_fs = fsid(anchor)
     if loc_fs is None:
-        problems.append(f"snapshot location {location} on {host} is not on btrfs")
+        problems.append(
+            f"snapshot location {location} on {host} is not on btrfs: set snapshots.location to a directory "
+            f"on the subvolumes' btrfs, {OFF}"
+        )
         return problems
     vfs = os.statvfs(anchor)
     if vfs.f_flag & os.ST_RDONLY or not os.access(anchor, os.W_OK | os.X_OK):
@@ -527,8 +540,7 @@ class TargetLock:
             os.close(self.fd)
             self.fd = None
             raise Locked(
-                f"the target's lock {self.path} is held{holder}: a sync is running on "
-                f"{socket.gethostname()}"
+                f"the target's lock {self.path} is held{holder}: a sync is running on {socket.gethostname()}"
             ) from None
         if not self.check:
             info = {"pid": os.getpid(), "what": "rollback", "run_id": session, "started": stamp()}
@@ -556,8 +568,18 @@ class TargetLock:
             self.fd = None
 
 
-def rsync_argv(source: str, dest: str, mount: str, exclude: list[str], checksum: bool, dry: bool) -> list[str]:
-    argv = ["rsync", "-aHAX", "--numeric-ids", "--delete", "--force", "--one-file-system", "--itemize-changes"]
+def rsync_argv(
+    source: str, dest: str, mount: str, exclude: list[str], checksum: bool, dry: bool
+) -> list[str]:
+    argv = [
+        "rsync",
+        "-aHAX",
+        "--numeric-ids",
+        "--delete",
+        "--force",
+        "--one-file-system",
+        "--itemize-changes",
+    ]
     if checksum:
         argv.append("--checksum")
     if dry:
@@ -591,11 +613,15 @@ def rollback(
             chosen = next((s for s in sessions if s["id"] == wanted), None)
             if chosen is None:
                 known = ", ".join(s["id"] for s in sessions[-5:]) or "none"
-                raise Problem(f"no session {wanted} in {location} (newest: {known}); see `pc-switcher snapshots list`")
+                raise Problem(
+                    f"no session {wanted} in {location} (newest: {known}); see `pc-switcher snapshots list`"
+                )
         else:
             with_pre = [s for s in sessions if any(x["phase"] == "pre" for x in s["snapshots"])]
             if not with_pre:
-                raise Problem(f"no pre-sync snapshot in {location} on {socket.gethostname()}: nothing to roll back to")
+                raise Problem(
+                    f"no pre-sync snapshot in {location} on {socket.gethostname()}: nothing to roll back to"
+                )
             chosen = with_pre[-1]
         phase = "pre" if any(x["phase"] == "pre" for x in chosen["snapshots"]) else "rollback-replaced"
         sources = [x for x in chosen["snapshots"] if x["phase"] == phase]
@@ -615,7 +641,9 @@ def rollback(
                     "mount": mount,
                     "snapshot": snap["path"],
                     "replaced": os.path.join(
-                        location, new_session, f"{snap['subvolume']}@{new_session}-rollback-replaced-{stamp()}"
+                        location,
+                        new_session,
+                        f"{snap['subvolume']}@{new_session}-rollback-replaced-{stamp()}",
                     ),
                 }
             )
@@ -632,7 +660,9 @@ def rollback(
             argv = rsync_argv(item["snapshot"], item["mount"], item["mount"], excluded, checksum, dry=True)
             rc, out, err = run(argv)
             if rc != 0:
-                raise Problem(f"rsync preview of {item['mount']} failed: {last_line(err) or f'exit code {rc}'}")
+                raise Problem(
+                    f"rsync preview of {item['mount']} failed: {last_line(err) or f'exit code {rc}'}"
+                )
             item["changes"] = len([line for line in out.splitlines() if line.strip()])
         if check:
             return result
@@ -679,7 +709,11 @@ def rollback(
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "action": {"type": "str", "required": True, "choices": ["validate", "snapshot", "list", "cleanup", "rollback"]},
+            "action": {
+                "type": "str",
+                "required": True,
+                "choices": ["validate", "snapshot", "list", "cleanup", "rollback"],
+            },
             "subvolumes": {"type": "list", "elements": "str", "default": []},
             "location": {"type": "path", "required": True},
             "session": {"type": "str", "default": ""},
