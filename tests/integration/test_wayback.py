@@ -7,21 +7,26 @@ a sandbox machine) is below.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from tests.integration.helpers import (
     CONFIG,
+    REPO,
     dummy_config,
     leftovers,
     log_records,
     run_sync,
     write_config,
 )
-from tests.sandbox import Sandbox
+from tests.sandbox import Machine, Sandbox
 
 TARGET_CONFIG_DIR = "/root/.config/pc-switcher"
+TARGET_INVENTORY = f"{TARGET_CONFIG_DIR}/inventory.yml"
 
 
 @pytest.fixture(autouse=True)
@@ -71,3 +76,86 @@ def test_from_a_checkout_the_config_and_inventory_go_and_the_install_does_not(sb
     assert not (config_dir / "inventory.yml.bak").exists()
     wrote = [m for _, m in _messages(sb) if m.startswith("wrote ")]
     assert wrote == [f"wrote config.yml to target:{TARGET_CONFIG_DIR} (the previous config.yml kept as .bak)"]
+
+
+# --------------------------------------------------------------------------------------------------
+# installed: A -> B, work on B, B -> A (the way back)
+
+PREFIX = "/opt/pc-switcher"
+LINK = "/usr/local/bin/pc-switcher"
+WORK = "/home/work"
+PATH = "PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def sh(machine: Machine, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``bash -c SCRIPT`` as root in the machine, with a login-like environment (no checkout on PATH)."""
+    env = ["env", "-i", PATH, "HOME=/root", "USER=root", "LANG=C.UTF-8"]
+    return machine.run([*env, "bash", "-c", script, "bash", *args], cwd="/root")
+
+
+def ok(machine: Machine, script: str, *args: str) -> str:
+    res = sh(machine, script, *args)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res.stdout
+
+
+def read(machine: Machine, path: str) -> str:
+    return ok(machine, 'cat -- "$1"', path)
+
+
+def messages(machine: Machine) -> list[tuple[str, str]]:
+    return [(str(r.get("level")), str(r.get("message"))) for r in log_records(machine)]
+
+
+def pc_switcher(machine: Machine, *args: str) -> subprocess.CompletedProcess[str]:
+    """The installed command, as a person runs it (from /usr/local/bin on PATH, default config)."""
+    return sh(machine, 'exec pc-switcher "$@"', *args)
+
+
+@pytest.fixture(scope="module")
+def ab() -> Iterator[Sandbox]:
+    """Machines alpha (pc-switcher installed with `make install`, config and inventory in
+    ~/.config/pc-switcher) and beta (nothing of pc-switcher); each has a private /opt, /usr/local."""
+    if os.geteuid() != 0:
+        pytest.skip("integration tests need root")
+    with Sandbox() as sandbox:
+        alpha, beta = sandbox.add("alpha"), sandbox.add("beta")
+        ok(alpha, 'make -s -C "$1" install', str(REPO))
+        config = {"jobs": {"folder_sync": True}, "folder_sync": {"folders": [{"source": WORK}]}}
+        write_config(alpha, config)
+        ok(alpha, 'cp -- "$1" /root/.config/pc-switcher/inventory.yml', str(sandbox.inventory_path))
+        for machine in (alpha, beta):
+            ok(machine, 'mkdir -p "$1" && echo "written on $(hostname)" > "$1/from-alpha"', WORK)
+        yield sandbox
+
+
+def test_the_way_back(ab: Sandbox) -> None:
+    alpha, beta = ab.machines["alpha"], ab.machines["beta"]
+    assert sh(beta, "command -v pc-switcher").returncode == 1, "beta starts without pc-switcher"
+    record = json.loads(read(alpha, f"{PREFIX}/install.json"))
+
+    # A -> B: the install, the config and the inventory go with the data
+    first = pc_switcher(alpha, "sync", "beta", "--allow-first-sync")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert json.loads(read(beta, f"{PREFIX}/install.json")) == record
+    assert ok(beta, 'readlink "$1"', LINK).strip() == f"{PREFIX}/venv/bin/pc-switcher"
+    assert ok(beta, "pc-switcher --version").strip() == f"pc-switcher, version {record['version']}"
+    assert read(beta, CONFIG) == read(alpha, CONFIG)
+    assert read(beta, TARGET_INVENTORY) == read(alpha, TARGET_INVENTORY)
+    carried = [m for _, m in messages(alpha) if m.startswith("carried pc-switcher")]
+    assert len(carried) == 1, carried
+    assert f"to beta:{PREFIX}" in carried[0]
+
+    # work on B, then B -> A with B's own pc-switcher, config and inventory: a proper round trip
+    ok(beta, 'echo "changed on beta" > "$1/from-beta"', WORK)
+    back = pc_switcher(beta, "sync", "alpha")  # no flag: any history warning would refuse (no tty)
+    assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-3000:]
+    assert read(alpha, f"{WORK}/from-beta") == "changed on beta\n"
+    records = log_records(beta)
+    assert not [r for r in records if r.get("history_warning")]
+    assert not [r for r in records if "out of order" in str(r.get("message"))]
+    start = next(r for r in records if str(r.get("message")).startswith("pc-switcher run "))
+    assert "beta -> alpha" in str(start["message"])
+    same = [m for _, m in messages(beta) if "has this pc-switcher" in m]
+    assert same == [f"alpha has this pc-switcher {record['version']} already ({PREFIX}): nothing copied"]
+    assert json.loads(read(beta, "/root/.local/state/pc-switcher/history.json"))["last"]["role"] == "source"

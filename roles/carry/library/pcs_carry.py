@@ -137,12 +137,12 @@ def prefix_state(prefix):
     record = read_install(prefix)
     if record is not None:
         return "install", record
-    # a carry or `make install` that was interrupted: our layout without its last file (.old and .new
-    # are make install's own, while it replaces an install)
-    names = set(os.listdir(prefix))
+    # a carry or `make install` that was interrupted: our layout without its last file (.old, .new
+    # and .install.* are make install's own, while it works)
+    names = {n for n in os.listdir(prefix) if not n.startswith(".install.")}
     if names and names <= OURS and os.path.isdir(os.path.join(prefix, "app", "pcswitcher")):
         return "incomplete", None
-    return ("absent", None) if not names else ("foreign", None)
+    return ("absent", None) if not os.listdir(prefix) else ("foreign", None)
 
 
 def link_state(link):
