@@ -22,6 +22,7 @@ import os
 import shutil
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,10 @@ class Carry:
     inventory_path: Path
     target: str
     dry_run: bool = False
+    seconds: float = 0.0  # how long the last playbook took
 
     def _run(self, action: str) -> dict[str, Any]:
+        started = time.monotonic()
         result = self.play(
             self.root / "playbooks" / CARRY_PLAYBOOK,
             f"carry-{action}",
@@ -87,6 +90,7 @@ class Carry:
             what = "the pc-switcher check" if action == "validate" else "carrying pc-switcher"
             raise CarryError(f"{what} failed: {failure_text(result, what)}")
         data = result.set_stats.get(CARRY_RESULT)
+        self.seconds = time.monotonic() - started
         return data if isinstance(data, dict) else {}
 
     def validate(self) -> None:
@@ -135,13 +139,14 @@ class Carry:
             )
         else:
             log.info(
-                "carried pc-switcher %s to %s:%s (%s of %s files copied, %s)",
+                "carried pc-switcher %s to %s:%s (%s of %s files copied, %s, in %.1f s)",
                 version,
                 self.target,
                 prefix,
                 data.get("transferred"),
                 data.get("files"),
                 _mib(data.get("bytes")),
+                self.seconds,
                 extra=fields,
             )
 

@@ -157,5 +157,91 @@ def test_the_way_back(ab: Sandbox) -> None:
     start = next(r for r in records if str(r.get("message")).startswith("pc-switcher run "))
     assert "beta -> alpha" in str(start["message"])
     same = [m for _, m in messages(beta) if "has this pc-switcher" in m]
-    assert same == [f"alpha has this pc-switcher {record['version']} already ({PREFIX}): nothing copied"]
+    assert len(same) == 1, same
+    assert same[0].startswith(
+        f"alpha has this pc-switcher {record['version']} already ({PREFIX}): nothing copied"
+    )
     assert json.loads(read(beta, "/root/.local/state/pc-switcher/history.json"))["last"]["role"] == "source"
+
+
+def _install_stamp(machine: Machine) -> str:
+    """Inode, size and mtime of every file of the install (what a copy would change)."""
+    return ok(machine, 'find "$1" -path "*/__pycache__" -prune -o -printf "%i %s %T@ %p\\n" | sort', PREFIX)
+
+
+def test_a_second_sync_copies_nothing(ab: Sandbox) -> None:
+    alpha, beta = ab.machines["alpha"], ab.machines["beta"]
+    before = _install_stamp(beta)
+    done = pc_switcher(alpha, "sync", "beta")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert _install_stamp(beta) == before
+    same = [m for _, m in messages(alpha) if "has this pc-switcher" in m]
+    assert len(same) == 1, same
+    assert "nothing copied" in same[0]
+
+
+def _set_record(machine: Machine, **values: str) -> str:
+    """Rewrite the machine's install.json with ``values``; returns the previous text."""
+    previous = read(machine, f"{PREFIX}/install.json")
+    data = {**json.loads(previous), **values}
+    ok(machine, 'printf "%s" "$2" > "$1"', f"{PREFIX}/install.json", json.dumps(data))
+    return previous
+
+
+def _state(machine: Machine) -> dict[str, str]:
+    """What a refused sync must leave as it was on a machine."""
+    return {
+        "work": ok(machine, 'ls -l --time-style=+%s.%N -- "$1"', WORK),
+        "history": read(machine, "/root/.local/state/pc-switcher/history.json"),
+        "install": _install_stamp(machine),
+        "config": ok(machine, 'ls -l --time-style=+%s.%N -- "$1"', TARGET_CONFIG_DIR),
+    }
+
+
+def test_a_newer_pc_switcher_on_the_target_is_refused(ab: Sandbox) -> None:
+    alpha, beta = ab.machines["alpha"], ab.machines["beta"]
+    ours = json.loads(read(alpha, f"{PREFIX}/install.json"))["version"]
+    previous = _set_record(beta, version="99.0")
+    try:
+        ok(alpha, 'echo "newer on alpha" > "$1/from-alpha"', WORK)
+        before = {name: _state(m) for name, m in ab.machines.items()}
+        refused = pc_switcher(alpha, "sync", "beta", "--allow-out-of-order")
+        assert refused.returncode == 1, refused.stdout[-3000:] + refused.stderr[-3000:]
+        assert {name: _state(m) for name, m in ab.machines.items()} == before
+        critical = [m for level, m in messages(alpha) if level == "CRITICAL"]
+        assert len(critical) == 1, critical
+        assert f"beta has pc-switcher 99.0 ({PREFIX}), newer than {ours} on this machine" in critical[0]
+        assert "fix: update pc-switcher on this machine to 99.0" in critical[0]
+        assert "Traceback" not in refused.stdout + refused.stderr
+    finally:
+        ok(beta, 'printf "%s" "$2" > "$1"', f"{PREFIX}/install.json", previous)
+
+
+def test_another_python_on_the_target_warns_and_the_sync_goes_on(ab: Sandbox) -> None:
+    """Faked on the source: alpha's install.json claims python 3.10 (beta's python3 is the host's
+    3.11, the same for every sandbox machine): the install is not carried, the rest is."""
+    alpha, beta = ab.machines["alpha"], ab.machines["beta"]
+    previous = _set_record(alpha, python="3.10", id="0" * 64)
+    try:
+        before = _install_stamp(beta)
+        ok(alpha, 'echo "python test" > "$1/from-alpha"', WORK)
+        done = pc_switcher(alpha, "sync", "beta", "--allow-out-of-order")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert read(beta, f"{WORK}/from-alpha") == "python test\n"
+        assert _install_stamp(beta) == before
+        warnings = [m for level, m in messages(alpha) if level == "WARNING"]
+        carry = [m for m in warnings if "is not carried" in m]
+        assert len(carry) == 1, warnings
+        assert "runs on python 3.10, beta's /usr/bin/python3 is 3.11" in carry[0]
+        assert "fix: run `make install` on beta" in carry[0]
+    finally:
+        ok(alpha, 'printf "%s" "$2" > "$1"', f"{PREFIX}/install.json", previous)
+
+
+def test_a_dry_run_carries_nothing(ab: Sandbox) -> None:
+    alpha, beta = ab.machines["alpha"], ab.machines["beta"]
+    ok(beta, 'rm -rf -- "$1" "$2"', PREFIX, LINK)
+    dry = pc_switcher(alpha, "sync", "beta", "--dry-run")
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    assert sh(beta, 'test -e "$1" || test -L "$2"', PREFIX, LINK).returncode == 1
+    assert "would carry pc-switcher" in dry.stdout + dry.stderr
