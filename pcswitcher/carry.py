@@ -23,7 +23,7 @@ import shutil
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ class Carry:
     target: str
     dry_run: bool = False
     seconds: float = 0.0  # how long the last playbook took
+    checked: dict[str, Any] = field(default_factory=dict)  # the result of validate()
 
     def _run(self, action: str) -> dict[str, Any]:
         started = time.monotonic()
@@ -96,11 +97,25 @@ class Carry:
     def validate(self) -> None:
         """Refuse a newer pc-switcher on the target (and a target where the install cannot go)."""
         data = self._run("validate")
+        self.checked = data
         theirs = data.get("target_version") or "none"
         log.info("pc-switcher check passed: %s here, %s on %s", data.get("version"), theirs, self.target)
 
     def carry(self) -> dict[str, Any]:
-        """Carry the install, the config and the inventory; log what was (or would be) carried."""
+        """Carry the install, the config and the inventory; log what was (or would be) carried.
+
+        When the check found nothing to carry (no install to copy; the target's config and
+        inventory are this run's already), the playbook is not run again: it would only say so."""
+        checked = self.checked
+        if checked and not checked.get("install") and checked.get("files_same") is True:
+            self.seconds = 0.0
+            self._report_install(checked)
+            log.info(
+                "the config and the inventory on %s:%s are this run's already",
+                self.target,
+                checked.get("config_dir"),
+            )
+            return checked
         data = self._run("carry")
         self._report_install(data)
         self._report_files(data)

@@ -293,3 +293,61 @@ def test_the_module_runs_in_check_mode_as_ansible_calls_it(tmp_path: Path) -> No
     result = json.loads(done.stdout)
     assert result.get("failed")
     assert "link must be an absolute path" in result["msg"]
+
+
+# -- the module: write ----------------------------------------------------------------------------
+
+
+def test_write_files_keeps_the_previous_as_bak(tmp_path: Path) -> None:
+    folder = tmp_path / "cfg" / "pc-switcher"
+    files = [{"name": "config.yml", "content": "a: 1\n"}, {"name": "inventory.yml", "content": "all: {}\n"}]
+    assert pcs_carry.write_files(str(folder), files, check=True) == (["config.yml", "inventory.yml"], [])
+    assert not folder.exists(), "check mode writes nothing"
+    assert pcs_carry.write_files(str(folder), files, check=False) == (["config.yml", "inventory.yml"], [])
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert (folder / "config.yml").read_text() == "a: 1\n"
+    assert (folder / "config.yml").stat().st_mode & 0o777 == 0o600
+    assert pcs_carry.write_files(str(folder), files, check=False) == ([], [])  # the same: nothing
+    changed = [{"name": "config.yml", "content": "a: 2\n"}]
+    assert pcs_carry.write_files(str(folder), changed, check=False) == (["config.yml"], ["config.yml"])
+    assert (folder / "config.yml.bak").read_text() == "a: 1\n"
+    assert (folder / "config.yml.bak").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yml", "config.yml.bak", "inventory.yml"]
+
+
+@pytest.mark.parametrize("name", ["../evil.yml", "config.yml/../../x", ".bashrc", "config.yml.bak"])
+def test_write_files_writes_only_its_two_names(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match="is not a file pc-switcher writes"):
+        pcs_carry.write_files(str(tmp_path), [{"name": name, "content": "x"}], check=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_files_refuses_a_directory_in_the_way(tmp_path: Path) -> None:
+    (tmp_path / "config.yml").mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        pcs_carry.write_files(str(tmp_path), [{"name": "config.yml", "content": "x"}], check=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is not a directory"):
+        pcs_carry.write_files(str(tmp_path / "file"), [{"name": "config.yml", "content": "x"}], check=False)
+
+
+def test_write_files_replaces_a_symlink_not_its_target(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    (folder / "config.yml").symlink_to(victim)
+    pcs_carry.write_files(str(folder), [{"name": "config.yml", "content": "new\n"}], check=False)
+    assert victim.read_text() == "keep me\n"
+    assert not (folder / "config.yml").is_symlink()
+    assert (folder / "config.yml").read_text() == "new\n"
+
+
+def test_carry_contents_reads_only_what_differs(tmp_path: Path) -> None:
+    (tmp_path / "c.yml").write_text("jobs: {}\n")
+    files = [
+        {"name": "config.yml", "src": str(tmp_path / "c.yml"), "sha": "x", "same": False},
+        {"name": "inventory.yml", "src": str(tmp_path / "none"), "sha": "y", "same": True},
+        {"name": "other", "src": str(tmp_path / "none"), "sha": "", "same": False},
+    ]
+    assert carry_plan_mod.carry_contents(files) == {"config.yml": "jobs: {}\n"}

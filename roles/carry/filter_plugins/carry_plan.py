@@ -9,8 +9,9 @@ pcs_carry (actions source and target) and returns::
 than this one (PEP 440 order: packaging.version, which ansible-core depends on), a PREFIX or link on
 the target that is not a pc-switcher install, no root on the target to install with. ``install``:
 copy PREFIX to the target; ``reason`` says why not otherwise (checkout, same install, python);
-``warning`` is the one line for a target whose python3 differs from the install's. Runs on the
-controller (Python 3.8+ like every file Ansible loads).
+``warning`` is the one line for a target whose python3 differs from the install's; ``files``: the
+config and inventory (:func:`config_files`). Runs on the controller (Python 3.8+ like every file
+Ansible loads).
 """
 
 from __future__ import annotations
@@ -140,6 +141,18 @@ def carry_plan(
     return plan
 
 
+def carry_contents(files: list[dict[str, Any]]) -> dict[str, str]:
+    """``{{ carry_decision.files | carry_contents }}``: the text of each file to write (those of the
+    source that differ on the target) by its name on the target, read on the controller (the
+    source). Only for the module's no_log parameters: an inventory may hold secrets."""
+    result = {}
+    for item in files:
+        if item.get("sha") and not item.get("same"):
+            with open(str(item["src"]), encoding="utf-8") as handle:
+                result[str(item["name"])] = handle.read()
+    return result
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"carry_plan": carry_plan}
+        return {"carry_plan": carry_plan, "carry_contents": carry_contents}

@@ -24,16 +24,24 @@ target   run on the target with ``prefix``, ``link``, ``python_home``: ``prefix_
          (the login user's $XDG_CONFIG_HOME/pc-switcher or ~/.config/pc-switcher) and
          ``config_files`` (the sha256 of config.yml and inventory.yml there, "" when absent).
 
+write    run on the target with ``config_dir``, ``config_content`` and ``inventory_content`` (no_log;
+         None: not written): writes each file whose content differs to CONFIG_DIR/NAME (0600,
+         atomically; the dir made 0700 when missing), the previous one kept as NAME.bak.
+         Returns ``written`` and ``backups`` (names).
+         Check mode writes nothing and returns what it would write.
+
 Standard library + ansible only (Python 3.8+: it runs with the target's python3).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import subprocess
+import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -203,10 +211,62 @@ def target_info(prefix, link, home):
     }
 
 
+def _write_file(path, data):
+    """Write ``data`` to ``path`` atomically with mode 0600 (a temp file beside it, then rename)."""
+    folder = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".pcswitcher-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_files(folder, files, check):
+    """The config and inventory into FOLDER (see the module doc). Raises ValueError naming a problem."""
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"{folder} is not a directory: move it away so that the config can be written")
+    written, backups = [], []
+    for item in files:
+        name, data = item["name"], item["content"].encode("utf-8")
+        if name not in CONFIG_NAMES:
+            raise ValueError(
+                "{!r} is not a file pc-switcher writes ({})".format(name, ", ".join(CONFIG_NAMES))
+            )
+        path = os.path.join(folder, name)
+        if os.path.isdir(path):
+            raise ValueError(f"{path} is a directory: move it away so that the {name} can be written")
+        if os.path.isfile(path) and sha256(path) == hashlib.sha256(data).hexdigest():
+            continue
+        written.append(name)
+        had = os.path.isfile(path)
+        if had:
+            backups.append(name)
+        if check:
+            continue
+        if not os.path.isdir(folder):
+            os.makedirs(folder, mode=0o700)
+        if had:
+            with open(path, "rb") as handle:
+                _write_file(path + ".bak", handle.read())
+        _write_file(path, data)
+    return written, backups
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
-            "action": {"type": "str", "required": True, "choices": ["source", "target"]},
+            "action": {"type": "str", "required": True, "choices": ["source", "target", "write"]},
+            "config_dir": {"type": "str", "default": ""},
+            # the texts, not their names: Ansible masks a no_log value wherever it appears
+            "config_content": {"type": "str", "no_log": True},
+            "inventory_content": {"type": "str", "no_log": True},
             "app_dir": {"type": "str", "default": ""},
             "prefix": {"type": "str", "default": ""},
             "link": {"type": "str", "default": "/usr/local/bin/pc-switcher"},
@@ -222,6 +282,19 @@ def main():
         result = source_info(params["app_dir"])
         result["file_sha256"] = {path: sha256(path) for path in params["files"]}
         module.exit_json(changed=False, **result)
+    if params["action"] == "write":
+        if not os.path.isabs(params["config_dir"]):
+            module.fail_json(msg="config_dir must be an absolute path, not {!r}".format(params["config_dir"]))
+        try:
+            contents = [
+                {"name": name, "content": params[key]}
+                for name, key in (("config.yml", "config_content"), ("inventory.yml", "inventory_content"))
+                if params[key] is not None
+            ]
+            written, backups = write_files(params["config_dir"], contents, module.check_mode)
+        except (OSError, ValueError) as exc:
+            module.fail_json(msg="writing the config to {} failed: {}".format(params["config_dir"], exc))
+        module.exit_json(changed=bool(written), written=written, backups=backups)
     for key in ("prefix", "link"):
         if params[key] and not os.path.isabs(params[key]):
             module.fail_json(msg=f"{key} must be an absolute path, not {params[key]!r}")
