@@ -23,6 +23,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,18 @@ from typing import Any
 import psutil
 
 from .inventory import load_inventory
+from .runner import PlaybookResult
 from .safety import Player, SafetyError, failure_text
 
 log = logging.getLogger("pcswitcher")
 CARRY_PLAYBOOK = "carry.yml"
 CARRY_RESULT = "carry_result"
 DEFAULT_LINK = "/usr/local/bin/pc-switcher"
+
+
+#: ``start(playbook, ident, extravars, check)``: start a playbook; returns the function that waits
+#: for its result (None when the run was aborted), like a :data:`~pcswitcher.safety.Player` in two halves
+Starter = Callable[[Path, str, dict[str, Any], bool], Callable[[], PlaybookResult | None]]
 
 
 class CarryError(SafetyError):
@@ -71,22 +78,36 @@ class Carry:
     inventory_path: Path
     target: str
     dry_run: bool = False
+    #: starts the check without waiting for it (the driver's; None: validate() runs it in turn)
+    start: Starter | None = None
     seconds: float = 0.0  # how long the last playbook took
     checked: dict[str, Any] = field(default_factory=dict)  # the result of validate()
+    _pending: Callable[[], PlaybookResult | None] | None = None
+    _started: float = 0.0
+
+    def _args(self, action: str) -> tuple[Path, str, dict[str, Any], bool]:
+        extravars = {
+            "carry_action": action,
+            "carry_config": str(self.config_path.absolute()),
+            "carry_inventory": str(self.inventory_path.absolute()),
+            "carry_link": command_link(),
+        }
+        return self.root / "playbooks" / CARRY_PLAYBOOK, f"carry-{action}", extravars, self.dry_run
+
+    def start_validate(self) -> None:
+        """Start the check now (with a :data:`Starter`), so that it runs beside the other checks;
+        :meth:`validate` then waits for it."""
+        if self.start is not None:
+            self._started = time.monotonic()
+            self._pending = self.start(*self._args("validate"))
 
     def _run(self, action: str) -> dict[str, Any]:
-        started = time.monotonic()
-        result = self.play(
-            self.root / "playbooks" / CARRY_PLAYBOOK,
-            f"carry-{action}",
-            {
-                "carry_action": action,
-                "carry_config": str(self.config_path.absolute()),
-                "carry_inventory": str(self.inventory_path.absolute()),
-                "carry_link": command_link(),
-            },
-            self.dry_run,
-        )
+        pending, self._pending = (self._pending, None) if action == "validate" else (None, None)
+        if pending is not None:
+            started, result = self._started, pending()
+        else:
+            started = time.monotonic()
+            result = self.play(*self._args(action))
         if result is None or not result.ok:
             what = "the pc-switcher check" if action == "validate" else "carrying pc-switcher"
             raise CarryError(f"{what} failed: {failure_text(result, what)}")

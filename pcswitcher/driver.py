@@ -25,7 +25,7 @@ import secrets
 import shutil
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -243,6 +243,7 @@ class Sync:
             self.p.inventory_path,
             self.target.name,
             dry_run=self.options.dry_run,
+            start=self._safety_start,
         )
         try:
             logs.setup_logging(
@@ -319,11 +320,12 @@ class Sync:
             # job may check it now (its start-up is behind it already)
             self.ui.step(1, len(p.selected), p.selected[0].name, "validate")
             first.begin()
-            self.safety.validate()
             assert self.carry is not None
-            self.carry.validate()  # a newer pc-switcher on the target refuses the sync
+            self.carry.start_validate()  # beside the other checks; a newer pc-switcher on the target
+            self.safety.validate()
             if not self._validate_all(first):
                 return self._finish(self._abort() if self.abort.requested else ExitCode.FAILED)
+            self.carry.validate()  # refuses the sync
             if self.abort.requested:
                 return self._abort()
             self.snapshots["pre"] = self.safety.snapshot("pre")
@@ -793,6 +795,27 @@ class Sync:
         run.check = check
         self.current_job = None
         return self._wait(run, ident)
+
+    def _safety_start(
+        self, playbook: Path, ident: str, extravars: dict[str, Any], check: bool
+    ) -> Callable[[], PlaybookResult | None]:
+        """Start a playbook like :meth:`_safety_play` without waiting for it; returns the wait."""
+        run = self._new_run(
+            playbook,
+            ident,
+            {
+                "pcswitcher_progress_file": f"{self.local_run_dir}/progress.jsonl",
+                "pcswitcher_dry_run": self.options.dry_run,
+                **extravars,
+            },
+            [],
+            [],
+            tagged=True,
+            job=None,
+        )
+        run.check = check
+        self._launch(run, ident)
+        return lambda: self._end_run(run)
 
     def _history_io(self, side: str, request: dict[str, Any]) -> dict[str, Any]:
         """How Safety reads and records the history during a sync: through the agents."""
