@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
 from tests.integration.helpers import (
     CONFIG,
@@ -245,3 +246,23 @@ def test_a_dry_run_carries_nothing(ab: Sandbox) -> None:
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
     assert sh(beta, 'test -e "$1" || test -L "$2"', PREFIX, LINK).returncode == 1
     assert "would carry pc-switcher" in dry.stdout + dry.stderr
+
+
+def test_an_inventory_without_this_machine_is_named_at_the_end(ab: Sandbox) -> None:
+    """The way back needs this machine in the inventory: a successful sync says so, once, last."""
+    alpha = ab.machines["alpha"]
+    inventory = yaml.safe_load(ab.inventory_path.read_text())
+    del inventory["all"]["hosts"]["alpha"]
+    ok(alpha, 'printf "%s" "$2" > "$1"', "/root/only-beta.yml", yaml.safe_dump(inventory))
+    done = pc_switcher(alpha, "sync", "beta", "-i", "/root/only-beta.yml", "--allow-out-of-order")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    records = log_records(alpha)
+    note = [str(r["message"]) for r in records if "does not list this machine" in str(r.get("message"))]
+    assert note == [
+        "inventory /root/only-beta.yml does not list this machine (alpha): add it, then "
+        "`pc-switcher sync alpha` works on beta (the way back)"
+    ]
+    messages_ = [str(r.get("message")) for r in records]
+    recorded = next(i for i, m in enumerate(messages_) if m.startswith("sync history recorded"))
+    assert messages_.index(note[0]) > recorded, "at the end of the sync"
+    assert next(r for r in records if r.get("message") == note[0])["level"] == "WARNING"
