@@ -224,7 +224,7 @@ def test_a_newer_target_is_refused_from_a_checkout_too() -> None:
     assert (older["problems"], older["install"], older["reason"]) == ([], False, "checkout")
 
 
-@pytest.mark.parametrize("bad", ["not-a-version", "1.0$(reboot)", ""])
+@pytest.mark.parametrize("bad", ["not-a-version", "1.0$(reboot)", "1.0\nerror: fake", ""])
 def test_a_version_that_cannot_be_compared(bad: str) -> None:
     plan = carry_plan(source(), target(**installed(bad)), become=True, host="b")
     if bad:

@@ -41,8 +41,8 @@ def newer_problem(host: str, theirs: dict[str, Any], where: str, ours: str) -> s
     if mine is None or their is None:
         bad = ours if mine is None else their_text
         return (
-            f"cannot compare pc-switcher versions {ours} (this machine) and {their_text} "
-            f"({host} {where}): {bad!r} is not a PEP 440 version; fix: {fix}"
+            f"cannot compare pc-switcher versions {ours!r} (this machine) and {their_text!r} "
+            f"({host} {where}): {bad!r} is not a PEP 440 version; fix: run `make uninstall` on {host}"
         )
     if their > mine:
         return (
