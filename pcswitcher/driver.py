@@ -25,7 +25,7 @@ import secrets
 import shutil
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ import psutil
 from . import logs, paths
 from .abort import AbortController, Cause
 from .agent import TAG, remove_stale_run_dirs, run_dir
+from .carry import Carry, way_back_note
 from .cleanup import JIDS_FILE, cleanup_playbook_run
 from .config import Config, JobConfig, load_config
 from .errors import ExitCode, LockHeld, PcsError, UsageError
@@ -198,6 +199,7 @@ class Sync:
         self.exit_code: ExitCode | None = None
         self._target: Target | None = None  # resolve_target(), once the first job's playbook is started
         self.safety: Safety | None = None
+        self.carry: Carry | None = None
         self.snapshots: dict[str, Any] = {}
         self.stale_run_dirs: list[str] = []  # removed once the lock is held (remove_stale_run_dirs)
 
@@ -237,6 +239,15 @@ class Sync:
             dry_run=self.options.dry_run,
             target_label=self.target.name,
             history_io=self._history_io,
+        )
+        self.carry = Carry(
+            self.p.root,
+            self._safety_play,
+            self.options.config_path,
+            self.p.inventory_path,
+            self.target.name,
+            dry_run=self.options.dry_run,
+            start=self._safety_start,
         )
         try:
             logs.setup_logging(
@@ -319,9 +330,12 @@ class Sync:
             # job may check it now (its start-up is behind it already)
             self.ui.step(1, len(p.selected), p.selected[0].name, "validate")
             first.begin()
+            assert self.carry is not None
+            self.carry.start_validate()  # beside the other checks; a newer pc-switcher on the target
             self.safety.validate()
             if not self._validate_all(first):
                 return self._finish(self._abort() if self.abort.requested else ExitCode.FAILED)
+            self.carry.validate()  # refuses the sync
             if self.abort.requested:
                 return self._abort()
             self.snapshots["pre"] = self.safety.snapshot("pre")
@@ -339,9 +353,12 @@ class Sync:
                     return self._abort()
             if self.abort.requested:
                 return self._abort()
-            # all jobs succeeded: the target was synced, even if the post snapshot should fail
+            # all jobs succeeded: pc-switcher, its config and inventory go too (the way back); then
+            # the target was synced, even if the post snapshot should fail
+            self.carry.carry()
             self.safety.record_history()
             self.snapshots["post"] = self.safety.snapshot("post")
+            way_back_note(self.p.inventory_path, self.target.name)
             return self._finish(ExitCode.OK)
         except HistoryRefused:
             raise  # nothing has changed; the CLI says why (exit 2)
@@ -802,6 +819,27 @@ class Sync:
         run.check = check
         self.current_job = None
         return self._wait(run, ident)
+
+    def _safety_start(
+        self, playbook: Path, ident: str, extravars: dict[str, Any], check: bool
+    ) -> Callable[[], PlaybookResult | None]:
+        """Start a playbook like :meth:`_safety_play` without waiting for it; returns the wait."""
+        run = self._new_run(
+            playbook,
+            ident,
+            {
+                "pcswitcher_progress_file": f"{self.local_run_dir}/progress.jsonl",
+                "pcswitcher_dry_run": self.options.dry_run,
+                **extravars,
+            },
+            [],
+            [],
+            tagged=True,
+            job=None,
+        )
+        run.check = check
+        self._launch(run, ident)
+        return lambda: self._end_run(run)
 
     def _history_io(self, side: str, request: dict[str, Any]) -> dict[str, Any]:
         """How Safety reads and records the history during a sync: through the agents."""

@@ -142,6 +142,12 @@ class Inventory:
     def hosts(self) -> list[str]:
         return sorted(h.name for h in self._manager.get_hosts())
 
+    def lists(self, names: set[str]) -> bool:
+        """Whether a host of the inventory is named, or has its ansible_host, one of ``names``."""
+        return any(
+            h.name in names or str(h.vars.get("ansible_host", "")) in names for h in self._manager.get_hosts()
+        )
+
     def _host(self, name: str) -> Any:
         host = self._manager.get_host(name)
         if host is not None:
