@@ -799,10 +799,8 @@ class Sync:
                 self.run_id,
             )
 
-    def _safety_play(
-        self, playbook: Path, ident: str, extravars: dict[str, Any], check: bool
-    ) -> PlaybookResult | None:
-        """How Safety runs its playbooks: on the run's connection, registry and abort path."""
+    def _safety_run(self, playbook: Path, ident: str, extravars: dict[str, Any], check: bool) -> PlaybookRun:
+        """A playbook of Safety or Carry, on the run's connection, registry and abort path."""
         run = self._new_run(
             playbook,
             ident,
@@ -817,27 +815,21 @@ class Sync:
             job=None,
         )
         run.check = check
+        return run
+
+    def _safety_play(
+        self, playbook: Path, ident: str, extravars: dict[str, Any], check: bool
+    ) -> PlaybookResult | None:
+        """Run such a playbook and wait for it."""
+        run = self._safety_run(playbook, ident, extravars, check)
         self.current_job = None
         return self._wait(run, ident)
 
     def _safety_start(
         self, playbook: Path, ident: str, extravars: dict[str, Any], check: bool
     ) -> Callable[[], PlaybookResult | None]:
-        """Start a playbook like :meth:`_safety_play` without waiting for it; returns the wait."""
-        run = self._new_run(
-            playbook,
-            ident,
-            {
-                "pcswitcher_progress_file": f"{self.local_run_dir}/progress.jsonl",
-                "pcswitcher_dry_run": self.options.dry_run,
-                **extravars,
-            },
-            [],
-            [],
-            tagged=True,
-            job=None,
-        )
-        run.check = check
+        """Start such a playbook without waiting for it; returns the wait."""
+        run = self._safety_run(playbook, ident, extravars, check)
         self._launch(run, ident)
         return lambda: self._end_run(run)
 

@@ -7,17 +7,22 @@ a sandbox machine) is below.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 
+import psutil
 import pytest
 import yaml
 
 from tests.integration.helpers import (
     CONFIG,
     REPO,
+    describe,
     dummy_config,
     leftovers,
     log_records,
@@ -266,3 +271,69 @@ def test_an_inventory_without_this_machine_is_named_at_the_end(ab: Sandbox) -> N
     recorded = next(i for i, m in enumerate(messages_) if m.startswith("sync history recorded"))
     assert messages_.index(note[0]) > recorded, "at the end of the sync"
     assert next(r for r in records if r.get("message") == note[0])["level"] == "WARNING"
+
+
+def _driver_of(handle: subprocess.Popen[str]) -> psutil.Process:
+    """The pc-switcher process (host pid) under the host-side nsenter ``handle``."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for child in psutil.Process(handle.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if any(part.endswith("/pc-switcher") for part in child.cmdline()):
+                    return child
+        time.sleep(0.01)
+    raise AssertionError("the driver did not start")
+
+
+def _carrying(machine: Machine) -> bool:
+    """The carry's rsync runs on the source (its argv names the install's path; folder_sync's not)."""
+    for proc in machine.processes():
+        with contextlib.suppress(psutil.Error):
+            argv = proc.cmdline()
+            if argv[:1] == ["rsync"] and f"{PREFIX}/" in argv:
+                return True
+    return False
+
+
+def _left(machine: Machine, timeout: float = 15.0) -> list[str]:
+    """Processes and run dirs of the run still on the machine after ``timeout`` s (empty: clean)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        procs = describe(machine.extra_processes())
+        dirs = [str(p) for p in machine.path("/tmp").glob("pcswitcher-*")]
+        if not procs + dirs or time.monotonic() > deadline:
+            return procs + dirs
+        time.sleep(0.05)
+
+
+def test_ctrl_c_while_the_install_is_carried_leaves_nothing(ab: Sandbox) -> None:
+    """Abort is the core promise, also in the carry: Ctrl+C while the install's rsync runs ends every
+    process of the run on both machines (exit 130), and the next sync carries the install whole."""
+    alpha, beta = ab.machines["alpha"], ab.machines["beta"]
+    ok(beta, 'rm -rf -- "$1" "$2"', PREFIX, LINK)
+    env = ["env", "-i", PATH, "HOME=/root", "USER=root", "LANG=C.UTF-8"]
+    flags = ["--allow-first-sync", "--allow-out-of-order"]  # whatever ran before in this module
+    argv = [*env, "pc-switcher", "sync", "beta", *flags]
+    handle = alpha.popen(argv, cwd="/root", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        driver = _driver_of(handle)
+        deadline = time.monotonic() + 180
+        while not _carrying(alpha):
+            if handle.poll() is not None:
+                raise AssertionError(f"the sync ended before its carry:\n{handle.communicate()[0][-3000:]}")
+            assert time.monotonic() < deadline, "no carry's copy within 180 s"
+            time.sleep(0.02)
+        driver.send_signal(signal.SIGINT)
+        out, _ = handle.communicate(timeout=120)
+    finally:
+        if handle.poll() is None:
+            handle.kill()
+            handle.wait()
+    assert handle.returncode == 130, out[-3000:]
+    assert {name: _left(m) for name, m in ab.machines.items()} == {"alpha": [], "beta": []}
+    assert sh(beta, 'test -e "$1/install.json"', PREFIX).returncode == 1, "a cut copy is no install"
+
+    done = pc_switcher(alpha, "sync", "beta", *flags)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert read(beta, f"{PREFIX}/install.json") == read(alpha, f"{PREFIX}/install.json")
+    assert ok(beta, "pc-switcher --version").strip() == ok(alpha, "pc-switcher --version").strip()
