@@ -93,7 +93,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return 2
     jobs = set(discover_jobs(REPO))
     with Sandbox() as sb:
-        _say("bringing up two sandbox machines (own hostname, btrfs /home, sshd on loopback)")
+        _say("two sandbox machines: own hostname, btrfs /home, sshd on loopback")
         source = sb.add("workstation1")
         target = sb.add("workstation2")
         print(f"source workstation1: pid namespace init {source.init_pid}")
