@@ -3,6 +3,7 @@ problem and ``snapshots.enabled: false`` as the fix; with that setting the same 
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -52,7 +53,8 @@ def test_target_home_not_on_btrfs_names_snapshots_enabled_false(target_home_not_
     assert lines, res.stdout[-3000:]
     for line in lines:  # the reason, one line each time it is shown: the problem, then the fix
         assert "snapshot check failed: /home on target is not on btrfs: " in line
-        assert line.endswith("or set snapshots.enabled: false (no snapshots, no rollback)"), line
+        reason = re.sub(r", exit code 1$", "", line)  # the end record: `finished: <outcome>, exit code N`
+        assert reason.endswith("or set snapshots.enabled: false (no snapshots, no rollback)"), line
         assert "on source" not in line  # the source's /home is btrfs: only the target is named
     assert not target.path(MARKER).exists()  # validation stopped it before any change
     assert target.run(["test", "-e", LOCATION]).returncode == 1
