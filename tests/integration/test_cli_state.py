@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 
-import pytest
 import yaml
 
 from tests.integration.helpers import CONFIG, STATE, run_cli, write_config
@@ -18,14 +16,6 @@ from tests.sandbox import Sandbox
 #: The default snapshot settings: /.snapshots/pc-switcher, on the host's (not btrfs) file system.
 DEFAULTS = "jobs:\n  dummy_success: true\n"
 DISABLED = DEFAULTS + "snapshots:\n  enabled: false\n"
-
-
-@pytest.fixture(scope="module")
-def sb() -> Iterator[Sandbox]:
-    with Sandbox() as sandbox:
-        sandbox.add("source")
-        sandbox.add("target")
-        yield sandbox
 
 
 def state_entries(sb: Sandbox) -> list[str]:

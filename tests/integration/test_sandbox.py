@@ -244,12 +244,10 @@ time.sleep(600)
 """
 
 
-def test_down_all_after_owner_sigkill(other_base: Path) -> None:
+def _orphan(base: Path, port: int) -> list[str]:
+    """A sandbox machine whose owner was SIGKILLed: [sandbox dir, init pid, image] as printed."""
     owner = subprocess.Popen(
-        [sys.executable, "-c", _OWNER, str(other_base), "2237"],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
+        [sys.executable, "-c", _OWNER, str(base), str(port)], stdout=subprocess.PIPE, text=True, cwd=REPO
     )
     try:
         assert owner.stdout is not None
@@ -258,6 +256,11 @@ def test_down_all_after_owner_sigkill(other_base: Path) -> None:
     finally:
         owner.send_signal(signal.SIGKILL)
         owner.wait()
+    return line
+
+
+def test_down_all_after_owner_sigkill(other_base: Path) -> None:
+    line = _orphan(other_base, 2237)
     sandbox_dir, init_pid, image = Path(line[0]), int(line[1]), Path(line[2])
     ns, init = _pidns(init_pid), (init_pid, start_ticks(init_pid))
     assert psutil.pid_exists(init_pid)  # the machine outlived its owner
@@ -403,16 +406,7 @@ def test_orphan_cleanup_leaves_a_kept_sandbox_up(other_base: Path) -> None:
     ns = _pidns(init_pid)
     assert "kept up for manual work" in _sandbox_cli(other_base, "status").stdout
     # an orphan beside it (its owner gone, not kept) is still removed
-    owner = subprocess.Popen(
-        [sys.executable, "-c", _OWNER, str(other_base), "2240"], stdout=subprocess.PIPE, text=True, cwd=REPO
-    )
-    try:
-        assert owner.stdout is not None
-        orphan = owner.stdout.readline().split()
-        assert len(orphan) == 3, f"owner failed (rc {owner.poll()})"
-    finally:
-        owner.send_signal(signal.SIGKILL)
-        owner.wait()
+    orphan = _orphan(other_base, 2240)
     res = _sandbox_cli(other_base, "down", "--all", "--orphaned")
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == [
