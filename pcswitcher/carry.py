@@ -33,6 +33,7 @@ import psutil
 from .inventory import load_inventory
 from .runner import PlaybookResult
 from .safety import Player, SafetyError, failure_text
+from .summary import format_bytes
 
 log = logging.getLogger("pcswitcher")
 CARRY_PLAYBOOK = "carry.yml"
@@ -61,11 +62,11 @@ def command_link() -> str:
     return DEFAULT_LINK
 
 
-def _mib(value: Any) -> str:
+def _size(value: Any) -> str:
     try:
-        return f"{int(value) / 1048576:.1f} MiB"
+        return format_bytes(int(value))
     except (TypeError, ValueError):
-        return "? MiB"
+        return "? bytes"
 
 
 @dataclass
@@ -168,7 +169,7 @@ class Carry:
                 "would carry pc-switcher %s (%s files, %s) to %s:%s (dry-run)",
                 version,
                 data.get("files"),
-                _mib(data.get("bytes")),
+                _size(data.get("bytes")),
                 self.target,
                 prefix,
                 extra=fields,
@@ -181,7 +182,7 @@ class Carry:
                 prefix,
                 data.get("transferred"),
                 data.get("files"),
-                _mib(data.get("bytes")),
+                _size(data.get("bytes")),
                 self.seconds,
                 extra=fields,
             )

@@ -285,21 +285,26 @@ class Sync:
             run.terminate()
         self._stop_local_trees()
 
-    def _run(self, first: PlaybookRun | None) -> ExitCode:
-        p = self.p
-        assert self.safety is not None
+    def _announce(self) -> None:
+        """The run's first records and the display's start."""
+        names = [j.name for j in self.p.selected]
         log.info(
             "pc-switcher run %s: %s -> %s%s",
             self.run_id,
             self.source_label,
             self.target.describe(),
             " (dry-run)" if self.options.dry_run else "",
-            extra={"fields": {"run_id": self.run_id, "jobs": [j.name for j in p.selected]}},
+            extra={"fields": {"run_id": self.run_id, "jobs": names}},
         )
         if self.lock.stale:
             log.info("cleared a stale lock left by pid %s", self.lock.stale.get("pid"))
         _log_stale_run_dirs(self.source_label, self.stale_run_dirs)
-        self.ui.start(self.target.name, self.run_id, [j.name for j in p.selected], self.options.dry_run)
+        self.ui.start(self.target.name, self.run_id, names, self.options.dry_run)
+
+    def _run(self, first: PlaybookRun | None) -> ExitCode:
+        p = self.p
+        assert self.safety is not None
+        self._announce()
         try:
             # the first job's playbook (started in run(), or now when TARGET was an address) waits
             # for begin() (agents up, history questions answered) before its first task, checks
@@ -338,28 +343,7 @@ class Sync:
             self.carry.validate()  # refuses the sync
             if self.abort.requested:
                 return self._abort()
-            self.snapshots["pre"] = self.safety.snapshot("pre")
-            for index, job in enumerate(p.selected, start=1):
-                if self.abort.requested:
-                    return self._abort()
-                result = self._run_job(index, job, first if index == 1 else None)
-                if self.abort.requested:
-                    return self._abort()
-                if result is None or not result.ok:
-                    detail = self._outcome(job.name).detail  # _run_job's reason for the failure
-                    self.abort.request(
-                        Cause.JOB_FAILED, f"job {job.name} failed: {detail}", logging.ERROR, job=job.name
-                    )
-                    return self._abort()
-            if self.abort.requested:
-                return self._abort()
-            # all jobs succeeded: pc-switcher, its config and inventory go too (the way back); then
-            # the target was synced, even if the post snapshot should fail
-            self.carry.carry()
-            self.safety.record_history()
-            self.snapshots["post"] = self.safety.snapshot("post")
-            way_back_note(self.p.inventory_path, self.target.name)
-            return self._finish(ExitCode.OK)
+            return self._sync(first)
         except HistoryRefused:
             raise  # nothing has changed; the CLI says why (exit 2)
         except SafetyError as exc:
@@ -377,6 +361,35 @@ class Sync:
         finally:
             if not self._finished:
                 self._teardown()
+
+    def _sync(self, first: PlaybookRun) -> ExitCode:
+        """Everything was checked: the snapshots before, every job in order, then (all succeeded)
+        the carry, the history record and the snapshots after. Called inside :meth:`_run`'s ``try``:
+        its errors take the same paths."""
+        assert self.safety is not None
+        assert self.carry is not None
+        self.snapshots["pre"] = self.safety.snapshot("pre")
+        for index, job in enumerate(self.p.selected, start=1):
+            if self.abort.requested:
+                return self._abort()
+            result = self._run_job(index, job, first if index == 1 else None)
+            if self.abort.requested:
+                return self._abort()
+            if result is None or not result.ok:
+                detail = self._outcome(job.name).detail  # _run_job's reason for the failure
+                self.abort.request(
+                    Cause.JOB_FAILED, f"job {job.name} failed: {detail}", logging.ERROR, job=job.name
+                )
+                return self._abort()
+        if self.abort.requested:
+            return self._abort()
+        # all jobs succeeded: pc-switcher, its config and inventory go too (the way back); then
+        # the target was synced, even if the post snapshot should fail
+        self.carry.carry()
+        self.safety.record_history()
+        self.snapshots["post"] = self.safety.snapshot("post")
+        way_back_note(self.p.inventory_path, self.target.name)
+        return self._finish(ExitCode.OK)
 
     # -- agents ------------------------------------------------------------------------------------
     def _spawn_agents(self) -> None:

@@ -34,6 +34,7 @@ from .errors import LockHeld, PcsError, TargetError
 from .inventory import Target
 from .lock import describe_holder
 from .registry import Registry
+from .summary import format_bytes
 
 log = logging.getLogger("pcswitcher")
 ProgressHandler = Callable[[str, dict[str, Any]], None]
@@ -44,14 +45,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     """Ask the kernel for SIGTERM when the driver dies (prctl PR_SET_PDEATHSIG)."""
     with contextlib.suppress(OSError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 class AgentSession:
@@ -430,7 +423,7 @@ class Monitor(threading.Thread):
                 if self.disk.preflight_minimum.breached(free, total):
                     raise PcsError(
                         f"not enough free space on {agent.label}: {figure['path']} has "
-                        f"{human_bytes(free)} free, "
+                        f"{format_bytes(free)} free, "
                         f"preflight_minimum is {self.disk.preflight_minimum.text}",
                         "free some space or lower disk.preflight_minimum in the config",
                     )
@@ -438,8 +431,8 @@ class Monitor(threading.Thread):
                     "free space on %s %s: %s of %s",
                     agent.label,
                     figure["path"],
-                    human_bytes(free),
-                    human_bytes(total),
+                    format_bytes(free),
+                    format_bytes(total),
                     extra={"host": agent.label},
                 )
 
@@ -485,7 +478,7 @@ class Monitor(threading.Thread):
             if self.disk.runtime_minimum.breached(free, total):
                 self.abort.request(
                     Cause.DISK,
-                    f"free space on {agent.label} {path} is {human_bytes(free)}, below runtime_minimum "
+                    f"free space on {agent.label} {path} is {format_bytes(free)}, below runtime_minimum "
                     f"{self.disk.runtime_minimum.text}",
                     host=agent.label,
                     threshold=self.disk.runtime_minimum.text,
@@ -499,7 +492,7 @@ class Monitor(threading.Thread):
                     "free space on %s %s is %s, below warning_threshold %s",
                     agent.label,
                     path,
-                    human_bytes(free),
+                    format_bytes(free),
                     self.disk.warning_threshold.text,
                     extra={"host": agent.label, "fields": fields},
                 )
