@@ -73,8 +73,8 @@ def valid_id(text: str) -> bool:
 
 
 def newest_run_id() -> str | None:
-    runs = sorted(p.name for p in paths.runs_dir().glob("*") if p.is_dir() and valid_id(p.name))
-    return runs[-1] if runs else None
+    runs = paths.newest_first(p for p in paths.runs_dir().glob("*") if p.is_dir() and valid_id(p.name))
+    return runs[0].name if runs else None
 
 
 def _run_was_seen(run_id: str) -> bool:

@@ -29,6 +29,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
+from pcswitcher import paths
 from pcswitcher.errors import UsageError
 
 LOGGER_NAME = "pcswitcher"
@@ -324,21 +325,6 @@ def shutdown_logging() -> None:
 # Reading the logs back
 # --------------------------------------------------------------------------------------------------
 
-_RUN_ID_TIME = re.compile(r"^(\d{8}T\d{6}Z)")
-
-
-def _log_sort_key(path: Path) -> tuple[float, int, str]:
-    try:
-        mtime_ns = path.stat().st_mtime_ns
-    except OSError:
-        mtime_ns = 0
-    started = mtime_ns / 1e9
-    match = _RUN_ID_TIME.match(path.name)
-    if match:
-        with contextlib.suppress(ValueError):
-            started = datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
-    return (started, mtime_ns, path.name)
-
 
 def list_logs(logs_dir: Path) -> list[Path]:
     """The session logs in ``logs_dir``, newest first (by the start time in the run id when the name
@@ -347,7 +333,7 @@ def list_logs(logs_dir: Path) -> list[Path]:
         candidates = [p for p in logs_dir.iterdir() if p.name.endswith(LOG_SUFFIX) and p.is_file()]
     except OSError:
         return []
-    return sorted(candidates, key=_log_sort_key, reverse=True)
+    return paths.newest_first(candidates)
 
 
 def latest_log(logs_dir: Path) -> Path | None:

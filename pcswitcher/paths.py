@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
 import shutil
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
 APP = "pc-switcher"
@@ -75,20 +78,44 @@ KEEP_RUN_DIRS = 20
 _RUN_DIR_NAME = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{4}")
 
 
+_RUN_STAMP = re.compile(r"\d{8}T\d{6}Z")
+
+
+def _age_key(path: Path) -> tuple[float, int, str]:
+    try:
+        mtime_ns = path.lstat().st_mtime_ns
+    except OSError:
+        mtime_ns = 0
+    started = mtime_ns / 1e9
+    stamp = _RUN_STAMP.match(path.name)
+    if stamp:
+        with contextlib.suppress(ValueError):  # 20261399T…: not a date
+            started = datetime.strptime(stamp.group(), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+    return (started, mtime_ns, path.name)
+
+
+def newest_first(entries: Iterable[Path]) -> list[Path]:
+    """Run directories or logs, newest first: by the start second their name (a run id) begins
+    with; runs started in the same second (the id's last part is random) by modification time; a
+    name without a start by its modification time alone."""
+    return sorted(entries, key=_age_key, reverse=True)
+
+
 def prune_run_dirs(keep: int = KEEP_RUN_DIRS, spare: str | None = None) -> list[str]:
     """Remove the run directories of ``runs/`` but the ``keep`` newest, ``spare`` (the run starting
     now, if any) counted among them. Only directories named as pc-switcher names them: a symlink or
-    anything else in ``runs/`` stays. The logs (``logs/``) are not touched. Returns the names removed."""
+    anything else in ``runs/`` stays. The logs (``logs/``) are not touched. Returns the names removed,
+    oldest first."""
     try:
         entries = list(os.scandir(runs_dir()))
     except OSError:
         return []
-    names = sorted(
-        e.name
+    runs = newest_first(
+        Path(e.path)
         for e in entries
         if _RUN_DIR_NAME.fullmatch(e.name) and e.is_dir(follow_symlinks=False) and e.name != spare
     )
-    doomed = names[: max(len(names) - (keep - 1 if spare else keep), 0)]
+    doomed = [p.name for p in reversed(runs[max(keep - 1 if spare else keep, 0) :])]
     for name in doomed:
         shutil.rmtree(runs_dir() / name, ignore_errors=True)
     return doomed

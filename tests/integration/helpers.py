@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 import yaml
 
+from pcswitcher.logs import list_logs
 from tests.sandbox import Machine, Sandbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -165,9 +166,9 @@ def wait_until_clean(machine: Machine, timeout: float = 5.0) -> list[str]:
 def log_records(source: Machine, run_id: str | None = None) -> list[dict[str, Any]]:
     """The JSON records of a run's log (the newest run by default)."""
     logs = source.path(f"{STATE}/logs")
-    files = sorted(logs.glob("*.jsonl"))
+    files = list_logs(logs)  # newest first: two runs can start in the same second
     assert files, f"no log in {logs}"
-    path = logs / f"{run_id}.jsonl" if run_id else files[-1]
+    path = logs / f"{run_id}.jsonl" if run_id else files[0]
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pcswitcher.logs import list_logs
 from tests.integration.folder_sync_helpers import bind_mount, sh
 from tests.integration.helpers import (
     PC_SWITCHER,
@@ -139,8 +140,8 @@ def success(sb: Sandbox) -> Run:
         ),
     )
     result = run_sync(sb)
-    logs = sorted(source.path(f"{STATE}/logs").glob("*.jsonl"))
-    lines = logs[-1].read_text().splitlines() if logs else []
+    logs = list_logs(source.path(f"{STATE}/logs"))
+    lines = logs[0].read_text().splitlines() if logs else []
     return Run(result, log_records(source), lines, stale_pid)
 
 

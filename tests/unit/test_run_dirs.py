@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from pcswitcher import paths
+from pcswitcher.cleanup import newest_run_id
+from pcswitcher.logs import list_logs
 
 
 @pytest.fixture
@@ -63,3 +65,20 @@ def test_only_run_directories_go(state: Path, tmp_path: Path) -> None:
 def test_no_state_dir_creates_nothing(state: Path) -> None:
     assert paths.prune_run_dirs() == []
     assert not state.exists()
+
+
+def test_runs_started_in_the_same_second_are_ordered_by_modification(state: Path) -> None:
+    """The last part of a run id is random: two runs started in one second sort by their files'
+    modification time, so the newest log, the newest run (``cleanup``'s default) and pruning agree."""
+    runs, logs = state / "runs", state / "logs"
+    older, newer = "20261203T184740Z-ffff", "20261203T184740Z-0000"  # newer sorts first by name
+    for stamp_ns, name in ((1_000_000_000, older), (2_000_000_000, newer)):
+        (runs / name).mkdir(parents=True)
+        logs.mkdir(exist_ok=True)
+        (logs / f"{name}.jsonl").write_text("{}\n")
+        for path in (runs / name, logs / f"{name}.jsonl"):
+            os.utime(path, ns=(stamp_ns, stamp_ns))
+    assert [p.name for p in list_logs(logs)] == [f"{newer}.jsonl", f"{older}.jsonl"]
+    assert newest_run_id() == newer
+    assert paths.prune_run_dirs(keep=1) == [older]
+    assert os.listdir(runs) == [newer]
