@@ -22,7 +22,7 @@ from .config_schema import config_schema, global_schema
 from .errors import ConfigError
 from .formats import format_checker
 from .jobs import JobSpec, strict_validator
-from .role_sections import HISTORY, SNAPSHOTS, RoleSection
+from .role_sections import HISTORY, SNAPSHOTS
 from .units import Threshold, parse_threshold, show_value
 
 __all__ = ["Config", "DiskConfig", "HistoryConfig", "JobConfig", "SnapshotsConfig", "load_config"]
@@ -56,9 +56,9 @@ def _snapshots_fields(values: Mapping[str, Any]) -> dict[str, Any]:
 @functools.cache
 def _defaults(key: str) -> Mapping[str, Any]:
     """The loaded config's fields of a role section the config does not set (from the argspec)."""
-    section: RoleSection = {SNAPSHOTS.key: SNAPSHOTS, HISTORY.key: HISTORY}[key]
-    values = _with_defaults(section.schema(), {})
-    return _snapshots_fields(values) if section is SNAPSHOTS else {"path": values["path"]}
+    if key == SNAPSHOTS.key:
+        return _snapshots_fields(SNAPSHOTS.defaults())
+    return {"path": HISTORY.defaults()["path"]}
 
 
 def _default(key: str, name: str) -> Any:

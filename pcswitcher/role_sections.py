@@ -123,6 +123,10 @@ class RoleSection:
             target["properties"][name] = own or setting.form.schema(options[setting.option])
         return section
 
+    def defaults(self) -> dict[str, Any]:
+        """The section's values when the config does not set it (the argspec's defaults)."""
+        return _defaults_of(self.schema())
+
     def option_values(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The role's extra vars ``<role>_<option>`` for the section's ``values`` (defaults applied)."""
         result: dict[str, Any] = {}
@@ -135,6 +139,13 @@ class RoleSection:
             for option in (setting.option, *setting.also):
                 result[f"{self.role}_{option}"] = setting.form.to_option(value)
         return result
+
+
+def _defaults_of(schema: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: _defaults_of(sub) if "properties" in sub else copy.deepcopy(sub["default"])
+        for key, sub in schema["properties"].items()
+    }
 
 
 def _object(description: str) -> dict[str, Any]:
