@@ -62,6 +62,8 @@ def _defaults(key: str) -> Mapping[str, Any]:
 
 
 def _default(key: str, name: str) -> Any:
+    """A field whose default is the field ``name`` of :func:`_defaults` (the argspec is read at first use)."""
+
     def make() -> Any:
         return _defaults(key)[name]
 

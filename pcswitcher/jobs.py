@@ -9,7 +9,9 @@ three files exist::
 
 The argument spec is the single source of a job's settings: :meth:`JobSpec.schema` turns it into
 the JSON schema of the config section ``<job>:``, :meth:`JobSpec.defaults` gives its defaults and
-:meth:`JobSpec.extravars` the ``<job>_<option>`` extra vars the playbook is run with.
+:meth:`JobSpec.extravars` the ``<job>_<option>`` extra vars the playbook is run with. The same
+translation (:func:`role_options_schema`) makes the config sections of the infrastructure roles
+(pcswitcher/role_sections.py).
 
 A job may also ship the checks of its settings that a schema cannot express (the option-check
 hook): ``roles/<job>/filter_plugins/<job>_options.py`` with a function ``option_problems(settings)``
@@ -46,6 +48,7 @@ __all__ = [
     "OptionProblem",
     "discover_jobs",
     "load_yaml_text",
+    "role_options_schema",
     "strict_validator",
 ]
 
