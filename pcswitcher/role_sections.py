@@ -9,8 +9,9 @@ seconds, a lower bound an argspec cannot state. A setting that is the driver's o
 whether the role runs at all) is declared here with its schema.
 
 Every other option of such a role, and of the roles with no config section (``cleanup``, ``carry``),
-is set by the driver for each run or left at its default: :data:`DRIVER_SET` names them, and a test
-(tests/unit/test_role_sections.py) checks that every option of each role is one or the other.
+is set by the driver for each run (:data:`DRIVER_SET`) or always left at its default
+(:data:`LEFT_AT_DEFAULT`); a test (tests/unit/test_role_sections.py) checks that every option of each
+role is exactly one of the three.
 """
 
 from __future__ import annotations
@@ -26,7 +27,16 @@ from . import formats, paths
 from .jobs import role_options_schema
 from .units import duration_text, parse_duration
 
-__all__ = ["DRIVER_SET", "HISTORY", "SECTIONS", "SNAPSHOTS", "Form", "RoleSection", "Setting"]
+__all__ = [
+    "DRIVER_SET",
+    "HISTORY",
+    "LEFT_AT_DEFAULT",
+    "SECTIONS",
+    "SNAPSHOTS",
+    "Form",
+    "RoleSection",
+    "Setting",
+]
 
 
 class Form:
@@ -210,14 +220,22 @@ HISTORY = RoleSection(
 #: The config sections that feed a role, in the order of the config file.
 SECTIONS: tuple[RoleSection, ...] = (SNAPSHOTS, HISTORY)
 
-#: The options of the infrastructure roles that no config setting feeds: the driver sets them for
-#: each run (what to do, on which machine, for which session), or leaves them at their default
-#: (there for a hand run of the playbook). Role -> short option names.
+#: The options of the infrastructure roles that the driver sets itself (what to do, on which
+#: machine, for which session, with which files): role -> short option names.
 DRIVER_SET: Mapping[str, frozenset[str]] = {
     "btrfs_snapshots": frozenset(
-        {"action", "session", "target", "source", "rollback_session", "lock_path", "checksum", "exclude"}
+        {"action", "session", "source", "lock_path", "rollback_session", "checksum", "exclude"}
     ),
-    "sync_history": frozenset({"action", "target", "source", "session", "source_host", "target_host"}),
+    "sync_history": frozenset({"action", "session", "source", "source_host", "target_host"}),
     "cleanup": frozenset({"run_id", "async_jids", "source"}),
-    "carry": frozenset({"action", "app_dir", "link", "config", "inventory", "timeout"}),
+    "carry": frozenset({"action", "config", "inventory", "link"}),
+}
+
+#: The options neither a setting nor the driver sets: their argspec default always holds (they are
+#: there for a hand run of the playbook). Role -> short option names.
+LEFT_AT_DEFAULT: Mapping[str, frozenset[str]] = {
+    "btrfs_snapshots": frozenset({"target"}),
+    "sync_history": frozenset({"target"}),
+    "cleanup": frozenset(),
+    "carry": frozenset({"app_dir", "timeout"}),
 }

@@ -1,9 +1,10 @@
 """The infrastructure roles' inputs come from their argspecs (pcswitcher/role_sections.py).
 
-For btrfs_snapshots, sync_history, cleanup and carry: every argspec option is fed by a config setting
-or set by the driver (role_sections.DRIVER_SET), never both; defaults/main.yml equals the argspec's
-defaults; every config setting of the sections ``snapshots:`` and ``history:`` names an argspec
-option and has its default; and what the driver passes the role is what the config says.
+For btrfs_snapshots, sync_history, cleanup and carry: every argspec option is fed by a config
+setting, set by the driver (role_sections.DRIVER_SET) or always left at its default
+(LEFT_AT_DEFAULT), exactly one of these; defaults/main.yml equals the argspec's defaults; every
+config setting of the sections ``snapshots:`` and ``history:`` names an argspec option and has its
+default; and what the driver passes the role is what the config says.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from pcswitcher.config import Config, HistoryConfig, SnapshotsConfig, load_confi
 from pcswitcher.config_schema import config_schema
 from pcswitcher.init_text import default_config_text
 from pcswitcher.reference import render
-from pcswitcher.role_sections import DRIVER_SET, DURATION, HISTORY, SECTIONS, SNAPSHOTS, RoleSection
+from pcswitcher.role_sections import (
+    DRIVER_SET,
+    DURATION,
+    HISTORY,
+    LEFT_AT_DEFAULT,
+    SECTIONS,
+    SNAPSHOTS,
+    RoleSection,
+)
 from pcswitcher.runner import PlaybookResult
 from pcswitcher.safety import Safety
 
@@ -53,17 +62,24 @@ def _leaves(schema: dict[str, Any], prefix: str = "") -> set[str]:
 
 def test_the_infrastructure_roles_are_covered() -> None:
     assert ROLES == ["btrfs_snapshots", "carry", "cleanup", "sync_history"]
+    assert sorted(LEFT_AT_DEFAULT) == ROLES
     assert set(BY_ROLE) == {"btrfs_snapshots", "sync_history"}
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_every_option_is_fed_by_the_config_or_set_by_the_driver(role: str) -> None:
+def test_every_option_is_fed_by_the_config_or_set_by_the_driver_or_left_at_its_default(role: str) -> None:
     options = set(_argspec(role))
-    fed, driver = _config_fed(role), set(DRIVER_SET[role])
-    assert not fed & driver, f"{role}: both a config setting and the driver set {sorted(fed & driver)}"
-    assert fed | driver == options, (
-        f"{role}: neither fed nor set by the driver: {sorted(options - fed - driver)}; "
-        f"not options of the role: {sorted((fed | driver) - options)}"
+    kinds = {
+        "config": _config_fed(role),
+        "driver": set(DRIVER_SET[role]),
+        "default": set(LEFT_AT_DEFAULT[role]),
+    }
+    for a, b in (("config", "driver"), ("config", "default"), ("driver", "default")):
+        assert not kinds[a] & kinds[b], f"{role}: {sorted(kinds[a] & kinds[b])} both {a} and {b}"
+    named = set().union(*kinds.values())
+    assert named == options, (
+        f"{role}: options of none of the three: {sorted(options - named)}; "
+        f"not options of the role: {sorted(named - options)}"
     )
 
 
@@ -102,8 +118,9 @@ def _config(tmp_path: Path, text: str) -> Config:
     return load_config(path, {})
 
 
-def _passed(config: Config) -> dict[str, Any]:
-    """The extra vars the driver passes btrfs_snapshots (pre) and sync_history (read) for ``config``."""
+def _passed(config: Config, *, everything: bool = False) -> dict[str, Any]:
+    """The extra vars the driver passes btrfs_snapshots (pre) and sync_history (read) for ``config``;
+    ``everything``: also those of a rollback and of recording the history."""
     calls: list[dict[str, Any]] = []
 
     def play(playbook: Path, ident: str, extravars: dict[str, Any], check: bool) -> PlaybookResult:
@@ -113,7 +130,21 @@ def _passed(config: Config) -> dict[str, Any]:
     safety = Safety.from_config(Path("/p"), config, "S1", play)
     safety.snapshot("pre")
     safety.read_history()
+    if everything:
+        safety.rollback(None, dry_run=True)
+        safety.record_history()
     return {key: value for extravars in calls for key, value in extravars.items()}
+
+
+@pytest.mark.parametrize("section", SECTIONS, ids=lambda s: s.key)
+def test_the_driver_sets_what_it_says_it_sets(tmp_path: Path, section: RoleSection) -> None:
+    passed = {
+        key.removeprefix(f"{section.role}_")
+        for key in _passed(_config(tmp_path, "jobs: {}\n"), everything=True)
+        if key.startswith(f"{section.role}_")
+    }
+    assert DRIVER_SET[section.role] <= passed
+    assert not LEFT_AT_DEFAULT[section.role] & passed
 
 
 SET_ALL = """\
