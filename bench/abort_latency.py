@@ -57,7 +57,7 @@ GOAL_B = 3.0
 
 def _config(config: dict[str, Any]) -> dict[str, Any]:
     """Turn off sections a sandbox cannot serve (btrfs snapshots of the host's /), if the schema has them."""
-    from pcswitcher.config import config_schema
+    from pcswitcher.config_schema import config_schema
     from pcswitcher.jobs import discover_jobs
 
     if "snapshots" in config_schema(discover_jobs(REPO))["properties"]:

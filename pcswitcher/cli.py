@@ -246,7 +246,7 @@ def init(config_path: Path, inventory: Path, force: bool) -> None:
     With -c and/or -i, only the file(s) named; without either, both at their default paths. All or
     nothing: when one cannot be written, neither is.
     """
-    from .config import default_config_text, example_inventory_text
+    from .init_text import default_config_text, example_inventory_text
     from .jobs import discover_jobs
 
     config_path, inventory = Path(os.path.abspath(config_path)), Path(os.path.abspath(inventory))
@@ -440,7 +440,7 @@ def config_reference() -> None:
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    from .config import parse_duration
+    from .units import parse_duration
 
     if value is None:
         return None

@@ -238,7 +238,7 @@ def _port(where: str, port: Any) -> int | None:
 def _check_pcswitcher_vars(where: str, values: dict[str, Any]) -> None:
     """The target's ``pcswitcher_*`` vars: known names only, each an absolute, normalised path (or
     a non-empty list of them) of printable characters."""
-    from .config import path_problem
+    from .formats import path_problem
 
     for name, value in sorted(values.items()):
         kind = HOST_VARS.get(name)

@@ -9,7 +9,9 @@ three files exist::
 
 The argument spec is the single source of a job's settings: :meth:`JobSpec.schema` turns it into
 the JSON schema of the config section ``<job>:``, :meth:`JobSpec.defaults` gives its defaults and
-:meth:`JobSpec.extravars` the ``<job>_<option>`` extra vars the playbook is run with.
+:meth:`JobSpec.extravars` the ``<job>_<option>`` extra vars the playbook is run with. The same
+translation (:func:`role_options_schema`) makes the config sections of the infrastructure roles
+(pcswitcher/role_sections.py).
 
 A job may also ship the checks of its settings that a schema cannot express (the option-check
 hook): ``roles/<job>/filter_plugins/<job>_options.py`` with a function ``option_problems(settings)``
@@ -46,6 +48,7 @@ __all__ = [
     "OptionProblem",
     "discover_jobs",
     "load_yaml_text",
+    "role_options_schema",
     "strict_validator",
 ]
 
@@ -165,6 +168,28 @@ def _first_error(schema: Mapping[str, Any], instance: Any) -> str | None:
 
 def _option_schema(file: Path, where: str, spec: object) -> dict[str, Any]:
     """The JSON schema of one argspec option (recursing into nested ``options``)."""
+    type_, description = _checked_basics(file, where, spec)
+    assert isinstance(spec, Mapping)
+    schema: dict[str, Any] = {"description": description, **copy.deepcopy(dict(_TYPE_SCHEMAS[type_]))}
+    elements = spec.get("elements")
+    if elements is not None:
+        if type_ != "list":
+            raise JobDefinitionError(file, f"option {where}: 'elements' is only allowed with type list")
+        if elements not in _TYPE_SCHEMAS:
+            raise JobDefinitionError(file, f"option {where}: elements type {elements!r} is not supported")
+        schema["items"] = copy.deepcopy(dict(_TYPE_SCHEMAS[elements]))
+    if spec.get("options") is not None:
+        _add_suboptions(file, where, schema, spec)
+    if spec.get("choices") is not None:
+        _add_choices(file, where, schema, spec)
+    if "default" in spec:
+        _add_default(file, where, schema, spec["default"])
+    return schema
+
+
+def _checked_basics(file: Path, where: str, spec: object) -> tuple[str, str]:
+    """The option's ``type`` and plain ``description``, once its keys, type, description and
+    ``required`` are known to be right."""
     if not isinstance(spec, Mapping):
         raise JobDefinitionError(file, f"option {where}: must be a mapping, not {type(spec).__name__}")
     unknown = set(spec) - _KNOWN_KEYS - _IGNORED_KEYS
@@ -185,62 +210,55 @@ def _option_schema(file: Path, where: str, spec: object) -> dict[str, Any]:
         raise JobDefinitionError(file, f"option {where}: 'required' must be true or false")
     if required and "default" in spec:
         raise JobDefinitionError(file, f"option {where}: 'required' and 'default' are mutually exclusive")
+    return str(type_), description
 
-    schema: dict[str, Any] = {"description": description, **copy.deepcopy(dict(_TYPE_SCHEMAS[type_]))}
 
-    elements = spec.get("elements")
-    if elements is not None:
-        if type_ != "list":
-            raise JobDefinitionError(file, f"option {where}: 'elements' is only allowed with type list")
-        if elements not in _TYPE_SCHEMAS:
-            raise JobDefinitionError(file, f"option {where}: elements type {elements!r} is not supported")
-        schema["items"] = copy.deepcopy(dict(_TYPE_SCHEMAS[elements]))
+def _add_suboptions(file: Path, where: str, schema: dict[str, Any], spec: Mapping[str, Any]) -> None:
+    """The nested ``options`` of a dict, or of a list's dict elements."""
+    if spec["type"] == "dict":
+        target = schema
+    elif spec["type"] == "list" and spec.get("elements") == "dict":
+        target = schema["items"]
+    else:
+        raise JobDefinitionError(
+            file, f"option {where}: 'options' needs type dict, or type list with elements dict"
+        )
+    suboptions = spec["options"]
+    if not isinstance(suboptions, Mapping) or not suboptions:
+        raise JobDefinitionError(file, f"option {where}: 'options' must be a non-empty mapping")
+    target.update(_options_schema(file, where, suboptions))
 
-    suboptions = spec.get("options")
-    if suboptions is not None:
-        if type_ == "dict":
-            target = schema
-        elif type_ == "list" and elements == "dict":
-            target = schema["items"]
-        else:
-            raise JobDefinitionError(
-                file, f"option {where}: 'options' needs type dict, or type list with elements dict"
-            )
-        if not isinstance(suboptions, Mapping) or not suboptions:
-            raise JobDefinitionError(file, f"option {where}: 'options' must be a non-empty mapping")
-        target.update(_options_schema(file, where, suboptions))
 
-    choices = spec.get("choices")
-    if choices is not None:
-        if not isinstance(choices, list) or not choices:
-            raise JobDefinitionError(file, f"option {where}: 'choices' must be a non-empty list")
-        if type_ == "dict" or (type_ == "list" and elements == "dict"):
-            raise JobDefinitionError(file, f"option {where}: 'choices' is not supported for dicts")
-        # For a list, Ansible checks every element against the choices.
-        target = schema.setdefault("items", {}) if type_ == "list" else schema
-        for choice in choices:
-            problem = _first_error(target, choice)
-            if problem is not None:
-                raise JobDefinitionError(
-                    file, f"option {where}: choice {choice!r} does not match the option's type: {problem}"
-                )
-        target["enum"] = list(choices)
-
-    if "default" in spec:
-        default = spec["default"]
-        if default is None:
-            # ``default: null`` means "not set": the option may also be written as null.
-            if "type" in schema:
-                schema["type"] = [schema["type"], "null"]
-            if "enum" in schema:
-                schema["enum"] = [*schema["enum"], None]
-        problem = _first_error(schema, default)
+def _add_choices(file: Path, where: str, schema: dict[str, Any], spec: Mapping[str, Any]) -> None:
+    """``choices`` as an ``enum`` (of the elements, for a list: Ansible checks every element)."""
+    choices = spec["choices"]
+    if not isinstance(choices, list) or not choices:
+        raise JobDefinitionError(file, f"option {where}: 'choices' must be a non-empty list")
+    if spec["type"] == "dict" or (spec["type"] == "list" and spec.get("elements") == "dict"):
+        raise JobDefinitionError(file, f"option {where}: 'choices' is not supported for dicts")
+    target = schema.setdefault("items", {}) if spec["type"] == "list" else schema
+    for choice in choices:
+        problem = _first_error(target, choice)
         if problem is not None:
             raise JobDefinitionError(
-                file, f"option {where}: default {default!r} does not match the option's type: {problem}"
+                file, f"option {where}: choice {choice!r} does not match the option's type: {problem}"
             )
-        schema["default"] = copy.deepcopy(default)
-    return schema
+    target["enum"] = list(choices)
+
+
+def _add_default(file: Path, where: str, schema: dict[str, Any], default: Any) -> None:
+    if default is None:
+        # ``default: null`` means "not set": the option may also be written as null.
+        if "type" in schema:
+            schema["type"] = [schema["type"], "null"]
+        if "enum" in schema:
+            schema["enum"] = [*schema["enum"], None]
+    problem = _first_error(schema, default)
+    if problem is not None:
+        raise JobDefinitionError(
+            file, f"option {where}: default {default!r} does not match the option's type: {problem}"
+        )
+    schema["default"] = copy.deepcopy(default)
 
 
 def _options_schema(file: Path, where: str, options: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
@@ -488,6 +506,15 @@ def _load_argspec(path: Path, name: str) -> dict[str, Mapping[str, Any]]:
             raise JobDefinitionError(path, f"option {key}: must be a mapping, not {type(spec).__name__}")
         by_short[short] = MappingProxyType(copy.deepcopy(dict(spec)))
     return by_short
+
+
+def role_options_schema(role_dir: Path) -> dict[str, Any]:
+    """The JSON schema of a role's argspec options (entry point ``main``), keyed by short name
+    (``<role>_`` stripped): what a job's config section is made of, and the settings of the config
+    sections that feed the infrastructure roles (pcswitcher/role_sections.py)."""
+    file = role_dir / "meta" / "argument_specs.yml"
+    options = _load_argspec(file, role_dir.name)
+    return _options_schema(file, "", options, prefix=f"{role_dir.name}_")
 
 
 def load_job(root: Path, name: str) -> JobSpec:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .config import config_schema
+from .config_schema import config_schema
 from .jobs import JobSpec
 
 HEADER = """# Configuration reference

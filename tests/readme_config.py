@@ -18,7 +18,7 @@ END = "<!-- /config-example -->"
 
 def init_config_text() -> str:
     """What ``pc-switcher init`` writes into config.yml for this checkout's jobs."""
-    from pcswitcher.config import default_config_text
+    from pcswitcher.init_text import default_config_text
     from pcswitcher.jobs import discover_jobs
 
     return default_config_text(discover_jobs(REPO))

@@ -189,7 +189,7 @@ def sandbox_config(jobs: dict[str, bool], **sections: Any) -> dict[str, Any]:
     Global sections that cannot work inside a sandbox (btrfs snapshots: the sandbox's ``/`` is the
     host's) are turned off when the config schema knows them.
     """
-    from pcswitcher.config import config_schema
+    from pcswitcher.config_schema import config_schema
     from pcswitcher.jobs import discover_jobs
 
     known = config_schema(discover_jobs(REPO))["properties"]

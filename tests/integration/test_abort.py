@@ -57,7 +57,7 @@ REAP = 3.0  # seconds allowed for the reaping of killed processes
 def _write(source: Machine, config: dict[str, Any]) -> None:
     """Write the config, with the sections a sandbox cannot serve turned off when the schema has them
     (btrfs snapshots: a sandbox machine's ``/`` is the host's)."""
-    from pcswitcher.config import config_schema
+    from pcswitcher.config_schema import config_schema
     from pcswitcher.jobs import discover_jobs
 
     if "snapshots" in config_schema(discover_jobs(REPO))["properties"]:

@@ -11,17 +11,12 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from pcswitcher import paths
-from pcswitcher.config import (
-    Config,
-    Threshold,
-    config_schema,
-    default_config_text,
-    example_inventory_text,
-    load_config,
-    parse_threshold,
-)
+from pcswitcher.config import Config, load_config
+from pcswitcher.config_schema import config_schema
 from pcswitcher.errors import ConfigError, ExitCode
+from pcswitcher.init_text import default_config_text, example_inventory_text
 from pcswitcher.jobs import JobSpec, discover_jobs
+from pcswitcher.units import Threshold, parse_threshold
 
 PROJECT = Path(__file__).parent / "fixtures" / "project"
 GiB = 1024**3

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pcswitcher.config import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, load_config, path_problem
+from pcswitcher.config import load_config
+from pcswitcher.config_file import MAX_CONFIG_BYTES, MAX_CONFIG_NODES
 from pcswitcher.errors import ConfigError, ExitCode
+from pcswitcher.formats import path_problem
 from pcswitcher.jobs import JobSpec, discover_jobs
 
 PROJECT = Path(__file__).parent / "fixtures" / "project"

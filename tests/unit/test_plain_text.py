@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pcswitcher import paths
-from pcswitcher.config import default_config_text, example_inventory_text
+from pcswitcher.init_text import default_config_text, example_inventory_text
 from pcswitcher.jobs import discover_jobs, plain_text
 from pcswitcher.reference import render
 

@@ -7,14 +7,7 @@ from typing import Any
 
 import pytest
 
-from pcswitcher.config import (
-    DEFAULT_HISTORY_PATH,
-    DEFAULT_SNAPSHOT_LOCATION,
-    HistoryConfig,
-    SnapshotsConfig,
-    load_config,
-    parse_duration,
-)
+from pcswitcher.config import HistoryConfig, SnapshotsConfig, load_config
 from pcswitcher.errors import ConfigError, ExitCode
 from pcswitcher.runner import PlaybookResult
 from pcswitcher.safety import (
@@ -31,6 +24,7 @@ from pcswitcher.safety import (
     new_session_id,
 )
 from pcswitcher.ui import Ui
+from pcswitcher.units import parse_duration
 
 
 def hist(host: str, role: str | None = None, peer: str | None = None, problem: str = "") -> MachineHistory:
@@ -150,7 +144,7 @@ def test_safety_dry_run_snapshot_runs_in_check_mode_and_never_records() -> None:
     assert check is True
     assert extravars["btrfs_snapshots_action"] == "pre"
     assert extravars["btrfs_snapshots_session"] == "S1"
-    assert extravars["btrfs_snapshots_location"] == DEFAULT_SNAPSHOT_LOCATION
+    assert extravars["btrfs_snapshots_location"] == "/.snapshots/pc-switcher"
 
 
 def test_safety_failure_is_one_line() -> None:
@@ -173,7 +167,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.snapshots == SnapshotsConfig()
     assert config.snapshots.target_subvolumes == ("/home",)
     assert config.snapshots.prune is True
-    assert config.history.path == DEFAULT_HISTORY_PATH
+    assert config.history.path == "/root/.local/state/pc-switcher/history.json"
 
 
 def test_sections(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pcswitcher.config import default_config_text
+from pcswitcher.init_text import default_config_text
 from pcswitcher.jobs import JobSpec, discover_jobs, load_yaml_text
 
 PROJECT = Path(__file__).parent / "fixtures" / "project"
