@@ -1,8 +1,10 @@
 """The pc-switcher agent: one small stdlib-only program that runs on both machines of a sync.
 
 It is the run's watchman on a machine. The driver starts one on the source (a child process with a
-pipe) and one on the target (over ssh; that ssh process is also the run's ControlMaster). They speak
-JSON lines: the driver writes commands to the agent's stdin, the agent answers on stdout.
+pipe) and one on the target (over ssh; that ssh process is also the run's ControlMaster), there as
+``python3 -c <bootstrap> pcswitcher-agent monitor --run <run id> ...``: the bootstrap reads this
+file from stdin first (agent_session.py). They speak JSON lines: the driver writes commands to the
+agent's stdin, the agent answers on stdout.
 
 Commands (one per line):
     ping                 -> {"t": "hb", "time": ..., "disk": [...]} (and any new progress lines)
@@ -611,20 +613,26 @@ def history(
     updated = _with_record(data, host, role, peer, session)
     if updated is None:
         return {**out, "history": data}  # already recorded
-    data = updated
-    if not check:
-        if role == "target" and not flushed:
-            # The record says this session's changes reached this machine, so it must not reach the
-            # disk before they do. After a large transfer this is where the run waits for the data
-            # to be written; raw rsync returns with it still in the page cache.
-            flush_local_filesystems()
-        try:
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            write_json_atomically(path, data)
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            return {**out, "error": f"cannot write the history file {path} on {host}: {reason}"}
-    return {**out, "history": data, "changed": True}
+    error = "" if check else _write_history(path, updated, flush=role == "target" and not flushed)
+    if error:
+        return {**out, "error": error}
+    return {**out, "history": updated, "changed": True}
+
+
+def _write_history(path: str, data: dict[str, object], flush: bool) -> str:
+    """Write the history file; "" or the error. ``flush``: flush the local filesystems first."""
+    if flush:
+        # The record says this session's changes reached this machine, so it must not reach the
+        # disk before they do. After a large transfer this is where the run waits for the data
+        # to be written; raw rsync returns with it still in the page cache.
+        flush_local_filesystems()
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write_json_atomically(path, data)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return f"cannot write the history file {path} on {socket.gethostname()}: {reason}"
+    return ""
 
 
 class _ProgressTail:
