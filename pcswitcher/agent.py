@@ -1,8 +1,10 @@
 """The pc-switcher agent: one small stdlib-only program that runs on both machines of a sync.
 
 It is the run's watchman on a machine. The driver starts one on the source (a child process with a
-pipe) and one on the target (over ssh; that ssh process is also the run's ControlMaster). They speak
-JSON lines: the driver writes commands to the agent's stdin, the agent answers on stdout.
+pipe) and one on the target (over ssh; that ssh process is also the run's ControlMaster), there as
+``python3 -c <bootstrap> pcswitcher-agent monitor --run <run id> ...``: the bootstrap reads this
+file from stdin first (agent_session.py). They speak JSON lines: the driver writes commands to the
+agent's stdin, the agent answers on stdout.
 
 Commands (one per line):
     ping                 -> {"t": "hb", "time": ..., "disk": [...]} (and any new progress lines)
@@ -56,6 +58,8 @@ import time
 TAG = "PCSWITCHER_RUN_ID"
 RUN_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # \Z: no trailing newline
 RUN_DIR_PREFIX = "/tmp/pcswitcher-"
+#: The target's agent runs as ``python3 -c <bootstrap> pcswitcher-agent ARGS`` (agent_session.py)
+AGENT_NAME = "pcswitcher-agent"
 
 
 def run_dir(run_id: str) -> str:
@@ -609,20 +613,26 @@ def history(
     updated = _with_record(data, host, role, peer, session)
     if updated is None:
         return {**out, "history": data}  # already recorded
-    data = updated
-    if not check:
-        if role == "target" and not flushed:
-            # The record says this session's changes reached this machine, so it must not reach the
-            # disk before they do. After a large transfer this is where the run waits for the data
-            # to be written; raw rsync returns with it still in the page cache.
-            flush_local_filesystems()
-        try:
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            write_json_atomically(path, data)
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            return {**out, "error": f"cannot write the history file {path} on {host}: {reason}"}
-    return {**out, "history": data, "changed": True}
+    error = "" if check else _write_history(path, updated, flush=role == "target" and not flushed)
+    if error:
+        return {**out, "error": error}
+    return {**out, "history": updated, "changed": True}
+
+
+def _write_history(path: str, data: dict[str, object], flush: bool) -> str:
+    """Write the history file; "" or the error. ``flush``: flush the local filesystems first."""
+    if flush:
+        # The record says this session's changes reached this machine, so it must not reach the
+        # disk before they do. After a large transfer this is where the run waits for the data
+        # to be written; raw rsync returns with it still in the page cache.
+        flush_local_filesystems()
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write_json_atomically(path, data)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return f"cannot write the history file {path} on {socket.gethostname()}: {reason}"
+    return ""
 
 
 class _ProgressTail:
@@ -733,14 +743,70 @@ def _answer_ping(command: str, tail: _ProgressTail, paths: list[str]) -> None:
         _emit({"t": "drained"})
 
 
+def _on_signals(handler: object) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+class _Server:
+    """The commands of one monitor session, read from stdin (the module docstring lists them)."""
+
+    def __init__(self, run_id: str, paths: list[str], timeout: float, tail: _ProgressTail) -> None:
+        self.run_id = run_id
+        self.paths = paths
+        self.timeout = timeout
+        self.tail = tail
+        self.jids: list[str] = []
+        self.flushing: list[threading.Thread] = []
+
+    def serve(self) -> None:
+        """Answer commands until quit, EOF (the driver is gone) or ``timeout`` s without one."""
+        last_command = time.monotonic()
+        buffer = b""
+        stdin = sys.stdin.fileno()
+        while True:
+            for line in self.tail.read():
+                _emit({"t": "progress", "line": line})
+            ready, _, _ = select.select([stdin], [], [], 0.2)
+            if not ready:
+                if time.monotonic() - last_command > self.timeout:
+                    _emit({"t": "timeout"})
+                    return
+                continue
+            chunk = os.read(stdin, 65536)
+            if not chunk:
+                return
+            last_command = time.monotonic()
+            buffer += chunk
+            while b"\n" in buffer:
+                raw, buffer = buffer.split(b"\n", 1)
+                if not self.answer(raw.decode(errors="replace")):
+                    return
+
+    def answer(self, line: str) -> bool:
+        """Answer one command line; False on ``quit``."""
+        words = line.split()
+        if not words:
+            return True
+        if words[0] in ("ping", "drain"):
+            _answer_ping(words[0], self.tail, self.paths)
+        elif words[0] == "sweep":
+            self.jids.extend(w for w in words[1:] if w not in self.jids)
+            _emit(sweep(self.run_id, self.jids))
+        elif words[0] == "history":
+            _emit({"t": "history", **_history_command(line)})
+        elif words[0] == "flush":
+            _flush_in_thread(self.flushing)
+        return words[0] != "quit"
+
+
 def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = None, peer: str = "") -> int:
     """Serve the driver until quit, EOF or silence; always sweep the run on the way out.
 
     With ``lock``, hold this machine's sync lock for the session (the target lock): exit 3 with a
     ``locked`` message naming the holder when another sync has it.
     """
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _exit_on_signal)
+    _on_signals(_exit_on_signal)
     lock_fd, made = _take_target_lock(lock, run_id, peer) if lock else (None, [])
     if lock and lock_fd is None:
         return 3
@@ -748,47 +814,12 @@ def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = No
     stale = remove_stale_run_dirs(run_id) if lock_fd is not None else []
     directory = run_dir(run_id)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    tail = _ProgressTail(os.path.join(directory, "progress.jsonl"))
-    hello = {"t": "hello", "pid": os.getpid(), "host": socket.gethostname(), "run_dir": directory}
-    _emit({**hello, "stale": stale})
-    last_command = time.monotonic()
-    buffer = b""
-    stdin = sys.stdin.fileno()
-    jids: list[str] = []
-    flushing: list[threading.Thread] = []
-    quitting = False
+    server = _Server(run_id, paths, timeout, _ProgressTail(os.path.join(directory, "progress.jsonl")))
+    _emit(
+        {"t": "hello", "pid": os.getpid(), "host": socket.gethostname(), "run_dir": directory, "stale": stale}
+    )
     try:
-        while not quitting:
-            for line in tail.read():
-                _emit({"t": "progress", "line": line})
-            ready, _, _ = select.select([stdin], [], [], 0.2)
-            if not ready:
-                if time.monotonic() - last_command > timeout:
-                    _emit({"t": "timeout"})
-                    break
-                continue
-            chunk = os.read(stdin, 65536)
-            if not chunk:
-                break  # EOF: the driver is gone
-            last_command = time.monotonic()
-            buffer += chunk
-            while b"\n" in buffer:
-                raw, buffer = buffer.split(b"\n", 1)
-                words = raw.decode(errors="replace").split()
-                if not words:
-                    continue
-                if words[0] in ("ping", "drain"):
-                    _answer_ping(words[0], tail, paths)
-                elif words[0] == "sweep":
-                    jids.extend(w for w in words[1:] if w not in jids)
-                    _emit(sweep(run_id, jids))
-                elif words[0] == "history":
-                    _emit({"t": "history", **_history_command(raw.decode(errors="replace"))})
-                elif words[0] == "flush":
-                    _flush_in_thread(flushing)
-                elif words[0] == "quit":
-                    quitting = True
-                    break
+        server.serve()
     except (SystemExit, BrokenPipeError, OSError):
         pass
     finally:
@@ -796,10 +827,9 @@ def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = No
         # lost its link has aborted); leave none of its processes and none of its files. A driver
         # that dies sends EOF and the parent-death signal at once: a signal during this cleanup
         # would end it half-way, so none may interrupt it (it is bounded: see sweep()).
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-        report = sweep(run_id, jids)
-        report["removed"] = remove_run_files(run_id, jids)
+        _on_signals(signal.SIG_IGN)
+        report = sweep(run_id, server.jids)
+        report["removed"] = remove_run_files(run_id, server.jids)
         if lock_fd is not None:
             unlock(lock_fd, lock)  # type: ignore[arg-type]
             remove_empty_dirs(made)
@@ -808,7 +838,7 @@ def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = No
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pcswitcher_agent", description="pc-switcher agent")
     sub = parser.add_subparsers(dest="command", required=True)
     p_sweep = sub.add_parser("sweep", help="kill every process of a run, now")
@@ -820,10 +850,16 @@ def main(argv: list[str] | None = None) -> int:
     p_mon.add_argument("--run", required=True)
     p_mon.add_argument("--timeout", type=float, default=5.0)
     p_mon.add_argument("--path", action="append", default=[])
-    p_mon.add_argument("--lock", action="store_true", help="hold this machine's sync lock (target lock)")
-    p_mon.add_argument("--peer", default="", help="the other machine's host name (for the lock's holder)")
+    p_mon.add_argument(
+        "--lock", metavar="SOURCE", help="hold this machine's sync lock as the target of SOURCE (a host name)"
+    )
     p_disk = sub.add_parser("disk", help="free space of the filesystem of each path (see disk_figure)")
     p_disk.add_argument("paths", nargs="*", metavar="PATH")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "disk":
         _emit({"t": "disk", "disk": [disk_figure(path) for path in args.paths]})
@@ -832,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"invalid run id {args.run!r}")
     if args.command == "monitor":
         lock = default_lock_path() if args.lock else None
-        return monitor(args.run, args.path or ["/"], args.timeout, lock, args.peer)
+        return monitor(args.run, args.path or ["/"], args.timeout, lock, args.lock or "")
     if args.check:
         found = find_run_processes(args.run, args.jid)
         report: dict[str, object] = {
@@ -848,4 +884,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    ARGS = sys.argv[1:]
+    sys.exit(main(ARGS[1:] if ARGS[:1] == [AGENT_NAME] else ARGS))

@@ -36,6 +36,7 @@ import psutil
 from . import logs, paths
 from .abort import AbortController, Cause
 from .agent import TAG, remove_stale_run_dirs, run_dir
+from .agent_session import AgentSession, local_agent, remote_agent
 from .carry import Carry, way_back_note
 from .cleanup import JIDS_FILE, cleanup_playbook_run
 from .config import Config, JobConfig, load_config
@@ -43,10 +44,11 @@ from .errors import ExitCode, LockHeld, PcsError, UsageError
 from .inventory import Target, load_inventory
 from .jobs import JobSpec, discover_jobs
 from .lock import SyncLock
-from .monitor import AgentSession, Monitor, close_master, local_agent, remote_agent
+from .monitor import Monitor
 from .registry import Registry
 from .runner import PlaybookResult, PlaybookRun, failure_reason, prepare_bin_dir, standard_envvars
 from .safety import HistoryRefused, Safety, SafetyError, confirm_history
+from .ssh import close_master
 from .summary import job_summary
 from .ui import Ui
 
