@@ -39,7 +39,6 @@ from .run import (
     Prepared,
     RunContext,
     SyncOptions,
-    log_stale_run_dirs,
     remove_run_files,
     run_steps,
     safety_and_carry,
@@ -163,7 +162,6 @@ class Sync:
             )
             ctx.abort.install_signal_handlers()
             ctx.abort.set_force_action(self._force)
-            self._announce()
             try:
                 code = run_steps(ctx)
             except BaseException as exc:
@@ -197,19 +195,6 @@ class Sync:
                 ctx.early.discard()
             remove_run_files(ctx, state=True)
             raise
-
-    def _announce(self) -> None:
-        """The run's first records and the display's start."""
-        ctx = self.ctx
-        names = [j.name for j in ctx.p.selected]
-        log_text = "pc-switcher run %s: %s -> %s%s"
-        dry = " (dry-run)" if self.options.dry_run else ""
-        fields = {"fields": {"run_id": self.run_id, "jobs": names}}
-        log.info(log_text, self.run_id, ctx.source_label, ctx.host.describe(), dry, extra=fields)
-        if ctx.lock.stale:
-            log.info("cleared a stale lock left by pid %s", ctx.lock.stale.get("pid"))
-        log_stale_run_dirs(ctx.source_label, ctx.stale_run_dirs)
-        self.ui.start(ctx.host.name, self.run_id, names, self.options.dry_run)
 
     def _force(self, cause: Cause) -> None:
         """Second Ctrl+C: SIGKILL every local tree, best-effort remote sweep, exit now."""

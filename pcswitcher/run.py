@@ -486,6 +486,7 @@ def run_steps(ctx: RunContext, steps: Sequence[Step] = STEPS) -> ExitCode:
     path; a refused history question ends the run before any change; any other error stops what
     was started (the abort path once the run is :attr:`~RunContext.changing`) and is raised."""
     try:
+        announce(ctx)
         for step in steps:
             if ctx.abort.requested:
                 break
@@ -508,6 +509,20 @@ def run_steps(ctx: RunContext, steps: Sequence[Step] = STEPS) -> ExitCode:
     if ctx.abort.requested:
         return abort_path(ctx)
     return finish(ctx, ExitCode.OK)
+
+
+def announce(ctx: RunContext) -> None:
+    """The run's first records and the display's start."""
+    names = [j.name for j in ctx.p.selected]
+    dry = " (dry-run)" if ctx.options.dry_run else ""
+    fields = {"fields": {"run_id": ctx.run_id, "jobs": names}}
+    log.info(
+        "pc-switcher run %s: %s -> %s%s", ctx.run_id, ctx.source_label, ctx.host.describe(), dry, extra=fields
+    )
+    if ctx.lock.stale:
+        log.info("cleared a stale lock left by pid %s", ctx.lock.stale.get("pid"))
+    log_stale_run_dirs(ctx.source_label, ctx.stale_run_dirs)
+    ctx.ui.start(ctx.host.name, ctx.run_id, names, ctx.options.dry_run)
 
 
 def abort_path(ctx: RunContext) -> ExitCode:
