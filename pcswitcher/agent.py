@@ -46,6 +46,7 @@ import fcntl
 import json
 import os
 import re
+import secrets
 import select
 import shutil
 import signal
@@ -208,8 +209,20 @@ def remove_run_files(run_id: str, jids: list[str] | tuple[str, ...] = ()) -> lis
     return removed
 
 
-#: The name of a run's directory (:func:`run_dir`) as the driver makes its run ids (driver.new_run_id)
-RUN_DIR_NAME_RE = re.compile(r"^pcswitcher-[0-9]{8}T[0-9]{6}Z-[0-9a-f]{4,16}$")
+#: A run id as pc-switcher makes them (a sync's, and a snapshot session's): its start in UTC and
+#: four random hex digits, ``20261127T235000Z-3f9a`` (:func:`new_run_id`). The one definition of
+#: the format: the run and state directories, the logs and the snapshot sessions are named by it.
+RUN_ID_TIME = "%Y%m%dT%H%M%SZ"
+RUN_ID_STAMP = r"[0-9]{8}T[0-9]{6}Z"  # RUN_ID_TIME's text
+RUN_ID_FORMAT = rf"{RUN_ID_STAMP}-[0-9a-f]{{4}}"
+
+
+def new_run_id() -> str:
+    return f"{time.strftime(RUN_ID_TIME, time.gmtime())}-{secrets.token_hex(2)}"
+
+
+#: The name of a run's directory (:func:`run_dir`)
+RUN_DIR_NAME_RE = re.compile(rf"^pcswitcher-{RUN_ID_FORMAT}$")
 
 
 def live_run_ids() -> set[str]:
@@ -324,10 +337,16 @@ def read_holder(path: str) -> dict[str, object]:
         return {}
 
 
+#: This machine's sync lock, below its state home (``$XDG_STATE_HOME``, ``~/.local/state``): the one
+#: definition of its place (the driver takes it as source, see lock.py; the agent as target;
+#: a rollback through safety.TARGET_LOCK_PATH)
+LOCK_FILE = "pc-switcher/sync.lock"
+
+
 def default_lock_path() -> str:
     """The sync lock of this machine (the same file the driver takes as source, see lock.py)."""
     state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return os.path.join(state, "pc-switcher", "sync.lock")
+    return os.path.join(state, LOCK_FILE)
 
 
 BTRFS_SYSFS = "/sys/fs/btrfs"

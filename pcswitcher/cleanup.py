@@ -6,17 +6,16 @@ import contextlib
 import json
 import logging
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-
-import psutil
 
 from . import paths
 from .agent import RUN_ID_RE, run_dir
 from .errors import ExitCode, LockHeld, UsageError
 from .inventory import Target, load_inventory
 from .lock import SyncLock
-from .runner import PlaybookResult, PlaybookRun, prepare_bin_dir, standard_envvars
+from .playbooks import Launcher
+from .runner import PlaybookRun
 from .ui import Ui
 
 log = logging.getLogger("pcswitcher")
@@ -32,38 +31,14 @@ def recorded_jids(run_state: Path) -> list[str]:
     return [str(j) for ids in data.values() for j in ids] if isinstance(data, dict) else []
 
 
-def cleanup_playbook_run(
-    *,
-    root: Path,
-    inventory: Path,
-    target: str,
-    run_id: str,
-    jids: Sequence[str],
-    private_data_dir: Path,
-    on_process: Callable[[psutil.Process], None] | None = None,
-    timeout: float = 60.0,
-    source: bool = True,
-) -> PlaybookResult:
-    """Run ``playbooks/cleanup.yml`` against TARGET for RUN_ID and wait for it (at most ``timeout``)."""
-    env = standard_envvars(
-        project_dir=root,
-        bin_dir=prepare_bin_dir(private_data_dir / "bin"),
-        control_path=Path(run_dir(run_id)) / "cm",
-        run_dir=None,  # its own Ansible temp files must not live in the directory it removes
-        local_tmp=private_data_dir / "tmp",
-        ssh_keepalive=1,
-    )
-    run = PlaybookRun(
-        root / "playbooks" / "cleanup.yml",
-        project_dir=root,
-        private_data_dir=private_data_dir,
-        ident="cleanup",
-        inventory=inventory.resolve(),
-        limit=target,
-        extravars={"cleanup_run_id": run_id, "cleanup_async_jids": list(jids), "cleanup_source": source},
-        envvars=env,
-    )
-    return run.run_to_end(timeout, on_process)
+def cleanup_run(
+    launcher: Launcher, run_id: str, jids: Sequence[str], source: bool = True, private: Path | None = None
+) -> PlaybookRun:
+    """A run of ``playbooks/cleanup.yml`` against the launcher's target for RUN_ID: untagged, its own
+    Ansible temp files outside the run's directory, which it removes."""
+    extravars = {"cleanup_run_id": run_id, "cleanup_async_jids": list(jids), "cleanup_source": source}
+    playbook = launcher.root / "playbooks" / "cleanup.yml"
+    return launcher.build(playbook, "cleanup", extravars, tagged=False, private_data_dir=private)
 
 
 def valid_id(text: str) -> bool:
@@ -146,14 +121,16 @@ def _cleanup(host: Target, run_id: str, inventory_path: Path, ui: Ui) -> ExitCod
         private = run_state / "cleanup-manual"
         if not run_state.is_dir():
             private = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pcswitcher-cleanup-")))
-        result = cleanup_playbook_run(
-            root=paths.project_root(),
-            inventory=inventory_path,
-            target=host.name,
-            run_id=run_id,
-            jids=jids,
-            private_data_dir=private,
+        launcher = Launcher(
+            paths.project_root(),
+            inventory_path,
+            host.name,
+            run_id,
+            state=private.parent,
+            run_dir=run_dir(run_id),
+            control_path=Path(run_dir(run_id)) / "cm",
         )
+        result = launcher.run_to_end(cleanup_run(launcher, run_id, jids, private=private), "cleanup", 60.0)
     if not result.ok:
         ui.error(f"cleanup of run {run_id} on {host.name} failed: {result.reason(result.status)}")
         return ExitCode.FAILED

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .agent import LOCK_FILE, RUN_ID_FORMAT, RUN_ID_STAMP, RUN_ID_TIME
+
 APP = "pc-switcher"
 
 
@@ -75,10 +77,8 @@ def runs_dir() -> Path:
 #: How many run directories (``runs/<run id>``) the state directory keeps: the newest ones.
 KEEP_RUN_DIRS = 20
 #: The name of a run directory as pc-switcher makes them (a run or session id: its start in UTC).
-_RUN_DIR_NAME = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{4}")
-
-
-_RUN_STAMP = re.compile(r"\d{8}T\d{6}Z")
+_RUN_DIR_NAME = re.compile(RUN_ID_FORMAT)
+_RUN_STAMP = re.compile(RUN_ID_STAMP)
 
 
 def _age_key(path: Path) -> tuple[float, int, str]:
@@ -90,7 +90,7 @@ def _age_key(path: Path) -> tuple[float, int, str]:
     stamp = _RUN_STAMP.match(path.name)
     if stamp:
         with contextlib.suppress(ValueError):  # 20261399T…: not a date
-            started = datetime.strptime(stamp.group(), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+            started = datetime.strptime(stamp.group(), RUN_ID_TIME).replace(tzinfo=UTC).timestamp()
     return (started, mtime_ns, path.name)
 
 
@@ -122,7 +122,8 @@ def prune_run_dirs(keep: int = KEEP_RUN_DIRS, spare: str | None = None) -> list[
 
 
 def lock_path() -> Path:
-    return state_dir() / "sync.lock"
+    """This machine's sync lock (agent.LOCK_FILE below the state home)."""
+    return _xdg("XDG_STATE_HOME", ".local/state") / LOCK_FILE
 
 
 def project_root() -> Path:

@@ -28,10 +28,7 @@ import psutil
 
 EventHandler = Callable[[dict[str, Any]], None]
 RUN_ENV_MARK = "PCSWITCHER_INVOCATION"  # identifies the ansible-playbook process of one PlaybookRun
-GATE_ENV = "PCSWITCHER_GATE"  # see plugins/callback/pcswitcher_gate.py
-GATE_PLUGIN = "pcswitcher_gate"
 ERROR_PREFIXES = ("[ERROR]: ", "ERROR! ")  # how ansible-core 2.19 and earlier display an error
-CALLBACK_DIR = Path(__file__).resolve().parent / "plugins" / "callback"
 
 WRAPPER = """#!/bin/sh
 # ansible-playbook for pc-switcher: dies with the driver (parent-death signal), see pcswitcher/runner.py
@@ -47,7 +44,6 @@ class PlaybookResult:
     status: str  # successful | failed | canceled | timeout
     rc: int
     duration: float
-    stats: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     changed: int = 0
     set_stats: dict[str, Any] = field(default_factory=dict)
@@ -97,7 +93,6 @@ class PlaybookRun:
         skip_tags: Sequence[str] = (),
         check: bool = False,
         on_event: EventHandler | None = None,
-        gate: Path | None = None,
     ) -> None:
         self.playbook = playbook
         self.project_dir = project_dir
@@ -107,19 +102,6 @@ class PlaybookRun:
         self.limit = limit
         self.extravars = dict(extravars)
         self.envvars = {**envvars, RUN_ENV_MARK: str(private_data_dir)}
-        self.gate = gate
-        if gate is not None:
-            # the gate plugin holds the play before its first task until begin(), and after the
-            # job's validate phase until release()
-            enabled = [c for c in os.environ.get("ANSIBLE_CALLBACKS_ENABLED", "").split(",") if c.strip()]
-            plugins = [str(CALLBACK_DIR), os.environ.get("ANSIBLE_CALLBACK_PLUGINS", "")]
-            self.envvars.update(
-                {
-                    GATE_ENV: str(gate),
-                    "ANSIBLE_CALLBACK_PLUGINS": os.pathsep.join(filter(None, plugins)),
-                    "ANSIBLE_CALLBACKS_ENABLED": ",".join([*enabled, GATE_PLUGIN]),
-                }
-            )
         self.tags = tags
         self.skip_tags = skip_tags
         self.check = check
@@ -134,13 +116,10 @@ class PlaybookRun:
         self._thread: threading.Thread | None = None
         self._runner: Any = None
         self._started = 0.0
-        self._begun = gate is None  # a gated play runs no task before begin()
-        # A gated play's events up to begin() (its start-up, and the start of its first task, which
-        # Ansible announces before the gate holds it) are passed on at begin(), in order: the driver
-        # sets up its log meanwhile, and a run stopped before begin() shows nothing.
-        self._waiting: list[dict[str, Any]] = []
-        self._events_lock = threading.Lock()
-        self._error: BaseException | None = None
+        #: stop with SIGKILL, not SIGTERM: a run that has run no task yet (held by the gate, see
+        #: gate.py) has no worker and no connection to end, and Ansible's SIGTERM handler would
+        #: only run between two bytecodes of its start-up
+        self.kill_on_stop = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -185,11 +164,8 @@ class PlaybookRun:
             self.set_stats = dict(data.get("artifact_data") or {})
         elif kind in ("verbose", "error"):
             self._note_errors(str(event.get("stdout") or ""))
-        with self._events_lock:
-            if self._begun:
-                self._pass_on(event)
-            else:
-                self._waiting.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
         return True
 
     def _note_errors(self, text: str) -> None:
@@ -205,10 +181,6 @@ class PlaybookRun:
                 self._error_open = False
             elif line:
                 self._error_open = False
-
-    def _pass_on(self, event: dict[str, Any]) -> None:
-        if self.on_event is not None:
-            self.on_event(event)
 
     @property
     def process(self) -> psutil.Process | None:
@@ -233,37 +205,16 @@ class PlaybookRun:
             time.sleep(0.01)
         return self.process
 
-    def begin(self) -> None:
-        """Let a gated play start its first task (it waits for this before touching any host)."""
-        with self._events_lock:
-            self._begun = True
-            for event in self._waiting:
-                self._pass_on(event)
-            self._waiting.clear()
-        if self.gate is not None:
-            Path(f"{self.gate}.start").touch()
-
-    def held(self) -> bool:
-        """The play waits at the gate: every task of the job's validate phase has run."""
-        return self.gate is not None and Path(f"{self.gate}.held").exists()
-
-    def release(self) -> None:
-        """Let a held play go on with the rest of the job."""
-        if self.gate is not None:
-            Path(f"{self.gate}.go").touch()
-
     def is_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def terminate(self) -> None:
-        """The clean stop: SIGTERM to ansible-playbook, which ends its workers and ssh clients.
-
-        A gated play not yet begun has neither (it has run no task): SIGKILL ends it at once,
-        wherever its start-up is (Ansible's SIGTERM handler only runs between two bytecodes)."""
+        """The clean stop: SIGTERM to ansible-playbook, which ends its workers and ssh clients
+        (SIGKILL with :attr:`kill_on_stop`)."""
         proc = self.process
         if proc is not None:
             with contextlib.suppress(psutil.NoSuchProcess):
-                proc.send_signal(signal.SIGTERM if self._begun else signal.SIGKILL)
+                proc.send_signal(signal.SIGKILL if self.kill_on_stop else signal.SIGTERM)
 
     def cancel(self) -> None:
         """Make runner return (it SIGKILLs the playbook's process group) — after terminate()."""
@@ -279,12 +230,10 @@ class PlaybookRun:
         runner = self._runner
         status = getattr(runner, "status", "failed") or "failed"
         rc = getattr(runner, "rc", None)
-        stats = getattr(runner, "stats", None) or {}
         return PlaybookResult(
             status=status,
             rc=rc if isinstance(rc, int) else 1,
             duration=time.monotonic() - self._started,
-            stats=dict(stats),
             failures=list(self.failures),
             errors=list(self.errors),
             changed=self.changed,

@@ -14,28 +14,27 @@ chooses the extra vars and reads the results (``set_stats``). The driver calls, 
 In a dry run (``Safety(dry_run=True)``) the snapshot playbook runs in check mode and only reports what
 it would create; the history is read but never written.
 
-How a playbook is run is the caller's: a :data:`Player`. The driver passes one built on its own
-``_new_run``/``_wait`` (the run's ControlMaster, registry and abort path); the CLI commands use
+How a playbook is run is the caller's: a :data:`Player`. A sync passes one built on its launcher
+(playbooks.py: the run's ControlMaster, registry and abort path); the CLI commands use
 :func:`standalone_player`.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .agent import TAG, run_dir
+from .agent import LOCK_FILE, run_dir
 from .config import Config, HistoryConfig, SnapshotsConfig
 from .errors import ExitCode, LockHeld, PcsError
-from .runner import PlaybookResult, PlaybookRun, prepare_bin_dir, standard_envvars
+from .playbooks import Launcher
+from .runner import EventHandler, PlaybookResult
 from .ui import Ui
 
 log = logging.getLogger("pcswitcher")
@@ -45,7 +44,7 @@ log = logging.getLogger("pcswitcher")
 #: rollback holds it. /run/lock is a tmpfs: nothing survives a reboot.
 # the machine's sync lock: the same file the driver takes as source and the agent as target
 # (lock.py, agent.default_lock_path); the module expands ~ on the target
-TARGET_LOCK_PATH = "~/.local/state/pc-switcher/sync.lock"
+TARGET_LOCK_PATH = f"~/.local/state/{LOCK_FILE}"
 SNAPSHOTS_PLAYBOOK = "snapshots.yml"
 HISTORY_PLAYBOOK = "sync_history.yml"
 SNAPSHOTS_RESULT = "btrfs_snapshots_result"
@@ -77,11 +76,6 @@ class HistoryRefused(PcsError):
     """A history warning was not accepted: the sync does not start (exit 2: pass the named flag)."""
 
     exit_code = ExitCode.USAGE
-
-
-def new_session_id() -> str:
-    """A session id in the format of the driver's run ids (``20261127T235000Z-3f9a``)."""
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
 
 
 def failure_text(result: PlaybookResult | None, what: str) -> str:
@@ -223,40 +217,18 @@ def standalone_player(
     limit: str,
     state_dir: Path,
     session: str,
-    on_event: Callable[[dict[str, Any]], None] | None = None,
+    on_event: EventHandler | None = None,
     timeout: float | None = None,
 ) -> Player:
-    """A :data:`Player` for the CLI commands: one PlaybookRun per call, private data dirs under
+    """A :data:`Player` for the CLI commands: one playbook run per call, private data dirs under
     ``state_dir``, Ansible's remote temp files under ``/tmp/pcswitcher-<session>`` (never inside a
     subvolume that a rollback rewrites)."""
-    counter = 0
+    launcher = Launcher(root, inventory, limit, session, state=state_dir, run_dir=run_dir(session))
 
     def play(playbook: Path, ident: str, extravars: dict[str, Any], check: bool) -> PlaybookResult | None:
-        nonlocal counter
-        counter += 1
-        pdd = state_dir / f"{counter:02d}-{ident}"
-        env = standard_envvars(
-            project_dir=root,
-            bin_dir=prepare_bin_dir(pdd / "bin"),
-            control_path=None,
-            run_dir=run_dir(session),
-            local_tmp=pdd / "tmp",
-            ssh_keepalive=1,
-        )
-        env[TAG] = session
-        run = PlaybookRun(
-            playbook,
-            project_dir=root,
-            private_data_dir=pdd,
-            ident=ident,
-            inventory=inventory.resolve(),
-            limit=limit,
-            extravars={"pcswitcher_run_id": session, **extravars},
-            envvars=env,
-            check=check,
-            on_event=on_event,
-        )
-        return run.run_to_end(timeout)
+        extravars = {"pcswitcher_run_id": session, **extravars}
+        run = launcher.build(playbook, ident, extravars, check=check, on_event=on_event)
+        return launcher.run_to_end(run, ident, timeout)
 
     return play
 

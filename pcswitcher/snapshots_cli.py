@@ -19,12 +19,13 @@ from typing import Any
 import click
 
 from . import paths
+from .agent import new_run_id
 from .cleanup import valid_id
 from .config import Config, load_config
 from .errors import ExitCode, UsageError
 from .inventory import load_inventory
 from .jobs import discover_jobs
-from .safety import TARGET_LOCK_PATH, Safety, new_session_id, standalone_player
+from .safety import TARGET_LOCK_PATH, Safety, standalone_player
 from .ui import Ui
 
 
@@ -44,7 +45,7 @@ def _context(
     (for ``pc-switcher cleanup``), and prunes old run directories as a sync does."""
     root = paths.project_root()
     config: Config = load_config(config_path, discover_jobs(root))
-    session = new_session_id()
+    session = new_run_id()  # a session id: a run id
     if read_only:
         with tempfile.TemporaryDirectory(prefix=f"pcswitcher-{session}-state-") as scratch:
             yield _new_context(root, config, session, Path(scratch), target, inventory_path, lock_path)

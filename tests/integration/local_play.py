@@ -28,7 +28,7 @@ def local_run(
 ) -> PlaybookRun:
     """A run (not started) of ``playbook`` on the host ``here``, with the environment every run of
     pc-switcher gets; its inventory, bin dir, temp and private data dirs live in ``tmp``.
-    ``kwargs`` go to :class:`PlaybookRun` (``gate``, ``tags``, ...)."""
+    ``kwargs`` go to :class:`PlaybookRun` (``tags``, ...)."""
     inventory = tmp / "inventory.yml"
     if not inventory.exists():
         inventory.write_text(INVENTORY)

@@ -1,6 +1,7 @@
-"""The gate (pcswitcher/plugins/callback/pcswitcher_gate.py) on a real ansible-playbook, through
-:class:`pcswitcher.runner.PlaybookRun`: a job's whole playbook runs its validate phase, then holds
-before its first other task until release(); without a gate it runs straight through.
+"""The gate (pcswitcher/gate.py and its plugin pcswitcher/plugins/callback/pcswitcher_gate.py) on a
+real ansible-playbook: a job's whole playbook, attached to an :class:`~pcswitcher.gate.EarlyStart`,
+waits before its first task until begin(), runs its validate phase, then holds before its first
+other task until release(); without a gate it runs straight through.
 
 A local-connection play on this host, all of whose files live in the test's tmp dir.
 """
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import psutil
 
+from pcswitcher.gate import EarlyStart
 from pcswitcher.runner import PlaybookRun
 from tests.integration.local_play import finish, local_run
 
@@ -61,7 +63,36 @@ def _project(tmp: Path) -> Path:
     return tmp
 
 
-def _run(tmp: Path, gate: bool | Path, check: str = "ok", sleep: int = 0, begin: bool = True) -> PlaybookRun:
+class Gated:
+    """A started run and its hold (None: run without a gate)."""
+
+    def __init__(self, run: PlaybookRun, early: EarlyStart | None) -> None:
+        self.run, self.early = run, early
+
+    def begin(self) -> None:
+        assert self.early is not None
+        self.early.begin()
+
+    def held(self) -> bool:
+        return self.early is not None and self.early.held()
+
+    def release(self) -> None:
+        assert self.early is not None
+        self.early.release()
+
+
+def _gated(run: PlaybookRun, gate: Path | None, begin: bool) -> Gated:
+    early = EarlyStart(gate) if gate is not None else None
+    if early is not None:
+        early.attach(run)
+    gated = Gated(run, early)
+    run.start()
+    if begin and early is not None:
+        gated.begin()
+    return gated
+
+
+def _run(tmp: Path, gate: bool | Path, check: str = "ok", sleep: int = 0, begin: bool = True) -> Gated:
     project = _project(tmp) if not (tmp / "job.yml").exists() else tmp
     run = local_run(
         tmp,
@@ -71,20 +102,16 @@ def _run(tmp: Path, gate: bool | Path, check: str = "ok", sleep: int = 0, begin:
         extravars={"gate_dir": str(tmp), "gate_check": check, "gate_sleep": sleep},
         roles_path=project / "roles",
         run_dir=tmp / "run",
-        gate=gate if isinstance(gate, Path) else tmp / "gate" if gate else None,
     )
-    run.start()
-    if begin:
-        run.begin()
-    return run
+    return _gated(run, gate if isinstance(gate, Path) else tmp / "gate" if gate else None, begin)
 
 
-def _wait_held(run: PlaybookRun, timeout: float = 60) -> bool:
+def _wait_held(gated: Gated, timeout: float = 60) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if run.held():
+        if gated.held():
             return True
-        if run.join(0.05):
+        if gated.run.join(0.05):
             return False
     raise AssertionError("the run neither held nor ended")
 
@@ -96,9 +123,9 @@ def test_a_gated_run_holds_after_its_checks_until_released(tmp_path: Path) -> No
     assert (tmp_path / "checked").exists(), "the validate phase ran before the gate"
     time.sleep(1.0)  # held means held: no task runs meanwhile
     assert not (tmp_path / "changed").exists()
-    assert run.is_alive()
+    assert run.run.is_alive()
     run.release()
-    result = finish(run)
+    result = finish(run.run)
     assert result.ok, result.failures
     assert (tmp_path / "changed").exists()
 
@@ -107,20 +134,20 @@ def test_a_gated_run_runs_no_task_before_begin(tmp_path: Path) -> None:
     """The driver starts the play early; it touches no host before the run's agents are up."""
     run = _run(tmp_path, gate=True, begin=False)
     time.sleep(4.0)  # ansible-playbook starts in about 0.7 s here
-    assert run.is_alive()
+    assert run.run.is_alive()
     assert not (tmp_path / "checked").exists()
     assert not (tmp_path / "gate.held").exists()
     run.begin()
     assert _wait_held(run)
     assert (tmp_path / "checked").exists()
     run.release()
-    assert finish(run).ok
+    assert finish(run.run).ok
 
 
 def test_a_failed_check_ends_the_run_before_the_gate(tmp_path: Path) -> None:
     run = _run(tmp_path, gate=True, check="broken")
     assert not _wait_held(run)
-    result = finish(run)
+    result = finish(run.run)
     assert not result.ok
     assert not (tmp_path / "gate.held").exists()
     assert not (tmp_path / "changed").exists()
@@ -129,11 +156,11 @@ def test_a_failed_check_ends_the_run_before_the_gate(tmp_path: Path) -> None:
 def test_a_held_run_stops_on_sigterm_and_changes_nothing(tmp_path: Path) -> None:
     run = _run(tmp_path, gate=True)
     assert _wait_held(run)
-    proc = run.process
+    proc = run.run.process
     assert proc is not None
     tree = [proc, *proc.children(recursive=True)]
-    run.terminate()
-    result = finish(run)
+    run.run.terminate()
+    result = finish(run.run)
     assert not result.ok
     _gone, alive = psutil.wait_procs(tree, timeout=5)
     assert not alive, alive
@@ -143,7 +170,7 @@ def test_a_held_run_stops_on_sigterm_and_changes_nothing(tmp_path: Path) -> None
 def test_a_gate_that_cannot_hold_stops_the_play_before_any_change(tmp_path: Path) -> None:
     """Ansible turns a callback's exception into a warning: the gate must fail closed instead."""
     run = _run(tmp_path, gate=tmp_path / "no-such-dir" / "gate", begin=False)
-    result = finish(run)
+    result = finish(run.run)
     assert not result.ok
     assert result.rc == 97
     assert "pc-switcher gate: the gate's directory" in result.reason(""), "it says why"
@@ -153,7 +180,7 @@ def test_a_gate_that_cannot_hold_stops_the_play_before_any_change(tmp_path: Path
 
 def test_without_a_gate_the_playbook_runs_straight_through(tmp_path: Path) -> None:
     run = _run(tmp_path, gate=False)
-    result = finish(run)
+    result = finish(run.run)
     assert result.ok, result.failures
     assert (tmp_path / "changed").exists()
     assert not list(tmp_path.glob("gate*"))
@@ -163,7 +190,7 @@ def test_a_gate_on_a_validate_only_run_never_holds(tmp_path: Path) -> None:
     """``--tags validate`` runs no task outside the validate phase: nothing to hold at."""
     _project(tmp_path)
     first = _run(tmp_path, gate=False)
-    finish(first)
+    finish(first.run)
     (tmp_path / "changed").unlink()
     run = local_run(
         tmp_path,
@@ -174,11 +201,8 @@ def test_a_gate_on_a_validate_only_run_never_holds(tmp_path: Path) -> None:
         roles_path=tmp_path / "roles",
         run_dir=tmp_path / "run",
         tags=["validate"],
-        gate=tmp_path / "gate",
     )
-    run.start()
-    run.begin()
-    result = finish(run)
+    result = finish(_gated(run, tmp_path / "gate", begin=True).run)
     assert result.ok, result.failures
     assert not (tmp_path / "gate.held").exists()
     assert not (tmp_path / "changed").exists()

@@ -36,7 +36,6 @@ def _result(tmp: Path, text: str) -> PlaybookResult:
     (tmp / "play.yml").write_text(text)
     run = local_run(tmp, tmp / "play.yml", project_dir=project_root(), ident="errors")
     run.start()
-    run.begin()
     return finish(run, 120)
 
 

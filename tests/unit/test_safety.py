@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pcswitcher.agent import RUN_DIR_NAME_RE, RUN_ID_FORMAT, new_run_id
 from pcswitcher.config import HistoryConfig, SnapshotsConfig, load_config
 from pcswitcher.errors import ConfigError, ExitCode
 from pcswitcher.runner import PlaybookResult
@@ -21,7 +23,6 @@ from pcswitcher.safety import (
     confirm_history,
     evaluate_history,
     failure_text,
-    new_session_id,
 )
 from pcswitcher.ui import Ui
 from pcswitcher.units import parse_duration
@@ -120,8 +121,12 @@ def test_failure_text() -> None:
     assert failure_text(PlaybookResult("failed", 4, 1.0), "x") == "x failed (failed, exit code 4)"
 
 
-def test_new_session_id_format() -> None:
-    assert len(new_session_id()) == len("20261127T235000Z-3f9a")
+def test_new_run_id_format() -> None:
+    """A session id is a run id: the run and state directories' names (paths, agent) match it."""
+    run_id = new_run_id()
+    assert len(run_id) == len("20261127T235000Z-3f9a")
+    assert RUN_DIR_NAME_RE.match(f"pcswitcher-{run_id}")
+    assert re.fullmatch(RUN_ID_FORMAT, run_id)
 
 
 def fake_safety(result: PlaybookResult | None, calls: list[tuple[str, dict[str, Any], bool]]) -> Safety:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from pcswitcher.driver import _delegated_to_source
 from pcswitcher.errors import JobDefinitionError
+from pcswitcher.events import delegated_to_source
 from pcswitcher.jobs import discover_jobs
 from pcswitcher.summary import format_bytes, format_count, job_summary, plain, render, template_problem
 from tests.unit.test_jobs import argspec, make_job
@@ -133,4 +133,4 @@ def test_literal_braces_are_kept() -> None:
     ],
 )  # fmt: skip
 def test_a_task_delegated_to_localhost_ran_on_the_source(delegated: dict[str, Any], source: bool) -> None:
-    assert _delegated_to_source(delegated) is source
+    assert delegated_to_source(delegated) is source
