@@ -708,8 +708,21 @@ def _flush_in_thread(running: list[threading.Thread]) -> None:
     thread.start()
 
 
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(0)
+class _Signals:
+    """SIGINT, SIGTERM and SIGHUP end the session the way EOF does. The handler only notes the
+    signal: raising from it could end the session's sweep half-way (a driver that dies sends EOF and
+    the parent-death signal at once, and the signal may land when the sweep has just begun). The
+    command loop's ``select`` wakes at once through the wakeup pipe."""
+
+    def __init__(self) -> None:
+        self.caught = False
+        self.wake, write = os.pipe()
+        os.set_blocking(write, False)
+        signal.set_wakeup_fd(write)
+        _on_signals(self._note)
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.caught = True
 
 
 def _history_command(line: str) -> dict[str, object]:
@@ -770,7 +783,10 @@ def _on_signals(handler: object) -> None:
 class _Server:
     """The commands of one monitor session, read from stdin (the module docstring lists them)."""
 
-    def __init__(self, run_id: str, paths: list[str], timeout: float, tail: _ProgressTail) -> None:
+    def __init__(
+        self, run_id: str, paths: list[str], timeout: float, tail: _ProgressTail, signals: _Signals
+    ) -> None:
+        self.signals = signals
         self.run_id = run_id
         self.paths = paths
         self.timeout = timeout
@@ -779,14 +795,16 @@ class _Server:
         self.flushing: list[threading.Thread] = []
 
     def serve(self) -> None:
-        """Answer commands until quit, EOF (the driver is gone) or ``timeout`` s without one."""
+        """Answer commands until quit, EOF (the driver is gone), a signal or ``timeout`` s without one."""
         last_command = time.monotonic()
         buffer = b""
         stdin = sys.stdin.fileno()
-        while True:
+        while not self.signals.caught:
             for line in self.tail.read():
                 _emit({"t": "progress", "line": line})
-            ready, _, _ = select.select([stdin], [], [], 0.2)
+            ready, _, _ = select.select([stdin, self.signals.wake], [], [], 0.2)
+            if self.signals.caught:
+                return
             if not ready:
                 if time.monotonic() - last_command > self.timeout:
                     _emit({"t": "timeout"})
@@ -825,7 +843,7 @@ def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = No
     With ``lock``, hold this machine's sync lock for the session (the target lock): exit 3 with a
     ``locked`` message naming the holder when another sync has it.
     """
-    _on_signals(_exit_on_signal)
+    signals = _Signals()
     lock_fd, made = _take_target_lock(lock, run_id, peer) if lock else (None, [])
     if lock and lock_fd is None:
         return 3
@@ -833,19 +851,20 @@ def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = No
     stale = remove_stale_run_dirs(run_id) if lock_fd is not None else []
     directory = run_dir(run_id)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    server = _Server(run_id, paths, timeout, _ProgressTail(os.path.join(directory, "progress.jsonl")))
+    server = _Server(
+        run_id, paths, timeout, _ProgressTail(os.path.join(directory, "progress.jsonl")), signals
+    )
     _emit(
         {"t": "hello", "pid": os.getpid(), "host": socket.gethostname(), "run_dir": directory, "stale": stale}
     )
     try:
         server.serve()
-    except (SystemExit, BrokenPipeError, OSError):
+    except (BrokenPipeError, OSError):
         pass
     finally:
-        # quit, EOF or silence: the run is over on this machine either way (a driver that died or
-        # lost its link has aborted); leave none of its processes and none of its files. A driver
-        # that dies sends EOF and the parent-death signal at once: a signal during this cleanup
-        # would end it half-way, so none may interrupt it (it is bounded: see sweep()).
+        # quit, EOF, a signal or silence: the run is over on this machine either way (a driver that
+        # died or lost its link has aborted); leave none of its processes and none of its files. No
+        # signal interrupts this (_Signals only notes them; it is bounded: see sweep()).
         _on_signals(signal.SIG_IGN)
         report = sweep(run_id, server.jids)
         report["removed"] = remove_run_files(run_id, server.jids)
