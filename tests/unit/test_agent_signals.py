@@ -39,9 +39,7 @@ def _start(run_id: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], subpro
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
 @pytest.mark.parametrize("with_eof", [True, False], ids=["with EOF", "alone"])
-def test_a_signal_ends_the_session_and_sweeps(
-    tmp_path: Path, sig: signal.Signals, with_eof: bool
-) -> None:
+def test_a_signal_ends_the_session_and_sweeps(tmp_path: Path, sig: signal.Signals, with_eof: bool) -> None:
     done = 0
     for trial in range(TRIALS):
         run_id = f"sigtest{os.getpid()}t{trial}"
