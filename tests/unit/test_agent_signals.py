@@ -53,7 +53,9 @@ def test_a_signal_ends_the_session_and_sweeps(tmp_path: Path, sig: signal.Signal
             while (message := _read(proc, deadline))["t"] != "bye":
                 assert message["t"] != "timeout", message
             assert message["removed"] == [agent.run_dir(run_id)], message
-            assert child.pid in {k["pid"] for k in message["killed"]}, message  # type: ignore[union-attr]
+            killed = message["killed"]
+            assert isinstance(killed, list)
+            assert child.pid in {k["pid"] for k in killed}, message
             assert proc.wait(10) == 0
             assert child.wait(10) == -signal.SIGKILL
             assert not os.path.exists(agent.run_dir(run_id))
