@@ -595,6 +595,7 @@ def _with_record(
 def history(
     action: str,
     path: str,
+    *,
     role: str = "",
     peer: str = "",
     session: str = "",
@@ -732,9 +733,9 @@ def _history_command(line: str) -> dict[str, object]:
         return history(
             str(request["action"]),
             os.path.expanduser(str(request["path"])),
-            str(request.get("role", "")),
-            str(request.get("peer", "")),
-            str(request.get("session", "")),
+            role=str(request.get("role", "")),
+            peer=str(request.get("peer", "")),
+            session=str(request.get("session", "")),
             flushed=request.get("flushed") is True,
         )
     except (IndexError, KeyError, TypeError, ValueError) as exc:

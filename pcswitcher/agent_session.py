@@ -341,6 +341,7 @@ def remote_command(
 def remote_agent(
     target: Target,
     run_id: str,
+    *,
     paths: Sequence[str],
     timeout: float,
     control_path: Path,

@@ -202,6 +202,7 @@ def cli() -> None:
     help="Run only these enabled jobs (in config order).",
 )
 def sync(
+    *,
     target: str,
     config_path: Path,
     inventory: Path,
@@ -487,6 +488,7 @@ def snapshots_list(target: str | None, config_path: Path, inventory: Path, as_js
 @click.option("-n", "--dry-run", is_flag=True, help="Only list what would be deleted.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 def snapshots_cleanup(
+    *,
     target: str | None,
     config_path: Path,
     inventory: Path,
@@ -500,13 +502,13 @@ def snapshots_cleanup(
 
     code = run(
         target,
-        config_path,
-        inventory,
-        keep,
-        older_than,
-        dry_run,
-        _ui(),
-        as_json,
+        config_path=config_path,
+        inventory_path=inventory,
+        keep=keep,
+        older_than=older_than,
+        dry_run=dry_run,
+        ui=_ui(),
+        as_json=as_json,
     )
     sys.exit(int(code))
 
@@ -522,6 +524,7 @@ def snapshots_cleanup(
 @click.option("-y", "--yes", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--quick", is_flag=True, help="Compare files by size and mtime only (no --checksum).")
 def rollback_command(
+    *,
     target: str,
     session: str | None,
     config_path: Path,
@@ -536,12 +539,12 @@ def rollback_command(
     code = rollback(
         target,
         session,
-        config_path,
-        inventory,
-        dry_run,
-        assume_yes,
-        quick,
-        _ui(),
+        config_path=config_path,
+        inventory_path=inventory,
+        dry_run=dry_run,
+        assume_yes=assume_yes,
+        quick=quick,
+        ui=_ui(),
     )
     sys.exit(int(code))
 

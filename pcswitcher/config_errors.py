@@ -124,7 +124,7 @@ def describe(error: ValidationError, jobs: Mapping[str, Any], marks: Marks) -> l
     if kind == "additionalProperties" and isinstance(error.instance, Mapping):
         known = list(schema.get("properties", {}))
         unknown = [key for key in error.instance if key not in known]
-        return [_unknown_key(found, key, known, jobs, in_job, marks) for key in unknown]
+        return [_unknown_key(found, key, known, jobs=jobs, in_job=in_job, marks=marks) for key in unknown]
     if kind == "required":
         return [_missing(found, in_job, marks)]
     message, hint = _MESSAGES.get(kind, _other)(found)
@@ -133,7 +133,7 @@ def describe(error: ValidationError, jobs: Mapping[str, Any], marks: Marks) -> l
 
 
 def _unknown_key(
-    found: _Error, key: Any, known: list[str], jobs: Mapping[str, Any], in_job: Any, marks: Marks
+    found: _Error, key: Any, known: list[str], *, jobs: Mapping[str, Any], in_job: Any, marks: Marks
 ) -> Problem:
     path = found.path
     if not path:

@@ -115,23 +115,26 @@ def runtime_files(root: Path) -> list[str]:
             raise InstallError(f"{root / top} is a link: make it the file or directory itself")
         if not (root / top).exists():
             continue
-        if (root / top).is_file() and not (root / top).is_symlink():
-            found.append(top)
-            continue
-        for dirpath, dirnames, filenames in os.walk(root / top):
-            dirnames[:] = sorted(d for d in dirnames if not _skipped(d))
-            for name in filenames:
-                if not _skipped(name):
-                    found.append(os.path.relpath(os.path.join(dirpath, name), root))
-            found += [
-                os.path.relpath(os.path.join(dirpath, d), root)
-                for d in dirnames
-                if os.path.islink(os.path.join(dirpath, d))
-            ]
+        found += [top] if (root / top).is_file() else _walk(root, top)
     allowed = frozenset(found)
     for rel in found:
         _check_entry(root, rel, allowed)
     return sorted(found)
+
+
+def _walk(root: Path, top: str) -> list[str]:
+    """The files and the links to directories under the directory ``root/top``, relative to ``root``
+    (skipped names left out)."""
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root / top):
+        dirnames[:] = sorted(d for d in dirnames if not _skipped(d))
+        found += [os.path.relpath(os.path.join(dirpath, n), root) for n in filenames if not _skipped(n)]
+        found += [
+            os.path.relpath(os.path.join(dirpath, d), root)
+            for d in dirnames
+            if os.path.islink(os.path.join(dirpath, d))
+        ]
+    return found
 
 
 def _executable(path: Path) -> bool:

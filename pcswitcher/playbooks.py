@@ -48,7 +48,7 @@ class Launcher:
     _count: int = 0
 
     # -- building --------------------------------------------------------------------------------
-    def build(
+    def build(  # noqa: PLR0913 -- keyword-only, one per PlaybookRun option it passes on or defaults
         self,
         playbook: Path,
         ident: str,

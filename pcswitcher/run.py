@@ -225,11 +225,11 @@ def spawn_agents(ctx: RunContext) -> None:
     target = remote_agent(
         ctx.host,
         ctx.run_id,
-        cfg.disk.target_paths,
-        silent_after,
-        ctx.control_path,
-        cfg.link_timeout,
-        ctx.registry,
+        paths=cfg.disk.target_paths,
+        timeout=silent_after,
+        control_path=ctx.control_path,
+        link_timeout=cfg.link_timeout,
+        registry=ctx.registry,
     )
     for agent in (source, target):
         agent.on_progress = ctx.events.on_progress

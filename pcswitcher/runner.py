@@ -78,7 +78,7 @@ def prepare_bin_dir(directory: Path) -> Path:
 class PlaybookRun:
     """One ansible-playbook process, started through ansible-runner in a thread."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 -- keyword-only, one per ansible-runner input of the run
         self,
         playbook: Path,
         *,

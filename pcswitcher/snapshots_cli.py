@@ -48,10 +48,24 @@ def _context(
     session = new_run_id()  # a session id: a run id
     if read_only:
         with tempfile.TemporaryDirectory(prefix=f"pcswitcher-{session}-state-") as scratch:
-            yield _new_context(root, config, session, Path(scratch), target, inventory_path, lock_path)
+            yield _new_context(
+                root,
+                config,
+                session=session,
+                state=Path(scratch),
+                target=target,
+                inventory_path=inventory_path,
+                lock_path=lock_path,
+            )
         return
     context = _new_context(
-        root, config, session, paths.runs_dir() / session, target, inventory_path, lock_path
+        root,
+        config,
+        session=session,
+        state=paths.runs_dir() / session,
+        target=target,
+        inventory_path=inventory_path,
+        lock_path=lock_path,
     )
     paths.prune_run_dirs(spare=session)  # once the target is known: a bad command changes nothing
     yield context
@@ -60,6 +74,7 @@ def _context(
 def _new_context(
     root: Path,
     config: Config,
+    *,
     session: str,
     state: Path,
     target: str | None,
@@ -147,6 +162,7 @@ def _why_none(info: dict[str, Any], setting: str, label: str, enabled: bool, con
 
 def snapshots_cleanup(
     target: str | None,
+    *,
     config_path: Path,
     inventory_path: Path,
     keep: int | None,
@@ -182,6 +198,7 @@ def snapshots_cleanup(
 def rollback(
     target: str,
     session: str | None,
+    *,
     config_path: Path,
     inventory_path: Path,
     dry_run: bool,
@@ -197,11 +214,11 @@ def rollback(
             "pass an id shown by `pc-switcher snapshots list TARGET`",
         )
     with _context(target, config_path, inventory_path, lock_path=lock_path, read_only=dry_run) as ctx:
-        return _rollback(ctx, session, dry_run, assume_yes, quick, ui)
+        return _rollback(ctx, session, dry_run=dry_run, assume_yes=assume_yes, quick=quick, ui=ui)
 
 
 def _rollback(
-    ctx: _Context, session: str | None, dry_run: bool, assume_yes: bool, quick: bool, ui: Ui
+    ctx: _Context, session: str | None, *, dry_run: bool, assume_yes: bool, quick: bool, ui: Ui
 ) -> ExitCode:
     safety = ctx.safety
     plan = safety.rollback(session, dry_run=True, checksum=not quick)

@@ -30,7 +30,7 @@ def test_read_without_a_file_is_no_history(tmp_path: Path) -> None:
 
 def test_record_writes_atomically_with_mode_0600_and_read_returns_it(tmp_path: Path) -> None:
     path = tmp_path / "state" / "h.json"
-    result = history("record", str(path), "target", "laptop", "20261128T000000Z-aaaa")
+    result = history("record", str(path), role="target", peer="laptop", session="20261128T000000Z-aaaa")
     assert result["changed"] is True
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
@@ -50,10 +50,12 @@ def test_a_target_record_waits_for_the_data_on_disk_a_source_record_does_not(
     path = tmp_path / "h.json"
     calls: list[bool] = []
     monkeypatch.setattr(agent, "flush_local_filesystems", lambda: calls.append(path.exists()))
-    history("record", str(path), "target", "laptop", "20261128T000000Z-aaaa")
+    history("record", str(path), role="target", peer="laptop", session="20261128T000000Z-aaaa")
     assert calls == [False]
-    history("record", str(path), "target", "laptop", "20261128T000000Z-bbbb", check=True)
-    history("record", str(tmp_path / "s.json"), "source", "desktop", "20261128T000000Z-aaaa")
+    history("record", str(path), role="target", peer="laptop", session="20261128T000000Z-bbbb", check=True)
+    history(
+        "record", str(tmp_path / "s.json"), role="source", peer="desktop", session="20261128T000000Z-aaaa"
+    )
     assert calls == [False]  # neither a check nor a source's record waits
     # the driver has just flushed through the agent's flush command, which answers pings meanwhile
     request = {"action": "record", "path": str(tmp_path / "f.json"), "role": "target", "peer": "p"}
@@ -87,20 +89,20 @@ def test_the_flush_of_this_machine_syncs_its_local_filesystems() -> None:
 
 def test_recording_the_same_session_twice_changes_nothing(tmp_path: Path) -> None:
     path = str(tmp_path / "h.json")
-    history("record", path, "source", "desk", "s1")
+    history("record", path, role="source", peer="desk", session="s1")
     before = Path(path).read_text()
-    again = history("record", path, "source", "desk", "s1")
+    again = history("record", path, role="source", peer="desk", session="s1")
     assert again["changed"] is False
     assert Path(path).read_text() == before
     # the same session in the other role is a new record (a machine synced to itself is refused
     # elsewhere; the file only keeps what it is told)
-    assert history("record", path, "target", "desk", "s1")["changed"] is True
+    assert history("record", path, role="target", peer="desk", session="s1")["changed"] is True
 
 
 def test_keeps_the_last_entries_only(tmp_path: Path) -> None:
     path = str(tmp_path / "h.json")
     for n in range(HISTORY_KEEP + 5):
-        history("record", path, "source", "desk", f"s{n}")
+        history("record", path, role="source", peer="desk", session=f"s{n}")
     entries = json.loads(Path(path).read_text())["entries"]
     assert len(entries) == HISTORY_KEEP
     assert entries[-1]["session"] == f"s{HISTORY_KEEP + 4}"
@@ -108,7 +110,7 @@ def test_keeps_the_last_entries_only(tmp_path: Path) -> None:
 
 def test_check_mode_writes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "h.json"
-    result = history("record", str(path), "source", "desk", "s1", check=True)
+    result = history("record", str(path), role="source", peer="desk", session="s1", check=True)
     assert result["changed"] is True
     assert not path.exists()
 
@@ -124,7 +126,9 @@ def test_an_unreadable_file_is_a_problem_not_an_error(tmp_path: Path) -> None:
 
 def test_bad_requests_are_errors(tmp_path: Path) -> None:
     assert "not absolute" in str(history("read", "relative/h.json")["error"])
-    assert "needs role" in str(history("record", str(tmp_path / "h.json"), "", "x", "s")["error"])
+    assert "needs role" in str(
+        history("record", str(tmp_path / "h.json"), role="", peer="x", session="s")["error"]
+    )
     assert "unknown history action" in str(history("drop", str(tmp_path / "h.json"))["error"])
 
 
@@ -155,7 +159,7 @@ def test_a_history_path_that_is_no_file_is_refused_on_read_and_record_leaving_no
         path = tmp_path / "file" / "h.json"
     before = sorted(p.name for p in tmp_path.iterdir())
     for action in ("read", "record"):
-        result = history(action, str(path), "target", "laptop", "20261128T000000Z-aaaa")
+        result = history(action, str(path), role="target", peer="laptop", session="20261128T000000Z-aaaa")
         error = str(result["error"])
         assert result["bad_path"] is True
         assert str(path) in error
@@ -200,7 +204,7 @@ def test_an_interrupted_write_leaves_no_temp_file_and_the_old_file_intact(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "h.json"
-    history("record", str(path), "source", "laptop", "20261128T000000Z-aaaa")
+    history("record", str(path), role="source", peer="laptop", session="20261128T000000Z-aaaa")
     old = path.read_text()
 
     def interrupted(fd: int) -> None:
@@ -208,7 +212,7 @@ def test_an_interrupted_write_leaves_no_temp_file_and_the_old_file_intact(
 
     monkeypatch.setattr(os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        history("record", str(path), "source", "laptop", "20261128T000000Z-bbbb")
+        history("record", str(path), role="source", peer="laptop", session="20261128T000000Z-bbbb")
     assert [p.name for p in tmp_path.iterdir()] == ["h.json"]
     assert path.read_text() == old
 
@@ -238,7 +242,7 @@ def test_a_temp_file_of_a_writer_killed_mid_write_goes_with_the_next_write(tmp_p
     other = tmp_path / "other.json.tmp-4242"
     other.write_text("{}")
     os.utime(other, (0, 0))
-    history("record", str(path), "source", "laptop", "20261128T000000Z-aaaa")
+    history("record", str(path), role="source", peer="laptop", session="20261128T000000Z-aaaa")
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["h.json", "h.json.tmp-4343", "h.json.tmp-4444", "other.json.tmp-4242", "victim"]
     assert (tmp_path / "victim").read_text() == "keep"
