@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import needs
 from tests.integration.folder_sync_helpers import folder_config, rsync_processes, sh
 from tests.integration.helpers import describe, start_sync, tagged, wait_until_clean, write_config
 from tests.sandbox import Sandbox
@@ -25,8 +26,7 @@ from tests.sandbox import Sandbox
 
 @pytest.fixture(scope="module")
 def sb() -> Iterator[Sandbox]:
-    if os.geteuid() != 0:
-        pytest.skip("integration tests need root")
+    needs.root("sandbox machines use namespaces, loop devices and mounts")
     with Sandbox(size="2G") as sandbox:
         sandbox.add("source")
         sandbox.add("target")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import needs
 from tests.integration.helpers import (
     ObservedSync,
     assert_one_error_line,
@@ -58,8 +59,7 @@ CONFIG_DIR = "root/.config"  # the test's config (written before the listing any
 @pytest.fixture(scope="module")
 def sb() -> Iterator[Sandbox]:
     """Source and target with a private /var/tmp each (torn down after the module)."""
-    if os.geteuid() != 0:
-        pytest.skip("integration tests need root")
+    needs.root("sandbox machines use namespaces, loop devices and mounts")
     with Sandbox(base_dir=BASE_DIR, port=PORT) as sandbox:
         sandbox.add("source", extra_dirs=["/var/tmp"])
         sandbox.add("target", extra_dirs=["/var/tmp"])
