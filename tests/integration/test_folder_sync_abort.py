@@ -50,7 +50,7 @@ def test_random_ctrl_c_during_folder_sync(sb: Sandbox) -> None:
         sh(target, "rm -rf /home/user")  # every trial transfers the whole file again
         delay = rng.uniform(0.5, 16.0)
         sync = start_sync(sb, "--only", "folder_sync")
-        time.sleep(delay)
+        time.sleep(delay)  # the behaviour under test: Ctrl+C at a random moment of the sync
         rsync_seen = bool(rsync_processes(target))
         sync.signal(signal.SIGINT)
         rc, out = sync.wait(90)

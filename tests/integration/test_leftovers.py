@@ -114,7 +114,7 @@ def _interrupt(sb: Sandbox, task: str, sig: int, rc: int, wait: float = 0) -> No
     run = ObservedSync.start(sb)
     run.wait_task(task)
     if wait:
-        time.sleep(wait)
+        time.sleep(wait)  # the behaviour under test: the signal at this moment of the task
     run.signal(sig)
     assert run.wait() == rc, run.output()
 
