@@ -35,7 +35,7 @@ from tests.integration.helpers import (
     write_config,
 )
 from tests.integration.outcome import assert_log_ends
-from tests.sandbox import Sandbox
+from tests.sandbox import Machine, Sandbox
 
 Record = dict[str, Any]
 
@@ -419,25 +419,42 @@ def test_only_with_a_job_that_cannot_run(sb: Sandbox, only: str, expected: str) 
     assert expected in line
 
 
+def _tree(machine: Machine, *roots: str) -> list[str]:
+    """Every entry under ``roots`` (inside the machine) with its type, size and mtime."""
+    script = 'for r in "$@"; do test ! -e "$r" || find "$r" -printf "%p %y %s %T@\\n"; done | sort'
+    return sh(machine, script, *roots).stdout.splitlines()
+
+
 def test_dry_run_changes_nothing(sb: Sandbox) -> None:
-    source = sb["source"]
-    write_config(
-        source,
-        sandbox_config({"dummy_success": True}, dummy_success={"source_duration": 2, "target_duration": 2}),
+    """A dry-run looks at everything and changes nothing on either machine: no file of the synced
+    folders (tree, sizes, mtimes), no history record, no state, no log."""
+    source, target = sb["source"], sb["target"]
+    sh(source, "mkdir -p /home/dry/sub && echo new > /home/dry/sub/new.txt && echo same > /home/dry/same")
+    sh(target, "mkdir -p /home/dry && echo old > /home/dry/old.txt && echo differs > /home/dry/same")
+    config = sandbox_config(
+        {"dummy_success": True, "folder_sync": True},
+        dummy_success={"source_duration": 2, "target_duration": 2},
+        folder_sync={"folders": [{"source": "/home/dry"}]},
     )
-    logs_dir = source.path(f"{STATE}/logs")
-    before = sorted(logs_dir.glob("*")) if logs_dir.is_dir() else []
-    result = run_sync(sb, "--dry-run")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
-    out = result.stdout
-    assert "DRY-RUN" in out
-    assert "Would run a 2 s loop on the source" in out
-    assert "would have worked" in out
-    for line in ("source work: ", "target work: ", "preparing the target", "source warning"):
-        assert line not in out, f"{line!r}: a dummy loop ran in a dry-run"
-    assert "sync to target completed (dry-run)" in out
-    after = sorted(logs_dir.glob("*")) if logs_dir.is_dir() else []
-    assert after == before, "a dry-run wrote a log"
+    write_config(source, config)
+    roots = ("/home", STATE)  # the synced folders and pc-switcher's state (history, logs, runs)
+    before = {m.name: _tree(m, *roots) for m in (source, target)}
+    try:
+        result = run_sync(sb, "--dry-run")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+        out = result.stdout
+        assert "DRY-RUN" in out
+        assert "Would run a 2 s loop on the source" in out
+        assert "would have worked" in out
+        for line in ("source work: ", "target work: ", "preparing the target", "source warning"):
+            assert line not in out, f"{line!r}: a dummy loop ran in a dry-run"
+        assert "sub/new.txt" in out + result.stderr, "the dry-run did not look at what it would transfer"
+        assert "sync to target completed (dry-run)" in out
+        for machine in (source, target):
+            assert _tree(machine, *roots) == before[machine.name], f"a dry-run changed {machine.name}"
+    finally:
+        for machine in (source, target):
+            sh(machine, "rm -rf /home/dry")
 
 
 # --------------------------------------------------------------------------- the lock
