@@ -421,6 +421,40 @@ def test_low_disk_during_sync_aborts(sb: Sandbox, source: Machine, side: str) ->
     assert_clean(sb, f"low disk on the {side}")
 
 
+@pytest.mark.parametrize("side", ["target", "source"])
+def test_low_disk_below_the_warning_threshold_warns_once_and_goes_on(
+    sb: Sandbox, source: Machine, side: str
+) -> None:
+    """Free space between runtime_minimum (400MiB) and warning_threshold (500MiB): one WARNING per
+    path naming the side, the free space and the threshold; the sync goes on and succeeds."""
+    machine = sb.machines[side]
+    config = _disk_config()
+    config["dummy_success"] = {"source_duration": 1, "target_duration": 8}
+    _write(source, config)
+    assert _free(machine, "/home") > 700 * MiB
+    run = ObservedSync.start(sb)
+    run.wait_task("Work on the target")
+    fill = _fill(machine, "/home", 450 * MiB)
+    try:
+        run.wait_record(
+            lambda r: r.get("level") == "WARNING" and "warning_threshold" in str(r.get("message")),
+            timeout=60,
+            what="the WARNING about the warning_threshold",
+        )
+        rc = run.wait()
+    finally:
+        _unfill(machine, fill)
+    assert rc == 0, run.output()
+    warned = [m for m in run.messages("WARNING") if "warning_threshold" in m]
+    assert len(warned) == 1, f"one WARNING per path, not per look: {warned}"
+    text = warned[0]
+    assert text.startswith(f"free space on {side} /home is "), text
+    assert text.endswith("below warning_threshold 500MiB"), text
+    assert not [m for m in run.messages("CRITICAL") if "runtime_minimum" in m]
+    assert_log_ends(run.records(), 0)
+    assert_clean(sb, f"a warning on the {side}")
+
+
 def test_low_disk_before_start_refuses(sb: Sandbox, source: Machine, target: Machine) -> None:
     _write(source, _disk_config())
     fill = _fill(target, "/home", 450 * MiB)
