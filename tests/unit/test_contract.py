@@ -102,6 +102,14 @@ def test_declaration_readme_and_doc(name: str) -> None:
     assert doc.read_text().strip()
 
 
+def test_the_readme_lists_every_job() -> None:
+    """README.md's documentation section names each job beside the link to docs/jobs/."""
+    lines = [ln for ln in (REPO / "README.md").read_text().splitlines() if ln.startswith("- [docs/jobs/]")]
+    assert len(lines) == 1, "README.md has no (or more than one) `- [docs/jobs/](docs/jobs/)` line"
+    listed = set(re.findall(r"\w+", lines[0].split("—", 1)[-1]))
+    assert [name for name in NAMES if name not in listed] == [], lines[0]
+
+
 def _undocumented(options: Mapping[str, Any], where: str = "") -> list[str]:
     missing: list[str] = []
     for key, spec in options.items():
