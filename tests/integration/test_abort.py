@@ -47,7 +47,9 @@ from tests.sandbox import Machine, Sandbox
 ANSIBLE_PLAYBOOK = str(REPO / ".venv" / "bin" / "ansible-playbook")
 LOCK = f"{STATE}/sync.lock"
 MiB = 1 << 20
-REAP = 3.0  # seconds allowed for the reaping of killed processes
+# how long to wait for killed processes to be reaped: a deadline for a hang, not a latency (how fast
+# the abort is, is measured by bench/abort_latency.py)
+REAP = 20.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,7 +287,7 @@ def test_second_ctrl_c_exits_without_waiting_for_the_cleanup_playbook(sb: Sandbo
     assert not cleanup, f"the forced exit waited for the cleanup playbook: {cleanup}"
     assert_log_ends(run.records(), 130, "Sync interrupted by user", "Second Ctrl+C: forcing the abort")
     # the dead-man switch and the best-effort sweep end the rest; the run dir may stay (forced exit)
-    assert_clean(sb, "second Ctrl+C", timeout=5.0, files=False)
+    assert_clean(sb, "second Ctrl+C", files=False)
     _cleanup_run_files(sb, run.run_id)
 
 
