@@ -61,6 +61,8 @@ lint: venv
 
 # the unit tests on every core (pytest-xdist): they share nothing; the integration tests run one at a time
 unit: venv
+	@# the tests start pc-switcher dozens of times: its .pyc files up to date (see bootstrap) save ~0.15 s each
+	@$(BIN)/python -m compileall -q pcswitcher >/dev/null || echo "note: some .py files did not compile" >&2
 	$(BIN)/pytest -q -n auto tests/unit
 
 # lint and unit side by side (-j2: the machine's 2 cores), each one's output kept together (-O)
