@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import needs
 from tests.sandbox import Sandbox
 
-NOT_ROOT_REASON = "integration tests need root: sandbox machines use namespaces, loop devices and mounts"
 _HERE = Path(__file__).parent
 
 
@@ -18,13 +17,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _HERE in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.integration)
-            if os.geteuid() != 0:
-                item.add_marker(pytest.mark.skip(reason=NOT_ROOT_REASON))
 
 
 def _require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip(NOT_ROOT_REASON)
+    needs.root("sandbox machines use namespaces, loop devices and mounts")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _this_machine_can_run_them() -> None:
+    """Every integration test needs root and the sandbox's tools: without them it FAILS (one line
+    naming the fix), it does not skip. Session scope: it runs before every module's sandbox."""
+    _require_root()
+    needs.tools(needs.SANDBOX_TOOLS)
 
 
 @pytest.fixture

@@ -47,7 +47,9 @@ from tests.sandbox import Machine, Sandbox
 ANSIBLE_PLAYBOOK = str(REPO / ".venv" / "bin" / "ansible-playbook")
 LOCK = f"{STATE}/sync.lock"
 MiB = 1 << 20
-REAP = 3.0  # seconds allowed for the reaping of killed processes
+# how long to wait for killed processes to be reaped: a deadline for a hang, not a latency (how fast
+# the abort is, is measured by bench/abort_latency.py)
+REAP = 20.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -129,6 +131,35 @@ def leftovers(sb: Sandbox, ignore: Collection[int] = (), files: bool = True) -> 
     return found
 
 
+def _of_run(machine: Machine, run_id: str) -> bool:
+    for proc in machine.processes():
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get(TAG) == run_id:
+                return True
+    return False
+
+
+def _wait_working(run: ObservedSync, machine: Machine, timeout: float = 30) -> None:
+    """Wait until a process of ``run`` works on ``machine`` (a job's task: it carries the run's tag)."""
+    deadline = time.monotonic() + timeout
+    while not _of_run(machine, run.run_id):
+        assert not run.exited(), f"the run ended before it worked on {machine.name}:\n{run.output()}"
+        assert time.monotonic() < deadline, f"no process of the run on {machine.name} within {timeout} s"
+        time.sleep(0.02)
+
+
+def _wait_connecting(run: ObservedSync, timeout: float = 30) -> None:
+    """Wait until the driver runs ssh towards the target (the agents' connection is under way)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(psutil.Error):
+            if any(proc.name() == "ssh" for proc in run.driver.children(recursive=True)):
+                return
+        assert not run.exited(), f"the run ended before it connected:\n{run.output()}"
+        assert time.monotonic() < deadline, f"no ssh of the driver within {timeout} s"
+        time.sleep(0.01)
+
+
 def wait_clean(
     sb: Sandbox, timeout: float = REAP, ignore: Collection[int] = (), files: bool = True
 ) -> dict[str, list[str]]:
@@ -160,7 +191,9 @@ def _trial_config(phase: str, with_fail: bool) -> dict[str, Any]:
 
 
 def _reach_phase(run: ObservedSync, phase: str, rng: random.Random) -> str:
-    """Wait for the phase, sleep a random part of it; returns what happened (for messages)."""
+    """Wait for the phase, sleep a random part of it; returns what happened (for messages).
+
+    The sleep IS the behaviour under test: Ctrl+C at a random moment of the phase."""
     if phase == "startup":  # agent start, preflight and validation: the first ~3 s of the run
         run.wait_record(lambda r: str(r.get("message", "")).startswith("pc-switcher run"), 30, "run start")
         delay = rng.uniform(0, 3.0)
@@ -203,6 +236,7 @@ def test_random_ctrl_c_trials(sb: Sandbox, source: Machine, target: Machine) -> 
     phases = [PHASES[i % len(PHASES)] for i in range(trials)]
     rng.shuffle(phases)
     follow_ups = 0
+    ran = 0  # the trials that ran to their end: the set's size is a promise of this test
     every = max(1, trials // 3)  # a following sync at least 3 times across the set
     for index, phase in enumerate(phases, start=1):
         with_fail = rng.random() < 0.3
@@ -224,6 +258,8 @@ def test_random_ctrl_c_trials(sb: Sandbox, source: Machine, target: Machine) -> 
             assert result.returncode == 0, f"{context}: the following sync failed:\n{result.stdout[-3000:]}"
             follow_ups += 1
             assert_clean(sb, f"{context}: after the following sync")
+        ran += 1
+    assert ran == trials, f"{ran} of {trials} trials ran"
     assert follow_ups >= min(3, trials)
 
 
@@ -231,22 +267,27 @@ def test_random_ctrl_c_trials(sb: Sandbox, source: Machine, target: Machine) -> 
 # second Ctrl+C, SIGTERM, Ctrl+C between jobs
 
 
-def test_second_ctrl_c_exits_within_one_second(sb: Sandbox, source: Machine) -> None:
+def test_second_ctrl_c_exits_without_waiting_for_the_cleanup_playbook(sb: Sandbox, source: Machine) -> None:
+    """The second Ctrl+C ends the driver at once: the abort path the first one began is cut short, so
+    the cleanup playbook never reports (done or failed) and the log ends with the forced exit."""
     rng = random.Random()  # noqa: S311
     _write(source, dummy_config(1, 20))
     run = ObservedSync.start(sb)
     run.wait_task("Work on the target")
-    time.sleep(1.0)
+    _wait_working(run, sb.machines["target"])
     run.signal(signal.SIGINT)
-    time.sleep(rng.uniform(0.1, 0.3))
-    second = run.signal(signal.SIGINT)
-    gone = run.wait_exit(10)
+    time.sleep(rng.uniform(0.1, 0.3))  # the behaviour: the second Ctrl+C at a random moment of the abort
+    run.signal(signal.SIGINT)
     rc = run.wait()
     assert rc == 130, run.output()
-    assert gone - second <= 1.0, f"exit {gone - second:.2f} s after the second Ctrl+C:\n{run.output()}"
+    messages = run.messages()
+    forced = messages.index("Second Ctrl+C: forcing the abort")
+    assert any(m.startswith("forced exit; run `pc-switcher cleanup") for m in messages[forced:]), messages
+    cleanup = [m for m in messages if m.startswith(("cleanup playbook done", "cleanup playbook failed"))]
+    assert not cleanup, f"the forced exit waited for the cleanup playbook: {cleanup}"
     assert_log_ends(run.records(), 130, "Sync interrupted by user", "Second Ctrl+C: forcing the abort")
     # the dead-man switch and the best-effort sweep end the rest; the run dir may stay (forced exit)
-    assert_clean(sb, "second Ctrl+C", timeout=5.0, files=False)
+    assert_clean(sb, "second Ctrl+C", files=False)
     _cleanup_run_files(sb, run.run_id)
 
 
@@ -267,7 +308,7 @@ def test_ctrl_c_while_the_agents_connect_does_not_wait_for_them(
         run.wait_record(
             lambda r: str(r.get("message", "")).startswith("pc-switcher run "), 30, "the first record"
         )
-        time.sleep(0.3)
+        _wait_connecting(run)
         run.signal(signal.SIGINT)
         run.wait_record(
             lambda r: str(r.get("message", "")).startswith("run stopped in "),
@@ -290,7 +331,7 @@ def test_sigterm_exits_143_and_cleans(sb: Sandbox, source: Machine) -> None:
     _write(source, dummy_config(1, 20))
     run = ObservedSync.start(sb)
     run.wait_task("Work on the target")
-    time.sleep(1.0)
+    _wait_working(run, sb.machines["target"])
     run.signal(signal.SIGTERM)
     rc = run.wait()
     assert rc == 143, run.output()
@@ -382,6 +423,40 @@ def test_low_disk_during_sync_aborts(sb: Sandbox, source: Machine, side: str) ->
     assert_clean(sb, f"low disk on the {side}")
 
 
+@pytest.mark.parametrize("side", ["target", "source"])
+def test_low_disk_below_the_warning_threshold_warns_once_and_goes_on(
+    sb: Sandbox, source: Machine, side: str
+) -> None:
+    """Free space between runtime_minimum (400MiB) and warning_threshold (500MiB): one WARNING per
+    path naming the side, the free space and the threshold; the sync goes on and succeeds."""
+    machine = sb.machines[side]
+    config = _disk_config()
+    config["dummy_success"] = {"source_duration": 1, "target_duration": 8}
+    _write(source, config)
+    assert _free(machine, "/home") > 700 * MiB
+    run = ObservedSync.start(sb)
+    run.wait_task("Work on the target")
+    fill = _fill(machine, "/home", 450 * MiB)
+    try:
+        run.wait_record(
+            lambda r: r.get("level") == "WARNING" and "warning_threshold" in str(r.get("message")),
+            timeout=60,
+            what="the WARNING about the warning_threshold",
+        )
+        rc = run.wait()
+    finally:
+        _unfill(machine, fill)
+    assert rc == 0, run.output()
+    warned = [m for m in run.messages("WARNING") if "warning_threshold" in m]
+    assert len(warned) == 1, f"one WARNING per path, not per look: {warned}"
+    text = warned[0]
+    assert text.startswith(f"free space on {side} /home is "), text
+    assert text.endswith("below warning_threshold 500MiB"), text
+    assert not [m for m in run.messages("CRITICAL") if "runtime_minimum" in m]
+    assert_log_ends(run.records(), 0)
+    assert_clean(sb, f"a warning on the {side}")
+
+
 def test_low_disk_before_start_refuses(sb: Sandbox, source: Machine, target: Machine) -> None:
     _write(source, _disk_config())
     fill = _fill(target, "/home", 450 * MiB)
@@ -419,26 +494,24 @@ def test_frozen_link_aborts_and_target_cleans_itself(sb: Sandbox, source: Machin
     _write(source, config)
     run = ObservedSync.start(sb)
     run.wait_task("Work on the target")
-    time.sleep(1.0)
+    _wait_working(run, target)
     frozen = _sshd_sessions(target)
     assert frozen, "no sshd session on the target to freeze"
     for proc in frozen:
         proc.send_signal(signal.SIGSTOP)
-    cut = time.monotonic()
     try:
-        run.wait_record(
+        record = run.wait_record(
             lambda r: r.get("level") == "CRITICAL" and "lost connection to target" in str(r.get("message")),
-            timeout=3 + 4,
-            what="CRITICAL 'lost connection to target' within link_timeout + 4 s",
+            timeout=60,  # a deadline for a hang, not a latency: bench/abort_latency.py measures that
+            what="CRITICAL 'lost connection to target'",
         )
-        detected = time.monotonic() - cut
         rc = run.wait(90)
     finally:
         for proc in frozen:  # thaw: only the processes we stopped
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(signal.SIGCONT)
     assert rc == 1, run.output()
-    assert detected <= 3 + 4, detected
+    assert record.get("abort_cause") == "link", record
     assert_log_ends(run.records(), 1, "lost connection to target")
     # after the thaw, the agent's dead-man switch sweeps what the run left on the target
     left = wait_clean(sb, timeout=15, files=False)
@@ -456,7 +529,7 @@ def test_a_dead_ssh_master_mid_job_is_a_lost_link_not_a_failed_job(sb: Sandbox, 
     _write(source, config)
     run = ObservedSync.start(sb)
     run.wait_task("Work on the target")
-    time.sleep(1.0)
+    _wait_working(run, sb.machines["target"])
     masters = [
         proc
         for proc in run.driver.children(recursive=True)
@@ -497,16 +570,17 @@ def test_a_disk_interval_longer_than_link_timeout_is_no_lost_link(sb: Sandbox, s
 # driver killed
 
 
-def test_driver_sigkill_leaves_nothing_within_5s(sb: Sandbox, source: Machine) -> None:
+def test_driver_sigkill_leaves_no_process(sb: Sandbox, source: Machine) -> None:
+    """The agents' dead-man switch ends the run's processes on both machines when the driver is
+    killed (how soon: bench/abort_latency.py; the deadline here only ends a hang)."""
     _write(source, dummy_config(1, 30))
     run = ObservedSync.start(sb)
     run.wait_task("Work on the target")
-    time.sleep(1.5)
-    assert _tagged(sb.machines["target"]), "no tagged process on the target mid-job"
+    _wait_working(run, sb.machines["target"])
     run.signal(signal.SIGKILL)
     run.wait()
-    left = wait_clean(sb, timeout=5.0, files=False)
-    assert not left, f"5 s after the driver's SIGKILL the run left {left}"
+    left = wait_clean(sb, timeout=30.0, files=False)
+    assert not left, f"after the driver's SIGKILL the run left {left}"
     # its files are for `pc-switcher cleanup`
     _cleanup_run_files(sb, run.run_id)
 
@@ -637,7 +711,7 @@ def test_abort_spares_processes_not_of_the_run(sb: Sandbox, source: Machine, tar
         _write(source, dummy_config(1, 20))
         run = ObservedSync.start(sb)
         run.wait_task("Work on the target")
-        time.sleep(1.5)
+        _wait_working(run, target)
         run.signal(signal.SIGINT)
         rc = run.wait()
         ignore = {p.pid for p in mine}

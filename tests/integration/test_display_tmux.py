@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import needs
 from tests.integration.helpers import REPO
 
 HEIGHT = 45
@@ -79,8 +80,8 @@ class Pane:
 
 @pytest.fixture(params=[80, 160], ids=lambda width: f"{width}cols")
 def pane(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pane]:
-    if os.geteuid() != 0:
-        pytest.skip("the demo needs root")
+    needs.root("the demo runs sandbox machines")
+    needs.tool("tmux")
     width = int(request.param)
     socket = f"pcs-display-{os.getpid()}-{width}"
     conf = tmp_path / "tmux.conf"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -318,7 +317,12 @@ def test_interrupted_sync_keeps_good_files_and_resync_converges(sandbox: Sandbox
         return bool(rsync_processes(target)) and bool(rsync_processes(source))
 
     assert wait_for(transferring, 60), sync.wait(5)
-    time.sleep(2.0)  # well into the 10 s transfer of the big file
+
+    def well_into_the_big_file() -> bool:  # its new copy (a temp file, not "big") has over 20 MB
+        found = sh(target, "find /home/user -type f -size +20M ! -path /home/user/big")
+        return bool(found.stdout.strip())
+
+    assert wait_for(well_into_the_big_file, 60), sync.wait(5)
     assert target.run(["pgrep", "-x", "rsync"]).returncode == 0
     sync.signal(signal.SIGINT)
     rc, out = sync.wait(60)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import needs
 from tests.integration.folder_sync_helpers import folder_config, rsync_processes, sh
 from tests.integration.helpers import describe, start_sync, tagged, wait_until_clean, write_config
 from tests.sandbox import Sandbox
@@ -25,8 +26,7 @@ from tests.sandbox import Sandbox
 
 @pytest.fixture(scope="module")
 def sb() -> Iterator[Sandbox]:
-    if os.geteuid() != 0:
-        pytest.skip("integration tests need root")
+    needs.root("sandbox machines use namespaces, loop devices and mounts")
     with Sandbox(size="2G") as sandbox:
         sandbox.add("source")
         sandbox.add("target")
@@ -50,7 +50,7 @@ def test_random_ctrl_c_during_folder_sync(sb: Sandbox) -> None:
         sh(target, "rm -rf /home/user")  # every trial transfers the whole file again
         delay = rng.uniform(0.5, 16.0)
         sync = start_sync(sb, "--only", "folder_sync")
-        time.sleep(delay)
+        time.sleep(delay)  # the behaviour under test: Ctrl+C at a random moment of the sync
         rsync_seen = bool(rsync_processes(target))
         sync.signal(signal.SIGINT)
         rc, out = sync.wait(90)

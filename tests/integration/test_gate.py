@@ -116,12 +116,21 @@ def _wait_held(gated: Gated, timeout: float = 60) -> bool:
     raise AssertionError("the run neither held nor ended")
 
 
+def _wait_first_task_announced(tmp: Path, timeout: float = 60) -> None:
+    """Wait until ansible-playbook has announced its first task: the gate holds that task until
+    begin() (runner's event files, written before the gate plugin's turn)."""
+    deadline = time.monotonic() + timeout
+    while not any("playbook_on_task_start" in p.read_text() for p in tmp.rglob("job_events/*.json")):
+        assert time.monotonic() < deadline, f"ansible-playbook announced no task within {timeout} s"
+        time.sleep(0.05)
+
+
 def test_a_gated_run_holds_after_its_checks_until_released(tmp_path: Path) -> None:
     run = _run(tmp_path, gate=True)
     assert _wait_held(run)
     assert (tmp_path / "gate.held").read_text() == "gatejob : The first change"
     assert (tmp_path / "checked").exists(), "the validate phase ran before the gate"
-    time.sleep(1.0)  # held means held: no task runs meanwhile
+    time.sleep(1.0)  # the behaviour: a held run stays held, no task runs in this window
     assert not (tmp_path / "changed").exists()
     assert run.run.is_alive()
     run.release()
@@ -133,7 +142,7 @@ def test_a_gated_run_holds_after_its_checks_until_released(tmp_path: Path) -> No
 def test_a_gated_run_runs_no_task_before_begin(tmp_path: Path) -> None:
     """The driver starts the play early; it touches no host before the run's agents are up."""
     run = _run(tmp_path, gate=True, begin=False)
-    time.sleep(4.0)  # ansible-playbook starts in about 0.7 s here
+    _wait_first_task_announced(tmp_path)
     assert run.run.is_alive()
     assert not (tmp_path / "checked").exists()
     assert not (tmp_path / "gate.held").exists()

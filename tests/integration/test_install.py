@@ -14,6 +14,7 @@ import pytest
 
 from pcswitcher import __version__
 from pcswitcher.install import runtime_files, tree_id
+from tests import needs
 from tests.sandbox import Machine, Sandbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,8 +27,7 @@ USER, UID = "alice", 1100
 @pytest.fixture(scope="module")
 def box() -> Iterator[Machine]:
     """One machine for the module (an install costs about 25 s): the tests run in file order."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
+    needs.root("`make install` writes /opt and /usr/local of a sandbox machine")
     with Sandbox() as sb:
         machine = sb.add("box", private_etc=True)
         machine.add_login_user(USER, UID)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import needs
 from tests.integration.helpers import (
     ObservedSync,
     assert_one_error_line,
@@ -58,8 +59,7 @@ CONFIG_DIR = "root/.config"  # the test's config (written before the listing any
 @pytest.fixture(scope="module")
 def sb() -> Iterator[Sandbox]:
     """Source and target with a private /var/tmp each (torn down after the module)."""
-    if os.geteuid() != 0:
-        pytest.skip("integration tests need root")
+    needs.root("sandbox machines use namespaces, loop devices and mounts")
     with Sandbox(base_dir=BASE_DIR, port=PORT) as sandbox:
         sandbox.add("source", extra_dirs=["/var/tmp"])
         sandbox.add("target", extra_dirs=["/var/tmp"])
@@ -114,7 +114,7 @@ def _interrupt(sb: Sandbox, task: str, sig: int, rc: int, wait: float = 0) -> No
     run = ObservedSync.start(sb)
     run.wait_task(task)
     if wait:
-        time.sleep(wait)
+        time.sleep(wait)  # the behaviour under test: the signal at this moment of the task
     run.signal(sig)
     assert run.wait() == rc, run.output()
 

@@ -11,13 +11,14 @@ every ssh connection live in it too).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+
+from tests import needs
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin"
@@ -50,8 +51,7 @@ def _env() -> dict[str, str]:
 def test_molecule_default_scenario(role: str) -> None:
     scenario = REPO / "roles" / role / "molecule" / "default"
     assert (scenario / "molecule.yml").is_file(), f"role {role} has no molecule default scenario"
-    assert shutil.which("unshare"), "needs unshare (util-linux)"
-    assert shutil.which("ip"), "needs ip (iproute2)"
+    needs.tools({"unshare": "util-linux", "ip": "iproute2"})
     argv = [
         "unshare",
         "--net",

@@ -22,6 +22,7 @@ from tests.integration.folder_sync_helpers import bind_mount, sh
 from tests.integration.helpers import (
     PC_SWITCHER,
     STATE,
+    ObservedSync,
     assert_one_error_line,
     in_namespace_pid,
     leftovers,
@@ -35,7 +36,7 @@ from tests.integration.helpers import (
     write_config,
 )
 from tests.integration.outcome import assert_log_ends
-from tests.sandbox import Sandbox
+from tests.sandbox import Machine, Sandbox
 
 Record = dict[str, Any]
 
@@ -205,7 +206,7 @@ def test_log_has_the_warnings_from_the_source_and_the_target(success: Run) -> No
     assert "simulated error at 8 s on the target (reference job: not a real problem)" in success.result.stdout
 
 
-def test_progress_arrives_while_the_remote_task_runs(success: Run) -> None:
+def test_progress_arrives_while_the_remote_task_runs(success: Run, sb: Sandbox) -> None:
     records = success.records
     end = next(r for r in records if r["job"] == "dummy_success" and r["message"] == "ok: Work on the target")
     progress = {
@@ -215,10 +216,23 @@ def test_progress_arrives_while_the_remote_task_runs(success: Run) -> None:
     }
     for step in (2, 4, 6):
         assert _time(progress[f"target work: {step}/9 s"]) < _time(end)
-    # the 2 s line is written 7 s before the task ends: it was relayed live, not at the end
-    assert (_time(end) - _time(progress["target work: 2/9 s"])).total_seconds() > 2
     # the terminal showed the target's progress
     assert re.search(r"\[dummy_success@target\] \d+% target work", success.result.stdout)
+    # relayed live, not at the task's end: watched in a run of its own, the target's first progress
+    # line is in the log while the task still runs
+    write_config(
+        sb["source"],
+        sandbox_config({"dummy_success": True}, dummy_success={"source_duration": 1, "target_duration": 6}),
+    )
+    run = ObservedSync.start(sb)
+    first = run.wait_record(
+        lambda r: r.get("host") == "target" and str(r.get("message", "")).startswith("target work: "),
+        timeout=120,
+        what="the target's first progress line",
+    )
+    ended = [r for r in run.records() if r.get("message") == "ok: Work on the target"]
+    assert not ended, f"{first['message']!r} was relayed only when the task had ended"
+    assert run.wait() == 0, run.output()
 
 
 def test_disabled_job_is_skipped_and_not_run(success: Run) -> None:
@@ -419,25 +433,50 @@ def test_only_with_a_job_that_cannot_run(sb: Sandbox, only: str, expected: str) 
     assert expected in line
 
 
+def _tree(machine: Machine, *roots: str) -> list[str]:
+    """Every entry under ``roots`` (inside the machine) with its type, size and mtime."""
+    script = 'for r in "$@"; do test ! -e "$r" || find "$r" -printf "%p %y %s %T@\\n"; done | sort'
+    return sh(machine, script, *roots).stdout.splitlines()
+
+
 def test_dry_run_changes_nothing(sb: Sandbox) -> None:
-    source = sb["source"]
-    write_config(
-        source,
-        sandbox_config({"dummy_success": True}, dummy_success={"source_duration": 2, "target_duration": 2}),
+    """A dry-run looks at everything and changes nothing on either machine: no file of the synced
+    folders (tree, sizes, mtimes), no history record, no state, no log."""
+    source, target = sb["source"], sb["target"]
+    sh(source, "mkdir -p /home/dry/sub && echo new > /home/dry/sub/new.txt && echo same > /home/dry/same")
+    sh(target, "mkdir -p /home/dry && echo old > /home/dry/old.txt && echo differs > /home/dry/same")
+    config = sandbox_config(
+        {"dummy_success": True, "folder_sync": True},
+        dummy_success={"source_duration": 2, "target_duration": 2},
+        folder_sync={"folders": [{"source": "/home/dry"}]},
     )
-    logs_dir = source.path(f"{STATE}/logs")
-    before = sorted(logs_dir.glob("*")) if logs_dir.is_dir() else []
-    result = run_sync(sb, "--dry-run")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
-    out = result.stdout
-    assert "DRY-RUN" in out
-    assert "Would run a 2 s loop on the source" in out
-    assert "would have worked" in out
-    for line in ("source work: ", "target work: ", "preparing the target", "source warning"):
-        assert line not in out, f"{line!r}: a dummy loop ran in a dry-run"
-    assert "sync to target completed (dry-run)" in out
-    after = sorted(logs_dir.glob("*")) if logs_dir.is_dir() else []
-    assert after == before, "a dry-run wrote a log"
+    write_config(source, config)
+    roots = ("/home", STATE)  # the synced folders and pc-switcher's state (history, logs, runs)
+    # but the lock: a dry-run takes it too (it rewrites the lock file, and so its directory's mtime)
+    lock = (STATE, f"{STATE}/sync.lock")
+
+    def tree(machine: Machine) -> list[str]:
+        return [line for line in _tree(machine, *roots) if line.split(" ", 1)[0] not in lock]
+
+    before = {m.name: tree(m) for m in (source, target)}
+    try:
+        result = run_sync(sb, "--dry-run")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+        out = result.stdout
+        assert "DRY-RUN" in out
+        assert "Would run a 2 s loop on the source" in out
+        assert "would have worked" in out
+        for line in ("source work: ", "target work: ", "preparing the target", "source warning"):
+            assert line not in out, f"{line!r}: a dummy loop ran in a dry-run"
+        assert "sub/new.txt" in out + result.stderr, "the dry-run did not look at what it would transfer"
+        assert "sync to target completed (dry-run)" in out
+        for machine in (source, target):
+            after = tree(machine)
+            changed = sorted(set(after) ^ set(before[machine.name]))
+            assert after == before[machine.name], f"a dry-run changed {machine.name}: {changed}"
+    finally:
+        for machine in (source, target):
+            sh(machine, "rm -rf /home/dry")
 
 
 # --------------------------------------------------------------------------- the lock

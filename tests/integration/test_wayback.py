@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import time
@@ -19,6 +18,7 @@ import psutil
 import pytest
 import yaml
 
+from tests import needs
 from tests.integration.helpers import (
     CONFIG,
     REPO,
@@ -122,8 +122,7 @@ def pc_switcher(machine: Machine, *args: str) -> subprocess.CompletedProcess[str
 def ab() -> Iterator[Sandbox]:
     """Machines alpha (pc-switcher installed with `make install`, config and inventory in
     ~/.config/pc-switcher) and beta (nothing of pc-switcher); each has a private /opt, /usr/local."""
-    if os.geteuid() != 0:
-        pytest.skip("integration tests need root")
+    needs.root("sandbox machines use namespaces, loop devices and mounts")
     with Sandbox() as sandbox:
         alpha, beta = sandbox.add("alpha"), sandbox.add("beta")
         ok(alpha, 'make -s -C "$1" install', str(REPO))

@@ -12,6 +12,7 @@ import pytest
 
 from pcswitcher import agent
 from pcswitcher.agent import TAG, remove_stale_run_dirs
+from tests import needs
 
 OLD = "20261127T235000Z-3f9a"
 NOW = "20261128T000000Z-aaaa"
@@ -89,8 +90,8 @@ def test_nothing_below_a_stale_directory_is_followed(tmp_path: Path) -> None:
     assert (victim / "data").read_text() == "keep"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a directory to another user")
 def test_another_users_run_directory_is_left_alone(tmp_path: Path) -> None:
+    needs.root("to give a directory to another user")
     theirs = _run_dir(tmp_path, OLD)
     os.chown(theirs, 65534, 65534)
     assert remove_stale_run_dirs(NOW, str(tmp_path)) == []

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from pcswitcher import ssh
 from pcswitcher.inventory import Target
+from tests import needs
 
-pytestmark = pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the ssh client")
+
+@pytest.fixture(autouse=True)
+def _ssh_client() -> None:
+    needs.tool("ssh")
 
 
 def test_prefers_aes_gcm_and_keeps_every_default_cipher(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -162,6 +162,19 @@ def test_a_missing_config_names_the_init_command_for_that_path(tmp_path: Path) -
     assert checked.returncode == 0, checked.stderr
 
 
+def test_config_check_of_a_valid_config_names_the_jobs_it_would_run(tmp_path: Path) -> None:
+    config = tmp_path / "config home" / "pc-switcher" / "config.yml"
+    assert run(tmp_path, "init").returncode == 0
+    result = run(tmp_path, "config", "check")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    enabled = [name for name, spec in discover_jobs(project_root()).items() if spec.default_enabled]
+    assert enabled, "init enables the default jobs"
+    line = result.stdout.strip()
+    assert line.startswith(f"{config}: valid; jobs enabled in order: "), line
+    assert sorted(line.rsplit(": ", 1)[1].split(", ")) == sorted(enabled), line
+
+
 def test_init_writes_the_files_named_by_c_and_i(tmp_path: Path) -> None:
     config, inventory = tmp_path / "a" / "c.yml", tmp_path / "b" / "i.yml"
     result = run(tmp_path, "init", "-c", str(config), "-i", str(inventory))

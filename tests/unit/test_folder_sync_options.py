@@ -8,13 +8,13 @@ command line.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import needs
 from tests.unit.role_files import load_role_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +22,11 @@ opts: Any = load_role_file(
     "folder_sync/filter_plugins/folder_sync_options.py", "folder_sync_options_under_test"
 )
 
-needs_rsync = pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed")
+
+@pytest.fixture
+def needs_rsync() -> None:
+    needs.tool("rsync")
+
 
 DEFAULTS: dict[str, Any] = {
     "folders": [{"source": "/home", "target": None, "enabled": True, "filter_file": None, "filters": []}],
@@ -78,7 +82,7 @@ def test_allowed_options_pass(args: list[str]) -> None:
     assert args_problems(*args) == []
 
 
-@needs_rsync
+@pytest.mark.usefixtures("needs_rsync")
 @pytest.mark.parametrize(
     "args",
     [
@@ -157,7 +161,7 @@ def test_a_value_is_consumed_like_rsync_does() -> None:
     assert len(args_problems("-n", "/etc/")) == 2
 
 
-@needs_rsync
+@pytest.mark.usefixtures("needs_rsync")
 def test_rsync_has_no_abbreviations(tree: Path) -> None:
     for arg in ("--one-file", "--bwlim=1m", "--remove-sent", "--dry", "--delete-ex"):
         res = rsync("-a", arg, "src/", "dst/", cwd=tree)
@@ -165,7 +169,7 @@ def test_rsync_has_no_abbreviations(tree: Path) -> None:
         assert "unknown option" in res.stderr, (arg, res.stderr)
 
 
-@needs_rsync
+@pytest.mark.usefixtures("needs_rsync")
 def test_the_value_taking_options_match_rsync(tree: Path) -> None:
     for name in sorted(opts.LONG_WITH_VALUE):
         res = rsync(f"--{name}", cwd=tree)
@@ -176,7 +180,7 @@ def test_the_value_taking_options_match_rsync(tree: Path) -> None:
         assert takes == (letter in opts.SHORT_WITH_VALUE), (letter, res.stderr)
 
 
-@needs_rsync
+@pytest.mark.usefixtures("needs_rsync")
 def test_what_the_refused_spellings_really_do(tree: Path) -> None:
     """The cases of the issue, on the real rsync: each does what its refusal says."""
     # --remove-sent-files removes the source's files
@@ -199,7 +203,7 @@ def test_what_the_refused_spellings_really_do(tree: Path) -> None:
     assert marker.exists()
 
 
-@needs_rsync
+@pytest.mark.usefixtures("needs_rsync")
 @pytest.mark.parametrize("flag", ["--protect-args", "--secluded-args"])
 def test_protect_args_keeps_paths_off_the_remote_command_line(tree: Path, flag: str) -> None:
     """rsync 3.2.4+ calls --protect-args --secluded-args: with either, the remote shell's command

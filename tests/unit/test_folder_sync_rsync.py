@@ -28,7 +28,7 @@ while pos < len(data):
     sys.stdout.buffer.flush()
     pos += size
     if seed and rng.random() < 0.01:
-        time.sleep(0.03)
+        time.sleep(0.03)  # the behaviour: rsync's output arrives in pieces, with pauses
 sys.exit(int(sys.argv[3]))
 """
 

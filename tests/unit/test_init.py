@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import needs
+
 PC_SWITCHER = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "pc-switcher")
 
 
@@ -50,7 +52,10 @@ def immutable() -> Iterator[list[Path]]:
 def chattr_immutable(path: Path, made: list[Path]) -> None:
     result = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True, check=False)
     if "not supported" in result.stderr:
-        pytest.skip(f"the file system of {path} has no immutable attribute")
+        needs.fail(
+            f"the file system of {path} has no immutable attribute (chattr +i): give pytest a temp dir "
+            "on ext4, xfs or btrfs, e.g. `pytest --basetemp=/var/tmp/pcs-pytest`"
+        )
     assert result.returncode == 0, result.stderr
     made.append(path)
 

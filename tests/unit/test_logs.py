@@ -9,7 +9,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -229,11 +228,12 @@ def test_secrets_never_reach_file_or_terminal(tmp_path: Path) -> None:
     assert "tok123" not in terminal.records[1].getMessage()
 
 
-def test_redact_is_fast_on_big_text() -> None:
+@pytest.mark.timeout(30)
+def test_redact_does_not_backtrack_on_big_text() -> None:
+    """Linear, not catastrophic backtracking: on this text a backtracking pattern runs for hours;
+    the timeout only ends such a hang (redaction speed is no test's business)."""
     big = "A" * 300_000 + " " + "a.b-c_" * 50_000 + " password"
-    start = time.perf_counter()
     assert redact(big) == big
-    assert time.perf_counter() - start < 1.0
 
 
 def test_list_logs_newest_first(tmp_path: Path) -> None:
