@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pcswitcher.carry import DEFAULT_LINK
 from pcswitcher.config import Config, HistoryConfig, SnapshotsConfig, load_config
 from pcswitcher.config_schema import config_schema
 from pcswitcher.init_text import default_config_text
@@ -29,7 +30,7 @@ from pcswitcher.role_sections import (
     RoleSection,
 )
 from pcswitcher.runner import PlaybookResult
-from pcswitcher.safety import Safety
+from pcswitcher.safety import TARGET_LOCK_PATH, Safety
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = sorted(DRIVER_SET)
@@ -197,3 +198,16 @@ def test_init_and_the_reference_show_every_setting(section: RoleSection) -> None
     for key in sorted(_leaves(section.schema())):
         assert f"| `{section.key}.{key}` |" in reference
         assert f"  {key.rsplit('.', 1)[-1]}: " in init
+
+
+@pytest.mark.parametrize(
+    ("role", "option", "value"),
+    [
+        ("btrfs_snapshots", "lock_path", TARGET_LOCK_PATH),
+        ("carry", "link", DEFAULT_LINK),
+    ],
+)
+def test_what_the_driver_sets_is_the_roles_default(role: str, option: str, value: str) -> None:
+    """The lock path (agent.LOCK_FILE) and the command's link exist once in Python; the role's
+    default, for a playbook run by hand, is the same value."""
+    assert _argspec(role)[option]["default"] == value
