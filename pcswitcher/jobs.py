@@ -425,7 +425,7 @@ def load_yaml_text(text: str) -> Any:
     """``yaml.safe_load(text)``, parsed by libyaml when available, like Ansible reads a role's files.
 
     A document libyaml refuses is parsed again by PyYAML's own loader, so errors (and their
-    messages) are PyYAML's, as before. (The user's config keeps PyYAML's loader: libyaml accepts
+    messages) are always PyYAML's. (The user's config keeps PyYAML's loader: libyaml accepts
     some documents PyYAML refuses, e.g. a tab after ``key:``, and the config's errors must not change.)
     """
     if _FAST_SAFE_LOADER is not None:
