@@ -38,7 +38,9 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    result = history(p["action"], p["path"], p["role"], p["peer"], p["session"], check=module.check_mode)
+    result = history(
+        p["action"], p["path"], role=p["role"], peer=p["peer"], session=p["session"], check=module.check_mode
+    )
     error = result.pop("error", None)
     if error:
         module.fail_json(msg=str(error), **result)
