@@ -32,8 +32,12 @@ def _start(run_id: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], subpro
     assert hello["t"] == "hello", hello
     assert os.path.isdir(agent.run_dir(run_id))
     child = subprocess.Popen(
-        ["sh", "-c", "trap '' TERM; while :; do sleep 1; done"], env={**os.environ, agent.TAG: run_id}
+        ["sh", "-c", "trap '' TERM; echo ignoring; while :; do sleep 1; done"],
+        env={**os.environ, agent.TAG: run_id},
+        stdout=subprocess.PIPE,
     )
+    assert child.stdout is not None
+    assert child.stdout.readline() == b"ignoring\n"  # its trap is set: SIGTERM cannot end it
     return proc, child
 
 
