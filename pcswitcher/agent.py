@@ -344,8 +344,11 @@ LOCK_FILE = "pc-switcher/sync.lock"
 
 
 def default_lock_path() -> str:
-    """The sync lock of this machine (the same file the driver takes as source, see lock.py)."""
-    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    """The sync lock of this machine: the file the driver takes as source (paths.lock_path) and the
+    agent as target. ``$XDG_STATE_HOME`` counts only when absolute (the XDG rule, as paths.py reads it)."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state):
+        state = os.path.expanduser("~/.local/state")
     return os.path.join(state, LOCK_FILE)
 
 

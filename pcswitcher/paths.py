@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .agent import LOCK_FILE, RUN_ID_FORMAT, RUN_ID_STAMP, RUN_ID_TIME
+from .agent import RUN_ID_FORMAT, RUN_ID_STAMP, RUN_ID_TIME, default_lock_path
 
 APP = "pc-switcher"
 
@@ -122,8 +122,8 @@ def prune_run_dirs(keep: int = KEEP_RUN_DIRS, spare: str | None = None) -> list[
 
 
 def lock_path() -> Path:
-    """This machine's sync lock (agent.LOCK_FILE below the state home)."""
-    return _xdg("XDG_STATE_HOME", ".local/state") / LOCK_FILE
+    """This machine's sync lock: the same file its agent takes when it is a target."""
+    return Path(default_lock_path())
 
 
 def project_root() -> Path:
