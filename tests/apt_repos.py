@@ -166,6 +166,18 @@ def install_files(root: Path, files: Iterable[AptFile]) -> None:
         os.replace(tmp, target)
 
 
+def installed_version(root: Path, name: str) -> str | None:
+    """The version of test package ``name`` installed under ``root`` (a machine's root dir), read
+    from the file it installs; None when that file is absent."""
+    marker = root / FILES_DIR.lstrip("/") / name
+    if not marker.is_file():
+        return None
+    found, version = marker.read_text().split()
+    if found != name:
+        raise AptRepoError(f"{marker} names {found!r}, not {name!r}: it was not written by a test package")
+    return version
+
+
 def recipe_key() -> str:
     """The cache key: a hash of the packages, the architectures and this module's source."""
     recipe = {
