@@ -127,11 +127,15 @@ class TestRepos:
         return f"file://{self.mount_point}/{repo}"
 
     def broken_uri(self) -> AptFile:
-        """A deb822 source (``pcs-broken.sources``, key A) whose URI is a missing directory."""
-        return AptFile("/etc/apt/sources.list.d/pcs-broken.sources", _deb822(self.uri("missing"), "pcs"))
+        """A deb822 source (``pcs-broken.sources``, ``Signed-By`` the signed repository's keyring)
+        whose URI is a missing directory: ``apt-get update`` fails naming it."""
+        return AptFile(
+            "/etc/apt/sources.list.d/pcs-broken.sources", _deb822(self.uri("missing"), SUITES[SIGNED])
+        )
 
     def missing_suite(self) -> AptFile:
-        """A deb822 source (``pcs-nosuite.sources``, key A) naming a suite the signed repo lacks."""
+        """A deb822 source (``pcs-nosuite.sources``, ``Signed-By`` the signed repository's keyring)
+        naming a suite the signed repository lacks: ``apt-get update`` fails naming it."""
         return AptFile("/etc/apt/sources.list.d/pcs-nosuite.sources", _deb822(self.uri(SIGNED), "nosuch"))
 
 
