@@ -57,8 +57,8 @@ GOAL_B = 3.0
 
 def _config(config: dict[str, Any]) -> dict[str, Any]:
     """Turn off sections a sandbox cannot serve (btrfs snapshots of the host's /), if the schema has them."""
-    from pcswitcher.config_schema import config_schema
-    from pcswitcher.jobs import discover_jobs
+    from pcswitcher.config.schema import config_schema
+    from pcswitcher.jobs.discovery import discover_jobs
 
     if "snapshots" in config_schema(discover_jobs(REPO))["properties"]:
         config.setdefault("snapshots", {"enabled": False})

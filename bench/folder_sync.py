@@ -8,7 +8,7 @@ then, per tree, times:
 
 * raw ``rsync -aHAX --delete`` over the same ssh to the sandbox machine ``target`` (full, then no-op),
   once with ssh's default cipher order and once with the order pc-switcher's connection uses
-  (AES-GCM first, see ``pcswitcher.ssh.cipher_preference``) — the goals are checked against the
+  (AES-GCM first, see ``pcswitcher.remote.ssh.cipher_preference``) — the goals are checked against the
   faster of the two, so that the cipher is not what the job gains;
 * ``pc-switcher sync --only folder_sync`` with the tree as its only folder (full, then no-op), the
   driver's peak RSS (``VmHWM`` of the driver process, polled) and the job's own time from the log;
@@ -40,8 +40,8 @@ from datetime import datetime
 
 import psutil
 
-from pcswitcher.inventory import load_inventory
-from pcswitcher.ssh import cipher_preference
+from pcswitcher.remote.inventory import load_inventory
+from pcswitcher.remote.ssh import cipher_preference
 from tests.integration.folder_sync_helpers import folder_config, ssh_command
 from tests.integration.helpers import log_records, start_sync, write_config
 from tests.sandbox import Machine, Sandbox

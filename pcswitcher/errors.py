@@ -68,7 +68,7 @@ class TargetError(PcsError):
 class JobDefinitionError(Exception):
     """A job's files are malformed (a developer error, not a user error): names the file and problem.
 
-    Defined here rather than in :mod:`pcswitcher.jobs` (which re-exports it) so that the CLI can
+    Defined here rather than in :mod:`pcswitcher.jobs.discovery` (which re-exports it) so that the CLI can
     catch it without importing the job machinery.
     """
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .agent import RUN_ID_FORMAT, RUN_ID_STAMP, RUN_ID_TIME, default_lock_path
+from pcswitcher.remote.agent import RUN_ID_FORMAT, RUN_ID_STAMP, RUN_ID_TIME, default_lock_path
 
 APP = "pc-switcher"
 
@@ -134,7 +134,7 @@ def project_root() -> Path:
     override = os.environ.get("PCSWITCHER_PROJECT_DIR")
     root = Path(override) if override else Path(__file__).resolve().parent.parent
     if not (root / "playbooks").is_dir() or not (root / "roles").is_dir():
-        from .errors import PcsError
+        from pcswitcher.errors import PcsError
 
         raise PcsError(
             f"pc-switcher's playbooks and roles are not in {root}",

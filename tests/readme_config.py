@@ -18,8 +18,8 @@ END = "<!-- /config-example -->"
 
 def init_config_text() -> str:
     """What ``pc-switcher init`` writes into config.yml for this checkout's jobs."""
-    from pcswitcher.init_text import default_config_text
-    from pcswitcher.jobs import discover_jobs
+    from pcswitcher.config.init_text import default_config_text
+    from pcswitcher.jobs.discovery import discover_jobs
 
     return default_config_text(discover_jobs(REPO))
 

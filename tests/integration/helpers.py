@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import yaml
 
-from pcswitcher.logs import list_logs
+from pcswitcher.run.logs import list_logs
 from tests.sandbox import Machine, Sandbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -189,8 +189,8 @@ def sandbox_config(jobs: dict[str, bool], **sections: Any) -> dict[str, Any]:
     Global sections that cannot work inside a sandbox (btrfs snapshots: the sandbox's ``/`` is the
     host's) are turned off when the config schema knows them.
     """
-    from pcswitcher.config_schema import config_schema
-    from pcswitcher.jobs import discover_jobs
+    from pcswitcher.config.schema import config_schema
+    from pcswitcher.jobs.discovery import discover_jobs
 
     known = config_schema(discover_jobs(REPO))["properties"]
     config: dict[str, Any] = {"jobs": dict(jobs)}

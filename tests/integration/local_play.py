@@ -1,4 +1,4 @@
-"""A playbook run through :class:`pcswitcher.runner.PlaybookRun` on this host, over Ansible's local
+"""A playbook run through :class:`pcswitcher.jobs.runner.PlaybookRun` on this host, over Ansible's local
 connection: the scaffolding of the tests of the runner itself (test_gate, test_runner_config)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pcswitcher.runner import PlaybookResult, PlaybookRun, prepare_bin_dir, standard_envvars
+from pcswitcher.jobs.runner import PlaybookResult, PlaybookRun, prepare_bin_dir, standard_envvars
 
 INVENTORY = (
     "all:\n  hosts:\n    here:\n      ansible_connection: local\n"

@@ -1,4 +1,4 @@
-"""Run :class:`pcswitcher.safety.Safety` calls inside a sandbox machine (the source) and print JSON.
+"""Run :class:`pcswitcher.run.safety.Safety` calls inside a sandbox machine (the source) and print JSON.
 
 ``python -m tests.integration.safety_probe REQUEST_JSON`` with a request like::
 
@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from pcswitcher import paths
-from pcswitcher.config import HistoryConfig, SnapshotsConfig
+from pcswitcher.config.settings import HistoryConfig, SnapshotsConfig
 from pcswitcher.errors import PcsError
-from pcswitcher.safety import TARGET_LOCK_PATH, HistoryWarning, Safety, standalone_player
+from pcswitcher.run.safety import TARGET_LOCK_PATH, HistoryWarning, Safety, standalone_player
 
 
 def main(argv: list[str]) -> int:

@@ -59,8 +59,8 @@ REAP = 20.0
 def _write(source: Machine, config: dict[str, Any]) -> None:
     """Write the config, with the sections a sandbox cannot serve turned off when the schema has them
     (btrfs snapshots: a sandbox machine's ``/`` is the host's)."""
-    from pcswitcher.config_schema import config_schema
-    from pcswitcher.jobs import discover_jobs
+    from pcswitcher.config.schema import config_schema
+    from pcswitcher.jobs.discovery import discover_jobs
 
     if "snapshots" in config_schema(discover_jobs(REPO))["properties"]:
         config.setdefault("snapshots", {"enabled": False})

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from pcswitcher.agent import AGENT_NAME
+from pcswitcher.remote.agent import AGENT_NAME
 from tests.integration.helpers import (
     ObservedSync,
     dummy_config,

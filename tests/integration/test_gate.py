@@ -1,5 +1,5 @@
-"""The gate (pcswitcher/gate.py and its plugin pcswitcher/plugins/callback/pcswitcher_gate.py) on a
-real ansible-playbook: a job's whole playbook, attached to an :class:`~pcswitcher.gate.EarlyStart`,
+"""The gate (pcswitcher/jobs/gate.py and its plugin pcswitcher/jobs/plugins/callback/pcswitcher_gate.py) on a
+real ansible-playbook: a job's whole playbook, attached to an :class:`~pcswitcher.jobs.gate.EarlyStart`,
 waits before its first task until begin(), runs its validate phase, then holds before its first
 other task until release(); without a gate it runs straight through.
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import psutil
 
-from pcswitcher.gate import EarlyStart
-from pcswitcher.runner import PlaybookRun
+from pcswitcher.jobs.gate import EarlyStart
+from pcswitcher.jobs.runner import PlaybookRun
 from tests.integration.local_play import finish, local_run
 
 MAIN = """

@@ -187,7 +187,7 @@ def test_user_with_sudo_installs_from_own_checkout(box: Machine) -> None:
     assert res.returncode == 0, res.stderr
     out = make(box, "install", src, user=USER)
     assert f"installed pc-switcher {__version__} in {PREFIX}" in out
-    st = box.path(f"{PREFIX}/app/pcswitcher/cli.py").stat()
+    st = box.path(f"{PREFIX}/app/pcswitcher/cli/commands.py").stat()
     assert (st.st_uid, st.st_mode & 0o777) == (0, 0o644)  # root's, not the user's
     res = sh(box, "pc-switcher --version", user=USER)
     assert res.returncode == 0, res.stderr

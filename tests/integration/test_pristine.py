@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pcswitcher.jobs import discover_jobs
+from pcswitcher.jobs.discovery import discover_jobs
 from tests.integration.helpers import REPO, inventory_with, sync_argv, write_config
 from tests.integration.test_become import SNAPSHOTS, UID, USER
 from tests.sandbox import Machine, Sandbox

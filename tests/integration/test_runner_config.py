@@ -3,7 +3,7 @@ applies to pc-switcher's playbook runs exactly as to a person's ``ansible-playbo
 ``internal_poll_interval`` (the main process's 1 ms default costs rsync CPU on a long task) and its
 ``roles_path``.
 
-A local-connection play on this host, through :class:`pcswitcher.runner.PlaybookRun`.
+A local-connection play on this host, through :class:`pcswitcher.jobs.runner.PlaybookRun`.
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """A playbook that ends without a failed task — Ansible refused it, or the gate stopped it — says why:
-:meth:`pcswitcher.runner.PlaybookResult.reason` gives Ansible's own error, with where it points,
+:meth:`pcswitcher.jobs.runner.PlaybookResult.reason` gives Ansible's own error, with where it points,
 instead of a bare "the playbook failed". Real runs of ansible-playbook through
-:class:`pcswitcher.runner.PlaybookRun`, on this host over Ansible's local connection."""
+:class:`pcswitcher.jobs.runner.PlaybookRun`, on this host over Ansible's local connection."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from pcswitcher.jobs.runner import PlaybookResult
 from pcswitcher.paths import project_root
-from pcswitcher.runner import PlaybookResult
 from tests.integration.local_play import finish, local_run
 
 UNKNOWN_MODULE = """

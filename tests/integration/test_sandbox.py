@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pcswitcher.agent import start_ticks
+from pcswitcher.remote.agent import start_ticks
 from tests.sandbox import Machine, Sandbox, down_all
 
 ANSIBLE = Path(sys.executable).parent / "ansible"

@@ -1,4 +1,4 @@
-"""Snapshots, rollback and sync history on real sandbox machines (pcswitcher.safety, roles
+"""Snapshots, rollback and sync history on real sandbox machines (pcswitcher.run.safety, roles
 btrfs_snapshots and sync_history). The Safety calls run inside the machine ``source``
 (tests/integration/safety_probe.py); the CLI commands are the real ``pc-switcher``."""
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pcswitcher.logs import list_logs
+from pcswitcher.run.logs import list_logs
 from tests.integration.folder_sync_helpers import bind_mount, sh
 from tests.integration.helpers import (
     PC_SWITCHER,
@@ -604,7 +604,7 @@ def test_init_writes_a_config_that_works(sb: Sandbox) -> None:
 
 
 def _commands() -> list[list[str]]:
-    from pcswitcher.cli import cli
+    from pcswitcher.cli.commands import cli
 
     names: list[list[str]] = [[]]
     for name, command in sorted(cli.commands.items()):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from pcswitcher.jobs import discover_jobs
+from pcswitcher.jobs.discovery import discover_jobs
 from tests.sandbox.machine import BTRFS_TOP, Machine, Sandbox
 
 REPO = Path(__file__).resolve().parents[2]

@@ -31,7 +31,7 @@ from typing import Any
 import psutil
 import yaml
 
-from pcswitcher.agent import start_ticks
+from pcswitcher.remote.agent import start_ticks
 
 DEFAULT_BASE = Path("/var/tmp/pcswitcher-sandbox")
 BASE_ENV = "PCS_SANDBOX_DIR"

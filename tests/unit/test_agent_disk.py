@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pcswitcher import agent
+from pcswitcher.remote import agent
 
 UUID = "161bb32c-666d-4f5c-9566-392a6cb9777c"
 OTHER = "0f3e8a51-2b7c-4d9e-8f10-aa55aa55aa55"

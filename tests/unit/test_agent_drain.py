@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from pcswitcher import agent
+from pcswitcher.remote import agent
 from tests.unit.test_agent_flush import _read
 
 

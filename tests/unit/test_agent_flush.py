@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from pcswitcher import agent
+from pcswitcher.remote import agent
 
 SLOW_AGENT = """
 import os, sys, time

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pcswitcher import agent
-from pcswitcher.agent import HISTORY_KEEP, _history_command, history
+from pcswitcher.remote import agent
+from pcswitcher.remote.agent import HISTORY_KEEP, _history_command, history
 
 
 def test_read_without_a_file_is_no_history(tmp_path: Path) -> None:
@@ -184,7 +184,7 @@ def test_a_write_that_fails_on_a_full_disk_leaves_no_temp_file(tmp_path: Path) -
     # full disk makes it fail with ENOSPC
     script = (
         "import resource, signal, sys\n"
-        "from pcswitcher import agent\n"
+        "from pcswitcher.remote import agent\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
         "try:\n"

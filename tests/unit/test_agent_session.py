@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pcswitcher import agent
-from pcswitcher.agent import AGENT_NAME
-from pcswitcher.agent_session import AgentSession, remote_command
-from pcswitcher.inventory import Target
-from pcswitcher.registry import Registry
+from pcswitcher.jobs.registry import Registry
+from pcswitcher.remote import agent
+from pcswitcher.remote.agent import AGENT_NAME
+from pcswitcher.remote.inventory import Target
+from pcswitcher.remote.session import AgentSession, remote_command
 
 SOURCE_WORDS = (b"def sweep", b"find_run_processes", b"import argparse")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pcswitcher import agent
+from pcswitcher.remote import agent
 from tests.unit.test_agent_flush import _read
 
 TRIALS = 8

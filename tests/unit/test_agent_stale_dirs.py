@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pcswitcher import agent
-from pcswitcher.agent import TAG, remove_stale_run_dirs
+from pcswitcher.remote import agent
+from pcswitcher.remote.agent import TAG, remove_stale_run_dirs
 from tests import needs
 
 OLD = "20261127T235000Z-3f9a"

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from pcswitcher import agent
+from pcswitcher.remote import agent
 
 RUN_ID = "20200101T000000Z-5eed"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pcswitcher import ssh
-from pcswitcher.inventory import Target
+from pcswitcher.remote import ssh
+from pcswitcher.remote.inventory import Target
 from tests import needs
 
 

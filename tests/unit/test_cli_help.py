@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pcswitcher.jobs import discover_jobs
+from pcswitcher.jobs.discovery import discover_jobs
 from pcswitcher.paths import project_root
 
 PC_SWITCHER = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "pc-switcher")

@@ -1,4 +1,4 @@
-"""The config file: schema, precise error locations, thresholds, the default text (pcswitcher.config)."""
+"""The config file: schema, error locations, thresholds, the default text (pcswitcher.config.settings)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from pcswitcher import paths
-from pcswitcher.config import Config, load_config
-from pcswitcher.config_schema import config_schema
+from pcswitcher.config.init_text import default_config_text, example_inventory_text
+from pcswitcher.config.schema import config_schema
+from pcswitcher.config.settings import Config, load_config
+from pcswitcher.config.units import Threshold, parse_threshold
 from pcswitcher.errors import ConfigError, ExitCode
-from pcswitcher.init_text import default_config_text, example_inventory_text
-from pcswitcher.jobs import JobSpec, discover_jobs
-from pcswitcher.units import Threshold, parse_threshold
+from pcswitcher.jobs.discovery import JobSpec, discover_jobs
 
 PROJECT = Path(__file__).parent / "fixtures" / "project"
 GiB = 1024**3

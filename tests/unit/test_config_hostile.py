@@ -1,5 +1,5 @@
 """Hostile config files: every one is refused with one line ``<file>:<line>:<col>: ...`` and exit 2,
-before anything expands, blocks or reads more than a config's worth of bytes (pcswitcher.config)."""
+before anything expands, blocks or reads more than a config's worth of bytes (pcswitcher.config.settings)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from pcswitcher.config import load_config
-from pcswitcher.config_file import MAX_CONFIG_BYTES, MAX_CONFIG_NODES
+from pcswitcher.config.file import MAX_CONFIG_BYTES, MAX_CONFIG_NODES
+from pcswitcher.config.formats import path_problem
+from pcswitcher.config.settings import load_config
 from pcswitcher.errors import ConfigError, ExitCode
-from pcswitcher.formats import path_problem
-from pcswitcher.jobs import JobSpec, discover_jobs
+from pcswitcher.jobs.discovery import JobSpec, discover_jobs
 
 PROJECT = Path(__file__).parent / "fixtures" / "project"
 GOOD = "jobs:\n  demo: true\n"
@@ -227,7 +227,7 @@ def test_unreadable_for_its_user(tmp_path: Path) -> None:
     path.write_text(GOOD)
     path.chmod(0o000)
     code = (
-        "import sys; from pathlib import Path; from pcswitcher.config import load_config;"
+        "import sys; from pathlib import Path; from pcswitcher.config.settings import load_config;"
         "from pcswitcher.errors import ConfigError\n"
         "try:\n    load_config(Path(sys.argv[1]), {})\n"
         "except ConfigError as e:\n    print(e.message); print(e.hint)\n"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pcswitcher.jobs import JobSpec, discover_jobs, option_checks_file
+from pcswitcher.jobs.discovery import JobSpec, discover_jobs, option_checks_file
 
 REPO = Path(__file__).resolve().parents[2]
 JOBS: dict[str, JobSpec] = discover_jobs(REPO)

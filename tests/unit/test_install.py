@@ -96,7 +96,7 @@ def test_runtime_files_are_the_runtime_tree(tmp_path: Path) -> None:
     (root / "tests").mkdir()
     (root / "tests" / "t.py").write_text("")
     files = install.runtime_files(root)
-    assert "pcswitcher/cli.py" in files
+    assert "pcswitcher/cli/commands.py" in files
     assert "pcswitcher/install.py" in files
     assert "ansible.cfg" in files
     assert any(f.startswith("roles/folder_sync/") for f in files)
@@ -107,7 +107,7 @@ def test_runtime_files_are_the_runtime_tree(tmp_path: Path) -> None:
 
 def test_links_leaving_the_tree_refused(tmp_path: Path) -> None:
     root = _checkout(tmp_path)
-    # the roles' links to pcswitcher/agent.py stay inside: accepted, kept as links
+    # the roles' links to pcswitcher/remote/agent.py stay inside: accepted, kept as links
     assert (root / "roles/cleanup/module_utils/pcswitcher_agent.py").is_symlink()
     install.runtime_files(root)
     bad = root / "roles" / "evil"

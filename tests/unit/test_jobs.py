@@ -1,4 +1,4 @@
-"""Job discovery and the argspec -> JSON schema / defaults / extra vars mapping (pcswitcher.jobs)."""
+"""Job discovery; the argspec -> JSON schema, defaults, extra vars mapping (pcswitcher.jobs.discovery)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from pcswitcher.jobs import JobDefinitionError, JobSpec, discover_jobs, strict_validator
+from pcswitcher.jobs.discovery import JobDefinitionError, JobSpec, discover_jobs, strict_validator
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROJECT = FIXTURES / "project"
@@ -365,7 +365,7 @@ def option_problems(settings):
 
 
 def test_option_checks_hook_reports_with_the_place(tmp_path: Path) -> None:
-    from pcswitcher.config import load_config
+    from pcswitcher.config.settings import load_config
     from pcswitcher.errors import ConfigError
 
     root = _job_with_hook(tmp_path, GOOD_HOOK)

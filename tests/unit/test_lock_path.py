@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pcswitcher import agent, paths
+from pcswitcher import paths
+from pcswitcher.remote import agent
 
 
 @pytest.mark.parametrize("value", [None, "", "relative/state", "/srv/state", "/srv/state/"])

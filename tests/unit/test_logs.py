@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from pcswitcher.errors import UsageError
-from pcswitcher.logs import (
+from pcswitcher.run.logs import (
     NO_END,
     RedactingFilter,
     latest_log,
@@ -53,7 +53,7 @@ def test_json_line_fields(tmp_path: Path) -> None:
     log = setup_logging(path, "DEBUG", None, "INFO")
     log.info("copied", extra={"job": "dummy_success", "host": "target1", "fields": {"files": 12, "ok": True}})
     log.warning("plain")
-    logging.getLogger("pcswitcher.runner").error("from a child logger", extra={"job": "j"})
+    logging.getLogger("pcswitcher.jobs.runner").error("from a child logger", extra={"job": "j"})
     shutdown_logging()
 
     first, second, third = read_lines(path)
@@ -337,7 +337,7 @@ def _write_run_log(state: Path) -> Path:
 
 def _cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "XDG_STATE_HOME": str(state), "COLUMNS": "80"}
-    argv = [sys.executable, "-c", "from pcswitcher.cli import entry; entry()", "logs", *args]
+    argv = [sys.executable, "-c", "from pcswitcher.cli.commands import entry; entry()", "logs", *args]
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
 
 

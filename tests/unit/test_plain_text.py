@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from pcswitcher import paths
-from pcswitcher.init_text import default_config_text, example_inventory_text
-from pcswitcher.jobs import discover_jobs, plain_text
-from pcswitcher.reference import render
+from pcswitcher.config.init_text import default_config_text, example_inventory_text
+from pcswitcher.config.reference import render
+from pcswitcher.jobs.discovery import discover_jobs, plain_text
 
 ROOT = paths.project_root()
 #: Any of Ansible's markup: X(...) for its one- and two-letter kinds, or the horizontal line.

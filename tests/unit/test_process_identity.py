@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from pcswitcher.agent import start_ticks
-from pcswitcher.registry import Registry, Tracked
+from pcswitcher.jobs.registry import Registry, Tracked
+from pcswitcher.remote.agent import start_ticks
 from tests.sandbox.machine import live_process
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from pcswitcher.jobs import discover_jobs
-from pcswitcher.reference import render
+from pcswitcher.config.reference import render
+from pcswitcher.jobs.discovery import discover_jobs
 
 REPO = Path(__file__).resolve().parents[2]
 PC_SWITCHER = REPO / ".venv" / "bin" / "pc-switcher"

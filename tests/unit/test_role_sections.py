@@ -1,4 +1,4 @@
-"""The infrastructure roles' inputs come from their argspecs (pcswitcher/role_sections.py).
+"""The infrastructure roles' inputs come from their argspecs (pcswitcher/config/role_sections.py).
 
 For btrfs_snapshots, sync_history, cleanup and carry: every argspec option is fed by a config
 setting, set by the driver (role_sections.DRIVER_SET) or always left at its default
@@ -15,12 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pcswitcher.carry import DEFAULT_LINK
-from pcswitcher.config import Config, HistoryConfig, SnapshotsConfig, load_config
-from pcswitcher.config_schema import config_schema
-from pcswitcher.init_text import default_config_text
-from pcswitcher.reference import render
-from pcswitcher.role_sections import (
+from pcswitcher.config.init_text import default_config_text
+from pcswitcher.config.reference import render
+from pcswitcher.config.role_sections import (
     DRIVER_SET,
     DURATION,
     HISTORY,
@@ -29,8 +26,11 @@ from pcswitcher.role_sections import (
     SNAPSHOTS,
     RoleSection,
 )
-from pcswitcher.runner import PlaybookResult
-from pcswitcher.safety import TARGET_LOCK_PATH, Safety
+from pcswitcher.config.schema import config_schema
+from pcswitcher.config.settings import Config, HistoryConfig, SnapshotsConfig, load_config
+from pcswitcher.jobs.runner import PlaybookResult
+from pcswitcher.run.carry import DEFAULT_LINK
+from pcswitcher.run.safety import TARGET_LOCK_PATH, Safety
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = sorted(DRIVER_SET)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pcswitcher import paths
-from pcswitcher.cleanup import newest_run_id
-from pcswitcher.logs import list_logs
+from pcswitcher.run.cleanup import newest_run_id
+from pcswitcher.run.logs import list_logs
 
 
 @pytest.fixture

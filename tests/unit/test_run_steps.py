@@ -1,11 +1,11 @@
-"""The run's steps (pcswitcher/run.py): docs/architecture.md lists them, in the same words and order."""
+"""The run's steps (pcswitcher/run/steps.py): docs/architecture.md lists them, in the same words and order."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from pcswitcher.run import STEPS, RunContext
+from pcswitcher.run.steps import STEPS, RunContext
 
 REPO = Path(__file__).resolve().parents[2]
 

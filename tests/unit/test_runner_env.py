@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pcswitcher.runner import standard_envvars
+from pcswitcher.jobs.runner import standard_envvars
 
 
 def _env(tmp_path: Path, run_dir: str | None = None) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""pcswitcher.safety without machines: the history rules and policy, failure text, the config sections."""
+"""pcswitcher.run.safety without machines: the history rules and policy, failure text, the config sections."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from pcswitcher.agent import RUN_DIR_NAME_RE, RUN_ID_FORMAT, new_run_id
-from pcswitcher.config import HistoryConfig, SnapshotsConfig, load_config
+from pcswitcher.config.settings import HistoryConfig, SnapshotsConfig, load_config
+from pcswitcher.config.units import parse_duration
 from pcswitcher.errors import ConfigError, ExitCode
-from pcswitcher.runner import PlaybookResult
-from pcswitcher.safety import (
+from pcswitcher.jobs.runner import PlaybookResult
+from pcswitcher.remote.agent import RUN_DIR_NAME_RE, RUN_ID_FORMAT, new_run_id
+from pcswitcher.run.safety import (
     FIRST_SYNC_FLAG,
     OUT_OF_ORDER_FLAG,
     HistoryRefused,
@@ -24,8 +25,7 @@ from pcswitcher.safety import (
     evaluate_history,
     failure_text,
 )
-from pcswitcher.ui import Ui
-from pcswitcher.units import parse_duration
+from pcswitcher.run.ui import Ui
 
 
 def hist(host: str, role: str | None = None, peer: str | None = None, problem: str = "") -> MachineHistory:

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pcswitcher.init_text import default_config_text
-from pcswitcher.jobs import JobSpec, discover_jobs, load_yaml_text
+from pcswitcher.config.init_text import default_config_text
+from pcswitcher.jobs.discovery import JobSpec, discover_jobs, load_yaml_text
 
 PROJECT = Path(__file__).parent / "fixtures" / "project"
 REPO = Path(__file__).parents[2]
@@ -53,13 +53,13 @@ def test_the_jobs_files_read_the_same_with_libyaml_and_pyyaml() -> None:
 PROBE = """
 import sys
 from pathlib import Path
-import pcswitcher.cli
+import pcswitcher.cli.commands
 heavy = [m for m in sys.modules if m.split(".")[0] in {"rich", "jsonschema", "yaml"}]
 assert not heavy, f"importing the CLI imports {heavy}"
-import pcswitcher.driver
-from pcswitcher.config import load_config
-from pcswitcher.jobs import discover_jobs
-from pcswitcher.ui import Ui
+import pcswitcher.run.driver
+from pcswitcher.config.settings import load_config
+from pcswitcher.jobs.discovery import discover_jobs
+from pcswitcher.run.ui import Ui
 from rich.console import Console
 import io
 config = load_config(Path(sys.argv[1]), discover_jobs(Path(sys.argv[2])))
@@ -96,7 +96,7 @@ ENTRY = """
 import atexit, sys
 atexit.register(lambda: print("exit handler ran", file=sys.stderr))
 sys.argv[0] = "pc-switcher"
-from pcswitcher.cli import entry
+from pcswitcher.cli.commands import entry
 entry()
 """
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from pcswitcher.errors import JobDefinitionError
-from pcswitcher.events import delegated_to_source
-from pcswitcher.jobs import discover_jobs
-from pcswitcher.summary import format_bytes, format_count, job_summary, plain, render, template_problem
+from pcswitcher.jobs.discovery import discover_jobs
+from pcswitcher.jobs.summary import format_bytes, format_count, job_summary, plain, render, template_problem
+from pcswitcher.run.events import delegated_to_source
 from tests.unit.test_jobs import argspec, make_job
 
 REPO = Path(__file__).resolve().parents[2]

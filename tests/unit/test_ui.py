@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from pcswitcher.logs import setup_logging, shutdown_logging
-from pcswitcher.ui import Ui, format_duration
+from pcswitcher.jobs.summary import format_duration
+from pcswitcher.run.logs import setup_logging, shutdown_logging
+from pcswitcher.run.ui import Ui
 
 STAMP = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

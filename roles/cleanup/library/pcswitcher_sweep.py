@@ -11,7 +11,7 @@ description:
     the run's async job ids in their command line, and as descendants of those; never by name.
   - SIGTERM, a short grace, then SIGSTOP and SIGKILL until none is left. Never itself or its ancestors.
   - Removes the run's directory C(/tmp/pcswitcher-<run id>) and the async status files of the job ids.
-  - The same code as the pc-switcher agent (module_utils/pcswitcher_agent.py is pcswitcher/agent.py).
+  - The same code as the pc-switcher agent (module_utils/pcswitcher_agent.py is pcswitcher/remote/agent.py).
 options:
   run_id:
     description: The run to clean up.

@@ -1,1 +1,1 @@
-../../../pcswitcher/agent.py
+../../../pcswitcher/remote/agent.py

@@ -5,7 +5,7 @@ Run on the source, read-only, after the other checks passed::
 
     folder_sync_space.py AGENT INPUT
 
-``AGENT`` is the path of pc-switcher's agent (``pcswitcher/agent.py``, linked beside this script):
+``AGENT`` is the path of pc-switcher's agent (``pcswitcher/remote/agent.py``, linked beside this script):
 its disk figures are what the run's disk guard watches (on btrfs, data written but not yet
 committed is not free), and the same code measures the target, sent over the sync's own ssh command
 to the target's Python (:data:`LOADER`: the paths as JSON on stdin, never on a command line), as the

@@ -1,7 +1,7 @@
 #!/usr/bin/python
 """Ansible module of the role sync_history: the sync history file of one machine.
 
-The work is :func:`history` of ``module_utils/pcswitcher_agent.py`` (a link to pcswitcher/agent.py):
+The work is :func:`history` of ``module_utils/pcswitcher_agent.py`` (a link to pcswitcher/remote/agent.py):
 the same code the pc-switcher agents run during a sync, so a playbook run by hand and the driver
 read and write the file the same way. Actions: ``read`` (never changes anything) returns the host
 name and the file's content; ``record`` appends a record and makes it ``last``. Check mode writes

@@ -1,0 +1,935 @@
+"""The pc-switcher agent: one small stdlib-only program that runs on both machines of a sync.
+
+It is the run's watchman on a machine. The driver starts one on the source (a child process with a
+pipe) and one on the target (over ssh; that ssh process is also the run's ControlMaster), there as
+``python3 -c <bootstrap> pcswitcher-agent monitor --run <run id> ...``: the bootstrap reads this
+file from stdin first (agent_session.py). They speak JSON lines: the driver writes commands to the
+agent's stdin, the agent answers on stdout.
+
+Commands (one per line):
+    ping                 -> {"t": "hb", "time": ..., "disk": [...]} (and any new progress lines)
+    drain                -> every progress line written so far, then {"t": "drained"}
+    sweep [JID ...]      -> kill every process of the run now; {"t": "swept", "killed": [...]}
+    history JSON         -> read or record this machine's sync history (see :func:`history`);
+                            {"t": "history", "host": ..., "path": ..., "history": ..., ...}
+    flush                -> flush the local filesystems (:func:`flush_local_filesystems`) in a
+                            thread, answering pings meanwhile; when done
+                            {"t": "flushed", "mounts": [...], "seconds": ...}
+    quit                 -> sweep, remove the run's directory, exit
+
+Dead-man switch: when stdin reaches EOF (the driver died, its ssh died) or no command arrives for
+``--timeout`` seconds (a frozen link), the agent sweeps the run's processes, removes the run's
+directory and exits — as it does on ``quit``.
+
+A process belongs to the run when its environment holds ``PCSWITCHER_RUN_ID=<run id>`` (the play
+environment gives every module, async wrapper and their children this tag), or when its command
+line names one of the run's async job ids, or when it descends from such a process. Nothing is ever
+matched by process name. The agent never kills itself or its ancestors.
+
+The same file is the ``module_utils/pcswitcher_agent.py`` of two roles (symlinks to this file): the
+cleanup role's ``pcswitcher_sweep`` module sweeps with :func:`sweep`, the sync_history role's
+``pcs_history`` module reads and records with :func:`history` — what the driver asks the agents to
+do during a sync is exactly what those playbooks do when run by hand. From a shell:
+``pcswitcher_agent.py sweep --run ID [--jid J ...] [--remove]``; ``pcswitcher_agent.py disk -- PATH...``
+prints the free space figure of each path, as the pings measure it (a job's space check may run it
+on the target).
+Python 3.8+ (the oldest ansible-core 2.19 manages) and the standard library only: it runs on any
+target that Ansible can manage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+import select
+import shutil
+import signal
+import socket
+import stat
+import sys
+import threading
+import time
+
+TAG = "PCSWITCHER_RUN_ID"
+RUN_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # \Z: no trailing newline
+RUN_DIR_PREFIX = "/tmp/pcswitcher-"
+#: The target's agent runs as ``python3 -c <bootstrap> pcswitcher-agent ARGS`` (agent_session.py)
+AGENT_NAME = "pcswitcher-agent"
+
+
+def run_dir(run_id: str) -> str:
+    """The run's working directory on a machine (progress file, Ansible's remote tmp, async dir)."""
+    return RUN_DIR_PREFIX + run_id
+
+
+def _stat_field(pid: int, index: int) -> int:
+    """Field ``index`` (0 = state, after the command name) of ``/proc/<pid>/stat``; 0 if unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rindex(b")") + 2 :].split()[index])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _ppid(pid: int) -> int:
+    return _stat_field(pid, 1)
+
+
+def start_ticks(pid: int) -> int:
+    """When ``pid`` started, in clock ticks since boot (0 if gone): with the pid, a process's identity.
+
+    Unlike a wall-clock start time (psutil's ``create_time()``, boot time + ticks), it does not move
+    when the system clock is stepped, so a process recorded in one program is recognised in another."""
+    return _stat_field(pid, 19)
+
+
+def _ancestors(pid: int) -> set[int]:
+    seen = {pid}
+    while pid > 1:
+        pid = _ppid(pid)
+        seen.add(pid)
+    return seen
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def find_run_processes(run_id: str, jids: list[str] | tuple[str, ...] = ()) -> dict[int, str]:
+    """pid -> command line of every live process of the run (tag, async job id, or descendant)."""
+    tag = f"{TAG}={run_id}".encode()
+    jid_bytes = [j.encode() for j in jids if j]
+    protected = _ancestors(os.getpid())
+    parents: dict[int, int] = {}
+    cmdlines: dict[int, str] = {}
+    matched: set[int] = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        if pid in protected:
+            continue
+        cmdline = _read(f"/proc/{pid}/cmdline")
+        if not cmdline:  # kernel thread or zombie: nothing to kill
+            continue
+        parents[pid] = _ppid(pid)
+        cmdlines[pid] = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+        if tag in _read(f"/proc/{pid}/environ").split(b"\0") or any(j in cmdline for j in jid_bytes):
+            matched.add(pid)
+    # descendants of matched processes belong to the run even if they cleared their environment
+    changed = True
+    while changed:
+        changed = False
+        for pid, ppid in parents.items():
+            if pid not in matched and ppid in matched:
+                matched.add(pid)
+                changed = True
+    return {pid: cmdlines[pid] for pid in sorted(matched)}
+
+
+def _signal_all(pids: object, sig: int) -> None:
+    for pid in pids:  # type: ignore[attr-defined]
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _release_parents(parents: set[int], killed: set[int], timeout: float = 1.0) -> None:
+    """SIGCONT to the stopped ones of ``parents`` (outside the run; never the agent or its ancestors)
+    until they reaped the killed children: a parent that stopped itself when the sweep froze its child
+    (``sudo`` does, to pass job control on) would otherwise wait forever for the child it cannot reap."""
+    waiting = parents - killed - _ancestors(os.getpid()) - {0, 1}
+    deadline = time.monotonic() + timeout
+    while waiting:
+        for pid in waiting:
+            stat = _read(f"/proc/{pid}/stat")
+            if stat[stat.rfind(b")") + 2 :][:1] == b"T":
+                _signal_all([pid], signal.SIGCONT)
+        unreaped = [pid for pid in killed if _ppid(pid) in waiting]
+        if not unreaped or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+
+
+def sweep(run_id: str, jids: list[str] | tuple[str, ...] = (), grace: float = 0.3) -> dict[str, object]:
+    """Kill every process of the run: SIGTERM, a short grace, then freeze-and-SIGKILL until none is left."""
+    found = find_run_processes(run_id, jids)
+    killed = dict(found)
+    parents = {_ppid(pid) for pid in found}
+    if found:
+        _signal_all(found, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and find_run_processes(run_id, jids):
+            time.sleep(0.02)
+    for _ in range(50):
+        found = find_run_processes(run_id, jids)
+        if not found:
+            break
+        killed.update(found)
+        parents.update(_ppid(pid) for pid in found)
+        _signal_all(found, signal.SIGSTOP)  # frozen processes cannot fork new children
+        again = find_run_processes(run_id, jids)
+        killed.update(again)
+        _signal_all(set(found) | set(again), signal.SIGKILL)
+        time.sleep(0.02)
+    _release_parents(parents, set(killed))
+    remaining = find_run_processes(run_id, jids)
+    return {
+        "t": "swept",
+        "killed": [{"pid": pid, "cmd": cmd[:200]} for pid, cmd in sorted(killed.items())],
+        "remaining": sorted(remaining),
+    }
+
+
+def remove_run_files(run_id: str, jids: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Remove the run's directory and the async status files of its jobs in the default async dir."""
+    removed = []
+    path = run_dir(run_id)
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    async_dir = os.path.expanduser("~/.ansible_async")
+    for jid in jids:
+        if RUN_ID_RE.match(jid):
+            for name in (jid, f"{jid}.results"):
+                status = os.path.join(async_dir, name)
+                if os.path.exists(status):
+                    os.remove(status)
+                    removed.append(status)
+    return removed
+
+
+#: A run id as pc-switcher makes them (a sync's, and a snapshot session's): its start in UTC and
+#: four random hex digits, ``20261127T235000Z-3f9a`` (:func:`new_run_id`). The one definition of
+#: the format: the run and state directories, the logs and the snapshot sessions are named by it.
+RUN_ID_TIME = "%Y%m%dT%H%M%SZ"
+RUN_ID_STAMP = r"[0-9]{8}T[0-9]{6}Z"  # RUN_ID_TIME's text
+RUN_ID_FORMAT = rf"{RUN_ID_STAMP}-[0-9a-f]{{4}}"
+
+
+def new_run_id() -> str:
+    return f"{time.strftime(RUN_ID_TIME, time.gmtime())}-{secrets.token_hex(2)}"
+
+
+#: The name of a run's directory (:func:`run_dir`)
+RUN_DIR_NAME_RE = re.compile(rf"^pcswitcher-{RUN_ID_FORMAT}$")
+
+
+def live_run_ids() -> set[str]:
+    """The run ids in the tags (``PCSWITCHER_RUN_ID=``) of the live processes this user can see."""
+    prefix = f"{TAG}=".encode()
+    found: set[str] = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            for item in _read(f"/proc/{name}/environ").split(b"\0"):
+                if item.startswith(prefix):
+                    found.add(item[len(prefix) :].decode(errors="replace"))
+    return found
+
+
+def remove_stale_run_dirs(current: str, parent: str = os.path.dirname(RUN_DIR_PREFIX)) -> list[str]:
+    """Remove the run directories that killed runs left on this machine; returns their paths.
+
+    Call it only while holding this machine's sync lock: then no other run of this machine (as
+    source or target) is alive. Even so, a directory is removed only when its name is a run id's
+    (``pcswitcher-20261127T235000Z-3f9a``), it is a directory itself (not a symlink), it belongs to
+    this user, it is not ``current``'s, and no live process carries its run's tag. Nothing below it
+    is followed (``shutil.rmtree`` works on file descriptors).
+    """
+    removed: list[str] = []
+    try:
+        names = sorted(os.listdir(parent))
+    except OSError:
+        return removed
+    live: set[str] | None = None
+    for name in names:
+        run_id = name[len("pcswitcher-") :]
+        if not RUN_DIR_NAME_RE.match(name) or run_id == current:
+            continue
+        path = os.path.join(parent, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            continue
+        if live is None:
+            live = live_run_ids()
+        if run_id in live:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path):
+            removed.append(path)
+    return removed
+
+
+def try_lock(path: str) -> tuple[int | None, dict[str, object]]:
+    """Take the flock on ``path``: (fd, previous content) or (None, holder) when held.
+
+    Retries when the file was replaced under us (a holder unlinks it on release), so that two
+    processes can never both hold locks on different inodes of the same path.
+    """
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None, read_holder(path)
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd, read_holder(path)
+        os.close(fd)
+
+
+def missing_dirs(path: str) -> list[str]:
+    """``path`` and those of its parents that do not exist (deepest first): what try_lock creates."""
+    missing: list[str] = []
+    while path and not os.path.exists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+def remove_empty_dirs(paths: list[str]) -> None:
+    """Remove the directories a lock created, deepest first, when nothing else was put in them."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+
+
+def describe_holder(holder: dict[str, object]) -> str:
+    keys = ("host", "pid", "role", "target", "source", "run_id", "started")
+    return ", ".join(f"{k} {holder[k]}" for k in keys if holder.get(k) is not None) or "unknown holder"
+
+
+def write_holder(fd: int, record: dict[str, object]) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(record).encode(), 0)
+
+
+def unlock(fd: int, path: str) -> None:
+    """Remove the file, then drop the lock (in this order: see try_lock)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read_holder(path: str) -> dict[str, object]:
+    try:
+        with open(path) as f:
+            data = json.loads(f.read() or "{}")
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+#: This machine's sync lock, below its state home (``$XDG_STATE_HOME``, ``~/.local/state``): the one
+#: definition of its place (the driver takes it as source, see lock.py; the agent as target;
+#: a rollback through safety.TARGET_LOCK_PATH)
+LOCK_FILE = "pc-switcher/sync.lock"
+
+
+def default_lock_path() -> str:
+    """The sync lock of this machine: the file the driver takes as source (paths.lock_path) and the
+    agent as target. ``$XDG_STATE_HOME`` counts only when absolute (the XDG rule, as paths.py reads it)."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state):
+        state = os.path.expanduser("~/.local/state")
+    return os.path.join(state, LOCK_FILE)
+
+
+BTRFS_SYSFS = "/sys/fs/btrfs"
+
+
+def btrfs_filesystem(fsid: int, sysfs: str = BTRFS_SYSFS) -> str:
+    """The UUID of the mounted btrfs whose ``statvfs().f_fsid`` is ``fsid``, or "" (not btrfs).
+
+    btrfs's statfs folds its UUID into ``f_fsid`` (fs/btrfs/super.c, btrfs_statfs): with the UUID as
+    four big-endian 32-bit words w0..w3, the low half is ``w0 ^ w2 ^ (subvolume id >> 32)`` (the id is
+    below 2**32, so ``w0 ^ w2``) and the high half ``w1 ^ w3 ^ (subvolume id & 0xffffffff)``. So every
+    path of a btrfs — any subvolume — is matched to its ``/sys/fs/btrfs/<UUID>`` without opening it
+    (no permission needed, unlike the BTRFS_IOC_FS_INFO ioctl). A C library that keeps only the low
+    half gives a high half of 0, which is accepted too.
+    """
+    try:
+        names = os.listdir(sysfs)
+    except OSError:
+        return ""
+    low, high = fsid & 0xFFFFFFFF, fsid >> 32
+    for name in names:
+        try:
+            raw = bytes.fromhex(name.replace("-", ""))
+        except ValueError:
+            continue
+        if len(raw) != 16:
+            continue
+        w = [int.from_bytes(raw[i : i + 4], "big") for i in range(0, 16, 4)]
+        subvolume = high ^ w[1] ^ w[3]
+        if low == w[0] ^ w[2] and (high == 0 or subvolume == 5 or 256 <= subvolume < 1 << 32):
+            return name
+    return ""
+
+
+def btrfs_unwritten(uuid: str, sysfs: str = BTRFS_SYSFS) -> int:
+    """Bytes of data the btrfs ``uuid`` has promised to writes but ``statvfs`` does not count yet.
+
+    btrfs's statvfs counts data extents once a transaction commits them (every 30 s by default); a
+    write takes its space at once as a reservation: ``bytes_may_use`` (delayed allocation, data still
+    in the page cache) and ``bytes_reserved`` (written back, not yet committed) of the data space
+    (``mixed`` on a filesystem with mixed block groups). Measured on a 300 MiB btrfs: after writing
+    50 MiB without sync, statvfs's free figure did not move and bytes_may_use rose by 50 MiB; after
+    fdatasync the same bytes were in bytes_reserved; after the commit in bytes_used (statvfs).
+    """
+    for kind in ("data", "mixed"):
+        base = os.path.join(sysfs, uuid, "allocation", kind)
+        values = [_read(os.path.join(base, name)).strip() for name in ("bytes_may_use", "bytes_reserved")]
+        if all(v.isdigit() for v in values):
+            return sum(int(v) for v in values)
+    return 0
+
+
+def disk_figure(path: str) -> dict[str, object]:
+    """Free and total bytes of the filesystem of ``path``.
+
+    A path that does not exist (yet) is measured at its nearest existing parent: the filesystem
+    that would hold it. ``free`` is what writes can still use: on btrfs, statvfs's figure minus the
+    data written but not yet committed (``unwritten``, :func:`btrfs_unwritten`), so that it falls as
+    soon as data is written, not at the next commit. ``fs`` names the filesystem (a btrfs by its
+    UUID, whichever subvolume the path is on; else ``fsid:<f_fsid>``). ``total`` is 0 on a pseudo
+    filesystem (/proc, ...).
+    """
+    probe = path
+    while not os.path.exists(probe) and probe not in ("/", ""):
+        probe = os.path.dirname(probe)
+    try:
+        st = os.statvfs(probe or "/")
+    except OSError as exc:
+        return {"path": path, "error": exc.strerror or str(exc)}
+    uuid = btrfs_filesystem(st.f_fsid)
+    unwritten = btrfs_unwritten(uuid) if uuid else 0
+    return {
+        "path": path,
+        "free": max(0, st.f_bavail * st.f_frsize - unwritten),
+        "total": st.f_blocks * st.f_frsize,
+        "unwritten": unwritten,
+        "fs": uuid or f"fsid:{st.f_fsid:x}",
+    }
+
+
+def disk_figures(paths: list[str]) -> list[dict[str, object]]:
+    """:func:`disk_figure` of each path, once per filesystem, pseudo filesystems left out."""
+    out: list[dict[str, object]] = []
+    seen: set[object] = set()
+    for path in paths:
+        figure = disk_figure(path)
+        if "error" not in figure and (figure["fs"] in seen or not figure["total"]):
+            continue
+        seen.add(figure.get("fs"))
+        out.append(figure)
+    return out
+
+
+HISTORY_KEEP = 100
+
+
+def history_read(path: str) -> tuple[dict[str, object] | None, str]:
+    """The sync history in ``path`` (None when there is none) and a problem ("" when readable)."""
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return None, ""
+    except (OSError, ValueError) as exc:
+        return None, f"history file {path} on {socket.gethostname()} is unreadable: {exc}"
+    if not isinstance(data, dict):
+        return None, f"history file {path} on {socket.gethostname()} is not a JSON object"
+    return data, ""
+
+
+def history_path_problem(path: str) -> str:
+    """Why ``path`` cannot be a history file ("" when it can): it must be a regular file (a
+    symlink to one is followed) or not exist yet. A directory, a FIFO (reading it would block) or a
+    device (``/dev/zero`` never ends) is refused with the path and the fix."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        if exc.errno != errno.ENOTDIR:
+            return ""  # unreadable: history_read() says so
+        kind = "below a file, not a directory"
+    else:
+        if stat.S_ISREG(mode):
+            return ""
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+    return (
+        f"history path {path} on {socket.gethostname()} is {kind}: set history.path in the config "
+        "(or the host var pcswitcher_history_path of the target) to the path of a file"
+    )
+
+
+def write_json_atomically(path: str, data: object) -> None:
+    """Write ``data`` as JSON to ``path`` (mode 0600): a temp file beside it, fsynced, renamed over
+    it. Whatever fails — the write (a full disk), the rename (``path`` is a directory), a signal —
+    the temp file does not survive it."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _remove_old_temp_files(path)
+
+
+def _remove_old_temp_files(path: str, min_age: float = 60.0) -> None:
+    """Remove the temp files of writers of ``path`` that were killed mid-write (SIGKILL leaves
+    ``<path>.tmp-<pid>``): regular files of this user by that name, untouched for ``min_age`` s
+    (a concurrent writer's is fresh)."""
+    directory, name = os.path.split(path)
+    pattern = re.compile(re.escape(name) + r"\.tmp-[0-9]+")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if not pattern.fullmatch(entry.name):
+                continue
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                old = time.time() - st.st_mtime > min_age
+                if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and old:
+                    os.unlink(entry.path)
+
+
+#: Filesystems on local disks: the ones :func:`flush_local_filesystems` flushes.
+LOCAL_FILESYSTEMS = frozenset(
+    {"btrfs", "ext2", "ext3", "ext4", "xfs", "f2fs", "bcachefs", "zfs", "jfs", "reiserfs", "nilfs2"}
+    | {"vfat", "exfat", "ntfs3", "hfsplus"}
+)
+
+
+def local_mounts(mountinfo: str) -> list[str]:
+    """The mount points of ``/proc/self/mountinfo`` text whose filesystem is on a local disk
+    (:data:`LOCAL_FILESYSTEMS`), one per filesystem (a device mounted twice, or a btrfs with
+    several subvolumes mounted, is listed once)."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        if "-" not in fields[6:]:
+            continue
+        fstype = fields[fields.index("-", 6) + 1]
+        device = fields[2]
+        if fstype in LOCAL_FILESYSTEMS and device not in seen:
+            seen.add(device)
+            out.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
+    return out
+
+
+def flush_local_filesystems() -> list[str]:
+    """syncfs(2) every filesystem on a local disk; returns their mount points.
+
+    Like sync(2), but a network or FUSE mount — which can block a flush for as long as its server is
+    away — is left alone. Falls back to sync(2), and returns [], when this cannot be done (no
+    mountinfo, no syncfs in the C library, a mount point that cannot be opened).
+    """
+    import ctypes  # only here: the agent's start-up does not need it
+
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            mounts = local_mounts(fh.read())
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+        for mount in mounts:
+            fd = os.open(mount, os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                if syncfs(fd) != 0:
+                    raise OSError(ctypes.get_errno(), f"syncfs {mount}")
+            finally:
+                os.close(fd)
+    except (OSError, AttributeError):
+        os.sync()
+        return []
+    return mounts
+
+
+def _with_record(
+    data: dict[str, object] | None, host: str, role: str, peer: str, session: str
+) -> dict[str, object] | None:
+    """The history ``data`` with a record of this sync appended and made ``last`` (None when the
+    session is already the last record in this role)."""
+    entries_value = (data or {}).get("entries")
+    entries = entries_value if isinstance(entries_value, list) else []
+    last_entry = entries[-1] if entries and isinstance(entries[-1], dict) else {}
+    if last_entry.get("session") == session and last_entry.get("role") == role:
+        return None
+    record = {
+        "role": role,
+        "peer": peer,
+        "session": session,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return {
+        **(data or {}),
+        "version": 1,
+        "host": host,
+        "last": record,
+        "entries": [*entries, record][-HISTORY_KEEP:],
+    }
+
+
+def history(
+    action: str,
+    path: str,
+    *,
+    role: str = "",
+    peer: str = "",
+    session: str = "",
+    check: bool = False,
+    flushed: bool = False,
+) -> dict[str, object]:
+    """Read or record this machine's sync history file (docs/safety.md).
+
+    The file (JSON, written atomically, mode 0600)::
+
+        {"version": 1, "host": "<hostname>",
+         "last": {"role": "source"|"target", "peer": "<hostname>", "session": "<id>", "time": "<UTC>"},
+         "entries": [ ...the last 100 records, oldest first... ]}
+
+    ``read`` never changes anything; ``record`` appends a record and makes it ``last`` (a session
+    already recorded in this role is not recorded twice; ``check``: compute, write nothing). A
+    target's record is written only after everything written on the machine is on disk (``flushed``:
+    the caller has just flushed, with the agent's ``flush``, which answers pings meanwhile). Returns
+    ``{"host", "path", "history", "problem", "changed"}``, plus ``"error"`` when it failed.
+    """
+    host = socket.gethostname()
+    out: dict[str, object] = {"host": host, "path": path, "history": None, "problem": "", "changed": False}
+    if not os.path.isabs(path):
+        return {**out, "error": f"history path {path!r} on {host} is not absolute"}
+    bad = history_path_problem(path)
+    if bad:  # found when the history is read, before the sync changes anything
+        return {**out, "error": bad, "bad_path": True}
+    data, problem = history_read(path)
+    if action == "read":
+        return {**out, "history": data, "problem": problem}
+    if action != "record":
+        return {**out, "error": f"unknown history action {action!r}"}
+    if not (role in ("source", "target") and peer and session):
+        return {**out, "error": "recording a sync needs role (source or target), peer and session"}
+    updated = _with_record(data, host, role, peer, session)
+    if updated is None:
+        return {**out, "history": data}  # already recorded
+    error = "" if check else _write_history(path, updated, flush=role == "target" and not flushed)
+    if error:
+        return {**out, "error": error}
+    return {**out, "history": updated, "changed": True}
+
+
+def _write_history(path: str, data: dict[str, object], flush: bool) -> str:
+    """Write the history file; "" or the error. ``flush``: flush the local filesystems first."""
+    if flush:
+        # The record says this session's changes reached this machine, so it must not reach the
+        # disk before they do. After a large transfer this is where the run waits for the data
+        # to be written; raw rsync returns with it still in the page cache.
+        flush_local_filesystems()
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write_json_atomically(path, data)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return f"cannot write the history file {path} on {socket.gethostname()}: {reason}"
+    return ""
+
+
+class _ProgressTail:
+    """Follows the run's progress file (JSON lines appended by long-running tasks)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.offset = 0
+        self.partial = b""
+
+    def read(self) -> list[object]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(1 << 20)
+        except OSError:
+            return []
+        self.offset += len(data)
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        out: list[object] = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"message": line.decode(errors="replace"), "level": "INFO"})
+        return out
+
+
+_EMIT_LOCK = threading.Lock()
+
+
+def _emit(obj: dict[str, object]) -> None:
+    with _EMIT_LOCK:  # the flush thread answers too
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+
+def _flush_in_thread(running: list[threading.Thread]) -> None:
+    """``flush``: a flush can take minutes (gigabytes onto a slow disk); the agent goes on
+    answering pings meanwhile, so that the driver does not take it for a lost link."""
+    if any(t.is_alive() for t in running):
+        return  # the reply of the one running answers this one too
+
+    def flush() -> None:
+        started = time.monotonic()
+        mounts = flush_local_filesystems()
+        _emit({"t": "flushed", "mounts": mounts, "seconds": round(time.monotonic() - started, 3)})
+
+    thread = threading.Thread(target=flush, name="flush", daemon=True)
+    running[:] = [thread]
+    thread.start()
+
+
+class _Signals:
+    """SIGINT, SIGTERM and SIGHUP end the session the way EOF does. The handler only notes the
+    signal: raising from it could end the session's sweep half-way (a driver that dies sends EOF and
+    the parent-death signal at once, and the signal may land when the sweep has just begun). The
+    command loop's ``select`` wakes at once through the wakeup pipe."""
+
+    def __init__(self) -> None:
+        self.caught = False
+        self.wake, write = os.pipe()
+        os.set_blocking(write, False)
+        signal.set_wakeup_fd(write)
+        _on_signals(self._note)
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.caught = True
+
+
+def _history_command(line: str) -> dict[str, object]:
+    """``history {"action": ..., "path": ..., "role": ..., "peer": ..., "session": ..., "flushed": ...}``"""
+    try:
+        request = json.loads(line.split(None, 1)[1])
+        return history(
+            str(request["action"]),
+            os.path.expanduser(str(request["path"])),
+            role=str(request.get("role", "")),
+            peer=str(request.get("peer", "")),
+            session=str(request.get("session", "")),
+            flushed=request.get("flushed") is True,
+        )
+    except (IndexError, KeyError, TypeError, ValueError) as exc:
+        return {"error": f"bad history command: {exc}"}
+
+
+def _take_target_lock(lock: str, run_id: str, peer: str) -> tuple[int | None, list[str]]:
+    """This machine's sync lock for the session, as the target of ``peer``: its fd (None, after a
+    ``locked`` message naming the holder, when another sync has it) and the directories made for it
+    (removed again at the end: a dry-run leaves no trace, docs/safety.md)."""
+    made = missing_dirs(os.path.dirname(lock))
+    lock_fd, holder = try_lock(lock)
+    if lock_fd is None:
+        _emit({"t": "locked", "host": socket.gethostname(), "path": lock, "holder": holder})
+        return None, made
+    write_holder(
+        lock_fd,
+        {
+            "role": "target",
+            "source": peer,
+            "run_id": run_id,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+    return lock_fd, made
+
+
+def _answer_ping(command: str, tail: _ProgressTail, paths: list[str]) -> None:
+    """``ping`` -> the heartbeat with the disk figures; ``drain`` -> ``drained``. Either comes after
+    every progress line written before the command (the driver's barrier before a job's result)."""
+    for line in tail.read():
+        _emit({"t": "progress", "line": line})
+    if command == "ping":
+        _emit({"t": "hb", "time": time.time(), "disk": disk_figures(paths)})
+    else:
+        _emit({"t": "drained"})
+
+
+def _on_signals(handler: object) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+class _Server:
+    """The commands of one monitor session, read from stdin (the module docstring lists them)."""
+
+    def __init__(
+        self, run_id: str, paths: list[str], timeout: float, tail: _ProgressTail, signals: _Signals
+    ) -> None:
+        self.signals = signals
+        self.run_id = run_id
+        self.paths = paths
+        self.timeout = timeout
+        self.tail = tail
+        self.jids: list[str] = []
+        self.flushing: list[threading.Thread] = []
+
+    def serve(self) -> None:
+        """Answer commands until quit, EOF (the driver is gone), a signal or ``timeout`` s without one."""
+        last_command = time.monotonic()
+        buffer = b""
+        stdin = sys.stdin.fileno()
+        while not self.signals.caught:
+            for line in self.tail.read():
+                _emit({"t": "progress", "line": line})
+            ready, _, _ = select.select([stdin, self.signals.wake], [], [], 0.2)
+            if self.signals.caught:
+                return
+            if not ready:
+                if time.monotonic() - last_command > self.timeout:
+                    _emit({"t": "timeout"})
+                    return
+                continue
+            chunk = os.read(stdin, 65536)
+            if not chunk:
+                return
+            last_command = time.monotonic()
+            buffer += chunk
+            while b"\n" in buffer:
+                raw, buffer = buffer.split(b"\n", 1)
+                if not self.answer(raw.decode(errors="replace")):
+                    return
+
+    def answer(self, line: str) -> bool:
+        """Answer one command line; False on ``quit``."""
+        words = line.split()
+        if not words:
+            return True
+        if words[0] in ("ping", "drain"):
+            _answer_ping(words[0], self.tail, self.paths)
+        elif words[0] == "sweep":
+            self.jids.extend(w for w in words[1:] if w not in self.jids)
+            _emit(sweep(self.run_id, self.jids))
+        elif words[0] == "history":
+            _emit({"t": "history", **_history_command(line)})
+        elif words[0] == "flush":
+            _flush_in_thread(self.flushing)
+        return words[0] != "quit"
+
+
+def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = None, peer: str = "") -> int:
+    """Serve the driver until quit, EOF or silence; always sweep the run on the way out.
+
+    With ``lock``, hold this machine's sync lock for the session (the target lock): exit 3 with a
+    ``locked`` message naming the holder when another sync has it.
+    """
+    signals = _Signals()
+    lock_fd, made = _take_target_lock(lock, run_id, peer) if lock else (None, [])
+    if lock and lock_fd is None:
+        return 3
+    # holding the machine's lock, no other run of it is alive: what a killed run left goes now
+    stale = remove_stale_run_dirs(run_id) if lock_fd is not None else []
+    directory = run_dir(run_id)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    server = _Server(
+        run_id, paths, timeout, _ProgressTail(os.path.join(directory, "progress.jsonl")), signals
+    )
+    _emit(
+        {"t": "hello", "pid": os.getpid(), "host": socket.gethostname(), "run_dir": directory, "stale": stale}
+    )
+    try:
+        server.serve()
+    except (BrokenPipeError, OSError):
+        pass
+    finally:
+        # quit, EOF, a signal or silence: the run is over on this machine either way (a driver that
+        # died or lost its link has aborted); leave none of its processes and none of its files. No
+        # signal interrupts this (_Signals only notes them; it is bounded: see sweep()).
+        _on_signals(signal.SIG_IGN)
+        report = sweep(run_id, server.jids)
+        report["removed"] = remove_run_files(run_id, server.jids)
+        if lock_fd is not None:
+            unlock(lock_fd, lock)  # type: ignore[arg-type]
+            remove_empty_dirs(made)
+        with contextlib.suppress(OSError):
+            _emit({**report, "t": "bye"})
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pcswitcher_agent", description="pc-switcher agent")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_sweep = sub.add_parser("sweep", help="kill every process of a run, now")
+    p_sweep.add_argument("--run", required=True)
+    p_sweep.add_argument("--jid", action="append", default=[])
+    p_sweep.add_argument("--remove", action="store_true", help="also remove the run's files")
+    p_sweep.add_argument("--check", action="store_true", help="only list what would be killed")
+    p_mon = sub.add_parser("monitor", help="serve the driver (heartbeat, disk, progress, dead-man)")
+    p_mon.add_argument("--run", required=True)
+    p_mon.add_argument("--timeout", type=float, default=5.0)
+    p_mon.add_argument("--path", action="append", default=[])
+    p_mon.add_argument(
+        "--lock", metavar="SOURCE", help="hold this machine's sync lock as the target of SOURCE (a host name)"
+    )
+    p_disk = sub.add_parser("disk", help="free space of the filesystem of each path (see disk_figure)")
+    p_disk.add_argument("paths", nargs="*", metavar="PATH")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "disk":
+        _emit({"t": "disk", "disk": [disk_figure(path) for path in args.paths]})
+        return 0
+    if not RUN_ID_RE.match(args.run):
+        parser.error(f"invalid run id {args.run!r}")
+    if args.command == "monitor":
+        lock = default_lock_path() if args.lock else None
+        return monitor(args.run, args.path or ["/"], args.timeout, lock, args.lock or "")
+    if args.check:
+        found = find_run_processes(args.run, args.jid)
+        report: dict[str, object] = {
+            "t": "check",
+            "would_kill": [{"pid": p, "cmd": c} for p, c in found.items()],
+        }
+    else:
+        report = sweep(args.run, args.jid)
+        if args.remove:
+            report["removed"] = remove_run_files(args.run, args.jid)
+    _emit(report)
+    return 0
+
+
+if __name__ == "__main__":
+    ARGS = sys.argv[1:]
+    sys.exit(main(ARGS[1:] if ARGS[:1] == [AGENT_NAME] else ARGS))
