@@ -21,7 +21,9 @@ SETTINGS: dict[str, Any] = {
 }
 
 
-def pkg(version: str = "1.0", *, manual: bool = True, hold: bool = False, arch: str = "amd64", **extra: Any) -> dict[str, Any]:
+def pkg(
+    version: str = "1.0", *, manual: bool = True, hold: bool = False, arch: str = "amd64", **extra: Any
+) -> dict[str, Any]:
     return {
         "version": version,
         "arch": arch,
@@ -34,10 +36,16 @@ def pkg(version: str = "1.0", *, manual: bool = True, hold: bool = False, arch: 
 
 
 def afile(content: bytes, owner: str | None = None) -> dict[str, Any]:
-    return {"sha256": hashlib.sha256(content).hexdigest(), "owner": owner, "b64": base64.b64encode(content).decode()}
+    return {
+        "sha256": hashlib.sha256(content).hexdigest(),
+        "owner": owner,
+        "b64": base64.b64encode(content).decode(),
+    }
 
 
-def facts(packages: dict[str, Any], files: dict[str, Any] | None = None, foreign: list[str] | None = None) -> dict[str, Any]:
+def facts(
+    packages: dict[str, Any], files: dict[str, Any] | None = None, foreign: list[str] | None = None
+) -> dict[str, Any]:
     return {
         "tools": True,
         "native_arch": "amd64",
@@ -147,7 +155,10 @@ def test_holds_released_unless_the_package_goes() -> None:
 
 def test_a_second_run_on_equal_machines_has_no_work() -> None:
     key = b"KEY"
-    files = {"/etc/apt/sources.list.d/x.sources": afile(b"Types: deb\n"), "/etc/apt/keyrings/x.gpg": afile(key)}
+    files = {
+        "/etc/apt/sources.list.d/x.sources": afile(b"Types: deb\n"),
+        "/etc/apt/keyrings/x.gpg": afile(key),
+    }
     machine = facts({"a-1": pkg(), "b-2": pkg(manual=False, hold=True)}, files, ["i386"])
     got = plan(machine, machine)
     assert not plan_lib.has_work(got)
@@ -178,7 +189,18 @@ def test_good_package_names(name: str) -> None:
     assert plan_lib.package_key_problem(name) is None
 
 
-@pytest.mark.parametrize(("version", "ok"), [("1.0", True), ("1:2.3-4+deb12u1", True), ("2.0~rc1", True), ("-1", False), ("a1", False), ("1 2", False), ("", False)])
+@pytest.mark.parametrize(
+    ("version", "ok"),
+    [
+        ("1.0", True),
+        ("1:2.3-4+deb12u1", True),
+        ("2.0~rc1", True),
+        ("-1", False),
+        ("a1", False),
+        ("1 2", False),
+        ("", False),
+    ],
+)
 def test_versions(version: str, ok: bool) -> None:
     assert (plan_lib.version_problem(version) is None) is ok
 
@@ -228,7 +250,13 @@ def test_files_added_replaced_removed_and_owned_ones_left_to_dpkg() -> None:
 
 
 def test_protected_sources_are_not_removed() -> None:
-    target = facts({}, {"/etc/apt/sources.list.d/company-x.list": afile(b"c"), "/etc/apt/sources.list.d/y.list": afile(b"y")})
+    target = facts(
+        {},
+        {
+            "/etc/apt/sources.list.d/company-x.list": afile(b"c"),
+            "/etc/apt/sources.list.d/y.list": afile(b"y"),
+        },
+    )
     got = plan(facts({}), target, protected_sources=["/etc/apt/sources.list.d/company-*"])
     assert got["files"]["remove"] == ["/etc/apt/sources.list.d/y.list"]
     assert got["files"]["protected"] == ["/etc/apt/sources.list.d/company-x.list"]
@@ -278,7 +306,8 @@ def test_sources_files_name_their_keys() -> None:
     deb822 = (
         "# comment\nTypes: deb\nURIs: file:///srv/pcs-apt/signed\nSuites: pcs\nComponents: main\n"
         "Signed-By: /etc/apt/keyrings/pcs-test-signed.gpg\n\n"
-        "Types: deb\nURIs: http://example.org/x\nSuites: a b\nSigned-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n .\n"
+        "Types: deb\nURIs: http://example.org/x\nSuites: a b\n"
+        "Signed-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n .\n"
     )
     assert plan_lib.repositories("/etc/apt/sources.list.d/x.sources", deb822) == [
         {"uris": ["file:///srv/pcs-apt/signed"], "suites": ["pcs"], "keys": [KEY]},
@@ -294,7 +323,9 @@ def test_sources_files_name_their_keys() -> None:
     ]
 
 
-@pytest.mark.parametrize("key", ["/etc/shadow", "/etc/apt/keyrings/../../shadow", "/root/k.gpg", "/etc/apt/keyrings/sub/k.gpg"])
+@pytest.mark.parametrize(
+    "key", ["/etc/shadow", "/etc/apt/keyrings/../../shadow", "/root/k.gpg", "/etc/apt/keyrings/sub/k.gpg"]
+)
 def test_keys_outside_the_key_dirs_are_refused(key: str) -> None:
     problem = plan_lib.key_reference_problem("/etc/apt/sources.list.d/x.sources", key)
     assert problem
@@ -333,7 +364,10 @@ Status: install ok installed
 Architecture: i386
 Version: 2.36-9
 """
-EXTENDED = "Package: libc6\nArchitecture: i386\nAuto-Installed: 1\n\nPackage: pcs-a\nArchitecture: all\nAuto-Installed: 0\n"
+EXTENDED = (
+    "Package: libc6\nArchitecture: i386\nAuto-Installed: 1\n\n"
+    "Package: pcs-a\nArchitecture: all\nAuto-Installed: 0\n"
+)
 
 
 def test_packages_from_dpkg_status_and_apt_marks() -> None:
@@ -347,8 +381,9 @@ def test_packages_from_dpkg_status_and_apt_marks() -> None:
 
 def test_apt_simulation_output() -> None:
     out = (
-        "NOTE: This is only a simulation!\nInst pcs-c (1.0 pcs [all])\nInst pcs-versioned [2.0] (1.0 pcs [all])\n"
-        "Remv pcs-removable [1.0]\nRemv old\nConf pcs-c (1.0 pcs [all])\nInst libc6:i386 (2.36 Debian:12 [i386])\n"
+        "NOTE: This is only a simulation!\nInst pcs-c (1.0 pcs [all])\n"
+        "Inst pcs-versioned [2.0] (1.0 pcs [all])\nRemv pcs-removable [1.0]\nRemv old\n"
+        "Conf pcs-c (1.0 pcs [all])\nInst libc6:i386 (2.36 Debian:12 [i386])\n"
     )
     assert plan_lib.simulation(out) == {
         "install": [["pcs-c", "1.0"], ["pcs-versioned", "1.0"], ["libc6:i386", "2.36"]],
@@ -357,14 +392,18 @@ def test_apt_simulation_output() -> None:
 
 
 def test_candidates_from_apt_cache_policy() -> None:
-    out = "pcs-versioned:\n  Installed: 2.0\n  Candidate: 1.0\n  Version table:\nnone:\n  Installed: (none)\n  Candidate: (none)\n"
+    out = (
+        "pcs-versioned:\n  Installed: 2.0\n  Candidate: 1.0\n  Version table:\n"
+        "none:\n  Installed: (none)\n  Candidate: (none)\n"
+    )
     assert plan_lib.candidates(out) == {"pcs-versioned": "1.0", "none": ""}
 
 
 def test_install_problems_name_the_package() -> None:
     out = (
         "Reading package lists...\nE: Unable to locate package pcs-nowhere\n"
-        "E: Version '9.9' for 'pcs-versioned' was not found\nE: Package 'ghost' has no installation candidate\n"
+        "E: Version '9.9' for 'pcs-versioned' was not found\n"
+        "E: Package 'ghost' has no installation candidate\n"
     )
     assert plan_lib.install_problems(plan_lib.apt_errors(out)) == [
         "package pcs-nowhere is not in the target's repositories: it cannot be installed there",
@@ -376,16 +415,27 @@ def test_install_problems_name_the_package() -> None:
 def test_update_errors_name_the_repository() -> None:
     repos = {
         SIGNED: [{"uris": ["file:///srv/pcs-apt/signed"], "suites": ["pcs"], "keys": []}],
-        "/etc/apt/sources.list.d/pcs-broken.sources": [{"uris": ["file:///srv/pcs-apt/missing"], "suites": ["pcs"], "keys": []}],
+        "/etc/apt/sources.list.d/pcs-broken.sources": [
+            {"uris": ["file:///srv/pcs-apt/missing"], "suites": ["pcs"], "keys": []}
+        ],
     }
-    line = "Err:2 file:/srv/pcs-apt/missing pcs InRelease File not found - /srv/pcs-apt/missing/dists/pcs/InRelease"
-    assert plan_lib.repository_of(line, repos) == "/etc/apt/sources.list.d/pcs-broken.sources (file:///srv/pcs-apt/missing pcs)"
+    line = "Err:2 file:/srv/pcs-apt/missing pcs InRelease File not found - /srv/pcs-apt/missing/dists/pcs/x"
+    assert (
+        plan_lib.repository_of(line, repos)
+        == "/etc/apt/sources.list.d/pcs-broken.sources (file:///srv/pcs-apt/missing pcs)"
+    )
     assert plan_lib.repository_of("E: something else", repos) is None
 
 
 def test_progress_lines_count_packages() -> None:
     seen: list[str] = []
-    lines = ["pmstatus:pcs-c:10:Preparing pcs-c", "pmstatus:dpkg-exec:15:Running dpkg", "pmstatus:pcs-c:20:Unpacking", "pmstatus:pcs-b:40:Installing pcs-b", "dlstatus:1:0:x"]
+    lines = [
+        "pmstatus:pcs-c:10:Preparing pcs-c",
+        "pmstatus:dpkg-exec:15:Running dpkg",
+        "pmstatus:pcs-c:20:Unpacking",
+        "pmstatus:pcs-b:40:Installing pcs-b",
+        "dlstatus:1:0:x",
+    ]
     got = [plan_lib.progress_item(line, seen, 2) for line in lines]
     assert got == [
         {"percent": 10, "item": "1 of 2 pcs-c"},

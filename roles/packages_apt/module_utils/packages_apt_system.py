@@ -296,20 +296,22 @@ def simulate(plan: Dict[str, Any], source: Dict[str, Any], target: Dict[str, Any
 
 
 def update_problems(errors: List[str], final: Dict[str, bytes]) -> List[str]:
-    """One line per failing repository, naming its file, from apt-get update's error lines."""
+    """One line per failing repository, naming its file, from apt-get update's error lines (apt's
+    ``E:`` line when it has one for the repository, else its ``Err:`` line); apt's lines when none
+    names a repository."""
     repos = {
         path: plan_lib.repositories(path, data.decode("utf-8", "replace"))
         for path, data in final.items()
         if plan_lib.kind(path) == "sources"
     }
-    problems = []
+    by_repo: Dict[str, str] = {}
     for line in errors:
         where = plan_lib.repository_of(line, repos)
-        text = "apt-get update fails for {}: {}".format(where, line) if where else "apt-get update fails: " + line
-        if text not in problems and (where or not any(p.startswith("apt-get update fails for") for p in problems)):
-            problems.append(text)
-    named = [p for p in problems if p.startswith("apt-get update fails for")]
-    return named or problems
+        if where and (where not in by_repo or line.startswith("E: ")):
+            by_repo[where] = line
+    if not by_repo:
+        return ["apt-get update fails: " + line for line in errors[:3]]
+    return ["apt-get update fails for {}: {}".format(where, line) for where, line in by_repo.items()]
 
 
 # --------------------------------------------------------------------------- the dpkg lock
