@@ -11,7 +11,7 @@ a private apt root (module_utils/packages_apt_system.py): the source's repositor
 from __future__ import annotations
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.packages_apt_plan import has_work, make_plan
+from ansible.module_utils.packages_apt_plan import make_plan
 from ansible.module_utils.packages_apt_system import read_facts, simulate
 
 DOCUMENTATION = r"""
@@ -44,7 +44,6 @@ def main() -> None:
     if not source.get("tools") or not target.get("tools"):
         module.exit_json(changed=False, plan={"problems": source.get("problems", []) + target.get("problems", [])})
     plan = make_plan(source, target, p["settings"])
-    plan["work"] = has_work(plan)
     if p["simulate"] and plan["work"] and not plan["problems"]:
         checked = simulate(plan, source, target, p["settings"])
         plan["problems"] += checked.pop("problems")

@@ -348,7 +348,21 @@ def make_plan(source: Dict[str, Any], target: Dict[str, Any], settings: Dict[str
         [(path, source["files"][path].get("b64")) for path in changed] + [(path, None) for path in plan["files"]["remove"]]
     )
     plan["problems"] += removal_count_problems(remove, settings)
+    plan["work"] = has_work(plan)
+    plan["steps"] = steps(plan)
     return plan
+
+
+def steps(plan: Dict[str, Any]) -> Dict[str, bool]:
+    """Which steps of the sync run (the role's ``when:`` conditions)."""
+    return {
+        "prepare": bool(plan["work"] or plan["audit"]),
+        "files": bool(plan["writes"] or plan["install"] or plan["upgrade"]),
+        "install": bool(plan["install"] or plan["upgrade"]),
+        "remove": bool(plan["remove"]),
+        "manual": bool(plan["manual"]),
+        "auto": bool(plan["auto"]),
+    }
 
 
 def removal_count_problems(remove: List[str], settings: Dict[str, Any]) -> List[str]:
