@@ -54,8 +54,8 @@ def test_update_errors_one_line_per_repository() -> None:
         "E: The repository 'file:/srv/pcs-apt/missing pcs Release' does not have a Release file.",
     ]
     assert system.update_problems(errors, final) == [
-        "apt-get update fails for /etc/apt/sources.list.d/pcs-broken.sources (file:///srv/pcs-apt/missing pcs): "
-        "E: The repository 'file:/srv/pcs-apt/missing pcs Release' does not have a Release file."
+        "apt-get update fails for /etc/apt/sources.list.d/pcs-broken.sources "
+        "(file:///srv/pcs-apt/missing pcs): E: The repository 'file:/srv/pcs-apt/missing pcs Release' does not have a Release file."
     ]
     assert system.update_problems(["E: disk full"], final) == ["apt-get update fails: E: disk full"]
 
