@@ -150,7 +150,7 @@ def read_facts(side: str, contents: bool, audit: bool) -> Dict[str, Any]:
         "files": {
             path: dict(
                 {"sha256": hashlib.sha256(data).hexdigest(), "owner": owners.get(path)},
-                **({"b64": base64.b64encode(data).decode()} if contents else {})
+                **({"b64": base64.b64encode(data).decode()} if contents and path not in owners else {})
             )
             for path, data in files.items()
         },
