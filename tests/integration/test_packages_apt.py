@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 
 from tests import needs
 from tests.apt_repos import (
+    BENCH,
     DEP_CHAIN,
     LEGACY_ONLY,
     PIN,
@@ -30,7 +32,15 @@ from tests.apt_repos import (
     install_files,
     installed_version,
 )
-from tests.integration.helpers import REPO, log_records, run_sync, sandbox_config, write_config
+from tests.integration.helpers import (
+    REPO,
+    log_records,
+    run_sync,
+    sandbox_config,
+    start_sync,
+    wait_until_clean,
+    write_config,
+)
 from tests.sandbox import Machine, Sandbox
 
 JOB = "packages_apt"
@@ -360,3 +370,36 @@ def test_unsafe_source_files_are_refused(pair: Sandbox, repos: TestRepos) -> Non
     assert "/etc/apt/sources.list.d/evil.list is a symlink" in out
     assert "other.sources names the key '/etc/shadow'" in out
     assert state(target) == before
+
+
+def _dpkg_running(machine: Machine) -> bool:
+    for proc in machine.processes():
+        try:
+            if proc.name() == "dpkg":
+                return True
+        except Exception:  # noqa: S112 - a process that just ended
+            continue
+    return False
+
+
+def test_an_interrupt_mid_install_then_a_sync_that_repairs_and_converges(
+    pair: Sandbox, repos: TestRepos
+) -> None:
+    source, target = source_with_software(pair, repos), pair["target"]
+    apt(source, "install", *BENCH)
+    write_config(source, sandbox_config({JOB: True}))
+    running = start_sync(pair, "--only", JOB)
+    deadline = time.monotonic() + 120
+    while not _dpkg_running(target):
+        assert running.handle.poll() is None, "the sync ended before dpkg ran"
+        assert time.monotonic() < deadline, "dpkg never ran on the target"
+        time.sleep(0.005)  # a poll of the target's process list, not a wait for time to pass
+    code, out = running.interrupt()
+    assert code != 0, out[-3000:]
+    assert wait_until_clean(target) == []  # no apt-get, no dpkg of the run is left
+    ok(sync(pair))
+    assert versions(target) == versions(source)
+    assert {f"pcs-bench-{n:02d}" for n in range(1, 21)} <= manual(target)
+    assert run(target, "dpkg", "--audit") == ""
+    ok(sync(pair))
+    assert changed_tasks(pair) == 0
