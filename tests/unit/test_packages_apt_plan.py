@@ -444,3 +444,22 @@ def test_progress_lines_count_packages() -> None:
         {"percent": 40, "item": "2 of 2 pcs-b"},
         None,
     ]
+
+
+def test_the_plan_checks_the_sources_files_again() -> None:
+    """The target's module trusts no input: a path off the allowlist or a key outside the key dirs
+    in the source's facts is a problem, whoever made them."""
+    evil = b"Types: deb\nURIs: http://x/\nSuites: s\nSigned-By: /etc/shadow\n"
+    source = facts({}, {"/etc/cron.d/evil": afile(b"x"), "/etc/apt/sources.list.d/k.sources": afile(evil)})
+    got = plan(source, facts({}))["problems"]
+    assert any("/etc/cron.d/evil is not an apt source" in p for p in got)
+    assert any("k.sources names the key '/etc/shadow'" in p for p in got)
+
+
+def test_steps_follow_the_plan() -> None:
+    got = plan(facts({"pcs-a": pkg(), "b-auto": pkg(manual=False)}), facts({"b-auto": pkg()}))
+    assert got["steps"] == {
+        "prepare": True, "files": True, "install": True, "remove": False, "manual": False, "auto": True,
+    }  # fmt: skip
+    idle = plan(facts({}), facts({}))
+    assert not any(idle["steps"].values())

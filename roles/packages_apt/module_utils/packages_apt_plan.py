@@ -19,6 +19,8 @@ one nor ``all`` (what ``apt-mark showmanual`` prints).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import fnmatch
 import posixpath
 import re
@@ -313,6 +315,27 @@ def _names_problems(source: Dict[str, Any]) -> List[str]:
     return problems
 
 
+def source_file_problems(source: Dict[str, Any]) -> List[str]:
+    """The source's apt files checked again where they are used (the target's module trusts no
+    input): each path on the allowlist, each key a sources file names inside the key dirs."""
+    problems = []
+    for path, info in sorted(source.get("files", {}).items()):
+        problem = path_problem(path)
+        if problem:
+            problems.append("the source's " + problem)
+            continue
+        if info.get("owner") or kind(path) != "sources":
+            continue
+        try:
+            text = base64.b64decode(info.get("b64") or "", validate=True).decode("utf-8", "replace")
+        except (binascii.Error, ValueError):
+            problems.append("the source's {} came without its content".format(path))
+            continue
+        for repo in repositories(path, text):
+            problems += [p for p in (key_reference_problem(path, key) for key in repo["keys"]) if p]
+    return problems
+
+
 def make_plan(source: Dict[str, Any], target: Dict[str, Any], settings: Dict[str, Any]) -> Dict[str, Any]:
     """What the sync changes on the target, from both machines' facts and the job's settings
     (``remove``, ``max_removals``, ``protected``, ``protected_sources``). ``problems`` lists what
@@ -324,7 +347,7 @@ def make_plan(source: Dict[str, Any], target: Dict[str, Any], settings: Dict[str
                 source["native_arch"], target["native_arch"]
             )
         )
-    problems += _names_problems(source)
+    problems += _names_problems(source) + [p for p in source_file_problems(source) if p not in problems]
     install, upgrade = _install_plan(source, target)
     remove, kept = _removal_plan(source, target, list(settings.get("protected") or []))
     report_only = [] if settings.get("remove", True) else remove
