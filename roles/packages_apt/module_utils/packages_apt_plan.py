@@ -378,14 +378,17 @@ def make_plan(source: Dict[str, Any], target: Dict[str, Any], settings: Dict[str
 
 def steps(plan: Dict[str, Any]) -> Dict[str, bool]:
     """Which steps of the sync run (the role's ``when:`` conditions)."""
-    return {
-        "prepare": bool(plan["work"] or plan["audit"]),
-        "files": bool(plan["writes"] or plan["install"] or plan["upgrade"]),
+    found = {
+        "files": bool(plan["writes"] or plan["install"] or plan["upgrade"] or plan["archs"]["add"]),
         "install": bool(plan["install"] or plan["upgrade"]),
         "remove": bool(plan["remove"]),
         "manual": bool(plan["manual"]),
         "auto": bool(plan["auto"]),
     }
+    # the dpkg lock and the repair of an interrupted dpkg run come with the first apt step; alone
+    # when no apt step runs (only marks, holds or architectures removed, or the repair itself)
+    found["prepare"] = bool((plan["work"] or plan["audit"]) and not (found["files"] or found["remove"]))
+    return found
 
 
 def removal_count_problems(remove: List[str], settings: Dict[str, Any]) -> List[str]:

@@ -449,7 +449,7 @@ def restore(backup: Dict[str, Optional[bytes]]) -> None:
 # --------------------------------------------------------------------------- dpkg repair and apt-get runs
 
 
-def repair(lock_timeout: int) -> Tuple[bool, str]:
+def repair() -> Tuple[bool, str]:
     """``dpkg --configure -a`` when ``dpkg --audit`` finds an interrupted run: (repaired, what)."""
     audit = run(["dpkg", "--audit"]).stdout.strip()
     if not audit:
@@ -458,6 +458,19 @@ def repair(lock_timeout: int) -> Tuple[bool, str]:
     if done.returncode != 0:
         raise RuntimeError("dpkg --configure -a failed: " + (done.stdout.strip().splitlines() or ["exit {}".format(done.returncode)])[-1])
     return True, "repaired an interrupted dpkg run (dpkg --configure -a); dpkg --audit said: " + " ".join(audit.split())[:400]
+
+
+def add_architectures(archs: List[str]) -> bool:
+    """``dpkg --add-architecture`` for each of ``archs`` the machine lacks: whether one was added."""
+    have = set(_read(ARCH_FILE).split()) | {run(["dpkg", "--print-architecture"]).stdout.strip()}
+    added = False
+    for arch in archs:
+        if arch not in have:
+            done = run(["dpkg", "--add-architecture", arch])
+            if done.returncode != 0:
+                raise RuntimeError("dpkg --add-architecture {} failed: {}".format(arch, done.stdout.strip()))
+            added = True
+    return added
 
 
 def _progress_writer() -> Callable[[Dict[str, Any]], None]:
