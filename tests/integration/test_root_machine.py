@@ -24,7 +24,7 @@ from tests.integration.helpers import REPO, run_cli, run_sync, wait_until_clean,
 from tests.integration.test_sandbox import _assert_gone, _has, _snapshot, _wait_for
 from tests.sandbox import Machine, Sandbox, SandboxError, down_all
 
-ROOT_TOOLS = {"mmdebstrap": "mmdebstrap", "btrfstune": "btrfs-progs", "dpkg-deb": "dpkg"}
+ROOT_TOOLS = needs.ROOT_MACHINE_TOOLS
 HOST_STATUS = Path("/var/lib/dpkg/status")
 PROBE = "pcs-rootm-probe"
 
