@@ -20,7 +20,13 @@ import pytest
 
 from tests import needs
 from tests.integration.folder_sync_helpers import build_tree, folder_config, itemize_pass, manifest
-from tests.integration.helpers import REPO, run_cli, run_sync, wait_until_clean, write_config
+from tests.integration.helpers import (
+    REPO,
+    run_cli,
+    run_sync,
+    wait_until_clean,
+    write_config,
+)
 from tests.integration.test_sandbox import _assert_gone, _has, _snapshot, _wait_for
 from tests.sandbox import Machine, Sandbox, SandboxError, down_all
 
