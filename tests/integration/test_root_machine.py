@@ -163,6 +163,14 @@ def test_root_is_a_btrfs_subvolume(clean: Sandbox) -> None:
         assert machine.run(["btrfs", "-q", "subvolume", "delete", snap]).returncode == 0
 
 
+def test_the_kernels_settings_are_read_only(clean: Sandbox) -> None:
+    """/sys and /proc/sys are the host kernel's: a package's postinst must not change them."""
+    for mnt in ("/sys", "/proc/sys"):
+        res = clean["target"].run(["findmnt", "-n", "-o", "OPTIONS", "--mountpoint", mnt])
+        assert res.returncode == 0, res.stderr
+        assert "ro" in res.stdout.strip().split(","), (mnt, res.stdout)
+
+
 def test_ro_binds_are_read_only(clean: Sandbox, apt_dir: Path) -> None:
     machine = clean["source"]
     assert machine.path("/srv/pcs-apt/hello.txt").read_text() == "from the host\n"

@@ -16,7 +16,8 @@ Started by ``unshare ... -- python3 -I _init.py CONFIG.json``. Standard library 
 With ``root`` in its config (a root machine, see :mod:`tests.sandbox.rootfs`) step 2 differs: the
 image is a copy of the cached Debian root; the subvolume ``rootfs`` (a writable snapshot of the
 read-only ``base``) becomes the machine's ``/`` by ``pivot_root``, with ``home`` and ``root`` on
-/home and /root, ``proc``, the host's ``/dev`` and ``/sys`` (recursive binds), tmpfs on /tmp and /run,
+/home and /root, ``proc`` (its ``/proc/sys`` read-only), the host's ``/dev`` and ``/sys`` (recursive
+binds, ``/sys`` read-only: the kernel's settings are the host's), tmpfs on /tmp and /run,
 the btrfs top level on ``btrfs_top``, and at their own paths the checkout and the sandbox dir
 (read-write) and the ``ro_binds`` (read-only). sshd is then the machine's own ``/usr/sbin/sshd``.
 
@@ -170,6 +171,9 @@ def _setup_root(cfg: dict[str, Any]) -> None:
     _run(["mount", "-t", "proc", "-o", "nosuid,nodev,noexec", "proc", new + "/proc"])
     _run(["mount", "--rbind", "/dev", new + "/dev"])
     _run(["mount", "--rbind", "/sys", new + "/sys"])
+    # the kernel's settings are this host's: a package's postinst running sysctl must not change them
+    _run(["mount", "-o", "remount,bind,ro", new + "/sys"])
+    _bind(new + "/proc/sys", new + "/proc/sys", read_only=True)
     _run(["mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", new + "/tmp"])
     _run(["mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", "tmpfs", new + "/run"])
     os.mkdir(new + "/run/sshd", 0o755)

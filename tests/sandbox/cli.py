@@ -108,7 +108,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         for rec in state.get("machines", {}).values():
             alive = live_process(rec.get("init_pid"), rec.get("init_start")) is not None
             print(
-                f"  {rec.get('name')}: {rec.get('address')}:{rec.get('port')}"
+                f"  {rec.get('name')}{' (root machine)' if rec.get('root') else ''}:"
+                f" {rec.get('address')}:{rec.get('port')}"
                 f" unshare pid {rec.get('unshare_pid')} init pid {rec.get('init_pid')}"
                 f" sshd pid {rec.get('sshd_pid')} {'running' if alive else 'DOWN'}"
             )

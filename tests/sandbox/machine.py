@@ -1,5 +1,8 @@
 """Sandbox "machines" on this host: PID+mount+UTS namespaces with their own btrfs and sshd.
 
+A plain machine shares this host's /usr and /etc; a root machine (``Sandbox.add(name, root=True)``)
+has its own Debian root, a btrfs snapshot of the cache of :mod:`tests.sandbox.rootfs`.
+
 A :class:`Sandbox` owns a state dir (default ``/var/tmp/pcswitcher-sandbox/<id>/``, base overridable
 with ``$PCS_SANDBOX_DIR``) holding the client key, ``known_hosts``, the Ansible inventory and a
 ``state.json`` that records the host pids (with their create times) of everything it started, so that
