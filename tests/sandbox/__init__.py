@@ -9,7 +9,7 @@ and their own btrfs (a loop file) for /home and /root:
   Debian 12 system: its ``/`` is the btrfs subvolume ``rootfs`` (``btrfs subvolume show /`` works
   inside), a snapshot of the Debian root cached by :mod:`tests.sandbox.rootfs`, with its own dpkg
   database, /etc, apt, python3 and sshd; only the checkout, the sandbox dir and the ``ro_binds`` are
-  seen from the host. It starts in about 1.5 s (a sparse copy of the cached image, ~250 MB); the
+  seen from the host. It starts in about 1.5 s (a sparse copy of the cached image, ~210 MB); the
   cache itself is built once per recipe (``python -m tests.sandbox root-cache``: 30-120 s, in
   ``/var/cache/pcswitcher-sandbox/root/``; remove its dir there to rebuild it).
 """

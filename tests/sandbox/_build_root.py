@@ -8,8 +8,8 @@ with it, also when it is killed. Standard library only. It
    and creates the subvolume ``base``,
 2. runs ``mmdebstrap --variant=apt`` into it (the log in the build dir),
 3. adapts the tree: ``policy-rc.d`` answering 101, no ssh host keys, ``/etc/hostname`` and ``/etc/hosts``,
-4. makes ``base`` read-only, trims the image (freed blocks become holes again), writes the tree's
-   size to ``tree.json`` and unmounts.
+4. makes ``base`` read-only, balances and trims the file system (its data contiguous, freed blocks
+   holes of the image again), writes the tree's size to ``tree.json`` and unmounts.
 """
 
 from __future__ import annotations
@@ -93,8 +93,11 @@ def main() -> int:
     _adapt(tree)
     size = _tree_mb(tree)
     _run(["btrfs", "property", "set", "-ts", tree, "ro", "true"])
-    # the blocks of files written and deleted (apt's downloaded .debs) become holes of the sparse
-    # image again: each machine's copy of it stays small
+    # the tree's blocks rewritten contiguously (apt's downloaded .debs, written and deleted, left gaps
+    # among them), then every free block a hole of the sparse image: a machine's copy of it holds
+    # ~210 MB in a few extents, not thousands (unlinking 3000 extents took 8 s here, with
+    # the host's ext4 mounted with discard)
+    _run(["btrfs", "balance", "start", "--full-balance", mnt], stdout=subprocess.DEVNULL)
     _run(["fstrim", mnt])
     _run(["umount", mnt])
     os.rmdir(mnt)

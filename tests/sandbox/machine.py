@@ -674,7 +674,7 @@ class Sandbox:
         return norm
 
     def _make_image(self, rec: dict[str, Any], image: Path) -> None:
-        """A fresh btrfs, or for a root machine a sparse copy of the cached root's image (about 250 MB
+        """A fresh btrfs, or for a root machine a sparse copy of the cached root's image (about 210 MB
         of data) with a new file system UUID (two mounted copies must not share one)."""
         size = _parse_size(self.size)
         if rec.get("root"):

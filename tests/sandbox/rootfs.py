@@ -49,7 +49,7 @@ CACHE_ENV = "PCS_SANDBOX_CACHE"
 MIRROR_ENV = "PCS_SANDBOX_MIRROR"
 SUITE = "bookworm"
 #: bump when the build steps change in a way the other recipe fields do not show
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 #: what a source and a target need: sshd and ssh, python3 for Ansible (and python3-apt,
 #: python3-debian for its apt modules), the tools pc-switcher's jobs and the tests run
 PACKAGES = (
@@ -73,7 +73,7 @@ PACKAGES = (
 IMAGE_NAME = "root.img"
 INFO_NAME = "info.json"
 BASE_SUBVOLUME = "base"
-IMAGE_SIZE = 2 << 30  # sparse: the tree uses about 250 MB of it
+IMAGE_SIZE = 2 << 30  # sparse: the tree uses about 210 MB of it
 _BUILD_SCRIPT = Path(__file__).with_name("_build_root.py")
 _KEY = re.compile(r"[0-9a-f]{16}")
 
@@ -187,7 +187,7 @@ def ensure_root_cache(
     recipe: Recipe | None = None, base: Path | None = None, say: Callable[[str], None] | None = None
 ) -> RootCache:
     """The cached root of ``recipe`` (default: this host's mirror and :data:`PACKAGES`), built first
-    when missing (about 30 s and 250 MB); ``say`` gets one line when a build starts."""
+    when missing (30-120 s, about 210 MB); ``say`` gets one line when a build starts."""
     recipe = recipe or Recipe(mirror=host_mirror())
     found = find_cache(recipe, base)
     if found is not None:
@@ -200,7 +200,7 @@ def ensure_root_cache(
         for stale in root.glob(".build-*"):  # left by a killed builder (builders hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
         if say is not None:
-            say(f"building the root machines' Debian root in {root / recipe.key()} (once, about 30 s)")
+            say(f"building the root machines' Debian root in {root / recipe.key()} (once, 30-120 s)")
         return _build(recipe, root)
 
 
