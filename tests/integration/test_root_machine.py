@@ -7,15 +7,18 @@ inside a root source and syncing /home to a root target, and a teardown that lea
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests import needs
@@ -27,8 +30,16 @@ from tests.integration.helpers import (
     wait_until_clean,
     write_config,
 )
-from tests.integration.test_sandbox import _assert_gone, _has, _snapshot, _wait_for
+from tests.integration.test_sandbox import (
+    _assert_gone,
+    _has,
+    _host_mounts_mentioning,
+    _loop_devices,
+    _snapshot,
+    _wait_for,
+)
 from tests.sandbox import Machine, Sandbox, SandboxError, down_all
+from tests.sandbox.rootfs import Recipe, find_cache, host_mirror, list_caches
 
 ROOT_TOOLS = needs.ROOT_MACHINE_TOOLS
 HOST_STATUS = Path("/var/lib/dpkg/status")
@@ -269,3 +280,57 @@ def test_cli_up_root_then_down() -> None:
     finally:
         down_all(base)
         shutil.rmtree(base)
+
+
+_BUILDER = """
+import sys
+import time
+from pathlib import Path
+from tests.sandbox.rootfs import Recipe, ensure_root_cache, host_mirror
+ensure_root_cache(Recipe(mirror=host_mirror()), Path(sys.argv[1]))
+"""
+
+
+def _processes_mentioning(text: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if any(text in part for part in proc.cmdline()):
+                found.append(proc)
+    return found
+
+
+def test_a_killed_cache_build_leaves_nothing_and_is_not_used(tmp_path: Path) -> None:
+    """The builder SIGKILLed while mmdebstrap runs: its namespace ends (no process, mount or loop
+    device left) and its half-built cache is not found."""
+    needs.tools(ROOT_TOOLS)
+    base = tmp_path / "cache"
+    builder = subprocess.Popen([sys.executable, "-c", _BUILDER, str(base)], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while not [p for p in _processes_mentioning(str(base)) if "mmdebstrap" in " ".join(p.cmdline())]:
+            assert builder.poll() is None, "the builder ended before mmdebstrap ran"
+            assert time.monotonic() < deadline, "mmdebstrap did not start"
+            time.sleep(0.05)
+        mmdebstrap = next(
+            p for p in _processes_mentioning(str(base)) if "mmdebstrap" in " ".join(p.cmdline())
+        )
+        pidns = os.readlink(f"/proc/{mmdebstrap.pid}/ns/pid")
+    finally:
+        builder.kill()
+        builder.wait()
+    _wait_for(lambda: _processes_mentioning(str(base)) == [], 30)
+    _wait_for(lambda: not [p for p in psutil.pids() if _pidns_or_none(p) == pidns], 30)
+    images = list(base.glob("root/.build-*/root.img"))
+    assert len(images) == 1
+    _wait_for(lambda: _loop_devices(images[0]) == "", 10)
+    assert _host_mounts_mentioning(str(base)) == []
+    assert find_cache(Recipe(mirror=host_mirror()), base) is None
+    assert list_caches(base) == []
+
+
+def _pidns_or_none(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None

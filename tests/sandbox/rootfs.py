@@ -251,8 +251,16 @@ def _build(recipe: Recipe, root: Path) -> RootCache:
 
 
 def _run_build(work: Path) -> None:
-    """``_build_root.py`` in new PID and mount namespaces (its mounts and processes end with it)."""
+    """``_build_root.py`` in new PID and mount namespaces (its mounts and processes end with it).
+
+    ``unshare`` dies with this process (``setpriv --pdeathsig``) and takes the namespace with it
+    (``--kill-child``): a builder killed mid-build leaves nobody writing into its build dir, which
+    the next builder removes."""
     argv = [
+        "setpriv",
+        "--pdeathsig",
+        "KILL",
+        "--",
         "unshare",
         "--pid",
         "--mount",
