@@ -41,7 +41,7 @@ from tests.integration.test_sandbox import (
 from tests.sandbox import Machine, Sandbox, SandboxError, down_all
 from tests.sandbox.rootfs import Recipe, find_cache, host_mirror, list_caches
 
-ROOT_TOOLS = needs.ROOT_MACHINE_TOOLS
+ROOT_TOOLS = {**needs.ROOT_MACHINE_TOOLS, "dpkg-scanpackages": "dpkg-dev"}
 HOST_STATUS = Path("/var/lib/dpkg/status")
 PROBE = "pcs-rootm-probe"
 
@@ -144,6 +144,37 @@ def test_dpkg_database_is_its_own(clean: Sandbox, tmp_path: Path) -> None:
         source.path(f"/tmp/{deb.name}").unlink()
     assert removed.returncode == 0, removed.stderr
     assert _sha256(HOST_STATUS) == host_before
+
+
+def test_apt_is_offline_and_installs_from_a_bound_repository(
+    clean: Sandbox, apt_dir: Path, tmp_path: Path
+) -> None:
+    """No Debian source in the machine; a flat repository on the read-only bind serves apt."""
+    source = clean["source"]
+    assert source.run(["apt-get", "indextargets"]).stdout.strip() == ""  # no source, no lists
+    assert source.path("/usr/share/pcs-sandbox/debian.list").read_text().startswith("deb http")
+    repo = apt_dir / "flat"
+    repo.mkdir()
+    shutil.copy(_tiny_deb(tmp_path), repo)
+    scan = subprocess.run(
+        ["dpkg-scanpackages", "--multiversion", "."], cwd=repo, capture_output=True, text=True, check=False
+    )
+    assert scan.returncode == 0, scan.stderr
+    (repo / "Packages").write_text(scan.stdout)
+    lst = source.path("/etc/apt/sources.list.d/pcs-flat.list")
+    lst.write_text("deb [trusted=yes] file:/srv/pcs-apt/flat ./\n")
+    try:
+        update = source.run(["apt-get", "update"], timeout=120)
+        assert update.returncode == 0, update.stdout + update.stderr
+        assert "http" not in update.stdout
+        res = source.run(["apt-get", "install", "-y", "-q", PROBE], timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert source.path(f"/usr/share/{PROBE}/hello").read_text() == "probe\n"
+        assert subprocess.run(["dpkg-query", "-W", PROBE], capture_output=True, check=False).returncode == 1
+    finally:
+        source.run(["dpkg", "--purge", PROBE])
+        lst.unlink()
+        shutil.rmtree(repo)
 
 
 def test_services_cannot_start(clean: Sandbox) -> None:

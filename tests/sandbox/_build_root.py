@@ -7,7 +7,8 @@ with it, also when it is killed. Standard library only. It
 1. mounts the empty btrfs image (``mount -o loop``: the loop device auto-clears with the last mount)
    and creates the subvolume ``base``,
 2. runs ``mmdebstrap --variant=apt`` into it (the log in the build dir),
-3. adapts the tree: ``policy-rc.d`` answering 101, no ssh host keys, ``/etc/hostname`` and ``/etc/hosts``,
+3. adapts the tree: ``policy-rc.d`` answering 101, no apt source (mmdebstrap's ``sources.list`` moved to
+   ``/usr/share/pcs-sandbox/debian.list``), no ssh host keys, ``/etc/hostname`` and ``/etc/hosts``,
 4. makes ``base`` read-only, balances and trims the file system (its data contiguous, freed blocks
    holes of the image again), writes the tree's size to ``tree.json`` and unmounts.
 """
@@ -40,6 +41,7 @@ POLICY_RC_D = """\
 exit 101
 """
 
+DEBIAN_LIST = "usr/share/pcs-sandbox/debian.list"  # the mirror's source, moved out of /etc/apt
 HOSTS = "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"
 
 
@@ -69,6 +71,10 @@ def _adapt(tree: str) -> None:
     with open(policy, "w") as fh:
         fh.write(POLICY_RC_D)
     os.chmod(policy, 0o755)  # noqa: S103 - a script every user may run, as dpkg installs them
+    # offline by default: apt in a machine reaches only the repositories a test gives it (no
+    # network during a sync); the Debian source stays at hand for a person
+    os.makedirs(os.path.join(tree, "usr/share/pcs-sandbox"), exist_ok=True)
+    os.rename(os.path.join(tree, "etc/apt/sources.list"), os.path.join(tree, DEBIAN_LIST))
     for key in glob.glob(os.path.join(tree, "etc/ssh/ssh_host_*")):
         os.unlink(key)
     with open(os.path.join(tree, "etc/hostname"), "w") as fh:

@@ -18,9 +18,11 @@ The tree has ``/usr/sbin/policy-rc.d`` answering 101 ("action forbidden"), as De
 package maintainer scripts run through ``invoke-rc.d`` cannot start services (there is no systemd in
 a machine either). Documentation, man pages and translations are left out (``path-exclude`` in
 ``/etc/dpkg/dpkg.cfg.d/99mmdebstrap``, which also holds for packages installed later), the
-``/etc/ssh/ssh_host_*`` keys are removed (each machine gets its own in its state dir), and apt's
-package lists are not kept (``apt-get update`` inside a machine fetches them from the mirror in its
-``/etc/apt/sources.list``).
+``/etc/ssh/ssh_host_*`` keys are removed (each machine gets its own in its state dir), and apt has
+no source and no package lists: a machine is offline, its apt reaches only the repositories a test
+gives it (e.g. through ``ro_binds`` at ``/srv/pcs-apt``). To reach Debian from a machine, copy
+``/usr/share/pcs-sandbox/debian.list`` (the mirror's line) to ``/etc/apt/sources.list.d/`` there and
+run ``apt-get update``.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ CACHE_ENV = "PCS_SANDBOX_CACHE"
 MIRROR_ENV = "PCS_SANDBOX_MIRROR"
 SUITE = "bookworm"
 #: bump when the build steps change in a way the other recipe fields do not show
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 #: what a source and a target need: sshd and ssh, python3 for Ansible (and python3-apt,
 #: python3-debian for its apt modules), the tools pc-switcher's jobs and the tests run
 PACKAGES = (
