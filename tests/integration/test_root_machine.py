@@ -284,13 +284,13 @@ def test_bad_inputs_one_line_each(sandbox_factory: Callable[..., Sandbox], tmp_p
     assert sb.machines == {}
 
 
-def test_cli_up_root_then_down() -> None:
+def test_cli_up_root_then_down(apt_dir: Path) -> None:
     needs.tools(ROOT_TOOLS)
     base = Path(os.path.abspath(f"/var/tmp/pcswitcher-rootm-test-{os.getpid()}"))
     cli = [sys.executable, "-m", "tests.sandbox", "--base-dir", str(base)]
     try:
         res = subprocess.run(
-            [*cli, "up", "--root", "clir", "--port", "2244"],
+            [*cli, "up", "--root", "clir", "--port", "2244", "--ro-bind", f"/srv/pcs-apt={apt_dir}"],
             capture_output=True,
             text=True,
             cwd=REPO,
@@ -306,6 +306,7 @@ def test_cli_up_root_then_down() -> None:
             machine = sb["clir"]
             assert machine.root
             assert machine.run(["btrfs", "subvolume", "show", "/"]).returncode == 0
+            assert machine.path("/srv/pcs-apt/hello.txt").read_text() == "from the host\n"
             snap = _snapshot(machine)
         _assert_gone(snap)
     finally:

@@ -40,11 +40,21 @@ def _cmd_up(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.ro_bind and not args.root:
+        print("--ro-bind is for root machines: add --root", file=sys.stderr)
+        return 2
+    binds: dict[str, Path] = {}
+    for spec in args.ro_bind:
+        inside, sep, host = spec.partition("=")
+        if not sep:
+            print(f"--ro-bind {spec!r}: give INSIDE=HOST, e.g. /srv/pcs-apt=/var/tmp/repos", file=sys.stderr)
+            return 2
+        binds[inside] = Path(host)
     sandbox = Sandbox(base_dir=args.base_dir, size=args.size, port=args.port)
     try:
         for name in names:
             if args.root:
-                machine = sandbox.add(name, root=True, timeout=args.timeout)
+                machine = sandbox.add(name, root=True, ro_binds=binds, timeout=args.timeout)
             else:
                 machine = sandbox.add(
                     name, extra_dirs=args.extra_dir, private_etc=args.private_etc, timeout=args.timeout
@@ -134,9 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="bring machines up and leave them running",
         description="Bring machines up and leave them running (stop them with `down`). A plain machine"
         " shares this host's /usr and /etc (its /home and /root are its own btrfs subvolumes); a root"
-        " machine (--root) is its own Debian system: its own dpkg database, /etc, apt, python3 and sshd,"
-        " started in about 2 s from a snapshot of the cached Debian root (see `root-cache`; the first"
-        " --root builds that cache, about 30-120 s).",
+        " machine (--root) is its own Debian system: its own dpkg database, /etc, apt (offline), python3"
+        " and sshd, started in about 2 s from a snapshot of the cached Debian root (see `root-cache`;"
+        " the first --root builds that cache, about 30-120 s).",
     )
     up.add_argument("names", nargs="*", metavar="NAME", help="machine name")
     up.add_argument("--name", action="append", default=[], help="machine name (repeatable)")
@@ -146,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="root machines: each its own Debian root (btrfs snapshot of the cached root)",
     )
     up.add_argument("--timeout", type=float, default=30.0, help="seconds for each machine to come up")
+    up.add_argument(
+        "--ro-bind",
+        action="append",
+        default=[],
+        metavar="INSIDE=HOST",
+        help="with --root: host dir HOST read-only at INSIDE (under /srv, /mnt, /opt, /media), repeatable",
+    )
     up.add_argument("--size", default="2G", help="btrfs image size per machine (default 2G)")
     up.add_argument("--port", type=int, default=2222, help="sshd port (default 2222)")
     up.add_argument(
