@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -38,7 +39,7 @@ from tests.integration.test_sandbox import (
     _snapshot,
     _wait_for,
 )
-from tests.sandbox import Machine, Sandbox, SandboxError, down_all
+from tests.sandbox import Sandbox, SandboxError, down_all
 from tests.sandbox.rootfs import Recipe, find_cache, host_mirror, list_caches
 
 ROOT_TOOLS = {**needs.ROOT_MACHINE_TOOLS, "dpkg-scanpackages": "dpkg-dev"}
@@ -253,14 +254,9 @@ def test_sync_home_from_root_source_to_root_target(clean: Sandbox) -> None:
 # --------------------------------------------------------------------------- lifecycle
 
 
-def _root_machine(sb: Sandbox, name: str) -> Machine:
-    needs.tools(ROOT_TOOLS)
-    return sb.add(name, root=True)
-
-
 def test_teardown_leaves_nothing(sandbox_factory: Callable[..., Sandbox]) -> None:
-    sb = sandbox_factory()
-    machine = _root_machine(sb, "rsolo")
+    sb = sandbox_factory("rsolo", root=True)
+    machine = sb["rsolo"]
     snap = _snapshot(machine)
     subprocess.run(machine.ssh_argv(["sh", "-c", "nohup sleep 317 >/dev/null 2>&1 &"]), check=True)
     _wait_for(lambda: _has(machine.extra_processes(), ["sleep", "317"]))
@@ -366,3 +362,33 @@ def _pidns_or_none(pid: int) -> str | None:
         return os.readlink(f"/proc/{pid}/ns/pid")
     except OSError:
         return None
+
+
+def test_molecule_platform_with_pcs_root(tmp_path: Path, apt_dir: Path) -> None:
+    """molecule's create (tests/molecule/create.yml passes the platforms as JSON) brings up a root
+    machine for a platform with ``pcs_root: true``, with its ``pcs_ro_binds``."""
+    needs.tools(ROOT_TOOLS)
+    ephemeral, instances = tmp_path / "ephemeral", tmp_path / "instances.yml"
+    platforms = [{"name": "target", "pcs_root": True, "pcs_ro_binds": {"/srv/pcs-apt": str(apt_dir)}}]
+    module = [sys.executable, "-m", "tests.integration.molecule_sandbox"]
+    create = [*module, "create", "--ephemeral", str(ephemeral), "--instance-config", str(instances)]
+    res = subprocess.run(
+        [*create, "target", "--platforms-json", json.dumps(platforms)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=300,
+    )
+    try:
+        assert res.returncode == 0, res.stderr
+        state = json.loads(res.stdout)
+        machine = Sandbox.attach(Path(state["dir"]))["target"]  # a handle: molecule's destroy tears down
+        snap = _snapshot(machine)
+        assert machine.root
+        assert machine.path("/srv/pcs-apt/hello.txt").read_text() == "from the host\n"
+    finally:
+        destroy = [*module, "destroy", "--ephemeral", str(ephemeral), "--instance-config", str(instances)]
+        done = subprocess.run(destroy, capture_output=True, text=True, cwd=REPO, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    _assert_gone(snap)
