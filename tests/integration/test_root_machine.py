@@ -214,6 +214,27 @@ def test_the_kernels_settings_are_read_only(clean: Sandbox) -> None:
         assert "ro" in res.stdout.strip().split(","), (mnt, res.stdout)
 
 
+def test_login_user_with_sudo(clean: Sandbox) -> None:
+    """A root machine's /etc is its own: a login user with a sudoers rule is added there only."""
+    target = clean["target"]
+    host_passwd = _sha256(Path("/etc/passwd"))
+    target.add_login_user("rootmuser", 1301)
+    try:
+        argv = target.ssh_argv(["sudo", "-n", "id", "-u"])
+        argv[argv.index("-l") + 1] = "rootmuser"
+        res = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == "0"
+        assert "rootmuser" not in clean["source"].path("/etc/passwd").read_text()
+        assert _sha256(Path("/etc/passwd")) == host_passwd
+    finally:
+        script = (
+            "sed -i '/^rootmuser:/d' /etc/passwd /etc/group /etc/shadow /etc/gshadow"
+            " && rm -rf /etc/sudoers.d/pcs-rootmuser /home/rootmuser"
+        )
+        assert target.run(["sh", "-c", script]).returncode == 0
+
+
 def test_ro_binds_are_read_only(clean: Sandbox, apt_dir: Path) -> None:
     machine = clean["source"]
     assert machine.path("/srv/pcs-apt/hello.txt").read_text() == "from the host\n"

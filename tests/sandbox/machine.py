@@ -480,9 +480,10 @@ class Machine:
         (checked by ``visudo``). It
         logs in with the sandbox's client key (sshd's ``AuthorizedKeysFile`` serves every user).
 
-        Refused on a machine without a private /etc (the host's /etc is never written).
+        Refused on a plain machine without a private /etc (the host's /etc is never written); a
+        root machine's /etc is its own.
         """
-        if not self._record.get("private_etc"):
+        if not self._record.get("private_etc") and not self.root:
             raise SandboxError(
                 f"{self.name}: no private /etc (add it with private_etc=True): not adding {user!r}"
             )
@@ -907,11 +908,12 @@ Subsystem sftp internal-sftp
 
 _USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
 
-# run inside a machine by Machine.add_login_user: refuses unless /etc is the machine's own btrfs
+# run inside a machine by Machine.add_login_user: refuses unless /etc is on the machine's own btrfs
+# (a private /etc, or a root machine's /)
 _ADD_USER = r"""
 set -euo pipefail
 user=$1 uid=$2 rule=$3
-if [ "$(findmnt -n -o FSTYPE --mountpoint /etc)" != btrfs ]; then echo "/etc is not private" >&2; exit 1; fi
+if [ "$(findmnt -n -o FSTYPE --target /etc)" != btrfs ]; then echo "/etc is not private" >&2; exit 1; fi
 if getent passwd "$user" >/dev/null || getent passwd "$uid" >/dev/null || getent group "$uid" >/dev/null; then
   echo "user $user or id $uid exists" >&2; exit 1
 fi
