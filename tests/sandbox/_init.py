@@ -129,12 +129,8 @@ _OLD_ROOT = ".pcs-old-root"
 
 
 def _bind(source: str, target: str, read_only: bool = False) -> None:
-    if os.path.isdir(source):
-        os.makedirs(target, exist_ok=True)
-    else:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        if not os.path.exists(target):
-            open(target, "a").close()
+    """The dir ``source`` bound at ``target`` (created in the machine's tree when missing)."""
+    os.makedirs(target, exist_ok=True)
     _run(["mount", "--bind", source, target])
     if read_only:
         _run(["mount", "-o", "remount,bind,ro", target])

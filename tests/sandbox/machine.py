@@ -625,8 +625,8 @@ class Sandbox:
         ensure_loop_devices()
         subvolumes = [["/home", "home"], ["/root", "root"]]
         for extra in extra_dirs:
-            subvolumes.append([self._check_extra_dir(extra, subvolumes), ""])
-            subvolumes[-1][1] = subvolumes[-1][0].strip("/").replace("/", "_")
+            norm = self._check_extra_dir(extra, subvolumes)
+            subvolumes.append([norm, norm.strip("/").replace("/", "_")])
         mdir = self.dir / name
         mdir.mkdir(mode=0o755)
         rec: dict[str, Any] = {
