@@ -347,7 +347,9 @@ def register(sub: Any) -> None:
         f" from: mmdebstrap --variant=apt {SUITE} with {', '.join(PACKAGES)}, from the mirror of this"
         f" host's apt (${MIRROR_ENV} overrides it). It lives in {DEFAULT_CACHE}/root/<key>/"
         f" (${CACHE_ENV} overrides the base), <key> a hash of the recipe: a changed recipe builds a new"
-        " one. To rebuild the current one, remove its dir and run this again.",
+        " one. To rebuild the current one, remove its dir and run this again. In the tree,"
+        " /usr/sbin/policy-rc.d exits 101 (maintainer scripts cannot start services) and apt has no"
+        " source (machines are offline; the mirror's line is in /usr/share/pcs-sandbox/debian.list).",
     )
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help=f"base dir (default ${CACHE_ENV} or {DEFAULT_CACHE})"
