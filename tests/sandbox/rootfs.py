@@ -1,6 +1,6 @@
 """The cached Debian root of the sandbox's root machines (``Sandbox.add(name, root=True)``).
 
-Built once per machine with ``mmdebstrap --variant=apt`` from the Debian mirror this host's apt uses
+Built once on this host with ``mmdebstrap --variant=apt`` from the Debian mirror this host's apt uses
 (read from ``/etc/apt/sources.list*``; ``$PCS_SANDBOX_MIRROR`` overrides it) and cached outside the
 repo in ``/var/cache/pcswitcher-sandbox/root/<key>/`` (base overridable with ``$PCS_SANDBOX_CACHE``):
 
