@@ -563,6 +563,18 @@ class TargetLock:
             self.fd = None
 
 
+def nested_mounts() -> list[str]:
+    """Every mount point of this mount namespace (rsync must neither delete under them nor set
+    the attributes of the file system mounted there)."""
+    found = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            mnt = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+            if mnt != "/":
+                found.append(mnt)
+    return found
+
+
 def rsync_argv(source: str, dest: str, mount: str, exclude: list[str], checksum: bool, dry: bool) -> list[str]:
     argv = ["rsync", "-aHAX", "--numeric-ids", "--delete", "--force", "--one-file-system", "--itemize-changes"]
     if checksum:
@@ -626,7 +638,7 @@ def rollback(
                     ),
                 }
             )
-        excluded = [*exclude, location] + ([lock_path] if lock_path else [])
+        excluded = [*exclude, location, *nested_mounts()] + ([lock_path] if lock_path else [])
         result = {
             "session": chosen["id"],
             "phase": phase,
