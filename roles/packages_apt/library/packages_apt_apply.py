@@ -37,6 +37,7 @@ options:
   archs: {type: list, elements: str, default: []}
   items: {type: list, elements: str, default: []}
   upgrade: {type: dict, default: {}}
+  total: {type: int, default: 0}
   lock_timeout: {type: int, default: 300}
 """
 
@@ -69,7 +70,7 @@ def _packages(module: AnsibleModule, p: Dict[str, Any], done: Dict[str, Any]) ->
     done["actions"] = {"install": [], "remove": []}
     if not items:
         return
-    result = apt_get(p["step"], items, p["lock_timeout"])
+    result = apt_get(p["step"], items, p["lock_timeout"], p["total"])
     if result.pop("failed"):
         module.fail_json(**dict(done, **result))
     done.update(result, changed=True)
@@ -83,6 +84,7 @@ def main() -> None:
             "archs": {"type": "list", "elements": "str", "default": []},
             "items": {"type": "list", "elements": "str", "default": []},
             "upgrade": {"type": "dict", "default": {}},
+            "total": {"type": "int", "default": 0},
             "lock_timeout": {"type": "int", "default": 300},
         },
         supports_check_mode=False,

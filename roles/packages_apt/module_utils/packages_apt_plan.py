@@ -430,6 +430,17 @@ def simulation(output: str) -> Dict[str, List[List[str]]]:
     return found
 
 
+def performed(output: str) -> Dict[str, List[List[str]]]:
+    """What a real ``apt-get install/remove`` did, from dpkg's lines in its output: ``Setting up
+    NAME (VERSION) ...`` and ``Removing NAME (VERSION) ...`` (``LC_ALL=C.UTF-8``)."""
+    found: Dict[str, List[List[str]]] = {"install": [], "remove": []}
+    for line in output.splitlines():
+        match = re.match(r"(Setting up|Removing) (\S+) \((\S+)\)", line)
+        if match:
+            found["install" if match.group(1) == "Setting up" else "remove"].append([match.group(2), match.group(3)])
+    return found
+
+
 def candidates(policy: str) -> Dict[str, str]:
     """``apt-cache policy NAME...``: each package's candidate version ("" for none)."""
     found, current = {}, None
