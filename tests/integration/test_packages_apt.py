@@ -403,3 +403,48 @@ def test_an_interrupt_mid_install_then_a_sync_that_repairs_and_converges(
     assert run(target, "dpkg", "--audit") == ""
     ok(sync(pair))
     assert changed_tasks(pair) == 0
+
+
+HOLD_LOCK = """
+import fcntl, os, sys
+fd = os.open("/var/lib/dpkg/lock-frontend", os.O_RDWR | os.O_CREAT, 0o640)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_dpkg_lock_holder_is_named_when_it_is_not_released(pair: Sandbox, repos: TestRepos) -> None:
+    """Another apt (unattended-upgrades) holds dpkg's lock longer than lock_timeout: the sync fails
+    naming its pid and command, and changes nothing."""
+    source_with_software(pair, repos)
+    target = pair["target"]
+    holder = target.popen(
+        ["python3", "-c", HOLD_LOCK, "pcs-fake-unattended-upgrade"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "locked\n"
+        before = state(target)
+        out = failed(sync(pair, lock_timeout="2s"))
+        assert "/var/lib/dpkg/lock-frontend is held by pid " in out
+        assert "pcs-fake-unattended-upgrade" in out
+        assert "raise packages_apt.lock_timeout" in out
+        assert state(target) == before
+    finally:
+        holder.communicate("", timeout=30)
+    ok(sync(pair))
+    assert versions(target) == versions(pair["source"])
+
+
+def test_a_target_without_apt_is_refused_in_one_line(pair: Sandbox) -> None:
+    target = pair["target"]
+    apt_get = target.path("/usr/bin/apt-get")
+    apt_get.rename(apt_get.with_name("apt-get.away"))
+    try:
+        out = failed(sync(pair))
+        assert "the target has no apt-get: packages_apt syncs Debian-like systems only" in out
+    finally:
+        apt_get.with_name("apt-get.away").rename(apt_get)
