@@ -448,3 +448,16 @@ def test_a_target_without_apt_is_refused_in_one_line(pair: Sandbox) -> None:
         assert "the target has no apt-get: packages_apt syncs Debian-like systems only" in out
     finally:
         apt_get.with_name("apt-get.away").rename(apt_get)
+
+
+def test_an_interrupted_dpkg_run_is_repaired_first_and_logged(pair: Sandbox, repos: TestRepos) -> None:
+    """A package left unpacked but not configured (dpkg --audit not clean): validate reports it, the
+    sync runs dpkg --configure -a before anything else, logs it, then converges."""
+    source, target = source_with_software(pair, repos), pair["target"]
+    run(target, "dpkg", "--unpack", "/srv/pcs-apt/signed/pool/main/pcs-removable_1.0_all.deb")
+    assert "pcs-removable" in run(target, "dpkg", "--audit")
+    out = ok(sync(pair))
+    assert "dpkg --audit on the target is not clean" in out
+    assert "repaired an interrupted dpkg run (dpkg --configure -a)" in out
+    assert run(target, "dpkg", "--audit") == ""
+    assert versions(target) == versions(source)
