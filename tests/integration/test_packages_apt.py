@@ -273,16 +273,34 @@ def test_the_default_protected_patterns_keep_firmware(
     assert run(target, "dpkg-query", "-W", "-f", "${Status}", "firmware-pcs-test") == "install ok installed"
 
 
-def test_auto_marks_follow_the_source(pair: Sandbox, repos: TestRepos) -> None:
+def test_marks_holds_architectures_and_protected_sources(pair: Sandbox, repos: TestRepos) -> None:
+    """Auto/manual marks and holds made equal (a hold the source lacks is released), the source's
+    foreign architecture added and then removed with it, the target's extra apt files removed unless
+    protected_sources names them."""
     source, target = pair["source"], pair["target"]
     for machine in (source, target):
         give_repos(machine, repos.files)
         apt(machine, "install", DEP_CHAIN[0])
     run(target, "apt-mark", "manual", DEP_CHAIN[2])
+    run(target, "apt-mark", "hold", DEP_CHAIN[0])
     run(source, "apt-mark", "manual", DEP_CHAIN[1])
-    ok(sync(pair))
-    pcs = {n for n in manual(target) if n.startswith("pcs-")}
-    assert pcs == {DEP_CHAIN[0], DEP_CHAIN[1]}
+    run(source, "dpkg", "--add-architecture", "i386")
+    legacy = repos.file("pcs-legacy.list").content
+    for name in ("company-mirror.list", "stale.list"):
+        target.path(f"/etc/apt/sources.list.d/{name}").write_bytes(legacy)
+    protected = ["/etc/apt/sources.list.d/company-*"]
+    ok(sync(pair, protected_sources=protected))
+    assert {n for n in manual(target) if n.startswith("pcs-")} == {DEP_CHAIN[0], DEP_CHAIN[1]}
+    assert holds(target) == set()
+    assert run(target, "dpkg", "--print-foreign-architectures").split() == ["i386"]
+    assert target.path("/etc/apt/sources.list.d/company-mirror.list").read_bytes() == legacy
+    assert not target.path("/etc/apt/sources.list.d/stale.list").exists()
+    # the source drops the architecture: so does the target (no package of it there)
+    run(source, "dpkg", "--remove-architecture", "i386")
+    ok(sync(pair, protected_sources=protected))
+    assert run(target, "dpkg", "--print-foreign-architectures") == ""
+    ok(sync(pair, protected_sources=protected))
+    assert changed_tasks(pair) == 0
 
 
 def test_a_broken_repository_fails_validation_naming_it(pair: Sandbox, repos: TestRepos) -> None:
