@@ -450,6 +450,7 @@ def test_the_dpkg_lock_holder_is_named_when_it_is_not_released(pair: Sandbox, re
         assert "/var/lib/dpkg/lock-frontend is held by pid " in out
         assert "pcs-fake-unattended-upgrade" in out
         assert "raise packages_apt.lock_timeout" in out
+        assert "waiting for /var/lib/dpkg/lock-frontend held by pid" in out  # said while it waits
         assert state(target) == before
     finally:
         holder.communicate("", timeout=30)

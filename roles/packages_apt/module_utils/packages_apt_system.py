@@ -473,6 +473,18 @@ def add_architectures(archs: List[str]) -> bool:
     return added
 
 
+def log_line(messages: List[str]) -> Callable[[str], None]:
+    """A function that logs a line now (a progress record with a message, shown by pc-switcher
+    within a second) and keeps it in ``messages``: for what happens while a step waits."""
+    write = _progress_writer()
+
+    def say(text: str) -> None:
+        messages.append(text)
+        write({"level": "WARNING", "message": text})
+
+    return say
+
+
 def _progress_writer() -> Callable[[Dict[str, Any]], None]:
     path = os.environ.get("PCSWITCHER_PROGRESS", "")
 
@@ -501,8 +513,8 @@ def apt_get(action: str, items: List[str], lock_timeout: int, total: int = 0) ->
     if code != 0:
         errors = plan_lib.apt_errors(output)
         reason = "; ".join(errors) or output.strip()[-400:]
-        return {"failed": True, "msg": "apt-get {} failed: {}".format(action, reason), "output": output}
-    return {"failed": False, "actions": plan_lib.performed(output), "output": output}
+        return {"failed": True, "msg": "apt-get {} failed: {}".format(action, reason), "output": output[-4000:]}
+    return {"failed": False, "actions": plan_lib.performed(output), "output": output[-4000:]}
 
 
 def _run_with_progress(argv: List[str], total: int) -> Tuple[int, str]:
