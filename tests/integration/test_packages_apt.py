@@ -236,6 +236,23 @@ def test_upgrade_to_the_pinned_version(pair: Sandbox, repos: TestRepos) -> None:
     assert changed_tasks(pair) == 0
 
 
+def test_a_hold_at_the_sources_version_over_the_targets_own_hold(pair: Sandbox, repos: TestRepos) -> None:
+    """The source holds pcs-versioned at 1.0; the target holds it at 2.0: the target gets 1.0, held."""
+    source, target = pair["source"], pair["target"]
+    give_repos(source, repos.files)
+    apt(source, "install", VERSIONED)
+    run(source, "apt-mark", "hold", VERSIONED)
+    give_repos(target, [f for f in repos.files if f.path != PIN])
+    apt(target, "install", VERSIONED)
+    run(target, "apt-mark", "hold", VERSIONED)
+    assert versions(target)[VERSIONED] == "2.0"
+    ok(sync(pair))
+    assert versions(target)[VERSIONED] == "1.0"
+    assert holds(target) == {VERSIONED}
+    ok(sync(pair))
+    assert changed_tasks(pair) == 0
+
+
 def test_max_removals_refusal_then_removal_with_protected_kept(pair: Sandbox, repos: TestRepos) -> None:
     source, target = pair["source"], pair["target"]
     give_repos(source, repos.files)

@@ -287,7 +287,8 @@ def _marks_and_holds(source: Dict[str, Any], target: Dict[str, Any], gone: Set[s
     return {
         "manual": [k for k in both if src[k]["manual"] and not tgt[k]["manual"] and k not in coming],
         "auto": [k for k in both if not src[k]["manual"] and tgt[k]["manual"]],
-        "hold": sorted(k for k in src if src[k]["hold"] and not (k in tgt and tgt[k]["hold"]) and (k in tgt or k in coming)),
+        # apt-get install of a held package releases its hold: one installed now is held again
+        "hold": sorted(k for k in src if src[k]["hold"] and (k in coming or (k in tgt and not tgt[k]["hold"]))),
         "unhold": sorted(k for k in tgt if tgt[k]["hold"] and k not in gone and not (k in src and src[k]["hold"])),
     }
 
