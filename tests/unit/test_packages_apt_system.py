@@ -90,3 +90,18 @@ def test_the_lock_holder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         holder.communicate("", timeout=10)
     assert system.lock_holder(str(lock)) is None
     assert system.wait_for_lock(0, said.append) is None
+
+
+def test_removals_apt_adds_are_refused_when_the_source_has_them_or_they_are_protected() -> None:
+    plan = {"remove": ["libold"]}
+    source = {"packages": {"app": {}}}
+    settings = {"protected": ["sudo"], "_target_packages": {"core": {"essential": True}}}
+    removed = [["libold", "1"], ["app", "2"], ["core", "3"], ["sudo", "4"], ["leaf", "5"]]
+    assert system.extra_removal_problems(removed, plan, source, settings) == [
+        "apt would also remove app, which the source has (the job removes libold): add what it needs to "
+        "packages_apt.protected",
+        "apt would also remove core (Essential: yes; the job removes libold): add what it needs to "
+        "packages_apt.protected",
+        "apt would also remove sudo (protected by 'sudo'; the job removes libold): add what it needs to "
+        "packages_apt.protected",
+    ]

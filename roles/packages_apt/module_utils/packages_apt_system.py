@@ -261,11 +261,18 @@ def extra_removal_problems(removed: List[List[str]], plan: Dict[str, Any], sourc
         if key in plan["remove"]:
             continue
         if key in source["packages"]:
-            problems.append("apt would also remove {}, which the source has: the plan cannot be applied as is".format(key))
+            problems.append(
+                "apt would also remove {}, which the source has (the job removes {}): add what it needs to "
+                "packages_apt.protected".format(key, ", ".join(plan["remove"]) or "nothing, it installs")
+            )
             continue
         reason = plan_lib.protected_reason(key, target_packages.get(key, {}), settings.get("protected") or [])
         if reason:
-            problems.append("apt would also remove {} ({}): add the packages it depends on to the source".format(key, reason))
+            problems.append(
+                "apt would also remove {} ({}; the job removes {}): add what it needs to packages_apt.protected".format(
+                    key, reason, ", ".join(plan["remove"]) or "nothing, it installs"
+                )
+            )
     return problems
 
 
