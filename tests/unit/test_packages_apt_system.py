@@ -94,7 +94,7 @@ def test_the_lock_holder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_removals_apt_adds_are_refused_when_the_source_has_them_or_they_are_protected() -> None:
     plan = {"remove": ["libold"]}
-    source = {"packages": {"app": {}}}
+    source: dict[str, dict[str, dict[str, bool]]] = {"packages": {"app": {}}}
     settings = {"protected": ["sudo"], "_target_packages": {"core": {"essential": True}}}
     removed = [["libold", "1"], ["app", "2"], ["core", "3"], ["sudo", "4"], ["leaf", "5"]]
     assert system.extra_removal_problems(removed, plan, source, settings) == [
