@@ -2,6 +2,7 @@
 #   make demo   set everything up, bring up a sandbox target, run a real sync into it, tear down
 #   make test   set everything up and run the whole test suite (lint, types, unit, integration),
 #               with the 15 slowest tests listed; a test that cannot run here fails, none skips
+#               (it builds the root machines' cached Debian root first when missing: make root-cache)
 # and the developer's fast loop (under 2 minutes, no sandbox machine, no root):
 #   make check  lint, types, ansible-lint and the unit tests
 # and the install (as root, or as a user with sudo: the privileged steps run through sudo):
@@ -15,9 +16,9 @@ PREFIX ?= /opt/pc-switcher
 BINDIR ?= /usr/local/bin
 export PREFIX BINDIR   # to the recipes through the environment: never parsed by their shell
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-APT_PACKAGES := python3 python3-venv openssh-server openssh-client rsync btrfs-progs acl attr procps util-linux iproute2 tmux sudo
+APT_PACKAGES := python3 python3-venv openssh-server openssh-client rsync btrfs-progs acl attr procps util-linux iproute2 tmux sudo mmdebstrap dpkg dpkg-dev apt-utils gnupg
 
-.PHONY: install uninstall readme bootstrap system-deps venv demo test check lint unit integration bench bench-folder-sync clean-sandboxes
+.PHONY: install uninstall readme bootstrap system-deps venv demo test check lint unit integration bench bench-folder-sync clean-sandboxes root-cache
 
 bootstrap: system-deps venv
 	@# .pyc files: an editable install compiles nothing of pcswitcher, pip writes the dependencies'
@@ -69,11 +70,16 @@ unit: venv
 check: venv
 	@$(MAKE) --no-print-directory -j2 -O lint unit
 
-integration: bootstrap
+integration: bootstrap root-cache
 	$(BIN)/pytest -q tests/integration
 
-test: bootstrap lint clean-sandboxes
+test: bootstrap lint clean-sandboxes root-cache
 	$(BIN)/pytest -q --durations=15 tests
+
+# the Debian root the root machines start from (tests/sandbox/rootfs.py): built once per recipe,
+# 30-120 s, in /var/cache/pcswitcher-sandbox/root/ (or $$PCS_SANDBOX_CACHE); a no-op when it exists
+root-cache: bootstrap
+	$(BIN)/python -m tests.sandbox root-cache
 
 demo: bootstrap
 	$(BIN)/python -m tests.sandbox demo

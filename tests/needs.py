@@ -28,6 +28,16 @@ SANDBOX_TOOLS = {
 }
 
 
+# what root machines (tests/sandbox/rootfs.py) need on top of SANDBOX_TOOLS, with the package of each
+ROOT_MACHINE_TOOLS = {
+    "mmdebstrap": "mmdebstrap",
+    "btrfstune": "btrfs-progs",
+    "fstrim": "util-linux",
+    "pivot_root": "util-linux",
+    "dpkg-deb": "dpkg",
+}
+
+
 def fail(reason: str) -> None:
     """Fail the running test with ``reason`` as its one line (no traceback)."""
     pytest.fail(reason, pytrace=False)

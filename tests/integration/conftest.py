@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -33,15 +33,28 @@ def _this_machine_can_run_them() -> None:
 
 @pytest.fixture
 def sandbox_factory() -> Iterator[Callable[..., Sandbox]]:
-    """``make(*names, base_dir=, size=, port=)``: a Sandbox with those machines, torn down after the test."""
+    """``make(*names, base_dir=, size=, port=, root=, ro_binds=)``: a Sandbox with those machines
+    (root machines with ``root=True``, see ``Sandbox.add``), torn down after the test."""
     _require_root()
     made: list[Sandbox] = []
 
-    def make(*names: str, base_dir: Path | None = None, size: str = "2G", port: int = 2222) -> Sandbox:
+    def make(
+        *names: str,
+        base_dir: Path | None = None,
+        size: str = "2G",
+        port: int = 2222,
+        root: bool = False,
+        ro_binds: Mapping[str, Path] | None = None,
+    ) -> Sandbox:
+        if root:
+            needs.tools(needs.ROOT_MACHINE_TOOLS)
         sb = Sandbox(base_dir=base_dir, size=size, port=port)
         made.append(sb)
         for name in names:
-            sb.add(name)
+            if root:
+                sb.add(name, root=True, ro_binds=ro_binds)
+            else:
+                sb.add(name)
         return sb
 
     try:

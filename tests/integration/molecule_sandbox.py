@@ -5,7 +5,9 @@ Each role's ``molecule/default/create.yml`` and ``destroy.yml`` run this from th
     python -m tests.integration.molecule_sandbox create --ephemeral DIR --instance-config FILE NAME...
     python -m tests.integration.molecule_sandbox destroy --ephemeral DIR --instance-config FILE
 
-``create`` brings up one machine per molecule platform in a new sandbox and hands molecule the
+``create`` brings up one machine per molecule platform in a new sandbox (a root machine, with its own
+Debian root, for a platform with ``pcs_root: true``; ``pcs_ro_binds: {INSIDE: HOST}`` binds host dirs
+read-only into it, see :meth:`tests.sandbox.Sandbox.add`) and hands molecule the
 connections through its instance config (address, port, user root, the sandbox's client key). The
 sandbox's ``known_hosts`` is copied to ``DIR/known_hosts``, which the scenarios' ssh options name with
 ``StrictHostKeyChecking=yes``: host keys are checked. ``DIR/pcs_sandbox.json`` records the sandbox
@@ -105,8 +107,24 @@ def destroy(ephemeral: Path, instance_config: Path) -> list[str]:
     return problems
 
 
-def create(ephemeral: Path, instance_config: Path, names: Sequence[str], size: str) -> dict[str, Any]:
-    """Bring up the machines ``names``; returns the recorded state."""
+def create(
+    ephemeral: Path,
+    instance_config: Path,
+    names: Sequence[str],
+    size: str,
+    root: Sequence[str] = (),
+    ro_binds: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Bring up the machines ``names``; returns the recorded state. Those also in ``root`` are root
+    machines (their own Debian root), each with the read-only binds ``ro_binds`` (``INSIDE=HOST``)."""
+    binds: dict[str, Path] = {}
+    for spec in ro_binds:
+        inside, sep, host = spec.partition("=")
+        if not sep or not inside or not host:
+            raise SandboxError(f"--ro-bind {spec!r}: give INSIDE=HOST, e.g. /srv/pcs-apt=/var/tmp/repos")
+        binds[inside] = Path(host)
+    if set(root) - set(names):
+        raise SandboxError(f"--root {sorted(set(root) - set(names))}: not among the machines {list(names)}")
     ephemeral.mkdir(parents=True, exist_ok=True)
     leftover = destroy(ephemeral, instance_config)  # a sandbox of an interrupted run
     if leftover:
@@ -124,7 +142,10 @@ def create(ephemeral: Path, instance_config: Path, names: Sequence[str], size: s
     _write(ephemeral / STATE_FILE, json.dumps(state, indent=2) + "\n")
     try:
         for name in names:
-            sandbox.add(name)
+            if name in root:
+                sandbox.add(name, root=True, ro_binds=binds)
+            else:
+                sandbox.add(name)
         shutil.copyfile(sandbox.known_hosts, ephemeral / KNOWN_HOSTS)
         instances = []
         for machine in sandbox.machines.values():
@@ -146,6 +167,19 @@ def create(ephemeral: Path, instance_config: Path, names: Sequence[str], size: s
     return state
 
 
+def _add_platform_options(args: argparse.Namespace) -> None:
+    """``--root`` and ``--ro-bind`` from the platforms' ``pcs_root`` and ``pcs_ro_binds`` keys."""
+    try:
+        platforms = json.loads(args.platforms_json)
+    except ValueError as exc:
+        raise SandboxError(f"--platforms-json is not JSON: {exc}") from exc
+    for platform in platforms if isinstance(platforms, list) else []:
+        if platform.get("pcs_root") is True:
+            args.root.append(str(platform["name"]))
+        for inside, host in (platform.get("pcs_ro_binds") or {}).items():
+            args.ro_bind.append(f"{inside}={host}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.integration.molecule_sandbox", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,10 +190,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "create":
             cmd.add_argument("--size", default="1G", help="btrfs image size per machine (sparse)")
             cmd.add_argument("names", nargs="+", help="the machines (molecule's platform names)")
+            cmd.add_argument(
+                "--root",
+                action="append",
+                default=[],
+                metavar="NAME",
+                help="this machine is a root machine (its own Debian root; platform key pcs_root: true)",
+            )
+            cmd.add_argument(
+                "--ro-bind",
+                action="append",
+                default=[],
+                metavar="INSIDE=HOST",
+                help="root machines: host dir HOST read-only at INSIDE (platform key pcs_ro_binds)",
+            )
+            cmd.add_argument(
+                "--platforms-json",
+                default="[]",
+                help="molecule's platforms: --root for those with pcs_root: true, --ro-bind for pcs_ro_binds",
+            )
     args = parser.parse_args(argv)
     try:
         if args.command == "create":
-            print(json.dumps(create(args.ephemeral, args.instance_config, args.names, args.size)))
+            _add_platform_options(args)
+            state = create(
+                args.ephemeral, args.instance_config, args.names, args.size, args.root, args.ro_bind
+            )
+            print(json.dumps(state))
             return 0
         problems = destroy(args.ephemeral, args.instance_config)
     except SandboxError as exc:

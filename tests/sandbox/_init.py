@@ -13,13 +13,23 @@ Started by ``unshare ... -- python3 -I _init.py CONFIG.json``. Standard library 
 4. writes ``ready`` (or ``error: ...``) to the status file and then reaps every child forever
    (orphans of ssh sessions are reparented to it).
 
+With ``root`` in its config (a root machine, see :mod:`tests.sandbox.rootfs`) step 2 differs: the
+image is a copy of the cached Debian root; the subvolume ``rootfs`` (a writable snapshot of the
+read-only ``base``) becomes the machine's ``/`` by ``pivot_root``, with ``home`` and ``root`` on
+/home and /root, ``proc`` (its ``/proc/sys`` read-only), the host's ``/dev`` and ``/sys`` (recursive
+binds, ``/sys`` read-only: the kernel's settings are the host's), tmpfs on /tmp and /run,
+the btrfs top level on ``btrfs_top``, and at their own paths the checkout and the sandbox dir
+(read-write) and the ``ro_binds`` (read-only). sshd is then the machine's own ``/usr/sbin/sshd``.
+
 It is stopped from outside with SIGKILL, which ends the whole PID namespace.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -114,6 +124,89 @@ def _private_overlay(top: str, path: str) -> None:
     )
 
 
+MNT_DETACH = 2
+_OLD_ROOT = ".pcs-old-root"
+
+
+def _bind(source: str, target: str, read_only: bool = False) -> None:
+    """The dir ``source`` bound at ``target`` (created in the machine's tree when missing)."""
+    os.makedirs(target, exist_ok=True)
+    _run(["mount", "--bind", source, target])
+    if read_only:
+        _run(["mount", "-o", "remount,bind,ro", target])
+
+
+def _first_start(top: str, name: str) -> None:
+    """The machine's subvolumes made from the cached ``base`` (once: a restarted image keeps them)."""
+    _run(["btrfs", "-q", "subvolume", "snapshot", os.path.join(top, "base"), os.path.join(top, "rootfs")])
+    new = os.path.join(top, "rootfs")
+    with open(os.path.join(new, "etc/hostname"), "w") as fh:
+        fh.write(name + "\n")
+    with open(os.path.join(new, "etc/hosts"), "a") as fh:
+        fh.write(f"127.0.1.1\t{name}\n")  # sudo resolves the host name (else a warning per call)
+    for sub in ("home", "root"):
+        _run(["btrfs", "-q", "subvolume", "create", os.path.join(top, sub)])
+        _run(["cp", "-a", "--", os.path.join(new, sub) + "/.", os.path.join(top, sub)])
+        os.chmod(os.path.join(top, sub), stat.S_IMODE(os.stat(os.path.join(new, sub)).st_mode))
+
+
+def _setup_root(cfg: dict[str, Any]) -> None:
+    """Mount the machine's own Debian root (see the module docstring) and pivot into it."""
+    socket.sethostname(cfg["name"])
+    top, new = cfg["stage_top"], cfg["stage_root"]
+    os.makedirs(top, mode=0o700, exist_ok=True)
+    os.makedirs(new, mode=0o755, exist_ok=True)
+    _run(["mount", "-t", "btrfs", "-o", "loop,subvolid=5", cfg["image"], top])
+    _run(["btrfs", "filesystem", "resize", "max", top])
+    if not os.path.isdir(os.path.join(top, "rootfs")):
+        _first_start(top, cfg["name"])
+    dev = _source_of(top)
+    _run(["mount", "-t", "btrfs", "-o", "subvol=/rootfs", dev, new])
+    for target, sub in cfg["subvolumes"]:
+        _run(["mount", "-t", "btrfs", "-o", f"subvol=/{sub}", dev, new + target])
+    _run(["mount", "-t", "proc", "-o", "nosuid,nodev,noexec", "proc", new + "/proc"])
+    _run(["mount", "--rbind", "/dev", new + "/dev"])
+    _run(["mount", "--rbind", "/sys", new + "/sys"])
+    # the kernel's settings are this host's: a package's postinst running sysctl must not change them
+    _run(["mount", "-o", "remount,bind,ro", new + "/sys"])
+    _bind(new + "/proc/sys", new + "/proc/sys", read_only=True)
+    _run(["mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", new + "/tmp"])
+    _run(["mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", "tmpfs", new + "/run"])
+    os.mkdir(new + "/run/sshd", 0o755)
+    os.makedirs(new + cfg["btrfs_top"], mode=0o700)
+    _run(["mount", "-t", "btrfs", "-o", "subvolid=5", dev, new + cfg["btrfs_top"]])
+    for path in cfg.get("keep_visible", []):
+        _bind(path, new + path)
+    for inside, host in cfg.get("ro_binds", []):
+        _bind(host, new + inside, read_only=True)
+    _pivot(new)
+
+
+def _source_of(mountpoint: str) -> str:
+    dev = subprocess.run(
+        ["findmnt", "-n", "-v", "-o", "SOURCE", "--mountpoint", mountpoint],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not dev.startswith("/dev/loop"):
+        raise RuntimeError(f"unexpected source of {mountpoint}: {dev!r}")
+    return dev
+
+
+def _pivot(new: str) -> None:
+    """``new`` becomes ``/`` of this mount namespace (for every process in it, this one included);
+    the host's tree is detached: nothing of it is reachable from inside but what was bound."""
+    libc = ctypes.CDLL(None, use_errno=True)  # this process's symbols: the C library's umount2
+    old = os.path.join(new, _OLD_ROOT)
+    os.makedirs(old, exist_ok=True)
+    _run([shutil.which("pivot_root") or "/sbin/pivot_root", new, old])
+    os.chdir("/")
+    if libc.umount2(("/" + _OLD_ROOT).encode(), MNT_DETACH) != 0:
+        raise OSError(ctypes.get_errno(), "umount2 of the old root")
+    os.rmdir("/" + _OLD_ROOT)
+
+
 def _reap_forever() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
     while True:
@@ -131,7 +224,10 @@ def main() -> int:
     cfg: dict[str, Any] = json.loads(Path(sys.argv[1]).read_text())
     status = Path(cfg["status_file"])
     try:
-        _setup(cfg)
+        if cfg.get("root"):
+            _setup_root(cfg)
+        else:
+            _setup(cfg)
         _run(["/usr/sbin/sshd", "-t", "-f", cfg["sshd_config"]])
         with open(cfg["sshd_log"], "ab") as log:
             subprocess.Popen(

@@ -1,4 +1,4 @@
-"""Command line of the sandbox tool: ``python -m tests.sandbox {up,down,status}``.
+"""Command line of the sandbox tool: ``python -m tests.sandbox {up,down,status,root-cache,demo}``.
 
 More commands plug in without touching this file: a module listed in ``EXTENSION_MODULES`` (e.g. a
 future ``tests/sandbox/demo.py``) that exists must define ``register(subparsers)``, adding its
@@ -26,14 +26,39 @@ from tests.sandbox.machine import (
     recorded_sandboxes,
 )
 
-EXTENSION_MODULES: tuple[str, ...] = ("tests.sandbox.demo",)
+EXTENSION_MODULES: tuple[str, ...] = ("tests.sandbox.demo", "tests.sandbox.rootfs")
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    names = [*args.names, *args.name]
+    if not names:
+        print("give at least one machine NAME", file=sys.stderr)
+        return 2
+    if args.root and (args.extra_dir or args.private_etc or args.login_user):
+        print(
+            "--root machines have their own /etc: drop --extra-dir, --private-etc, --login-user",
+            file=sys.stderr,
+        )
+        return 2
+    if args.ro_bind and not args.root:
+        print("--ro-bind is for root machines: add --root", file=sys.stderr)
+        return 2
+    binds: dict[str, Path] = {}
+    for spec in args.ro_bind:
+        inside, sep, host = spec.partition("=")
+        if not sep:
+            print(f"--ro-bind {spec!r}: give INSIDE=HOST, e.g. /srv/pcs-apt=/var/tmp/repos", file=sys.stderr)
+            return 2
+        binds[inside] = Path(host)
     sandbox = Sandbox(base_dir=args.base_dir, size=args.size, port=args.port)
     try:
-        for name in args.name:
-            machine = sandbox.add(name, extra_dirs=args.extra_dir, private_etc=args.private_etc)
+        for name in names:
+            if args.root:
+                machine = sandbox.add(name, root=True, ro_binds=binds, timeout=args.timeout)
+            else:
+                machine = sandbox.add(
+                    name, extra_dirs=args.extra_dir, private_etc=args.private_etc, timeout=args.timeout
+                )
             for spec in args.login_user:
                 user, _, uid = spec.partition(":")
                 if not uid.isdigit():
@@ -93,7 +118,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         for rec in state.get("machines", {}).values():
             alive = live_process(rec.get("init_pid"), rec.get("init_start")) is not None
             print(
-                f"  {rec.get('name')}: {rec.get('address')}:{rec.get('port')}"
+                f"  {rec.get('name')}{' (root machine)' if rec.get('root') else ''}:"
+                f" {rec.get('address')}:{rec.get('port')}"
                 f" unshare pid {rec.get('unshare_pid')} init pid {rec.get('init_pid')}"
                 f" sshd pid {rec.get('sshd_pid')} {'running' if alive else 'DOWN'}"
             )
@@ -113,8 +139,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="bring machines up and leave them running")
-    up.add_argument("--name", action="append", required=True, help="machine name (repeatable)")
+    up = sub.add_parser(
+        "up",
+        help="bring machines up and leave them running",
+        description="Bring machines up and leave them running (stop them with `down`). A plain machine"
+        " shares this host's /usr and /etc (its /home and /root are its own btrfs subvolumes); a root"
+        " machine (--root) is its own Debian system: its own dpkg database, /etc, apt (offline), python3"
+        " and sshd, started in about 2 s from a snapshot of the cached Debian root (see `root-cache`;"
+        " the first --root builds that cache, about 30-120 s).",
+    )
+    up.add_argument("names", nargs="*", metavar="NAME", help="machine name")
+    up.add_argument("--name", action="append", default=[], help="machine name (repeatable)")
+    up.add_argument(
+        "--root",
+        action="store_true",
+        help="root machines: each its own Debian root (btrfs snapshot of the cached root)",
+    )
+    up.add_argument("--timeout", type=float, default=30.0, help="seconds for each machine to come up")
+    up.add_argument(
+        "--ro-bind",
+        action="append",
+        default=[],
+        metavar="INSIDE=HOST",
+        help="with --root: host dir HOST read-only at INSIDE (under /srv, /mnt, /opt, /media), repeatable",
+    )
     up.add_argument("--size", default="2G", help="btrfs image size per machine (default 2G)")
     up.add_argument("--port", type=int, default=2222, help="sshd port (default 2222)")
     up.add_argument(

@@ -1,5 +1,8 @@
 """Sandbox "machines" on this host: PID+mount+UTS namespaces with their own btrfs and sshd.
 
+A plain machine shares this host's /usr and /etc; a root machine (``Sandbox.add(name, root=True)``)
+has its own Debian root, a btrfs snapshot of the cache of :mod:`tests.sandbox.rootfs`.
+
 A :class:`Sandbox` owns a state dir (default ``/var/tmp/pcswitcher-sandbox/<id>/``, base overridable
 with ``$PCS_SANDBOX_DIR``) holding the client key, ``known_hosts``, the Ansible inventory and a
 ``state.json`` that records the host pids (with their create times) of everything it started, so that
@@ -23,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -44,6 +47,9 @@ OVERLAY_DIRS = ("/opt", "/usr/local")
 SSHD = "/usr/sbin/sshd"
 _INIT_SCRIPT = Path(__file__).with_name("_init.py")
 _FORBIDDEN_BASES = ("/tmp", "/home", "/root", "/run")
+# where a root machine may get a read-only bind of a host dir (ro_binds)
+RO_BIND_PARENTS = ("/srv", "/mnt", "/opt", "/media")
+_PATH_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _NO_SUBVOLUME_AT = frozenset(
     ["/", "/bin", "/etc", "/lib", "/lib64", "/sbin", "/usr", "/usr/bin", "/usr/lib", "/usr/sbin", "/var"]
 )
@@ -366,6 +372,8 @@ class Machine:
         self.btrfs_top: str = record["btrfs_top"]
         self.state_dir: Path = Path(record["dir"])
         self.image: Path = Path(record["image"])
+        #: a root machine (its own Debian root, see :mod:`tests.sandbox.rootfs`), not a plain one
+        self.root: bool = bool(record.get("root"))
         self._pidns: str = record["pidns"]
         self._baseline: set[tuple[int, int]] = {(int(p), int(t)) for p, t in record["baseline"]}
 
@@ -472,9 +480,10 @@ class Machine:
         (checked by ``visudo``). It
         logs in with the sandbox's client key (sshd's ``AuthorizedKeysFile`` serves every user).
 
-        Refused on a machine without a private /etc (the host's /etc is never written).
+        Refused on a plain machine without a private /etc (the host's /etc is never written); a
+        root machine's /etc is its own.
         """
-        if not self._record.get("private_etc"):
+        if not self._record.get("private_etc") and not self.root:
             raise SandboxError(
                 f"{self.name}: no private /etc (add it with private_etc=True): not adding {user!r}"
             )
@@ -576,7 +585,13 @@ class Sandbox:
     # -- bring-up
 
     def add(
-        self, name: str, extra_dirs: Sequence[str] = (), timeout: float = 30.0, private_etc: bool = False
+        self,
+        name: str,
+        extra_dirs: Sequence[str] = (),
+        timeout: float = 30.0,
+        private_etc: bool = False,
+        root: bool = False,
+        ro_binds: Mapping[str, Path] | None = None,
     ) -> Machine:
         """Bring up a machine called ``name``; returns once ``ssh <addr> hostname`` prints ``name``.
 
@@ -590,23 +605,27 @@ class Sandbox:
         rules to this machine alone; its sshd and every process in it see that copy.
         ``/opt`` and ``/usr/local`` are overlays: the host's content visible, every write private to
         the machine (on its btrfs, outside its subvolumes) and gone at teardown.
+
+        With ``root`` it is a *root machine*: its whole ``/`` is its own Debian system (the btrfs
+        subvolume ``rootfs``, a snapshot of the cached root of :mod:`tests.sandbox.rootfs`, built
+        first when missing), with its own dpkg database, ``/etc``, apt, python3 and sshd; only the
+        checkout and the sandbox dir (read-write) and ``ro_binds`` are seen from the host, at the
+        same paths. ``ro_binds`` maps an absolute path inside the machine, under one of
+        :data:`RO_BIND_PARENTS` (e.g. ``/srv/pcs-apt``), to a host dir bound there read-only.
+        ``extra_dirs`` and ``private_etc`` are for plain machines only.
         """
         if not name or not name.replace("-", "").isalnum() or name in self._state["machines"]:
             raise SandboxError(f"bad or duplicate machine name {name!r}")
+        binds = _check_ro_binds(ro_binds or {}, root)
+        if root and (extra_dirs or private_etc):
+            raise SandboxError(
+                f"{name}: extra_dirs and private_etc are for plain machines (a root machine has its own)"
+            )
+        cache = _root_cache_image() if root else None
         ensure_loop_devices()
         subvolumes = [["/home", "home"], ["/root", "root"]]
         for extra in extra_dirs:
-            norm = os.path.normpath(extra)
-            if (
-                not os.path.isabs(norm)
-                or not os.path.isdir(norm)
-                or norm in _NO_SUBVOLUME_AT
-                or any(norm == d or norm.startswith(d + "/") for d in OVERLAY_DIRS)
-                or norm.split("/")[1] in ("proc", "sys", "dev", "run", "tmp")
-                or self.dir.is_relative_to(norm)
-                or any(norm == t for t, _ in subvolumes)
-            ):
-                raise SandboxError(f"cannot give {extra!r} its own subvolume")
+            norm = self._check_extra_dir(extra, subvolumes)
             subvolumes.append([norm, norm.strip("/").replace("/", "_")])
         mdir = self.dir / name
         mdir.mkdir(mode=0o755)
@@ -618,6 +637,9 @@ class Sandbox:
             "btrfs_top": BTRFS_TOP,
             "subvolumes": subvolumes,
             "private_etc": private_etc,
+            "root": root,
+            "root_cache": str(cache) if cache else None,
+            "ro_binds": binds,
         }
         with _base_lock(self.base_dir):
             rec["address"] = self._free_address()
@@ -638,6 +660,34 @@ class Sandbox:
         self.machines[name] = machine
         return machine
 
+    def _check_extra_dir(self, extra: str, subvolumes: list[list[str]]) -> str:
+        norm = os.path.normpath(extra)
+        if (
+            not os.path.isabs(norm)
+            or not os.path.isdir(norm)
+            or norm in _NO_SUBVOLUME_AT
+            or any(norm == d or norm.startswith(d + "/") for d in OVERLAY_DIRS)
+            or norm.split("/")[1] in ("proc", "sys", "dev", "run", "tmp")
+            or self.dir.is_relative_to(norm)
+            or any(norm == t for t, _ in subvolumes)
+        ):
+            raise SandboxError(f"cannot give {extra!r} its own subvolume")
+        return norm
+
+    def _make_image(self, rec: dict[str, Any], image: Path) -> None:
+        """A fresh btrfs, or for a root machine a sparse copy of the cached root's image (about 210 MB
+        of data) with a new file system UUID (two mounted copies must not share one)."""
+        size = _parse_size(self.size)
+        if rec.get("root"):
+            _check(["cp", "--sparse=always", str(rec["root_cache"]), str(image)])
+            _check(["btrfstune", "-f", "-m", str(image)])
+            if image.stat().st_size < size:
+                os.truncate(image, size)  # the machine's init grows the file system to it
+            return
+        with open(image, "wb") as img:
+            img.truncate(size)
+        _check(["mkfs.btrfs", "-q", "-f", "-L", f"pcs-{rec['name']}", str(image)])
+
     def _free_address(self) -> str:
         used = _recorded_addresses(self.base_dir, self.port)
         for last in range(2, 255):
@@ -650,9 +700,7 @@ class Sandbox:
         name, address, port = rec["name"], rec["address"], rec["port"]
         deadline = time.monotonic() + timeout
         image = Path(rec["image"])
-        with open(image, "wb") as img:
-            img.truncate(_parse_size(self.size))
-        _check(["mkfs.btrfs", "-q", "-f", "-L", f"pcs-{name}", str(image)])
+        self._make_image(rec, image)
         host_key = mdir / "ssh_host_ed25519_key"
         _ssh_keygen(host_key, f"root@{name}")
         pub = host_key.with_suffix(".pub").read_text().split()
@@ -684,6 +732,12 @@ class Sandbox:
             "keep_visible": [str(REPO)],
             "hold_dir": str(mdir / "hold"),
         }
+        if rec.get("root"):
+            # a root machine sees nothing of the host but these (its sshd reads its config, keys and
+            # authorized_keys from the sandbox dir; pc-switcher inside reads the inventory there)
+            cfg["keep_visible"] = [str(REPO), str(self.dir)]
+            cfg["stage_top"], cfg["stage_root"] = str(mdir / "top"), str(mdir / "rootfs")
+            cfg["root"], cfg["ro_binds"], cfg["overlays"] = True, rec["ro_binds"], []
         _write_json(mdir / "init.json", cfg)
         with open(mdir / "init.log", "ab") as log:
             popen = subprocess.Popen(
@@ -854,11 +908,12 @@ Subsystem sftp internal-sftp
 
 _USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
 
-# run inside a machine by Machine.add_login_user: refuses unless /etc is the machine's own btrfs
+# run inside a machine by Machine.add_login_user: refuses unless /etc is on the machine's own btrfs
+# (a private /etc, or a root machine's /)
 _ADD_USER = r"""
 set -euo pipefail
 user=$1 uid=$2 rule=$3
-if [ "$(findmnt -n -o FSTYPE --mountpoint /etc)" != btrfs ]; then echo "/etc is not private" >&2; exit 1; fi
+if [ "$(findmnt -n -o FSTYPE --target /etc)" != btrfs ]; then echo "/etc is not private" >&2; exit 1; fi
 if getent passwd "$user" >/dev/null || getent passwd "$uid" >/dev/null || getent group "$uid" >/dev/null; then
   echo "user $user or id $uid exists" >&2; exit 1
 fi
@@ -875,6 +930,37 @@ if [ -n "$rule" ]; then
   mv "$file.tmp" "$file"
 fi
 """
+
+
+def _check_ro_binds(binds: Mapping[str, Path], root: bool) -> list[list[str]]:
+    """``ro_binds`` as ``[[inside, host], ...]``; one line naming the problem for a bad entry."""
+    checked: list[list[str]] = []
+    for inside, host in binds.items():
+        if not root:
+            raise SandboxError(f"ro_binds ({inside}) is for root machines: add the machine with root=True")
+        parts = inside.split("/")
+        if (
+            not inside.startswith("/")
+            or not any(inside.startswith(p + "/") for p in RO_BIND_PARENTS)
+            or not all(_PATH_PART.fullmatch(part) for part in parts[1:])
+        ):
+            raise SandboxError(
+                f"ro_binds: {inside!r} is not a plain absolute path under {', '.join(RO_BIND_PARENTS)}"
+                " (e.g. /srv/pcs-apt)"
+            )
+        if not Path(host).is_absolute() or not Path(host).is_dir():
+            raise SandboxError(
+                f"ro_binds: host dir {str(host)!r} for {inside} must be an existing absolute dir"
+            )
+        checked.append([inside, os.path.realpath(host)])
+    return checked
+
+
+def _root_cache_image() -> Path:
+    from tests.sandbox.rootfs import ensure_root_cache  # it imports this module
+
+    cache = ensure_root_cache(say=lambda line: print(f"sandbox: {line}", file=sys.stderr, flush=True))
+    return cache.image
 
 
 def _check(argv: list[str]) -> None:

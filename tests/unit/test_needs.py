@@ -56,7 +56,9 @@ def test_the_sandbox_tools_are_the_makefiles_packages() -> None:
     makefile = (TESTS.parent / "Makefile").read_text()
     match = re.search(r"^APT_PACKAGES := (.*)$", makefile, re.MULTILINE)
     assert match, "no APT_PACKAGES in the Makefile"
-    assert set(needs.SANDBOX_TOOLS.values()) <= set(match.group(1).split())
+    packages = set(match.group(1).split())
+    assert set(needs.SANDBOX_TOOLS.values()) <= packages
+    assert set(needs.ROOT_MACHINE_TOOLS.values()) <= packages
 
 
 def test_no_test_skips_itself() -> None:
