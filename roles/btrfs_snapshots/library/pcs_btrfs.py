@@ -563,6 +563,20 @@ class TargetLock:
             self.fd = None
 
 
+def mount_points() -> list[str]:
+    """Every mount point of this machine (/proc/self/mountinfo, octal escapes decoded). A rollback
+    excludes those below a subvolume: rsync's --one-file-system keeps it from reading them in the
+    snapshot, not from writing into them on the live side (their mount point's times, a read-only
+    mount failing with code 23; the snapshot's dirs under /run or /tmp created in the tmpfs)."""
+    points = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            fields = line.split()
+            if len(fields) > 4:
+                points.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
+    return points
+
+
 def rsync_argv(source: str, dest: str, mount: str, exclude: list[str], checksum: bool, dry: bool) -> list[str]:
     argv = ["rsync", "-aHAX", "--numeric-ids", "--delete", "--force", "--one-file-system", "--itemize-changes"]
     if checksum:
@@ -626,7 +640,7 @@ def rollback(
                     ),
                 }
             )
-        excluded = [*exclude, location] + ([lock_path] if lock_path else [])
+        excluded = [*exclude, location, *mount_points()] + ([lock_path] if lock_path else [])
         result = {
             "session": chosen["id"],
             "phase": phase,
