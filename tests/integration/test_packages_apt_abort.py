@@ -126,16 +126,21 @@ def test_random_interrupts_then_a_sync_converges(sb: Sandbox, sync_seconds: floa
     source, target = sb["source"], sb["target"]
     kinds = [index % 2 == 1 for index in range(trials)]  # every other trial: mid-dpkg
     rng.shuffle(kinds)
+    half_done = 0  # trials that left dpkg half done (the next sync repairs it)
     ran = 0  # the trials that ran to their end: the set's size is a promise of this test
     for index, mid_dpkg in enumerate(kinds, start=1):
         observed = ObservedSync.start(sb, "--only", JOB)
         expected, what = _interrupt(observed, target, mid_dpkg, 0.8 * sync_seconds, rng)
         rc = observed.wait(180)
         context = f"seed {seed}, trial {index}/{trials} ({what})"
-        print(f"{context}: run {observed.run_id} rc {rc}")
+        log = observed.log_path  # none when the interrupt came before the run's log was opened
+        print(f"{context}: run {log.stem if log else '(before its log)'} rc {rc}")
         assert rc == expected, f"{context}: exit code {rc}:\n{observed.output()}"
         assert_clean(sb, context)
         assert apt_processes(source) == apt_processes(target) == [], context
+        audit = target.run(["dpkg", "--audit"], timeout=60).stdout  # before the repair: printed only
+        half_done += bool(audit.strip())
+        print(f"{context}: dpkg --audit before the next sync: {len(audit.splitlines())} line(s)")
         ok(run_sync(sb, "--only", JOB, timeout=600))
         got = {n: installed_version(target.path("/"), n) for n in PACKAGES}
         assert got == dict.fromkeys(PACKAGES, "1.0"), f"{context}: after the following sync: {got}"
@@ -143,4 +148,5 @@ def test_random_interrupts_then_a_sync_converges(sb: Sandbox, sync_seconds: floa
         assert_clean(sb, f"{context}: after the following sync")
         apt(target, "purge", *PACKAGES)  # the next trial installs them again
         ran += 1
+    print(f"{half_done} of {trials} trials left dpkg half done (dpkg --audit not clean)")
     assert ran == trials, f"{ran} of {trials} trials ran"
