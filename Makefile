@@ -16,7 +16,7 @@ PREFIX ?= /opt/pc-switcher
 BINDIR ?= /usr/local/bin
 export PREFIX BINDIR   # to the recipes through the environment: never parsed by their shell
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-APT_PACKAGES := python3 python3-venv openssh-server openssh-client rsync btrfs-progs acl attr procps util-linux iproute2 tmux sudo mmdebstrap dpkg dpkg-dev apt-utils gnupg
+APT_PACKAGES := python3 python3-venv openssh-server openssh-client rsync btrfs-progs acl attr procps util-linux iproute2 tmux sudo mmdebstrap debian-archive-keyring dpkg dpkg-dev apt-utils gnupg
 
 .PHONY: install uninstall readme bootstrap system-deps venv demo test check lint unit integration bench bench-folder-sync bench-packages clean-sandboxes root-cache
 

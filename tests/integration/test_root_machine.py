@@ -26,6 +26,7 @@ from tests import needs
 from tests.integration.folder_sync_helpers import build_tree, folder_config, itemize_pass, manifest
 from tests.integration.helpers import (
     REPO,
+    dummy_config,
     run_cli,
     run_sync,
     wait_until_clean,
@@ -39,7 +40,7 @@ from tests.integration.test_sandbox import (
     _snapshot,
     _wait_for,
 )
-from tests.sandbox import Sandbox, SandboxError, down_all
+from tests.sandbox import Machine, Sandbox, SandboxError, down_all
 from tests.sandbox.rootfs import Recipe, find_cache, host_mirror, list_caches
 
 ROOT_TOOLS = {**needs.ROOT_MACHINE_TOOLS, "dpkg-scanpackages": "dpkg-dev"}
@@ -413,3 +414,47 @@ def test_molecule_platform_with_pcs_root(tmp_path: Path, apt_dir: Path) -> None:
         done = subprocess.run(destroy, capture_output=True, text=True, cwd=REPO, check=False, timeout=120)
     assert done.returncode == 0, done.stderr
     _assert_gone(snap)
+
+
+def test_rollback_of_root_gives_back_the_package_set(clean: Sandbox, tmp_path: Path) -> None:
+    """With the target's ``/`` in ``snapshots.subvolumes.target``, a sync snapshots it and
+    ``pc-switcher rollback`` undoes a package installed after the sync (dpkg status and /etc/apt)."""
+    source, target = clean["source"], clean["target"]
+    location = f"{target.btrfs_top}/snapshots"
+    config = dummy_config(1, 1)
+    config["snapshots"] = {
+        "subvolumes": {"source": ["/home"], "target": ["/"]},
+        "location": {"source": location, "target": location},
+    }
+    write_config(source, config)
+    status_before = _sha256(target.path("/var/lib/dpkg/status"))
+    apt_before = _tree_digest(target, "/etc/apt")
+    res = run_sync(clean, "--only", "dummy_success")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    deb = _tiny_deb(tmp_path)
+    target.path(f"/root/{deb.name}").write_bytes(deb.read_bytes())
+    res = target.run(["dpkg", "-i", f"/root/{deb.name}"])
+    assert res.returncode == 0, res.stderr
+    target.path("/etc/apt/sources.list.d/pcs-probe.list").write_text("deb file:///srv/pcs-apt ./\n")
+    assert _sha256(target.path("/var/lib/dpkg/status")) != status_before
+    res = run_cli(clean, "rollback", "target", "-i", str(clean.inventory_path), "--yes")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert target.run(["dpkg-query", "-W", PROBE]).returncode == 1
+    assert _sha256(target.path("/var/lib/dpkg/status")) == status_before
+    assert _tree_digest(target, "/etc/apt") == apt_before
+    assert not target.path(f"/usr/share/{PROBE}").exists()
+    target.path(f"/root/{deb.name}").unlink()  # /root is its own subvolume: not rolled back
+
+
+def _tree_digest(machine: Machine, path: str) -> str:
+    res = machine.run(
+        [
+            "sh",
+            "-c",
+            'cd "$1" && find . -printf "%p %m %s\\n" | sort && cat $(find . -type f | sort)',
+            "sh",
+            path,
+        ]
+    )
+    assert res.returncode == 0, res.stderr
+    return hashlib.sha256(res.stdout.encode()).hexdigest()

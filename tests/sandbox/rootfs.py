@@ -1,6 +1,6 @@
 """The cached Debian root of the sandbox's root machines (``Sandbox.add(name, root=True)``).
 
-Built once per machine with ``mmdebstrap --variant=apt`` from the Debian mirror this host's apt uses
+Built once on this host with ``mmdebstrap --variant=apt`` from the Debian mirror this host's apt uses
 (read from ``/etc/apt/sources.list*``; ``$PCS_SANDBOX_MIRROR`` overrides it) and cached outside the
 repo in ``/var/cache/pcswitcher-sandbox/root/<key>/`` (base overridable with ``$PCS_SANDBOX_CACHE``):
 
@@ -347,7 +347,9 @@ def register(sub: Any) -> None:
         f" from: mmdebstrap --variant=apt {SUITE} with {', '.join(PACKAGES)}, from the mirror of this"
         f" host's apt (${MIRROR_ENV} overrides it). It lives in {DEFAULT_CACHE}/root/<key>/"
         f" (${CACHE_ENV} overrides the base), <key> a hash of the recipe: a changed recipe builds a new"
-        " one. To rebuild the current one, remove its dir and run this again.",
+        " one. To rebuild the current one, remove its dir and run this again. In the tree,"
+        " /usr/sbin/policy-rc.d exits 101 (maintainer scripts cannot start services) and apt has no"
+        " source (machines are offline; the mirror's line is in /usr/share/pcs-sandbox/debian.list).",
     )
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help=f"base dir (default ${CACHE_ENV} or {DEFAULT_CACHE})"

@@ -459,7 +459,20 @@ def test_the_plan_checks_the_sources_files_again() -> None:
 def test_steps_follow_the_plan() -> None:
     got = plan(facts({"pcs-a": pkg(), "b-auto": pkg(manual=False)}), facts({"b-auto": pkg()}))
     assert got["steps"] == {
-        "prepare": True, "files": True, "install": True, "remove": False, "manual": False, "auto": True,
+        "prepare": False, "files": True, "install": True, "remove": False, "manual": False, "auto": True,
     }  # fmt: skip
     idle = plan(facts({}), facts({}))
     assert not any(idle["steps"].values())
+    marks_only = plan(facts({"b-auto": pkg(manual=False)}), facts({"b-auto": pkg()}))["steps"]
+    assert (marks_only["prepare"], marks_only["auto"], marks_only["files"]) == (True, True, False)
+
+
+def test_what_apt_did_from_its_output() -> None:
+    out = (
+        "Unpacking pcs-c (1.0) ...\nSetting up pcs-c (1.0) ...\nSetting up libc6:i386 (2.36-9) ...\n"
+        "Removing pcs-removable (1.0) ...\nProcessing triggers for man-db (2.11.2-2) ...\n"
+    )
+    assert plan_lib.performed(out) == {
+        "install": [["pcs-c", "1.0"], ["libc6:i386", "2.36-9"]],
+        "remove": [["pcs-removable", "1.0"]],
+    }

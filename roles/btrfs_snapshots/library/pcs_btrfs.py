@@ -563,18 +563,16 @@ class TargetLock:
             self.fd = None
 
 
-def mount_points() -> list[str]:
-    """Every mount point of this machine (/proc/self/mountinfo, octal escapes decoded). A rollback
-    excludes those below a subvolume: rsync's --one-file-system keeps it from reading them in the
-    snapshot, not from writing into them on the live side (their mount point's times, a read-only
-    mount failing with code 23; the snapshot's dirs under /run or /tmp created in the tmpfs)."""
-    points = []
+def nested_mounts() -> list[str]:
+    """Every mount point of this mount namespace (rsync must neither delete under them nor set
+    the attributes of the file system mounted there)."""
+    found = []
     with open("/proc/self/mountinfo") as fh:
         for line in fh:
-            fields = line.split()
-            if len(fields) > 4:
-                points.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
-    return points
+            mnt = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+            if mnt != "/":
+                found.append(mnt)
+    return found
 
 
 def rsync_argv(source: str, dest: str, mount: str, exclude: list[str], checksum: bool, dry: bool) -> list[str]:
@@ -640,7 +638,7 @@ def rollback(
                     ),
                 }
             )
-        excluded = [*exclude, location, *mount_points()] + ([lock_path] if lock_path else [])
+        excluded = [*exclude, location, *nested_mounts()] + ([lock_path] if lock_path else [])
         result = {
             "session": chosen["id"],
             "phase": phase,

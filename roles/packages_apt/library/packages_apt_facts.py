@@ -1,11 +1,11 @@
 #!/usr/bin/python
-"""Ansible module of the role packages_apt: one machine's packages and apt files, and the plan.
+"""Ansible module of the role packages_apt: the target's packages and apt files, and the plan.
 
-``side: source`` (run with ``delegate_to: localhost``) returns the source's facts with the bytes of
-its apt files. ``side: target`` reads the target's facts, makes the plan against the given source
-facts (module_utils/packages_apt_plan.py, pure) and, with ``simulate``, checks it with apt itself in
-a private apt root (module_utils/packages_apt_system.py): the source's repositories fetched with
-``apt-get update`` into a temp dir, then ``apt-get -s install``. Reads only; check mode is the same.
+It reads the target's facts, makes the plan (module_utils/packages_apt_plan.py, pure) against the
+source's facts (the lookup packages_apt_source, read on the controller) and, with ``simulate``,
+checks it with apt itself in a private apt root (module_utils/packages_apt_system.py): the source's
+repositories fetched with ``apt-get update`` into a temp dir, then ``apt-get -s install``. Reads
+only; check mode is the same.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from ansible.module_utils.packages_apt_system import read_facts, simulate
 
 DOCUMENTATION = r"""
 module: packages_apt_facts
-short_description: a machine's packages and apt files; on the target, the plan of the sync
+short_description: the target's packages and apt files, and the plan of the sync
 description: See the module docstring and docs/jobs/packages_apt.md.
 options:
-  side: {type: str, required: true, choices: [source, target]}
-  source: {type: dict, default: null}
+  source: {type: dict, required: true}
   settings: {type: dict, default: {}}
   simulate: {type: bool, default: false}
 """
@@ -29,17 +28,14 @@ options:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "side": {"type": "str", "required": True, "choices": ["source", "target"]},
-            "source": {"type": "dict", "default": None},
+            "source": {"type": "dict", "required": True},
             "settings": {"type": "dict", "default": {}},
             "simulate": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
     p = module.params
-    if p["side"] == "source":
-        module.exit_json(changed=False, facts=read_facts("source", contents=True, audit=False))
-    source = p["source"] or {}
+    source = p["source"]
     target = read_facts("target", contents=False, audit=True)
     if not source.get("tools") or not target.get("tools"):
         module.exit_json(changed=False, plan={"problems": source.get("problems", []) + target.get("problems", [])})

@@ -378,14 +378,17 @@ def make_plan(source: Dict[str, Any], target: Dict[str, Any], settings: Dict[str
 
 def steps(plan: Dict[str, Any]) -> Dict[str, bool]:
     """Which steps of the sync run (the role's ``when:`` conditions)."""
-    return {
-        "prepare": bool(plan["work"] or plan["audit"]),
-        "files": bool(plan["writes"] or plan["install"] or plan["upgrade"]),
+    found = {
+        "files": bool(plan["writes"] or plan["install"] or plan["upgrade"] or plan["archs"]["add"]),
         "install": bool(plan["install"] or plan["upgrade"]),
         "remove": bool(plan["remove"]),
         "manual": bool(plan["manual"]),
         "auto": bool(plan["auto"]),
     }
+    # the dpkg lock and the repair of an interrupted dpkg run come with the first apt step; alone
+    # when no apt step runs (only marks, holds or architectures removed, or the repair itself)
+    found["prepare"] = bool((plan["work"] or plan["audit"]) and not (found["files"] or found["remove"]))
+    return found
 
 
 def removal_count_problems(remove: List[str], settings: Dict[str, Any]) -> List[str]:
@@ -424,6 +427,17 @@ def simulation(output: str) -> Dict[str, List[List[str]]]:
             found["install"].append([inst.group(1), inst.group(2)])
         elif remv:
             found["remove"].append([remv.group(1), remv.group(2) or ""])
+    return found
+
+
+def performed(output: str) -> Dict[str, List[List[str]]]:
+    """What a real ``apt-get install/remove`` did, from dpkg's lines in its output: ``Setting up
+    NAME (VERSION) ...`` and ``Removing NAME (VERSION) ...`` (``LC_ALL=C.UTF-8``)."""
+    found: Dict[str, List[List[str]]] = {"install": [], "remove": []}
+    for line in output.splitlines():
+        match = re.match(r"(Setting up|Removing) (\S+) \((\S+)\)", line)
+        if match:
+            found["install" if match.group(1) == "Setting up" else "remove"].append([match.group(2), match.group(3)])
     return found
 
 

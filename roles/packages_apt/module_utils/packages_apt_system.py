@@ -449,7 +449,7 @@ def restore(backup: Dict[str, Optional[bytes]]) -> None:
 # --------------------------------------------------------------------------- dpkg repair and apt-get runs
 
 
-def repair(lock_timeout: int) -> Tuple[bool, str]:
+def repair() -> Tuple[bool, str]:
     """``dpkg --configure -a`` when ``dpkg --audit`` finds an interrupted run: (repaired, what)."""
     audit = run(["dpkg", "--audit"]).stdout.strip()
     if not audit:
@@ -458,6 +458,19 @@ def repair(lock_timeout: int) -> Tuple[bool, str]:
     if done.returncode != 0:
         raise RuntimeError("dpkg --configure -a failed: " + (done.stdout.strip().splitlines() or ["exit {}".format(done.returncode)])[-1])
     return True, "repaired an interrupted dpkg run (dpkg --configure -a); dpkg --audit said: " + " ".join(audit.split())[:400]
+
+
+def add_architectures(archs: List[str]) -> bool:
+    """``dpkg --add-architecture`` for each of ``archs`` the machine lacks: whether one was added."""
+    have = set(_read(ARCH_FILE).split()) | {run(["dpkg", "--print-architecture"]).stdout.strip()}
+    added = False
+    for arch in archs:
+        if arch not in have:
+            done = run(["dpkg", "--add-architecture", arch])
+            if done.returncode != 0:
+                raise RuntimeError("dpkg --add-architecture {} failed: {}".format(arch, done.stdout.strip()))
+            added = True
+    return added
 
 
 def _progress_writer() -> Callable[[Dict[str, Any]], None]:
@@ -471,21 +484,34 @@ def _progress_writer() -> Callable[[Dict[str, Any]], None]:
     return write
 
 
-def apt_get(action: str, items: List[str], lock_timeout: int) -> Dict[str, Any]:
-    """One ``apt-get install`` or ``apt-get remove`` (never purge, never autoremove) of ``items``:
-    apt's simulation first (the exact list, and M), then the run, "N of M PACKAGE" progress lines
-    from apt's Status-Fd to $PCSWITCHER_PROGRESS. Returns the simulated actions and apt's output."""
+def apt_get(action: str, items: List[str], lock_timeout: int, total: int = 0) -> Dict[str, Any]:
+    """One ``apt-get install`` or ``apt-get remove`` (never purge, never autoremove) of ``items``,
+    "N of M PACKAGE" progress lines from apt's Status-Fd to $PCSWITCHER_PROGRESS. M is ``total``
+    (the count of validate's simulation), else apt's simulation is asked first. Returns what apt did
+    (its "Setting up"/"Removing" lines) and its output."""
     base = ["apt-get", "-q", "-y", "-o", "DPkg::Lock::Timeout={}".format(lock_timeout)] + install_flags()
-    sim = run(base + ["-s", action] + items)
-    if sim.returncode != 0:
-        return {"failed": True, "msg": "; ".join(plan_lib.install_problems(plan_lib.apt_errors(sim.stdout))) or sim.stdout.strip()}
-    actions = plan_lib.simulation(sim.stdout)
-    total = len(actions["install"]) + len(actions["remove"])
+    if total <= 0:
+        sim = run(base + ["-s", action] + items)
+        if sim.returncode != 0:
+            problems = plan_lib.install_problems(plan_lib.apt_errors(sim.stdout))
+            return {"failed": True, "msg": "; ".join(problems) or sim.stdout.strip()}
+        actions = plan_lib.simulation(sim.stdout)
+        total = len(actions["install"]) + len(actions["remove"])
+    code, output = _run_with_progress(base + [action] + items, total)
+    if code != 0:
+        errors = plan_lib.apt_errors(output)
+        reason = "; ".join(errors) or output.strip()[-400:]
+        return {"failed": True, "msg": "apt-get {} failed: {}".format(action, reason), "output": output}
+    return {"failed": False, "actions": plan_lib.performed(output), "output": output}
+
+
+def _run_with_progress(argv: List[str], total: int) -> Tuple[int, str]:
+    """Run apt-get with ``APT::Status-Fd`` on a pipe, turning its lines into progress records."""
     write = _progress_writer()
     read_fd, write_fd = os.pipe()
     with tempfile.TemporaryFile(mode="w+") as out:
         proc = subprocess.Popen(
-            base + ["-o", "APT::Status-Fd={}".format(write_fd), action] + items,
+            argv[:1] + ["-o", "APT::Status-Fd={}".format(write_fd)] + argv[1:],
             env=dict(os.environ, **APT_ENV), stdout=out, stderr=subprocess.STDOUT, pass_fds=(write_fd,), text=True,
         )
         os.close(write_fd)
@@ -497,8 +523,4 @@ def apt_get(action: str, items: List[str], lock_timeout: int) -> Dict[str, Any]:
                     write(record)
         code = proc.wait()
         out.seek(0)
-        output = out.read()
-    if code != 0:
-        errors = plan_lib.apt_errors(output)
-        return {"failed": True, "msg": "apt-get {} failed: {}".format(action, "; ".join(errors) or output.strip()[-400:]), "output": output}
-    return {"failed": False, "actions": actions, "output": output}
+        return code, out.read()
