@@ -16,7 +16,7 @@ an ``apt-get update``) and none of the packages, and times, in turn:
 
 Medians over the rounds. Goals (issue 15): the job's own time for a no-op ≤ 2 s; the install ≤ 1.2×
 the raw ``apt-get install``. When a goal is missed, the job's tasks with the most time are listed
-(from the log, after validation: a task's time is until the job's next record); ``--timeline``
+(from the log, within the job's own time: a task's time is until the job's next record); ``--timeline``
 prints every timed run's log.
 The measured runs: bench/packages_results.md.
 """
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import re
 import statistics
 import time
 from datetime import datetime
@@ -112,22 +111,19 @@ def job_seconds(records: list[dict[str, Any]]) -> float:
 
 
 def breakdown(records: list[dict[str, Any]], top: int = 8) -> list[tuple[float, str]]:
-    """The job's records after validation (the job's own time) that took the most time (until the
-    next record of the job), longest first."""
-    validated = next(
-        (
-            i
-            for i, r in enumerate(records)
-            if re.fullmatch(r"all \d+ job\(s\) validated", str(r.get("message")))
-        ),
-        0,
-    )
-    mine = [r for r in records[validated:] if r.get("job") == JOB]
-    spans = []
-    for record, following in itertools.pairwise(mine):
-        start = datetime.fromisoformat(str(record["time"])).timestamp()
-        end = datetime.fromisoformat(str(following["time"])).timestamp()
-        spans.append((end - start, str(record.get("message"))[:90]))
+    """Where the job's own time went: each of the job's records until its next one, clipped to the
+    job's own time (its last record minus its duration), longest first."""
+    mine = [(datetime.fromisoformat(str(r["time"])).timestamp(), str(r.get("message"))[:90]) for r in records]
+    mine = [m for m, r in zip(mine, records, strict=True) if r.get("job") == JOB]
+    if not mine:
+        return []
+    end = mine[-1][0]
+    begin = end - job_seconds(records)
+    spans = [
+        (min(end, later) - max(begin, at), message)
+        for (at, message), (later, _next) in itertools.pairwise(mine)
+        if later > begin
+    ]
     return sorted(spans, reverse=True)[:top]
 
 
