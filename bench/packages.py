@@ -151,6 +151,7 @@ def bench(sb: Sandbox, repos: TestRepos, rounds: int, noops: int) -> dict[str, A
             if own >= max(noop_runs):
                 slowest_noop = records
     figures = {
+        "job_extra": _median([job_ - raw_ for job_, raw_ in zip(job_runs, installs, strict=True)]),
         "raw_update": _median(updates),
         "raw_install": _median(installs),
         "cli_install": _median(cli_runs),
@@ -184,6 +185,7 @@ def report(
         f"{'OK' if ratio <= RATIO_GOAL else 'MISSED'}"
         f"   against update + install {with_update:.2f}x"
     )
+    print(f"  per round, job minus raw install: median {f['job_extra']:+.2f} s (the job's fixed cost)")
     noop_ok = f["job_noop"] <= NOOP_GOAL
     print(
         f"job no-op (its own time)       {f['job_noop']:6.2f} s (goal <= {NOOP_GOAL} s) "
