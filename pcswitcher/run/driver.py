@@ -151,17 +151,28 @@ class Sync:
 
     def run(self) -> ExitCode:
         ctx = self.ctx
-        config = ctx.p.config
         # Ansible's temp dir of this process (made when the inventory is read, removed at exit)
         # lives in the run's directory, which the next sync removes even after a kill -9
         os.environ["ANSIBLE_LOCAL_TEMP"] = str(ctx.local_run_dir)
-        self._open()
-        safety_and_carry(ctx)
+        # the handlers come first: a signal while the run opens (the first playbook started, the
+        # lock taken) is an abort request like any later one, and the steps' loop takes the abort
+        # path before its first step; Python's default would end the process by SIGTERM there and
+        # leave the run's files and the held playbook behind
+        ctx.abort.install_signal_handlers()
+        try:
+            self._open()
+            safety_and_carry(ctx)
+            return self._run_opened()
+        finally:
+            ctx.abort.restore_signal_handlers()
+
+    def _run_opened(self) -> ExitCode:
+        ctx = self.ctx
+        config = ctx.p.config
         try:
             logs.setup_logging(
                 self.log_path, config.file_log_level, self.ui.log_handler(), config.terminal_log_level
             )
-            ctx.abort.install_signal_handlers()
             ctx.abort.set_force_action(self._force)
             try:
                 code = run_steps(ctx)
@@ -173,7 +184,6 @@ class Sync:
             )
             return code
         finally:
-            ctx.abort.restore_signal_handlers()
             self.ui.stop()
             ctx.lock.release()
             logs.shutdown_logging()

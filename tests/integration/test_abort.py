@@ -725,3 +725,34 @@ def test_abort_spares_processes_not_of_the_run(sb: Sandbox, source: Machine, tar
             with contextlib.suppress(psutil.Error):
                 proc.kill()
     assert_clean(sb, "after killing the bystanders")
+
+
+def _signal_while_opening(sb: Sandbox, source: Machine) -> tuple[int, bool, ObservedSync]:
+    """SIGTERM as soon as the run's working dir exists on the source (its first playbook is being
+    started: the run is opening); whether it landed before the log's first record."""
+    run = ObservedSync.start(sb)
+    tmp = source.path("/tmp")
+    deadline = time.monotonic() + 30
+    while not any(p.name.startswith("pcswitcher-") for p in tmp.iterdir()):
+        assert not run.exited(), run.output()
+        assert time.monotonic() < deadline, "the run's working dir did not appear"
+        time.sleep(0.002)
+    run.signal(signal.SIGTERM)
+    opening = not run.records()
+    return run.wait(), opening, run
+
+
+def test_sigterm_while_the_run_opens_takes_the_abort_path(sb: Sandbox, source: Machine) -> None:
+    """A SIGTERM before the run's first record (the first playbook started and held, the inventory
+    read, the lock taken) is an abort like any later one: exit 143, nothing left on either machine
+    (Python's default ended the driver by the signal there, leaving its files and held playbook)."""
+    _write(source, dummy_config(1, 1))
+    opened = 0
+    for attempt in range(6):
+        rc, opening, run = _signal_while_opening(sb, source)
+        assert rc == 143, f"attempt {attempt}: exit {rc}\n{run.output()}"
+        assert_clean(sb, f"SIGTERM while the run opens, attempt {attempt}")
+        opened += opening
+        if opened:
+            break
+    assert opened, "no SIGTERM of 6 landed before the run's first record"
