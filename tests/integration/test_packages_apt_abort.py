@@ -9,8 +9,8 @@ SIGTERM, at random: either at a random moment of the whole run (validation, the 
 install), or at a random moment of the first half of pcs-slow's postinst (mid-dpkg). After each
 trial:
 
-* exit code 130 (SIGINT) or 143 (SIGTERM) (0 when the sync ended just before the signal came: at most a third of the trials
-  may);
+* exit code 130 (SIGINT) or 143 (SIGTERM) (0 when the sync ended just before the signal came:
+  at most a third of the trials may);
 * nothing of the run is left (tests/integration/test_abort.py's ``assert_clean``: no process beyond
   either machine's baseline, no tagged process, no ssh master, no run dir, both locks free), and in
   particular no apt-get, apt, dpkg, dpkg-deb or apt method (file, http, gpgv) process in either
