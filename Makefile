@@ -18,7 +18,7 @@ export PREFIX BINDIR   # to the recipes through the environment: never parsed by
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_PACKAGES := python3 python3-venv openssh-server openssh-client rsync btrfs-progs acl attr procps util-linux iproute2 tmux sudo mmdebstrap debian-archive-keyring dpkg dpkg-dev apt-utils gnupg
 
-.PHONY: install uninstall readme bootstrap system-deps venv demo test check lint unit integration bench bench-folder-sync clean-sandboxes root-cache
+.PHONY: install uninstall readme bootstrap system-deps venv demo test check lint unit integration bench bench-folder-sync bench-packages clean-sandboxes root-cache
 
 bootstrap: system-deps venv
 	@# .pyc files: an editable install compiles nothing of pcswitcher, pip writes the dependencies'
@@ -89,6 +89,9 @@ bench: bootstrap
 
 bench-folder-sync: bootstrap   # about 1 GB in 20k files and 200k small files: takes several minutes
 	$(BIN)/python -m bench.folder_sync
+
+bench-packages: bootstrap   # root machines: 3 rounds of 20 packages, raw apt-get against the job; a few minutes
+	$(BIN)/python -m bench.packages
 
 # Orphans only (a sandbox whose owner process died): machines kept up by a person stay up. The pristine
 # dry-run and leftovers tests keep their machines outside /var/tmp (they compare /var/tmp before and after).

@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 
 from tests import needs
+from tests.apt_repos import build_test_repos
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin"
 # the roles that must have a scenario; any other role's scenario found is run too
-REQUIRED = ("btrfs_snapshots", "cleanup", "dummy_success", "folder_sync", "sync_history")
+REQUIRED = ("btrfs_snapshots", "cleanup", "dummy_success", "folder_sync", "packages_apt", "sync_history")
 SCENARIOS = sorted(
     {p.parents[2].name for p in REPO.glob("roles/*/molecule/default/molecule.yml")} | set(REQUIRED)
 )
@@ -43,6 +44,8 @@ def _env() -> dict[str, str]:
         }
     )
     env.pop("ANSIBLE_CONFIG", None)
+    # the local apt repositories packages_apt's scenario binds into its root machines
+    env["PCS_APT_REPOS"] = str(build_test_repos().dir)
     return env
 
 
