@@ -473,7 +473,7 @@ def test_the_plan_checks_the_sources_files_again() -> None:
 def test_steps_follow_the_plan() -> None:
     got = plan(facts({"pcs-a": pkg(), "b-auto": pkg(manual=False)}), facts({"b-auto": pkg()}))
     assert got["steps"] == {
-        "prepare": False, "files": True, "install": True, "remove": False, "manual": False, "auto": True,
+        "prepare": False, "files": True, "remove": False, "manual": False, "auto": True,
     }  # fmt: skip
     idle = plan(facts({}), facts({}))
     assert not any(idle["steps"].values())

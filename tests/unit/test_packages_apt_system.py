@@ -105,3 +105,17 @@ def test_removals_apt_adds_are_refused_when_the_source_has_them_or_they_are_prot
         "apt would also remove sudo (protected by 'sudo'; the job removes libold): add what it needs to "
         "packages_apt.protected",
     ]
+
+
+def test_a_linked_apt_file_is_a_problem_naming_it(tmp_path: Path) -> None:
+    secret = tmp_path / "k.gpg"
+    secret.write_bytes(b"key")
+    link = tmp_path / "l.gpg"
+    link.symlink_to(secret)
+    problems: list[str] = []
+    assert system._scan_file(str(secret), problems, True) == b"key"
+    assert system._scan_file(str(link), problems, True) is None
+    assert system._scan_file(str(tmp_path / "gone.gpg"), problems, False) is None
+    assert problems == [
+        f"{link} is a symlink: the job copies regular files only; make it a regular file or remove it"
+    ]

@@ -5,9 +5,10 @@ Every step first waits for dpkg's and apt's locks (at most ``lock_timeout`` seco
 holder) and repairs an interrupted dpkg run (``dpkg --configure -a``, reported in ``repaired``), so
 whichever step runs first does it before anything else. ``step``: ``prepare`` (only that),
 ``files`` (the source's foreign architectures added, apt's sources, pins and keys written byte for
-byte, then one ``apt-get update``; when it fails every file is put back and the repository named),
-``install`` and ``remove`` (one ``apt-get`` run each, "N of M PACKAGE" progress lines from apt's
-Status-Fd). Package names, versions, architectures and paths are checked again here before they
+byte, then one ``apt-get update``; when it fails every file is put back and the repository named;
+then, given ``items`` or ``upgrade``, the install: one module run for what a person types as
+``apt-get update && apt-get install``), ``install`` and ``remove`` (one ``apt-get`` run each,
+"N of M PACKAGE" progress lines from apt's Status-Fd). Package names, versions, architectures and paths are checked again here before they
 reach an argv. No check mode: the role skips these tasks in a dry-run and reports apt's simulation.
 """
 
@@ -64,14 +65,14 @@ def _files(module: AnsibleModule, p: Dict[str, Any], done: Dict[str, Any]) -> No
     done["changed"] = changed or done["changed"]
 
 
-def _packages(module: AnsibleModule, p: Dict[str, Any], done: Dict[str, Any]) -> None:
+def _packages(module: AnsibleModule, p: Dict[str, Any], done: Dict[str, Any], action: str) -> None:
     # packages the source has in another version: installed when that version is the target's
     # candidate now (after the update: the source's pins and repositories), e.g. a pinned version
-    items = list(p["items"]) + (upgrades_now(p["upgrade"], []) if p["step"] == "install" else [])
+    items = list(p["items"]) + (upgrades_now(p["upgrade"], []) if action == "install" else [])
     done["actions"] = {"install": [], "remove": []}
     if not items:
         return
-    result = apt_get(p["step"], items, p["lock_timeout"], p["total"])
+    result = apt_get(action, items, p["lock_timeout"], p["total"])
     if result.pop("failed"):
         module.fail_json(**dict(done, **result))
     done.update(result, changed=True)
@@ -105,8 +106,8 @@ def main() -> None:
     done: Dict[str, Any] = {"changed": repaired, "repaired": what, "messages": messages + ([what] if what else [])}
     if p["step"] == "files":
         _files(module, p, done)
-    elif p["step"] in ("install", "remove"):
-        _packages(module, p, done)
+    if p["step"] in ("install", "remove") or (p["step"] == "files" and (p["items"] or p["upgrade"])):
+        _packages(module, p, done, "remove" if p["step"] == "remove" else "install")
     module.exit_json(**done)
 
 

@@ -382,7 +382,6 @@ def steps(plan: Dict[str, Any]) -> Dict[str, bool]:
     """Which steps of the sync run (the role's ``when:`` conditions)."""
     found = {
         "files": bool(plan["writes"] or plan["install"] or plan["upgrade"] or plan["archs"]["add"]),
-        "install": bool(plan["install"] or plan["upgrade"]),
         "remove": bool(plan["remove"]),
         "manual": bool(plan["manual"]),
         "auto": bool(plan["auto"]),

@@ -75,7 +75,11 @@ def _scan_file(path: str, problems: List[str], required: bool) -> Optional[bytes
     if info.st_size > plan_lib.MAX_FILE_BYTES:
         problems.append("{} is larger than 1 MiB: not an apt source, pin or key file; remove it".format(path))
         return None
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except PermissionError:
+        problems.append("{} cannot be read by this user: make it readable (apt needs that too) or sync as root".format(path))
+        return None
     with os.fdopen(fd, "rb") as fh:
         return fh.read()
 
