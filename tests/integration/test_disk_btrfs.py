@@ -30,7 +30,7 @@ from tests.integration.helpers import (
 from tests.sandbox import Machine, Sandbox
 
 MiB = 1 << 20
-AGENT = str(REPO / "pcswitcher" / "agent.py")
+AGENT = str(REPO / "pcswitcher" / "remote" / "agent.py")
 PYTHON = "/usr/bin/python3"
 
 
