@@ -236,6 +236,23 @@ def test_upgrade_to_the_pinned_version(pair: Sandbox, repos: TestRepos) -> None:
     assert changed_tasks(pair) == 0
 
 
+def test_a_hold_at_the_sources_version_over_the_targets_own_hold(pair: Sandbox, repos: TestRepos) -> None:
+    """The source holds pcs-versioned at 1.0; the target holds it at 2.0: the target gets 1.0, held."""
+    source, target = pair["source"], pair["target"]
+    give_repos(source, repos.files)
+    apt(source, "install", VERSIONED)
+    run(source, "apt-mark", "hold", VERSIONED)
+    give_repos(target, [f for f in repos.files if f.path != PIN])
+    apt(target, "install", VERSIONED)
+    run(target, "apt-mark", "hold", VERSIONED)
+    assert versions(target)[VERSIONED] == "2.0"
+    ok(sync(pair))
+    assert versions(target)[VERSIONED] == "1.0"
+    assert holds(target) == {VERSIONED}
+    ok(sync(pair))
+    assert changed_tasks(pair) == 0
+
+
 def test_max_removals_refusal_then_removal_with_protected_kept(pair: Sandbox, repos: TestRepos) -> None:
     source, target = pair["source"], pair["target"]
     give_repos(source, repos.files)
@@ -273,16 +290,34 @@ def test_the_default_protected_patterns_keep_firmware(
     assert run(target, "dpkg-query", "-W", "-f", "${Status}", "firmware-pcs-test") == "install ok installed"
 
 
-def test_auto_marks_follow_the_source(pair: Sandbox, repos: TestRepos) -> None:
+def test_marks_holds_architectures_and_protected_sources(pair: Sandbox, repos: TestRepos) -> None:
+    """Auto/manual marks and holds made equal (a hold the source lacks is released), the source's
+    foreign architecture added and then removed with it, the target's extra apt files removed unless
+    protected_sources names them."""
     source, target = pair["source"], pair["target"]
     for machine in (source, target):
         give_repos(machine, repos.files)
         apt(machine, "install", DEP_CHAIN[0])
     run(target, "apt-mark", "manual", DEP_CHAIN[2])
+    run(target, "apt-mark", "hold", DEP_CHAIN[0])
     run(source, "apt-mark", "manual", DEP_CHAIN[1])
-    ok(sync(pair))
-    pcs = {n for n in manual(target) if n.startswith("pcs-")}
-    assert pcs == {DEP_CHAIN[0], DEP_CHAIN[1]}
+    run(source, "dpkg", "--add-architecture", "i386")
+    legacy = repos.file("pcs-legacy.list").content
+    for name in ("company-mirror.list", "stale.list"):
+        target.path(f"/etc/apt/sources.list.d/{name}").write_bytes(legacy)
+    protected = ["/etc/apt/sources.list.d/company-*"]
+    ok(sync(pair, protected_sources=protected))
+    assert {n for n in manual(target) if n.startswith("pcs-")} == {DEP_CHAIN[0], DEP_CHAIN[1]}
+    assert holds(target) == set()
+    assert run(target, "dpkg", "--print-foreign-architectures").split() == ["i386"]
+    assert target.path("/etc/apt/sources.list.d/company-mirror.list").read_bytes() == legacy
+    assert not target.path("/etc/apt/sources.list.d/stale.list").exists()
+    # the source drops the architecture: so does the target (no package of it there)
+    run(source, "dpkg", "--remove-architecture", "i386")
+    ok(sync(pair, protected_sources=protected))
+    assert run(target, "dpkg", "--print-foreign-architectures") == ""
+    ok(sync(pair, protected_sources=protected))
+    assert changed_tasks(pair) == 0
 
 
 def test_a_broken_repository_fails_validation_naming_it(pair: Sandbox, repos: TestRepos) -> None:
@@ -403,3 +438,62 @@ def test_an_interrupt_mid_install_then_a_sync_that_repairs_and_converges(
     assert run(target, "dpkg", "--audit") == ""
     ok(sync(pair))
     assert changed_tasks(pair) == 0
+
+
+HOLD_LOCK = """
+import fcntl, os, sys
+fd = os.open("/var/lib/dpkg/lock-frontend", os.O_RDWR | os.O_CREAT, 0o640)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_dpkg_lock_holder_is_named_when_it_is_not_released(pair: Sandbox, repos: TestRepos) -> None:
+    """Another apt (unattended-upgrades) holds dpkg's lock longer than lock_timeout: the sync fails
+    naming its pid and command, and changes nothing."""
+    source_with_software(pair, repos)
+    target = pair["target"]
+    holder = target.popen(
+        ["python3", "-c", HOLD_LOCK, "pcs-fake-unattended-upgrade"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "locked\n"
+        before = state(target)
+        out = failed(sync(pair, lock_timeout="2s"))
+        assert "/var/lib/dpkg/lock-frontend is held by pid " in out
+        assert "pcs-fake-unattended-upgrade" in out
+        assert "raise packages_apt.lock_timeout" in out
+        assert "waiting for /var/lib/dpkg/lock-frontend held by pid" in out  # said while it waits
+        assert state(target) == before
+    finally:
+        holder.communicate("", timeout=30)
+    ok(sync(pair))
+    assert versions(target) == versions(pair["source"])
+
+
+def test_a_target_without_apt_is_refused_in_one_line(pair: Sandbox) -> None:
+    target = pair["target"]
+    apt_get = target.path("/usr/bin/apt-get")
+    apt_get.rename(apt_get.with_name("apt-get.away"))
+    try:
+        out = failed(sync(pair))
+        assert "the target has no apt-get: packages_apt syncs Debian-like systems only" in out
+    finally:
+        apt_get.with_name("apt-get.away").rename(apt_get)
+
+
+def test_an_interrupted_dpkg_run_is_repaired_first_and_logged(pair: Sandbox, repos: TestRepos) -> None:
+    """A package left unpacked but not configured (dpkg --audit not clean): validate reports it, the
+    sync runs dpkg --configure -a before anything else, logs it, then converges."""
+    source, target = source_with_software(pair, repos), pair["target"]
+    run(target, "dpkg", "--unpack", "/srv/pcs-apt/signed/pool/main/pcs-removable_1.0_all.deb")
+    assert "pcs-removable" in run(target, "dpkg", "--audit")
+    out = ok(sync(pair))
+    assert "dpkg --audit on the target is not clean" in out
+    assert "repaired an interrupted dpkg run (dpkg --configure -a)" in out
+    assert run(target, "dpkg", "--audit") == ""
+    assert versions(target) == versions(source)

@@ -83,6 +83,20 @@ def test_held_packages_install_at_the_sources_version_then_hold() -> None:
     assert got["hold"] == ["pcs-versioned", "pcs-x"]
 
 
+def test_held_on_both_at_other_versions_is_held_again_after_the_install() -> None:
+    got = plan(facts({"pcs-x": pkg("1.0", hold=True)}), facts({"pcs-x": pkg("2.0", hold=True)}))
+    assert got["install"] == ["pcs-x=1.0"]
+    assert got["hold"] == ["pcs-x"]
+    same = facts({"pcs-x": pkg("1.0", hold=True)})
+    assert plan(same, same)["hold"] == []
+
+
+def test_an_auto_held_package_installed_by_name_is_marked_auto_again() -> None:
+    got = plan(facts({"lib-x": pkg("1.0", hold=True, manual=False)}), facts({}))
+    assert got["install"] == ["lib-x=1.0"]
+    assert got["auto"] == ["lib-x"]
+
+
 def test_held_at_the_same_version_needs_only_the_hold() -> None:
     got = plan(facts({"pcs-x": pkg("2.0", hold=True)}), facts({"pcs-x": pkg("2.0")}))
     assert got["install"] == []

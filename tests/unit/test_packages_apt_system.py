@@ -90,3 +90,32 @@ def test_the_lock_holder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         holder.communicate("", timeout=10)
     assert system.lock_holder(str(lock)) is None
     assert system.wait_for_lock(0, said.append) is None
+
+
+def test_removals_apt_adds_are_refused_when_the_source_has_them_or_they_are_protected() -> None:
+    plan = {"remove": ["libold"]}
+    source: dict[str, dict[str, dict[str, bool]]] = {"packages": {"app": {}}}
+    settings = {"protected": ["sudo"], "_target_packages": {"core": {"essential": True}}}
+    removed = [["libold", "1"], ["app", "2"], ["core", "3"], ["sudo", "4"], ["leaf", "5"]]
+    assert system.extra_removal_problems(removed, plan, source, settings) == [
+        "apt would also remove app, which the source has (the job removes libold): add what it needs to "
+        "packages_apt.protected",
+        "apt would also remove core (Essential: yes; the job removes libold): add what it needs to "
+        "packages_apt.protected",
+        "apt would also remove sudo (protected by 'sudo'; the job removes libold): add what it needs to "
+        "packages_apt.protected",
+    ]
+
+
+def test_a_linked_apt_file_is_a_problem_naming_it(tmp_path: Path) -> None:
+    secret = tmp_path / "k.gpg"
+    secret.write_bytes(b"key")
+    link = tmp_path / "l.gpg"
+    link.symlink_to(secret)
+    problems: list[str] = []
+    assert system._scan_file(str(secret), problems, True) == b"key"
+    assert system._scan_file(str(link), problems, True) is None
+    assert system._scan_file(str(tmp_path / "gone.gpg"), problems, False) is None
+    assert problems == [
+        f"{link} is a symlink: the job copies regular files only; make it a regular file or remove it"
+    ]

@@ -22,6 +22,7 @@ from ansible.module_utils.packages_apt_system import (
     add_architectures,
     apply_files,
     apt_get,
+    log_line,
     repair,
     upgrades_now,
     wait_for_lock,
@@ -94,7 +95,7 @@ def main() -> None:
     if problems:
         module.fail_json(msg="; ".join(problems))
     messages: List[str] = []
-    held = wait_for_lock(p["lock_timeout"], messages.append)
+    held = wait_for_lock(p["lock_timeout"], log_line(messages))
     if held:
         module.fail_json(msg=held, messages=messages)
     try:

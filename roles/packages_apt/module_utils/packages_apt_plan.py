@@ -286,8 +286,10 @@ def _marks_and_holds(source: Dict[str, Any], target: Dict[str, Any], gone: Set[s
     both = sorted(key for key in src if key in tgt and key not in gone)
     return {
         "manual": [k for k in both if src[k]["manual"] and not tgt[k]["manual"] and k not in coming],
-        "auto": [k for k in both if not src[k]["manual"] and tgt[k]["manual"]],
-        "hold": sorted(k for k in src if src[k]["hold"] and not (k in tgt and tgt[k]["hold"]) and (k in tgt or k in coming)),
+        # installed by name now (a held one at its version) makes a package manual: auto again
+        "auto": sorted(k for k in src if not src[k]["manual"] and (k in coming or (k in both and tgt[k]["manual"]))),
+        # apt-get install of a held package releases its hold: one installed now is held again
+        "hold": sorted(k for k in src if src[k]["hold"] and (k in coming or (k in tgt and not tgt[k]["hold"]))),
         "unhold": sorted(k for k in tgt if tgt[k]["hold"] and k not in gone and not (k in src and src[k]["hold"])),
     }
 

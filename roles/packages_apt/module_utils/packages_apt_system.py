@@ -75,7 +75,11 @@ def _scan_file(path: str, problems: List[str], required: bool) -> Optional[bytes
     if info.st_size > plan_lib.MAX_FILE_BYTES:
         problems.append("{} is larger than 1 MiB: not an apt source, pin or key file; remove it".format(path))
         return None
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except PermissionError:
+        problems.append("{} cannot be read by this user: make it readable (apt needs that too) or sync as root".format(path))
+        return None
     with os.fdopen(fd, "rb") as fh:
         return fh.read()
 
@@ -261,11 +265,18 @@ def extra_removal_problems(removed: List[List[str]], plan: Dict[str, Any], sourc
         if key in plan["remove"]:
             continue
         if key in source["packages"]:
-            problems.append("apt would also remove {}, which the source has: the plan cannot be applied as is".format(key))
+            problems.append(
+                "apt would also remove {}, which the source has (the job removes {}): add what it needs to "
+                "packages_apt.protected".format(key, ", ".join(plan["remove"]) or "nothing, it installs")
+            )
             continue
         reason = plan_lib.protected_reason(key, target_packages.get(key, {}), settings.get("protected") or [])
         if reason:
-            problems.append("apt would also remove {} ({}): add the packages it depends on to the source".format(key, reason))
+            problems.append(
+                "apt would also remove {} ({}; the job removes {}): add what it needs to packages_apt.protected".format(
+                    key, reason, ", ".join(plan["remove"]) or "nothing, it installs"
+                )
+            )
     return problems
 
 
@@ -473,6 +484,18 @@ def add_architectures(archs: List[str]) -> bool:
     return added
 
 
+def log_line(messages: List[str]) -> Callable[[str], None]:
+    """A function that logs a line now (a progress record with a message, shown by pc-switcher
+    within a second) and keeps it in ``messages``: for what happens while a step waits."""
+    write = _progress_writer()
+
+    def say(text: str) -> None:
+        messages.append(text)
+        write({"level": "WARNING", "message": text})
+
+    return say
+
+
 def _progress_writer() -> Callable[[Dict[str, Any]], None]:
     path = os.environ.get("PCSWITCHER_PROGRESS", "")
 
@@ -501,8 +524,8 @@ def apt_get(action: str, items: List[str], lock_timeout: int, total: int = 0) ->
     if code != 0:
         errors = plan_lib.apt_errors(output)
         reason = "; ".join(errors) or output.strip()[-400:]
-        return {"failed": True, "msg": "apt-get {} failed: {}".format(action, reason), "output": output}
-    return {"failed": False, "actions": plan_lib.performed(output), "output": output}
+        return {"failed": True, "msg": "apt-get {} failed: {}".format(action, reason), "output": output[-4000:]}
+    return {"failed": False, "actions": plan_lib.performed(output), "output": output[-4000:]}
 
 
 def _run_with_progress(argv: List[str], total: int) -> Tuple[int, str]:
