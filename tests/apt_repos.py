@@ -182,6 +182,22 @@ def installed_version(root: Path, name: str) -> str | None:
     return version
 
 
+def local_deb(dest: Path, name: str, text: str, description: str = "a package in no repository") -> Path:
+    """``dest/<name>_1.0_all.deb``, built now: a package of no repository (what a person installs
+    with ``dpkg -i``) whose one file is ``/usr/share/<name>/hello`` holding ``text``."""
+    tree = dest / f"{name}-tree"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "usr/share" / name).mkdir(parents=True)
+    (tree / "usr/share" / name / "hello").write_text(text)
+    (tree / "DEBIAN/control").write_text(
+        f"Package: {name}\nVersion: 1.0\nArchitecture: all\n"
+        f"Maintainer: pc-switcher tests <t@example.invalid>\nDescription: {description}\n"
+    )
+    deb = dest / f"{name}_1.0_all.deb"
+    _run(["dpkg-deb", "--root-owner-group", "--build", str(tree), str(deb)])
+    return deb
+
+
 def recipe_key() -> str:
     """The cache key: a hash of the packages, the architectures and this module's source."""
     recipe = {

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests import needs
+from tests import apt_repos, needs
 from tests.apt_repos import (
     BENCH,
     DEP_CHAIN,
@@ -282,7 +282,7 @@ def test_the_default_protected_patterns_keep_firmware(
     give_repos(source, repos.files)
     give_repos(target, repos.files)
     apt(target, "install", REMOVABLE)
-    deb = _tiny_deb(tmp_path, "firmware-pcs-test")
+    deb = apt_repos.local_deb(tmp_path, "firmware-pcs-test", "local\n")
     target.path(f"/tmp/{deb.name}").write_bytes(deb.read_bytes())
     run(target, "dpkg", "-i", f"/tmp/{deb.name}")
     ok(sync(pair))
@@ -363,33 +363,13 @@ def test_a_package_missing_from_the_targets_repositories(
 ) -> None:
     """A package the source installed from a .deb file (in no repository): validation names it."""
     source, target = source_with_software(pair, repos), pair["target"]
-    deb = _tiny_deb(tmp_path, "pcs-local-only")
+    deb = apt_repos.local_deb(tmp_path, "pcs-local-only", "local\n")
     source.path(f"/tmp/{deb.name}").write_bytes(deb.read_bytes())
     run(source, "dpkg", "-i", f"/tmp/{deb.name}")
     before = state(target)
     out = failed(sync(pair))
     assert "package pcs-local-only is not in the target's repositories" in out
     assert state(target) == before
-
-
-def _tiny_deb(tmp: Path, name: str) -> Path:
-    tree = tmp / "pkg"
-    (tree / "DEBIAN").mkdir(parents=True)
-    (tree / "usr/share" / name).mkdir(parents=True)
-    (tree / "usr/share" / name / "hello").write_text("local\n")
-    (tree / "DEBIAN/control").write_text(
-        f"Package: {name}\nVersion: 1.0\nArchitecture: all\n"
-        "Maintainer: pc-switcher tests <t@example.invalid>\nDescription: a package in no repository\n"
-    )
-    deb = tmp / f"{name}_1.0_all.deb"
-    res = subprocess.run(
-        ["dpkg-deb", "--root-owner-group", "--build", str(tree), str(deb)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert res.returncode == 0, res.stderr
-    return deb
 
 
 def test_unsafe_source_files_are_refused(pair: Sandbox, repos: TestRepos) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests import needs
+from tests import apt_repos, needs
 from tests.integration.folder_sync_helpers import build_tree, folder_config, itemize_pass, manifest
 from tests.integration.helpers import (
     REPO,
@@ -79,24 +79,8 @@ def _sha256(path: Path) -> str:
 
 
 def _tiny_deb(tmp: Path) -> Path:
-    """``pcs-rootm-probe_1.0_all.deb``: one file under /usr/share/pcs-rootm-probe."""
-    tree = tmp / "pkg"
-    (tree / "DEBIAN").mkdir(parents=True)
-    (tree / "usr/share" / PROBE).mkdir(parents=True)
-    (tree / "usr/share" / PROBE / "hello").write_text("probe\n")
-    (tree / "DEBIAN/control").write_text(
-        f"Package: {PROBE}\nVersion: 1.0\nArchitecture: all\n"
-        "Maintainer: pc-switcher tests <t@example.invalid>\nDescription: root machine probe\n"
-    )
-    deb = tmp / f"{PROBE}_1.0_all.deb"
-    res = subprocess.run(
-        ["dpkg-deb", "--root-owner-group", "--build", str(tree), str(deb)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert res.returncode == 0, res.stderr
-    return deb
+    """``pcs-rootm-probe_1.0_all.deb``: one file, /usr/share/pcs-rootm-probe/hello."""
+    return apt_repos.local_deb(tmp, PROBE, "probe\n", "root machine probe")
 
 
 def test_own_hostname_sshd_and_debian(clean: Sandbox) -> None:
