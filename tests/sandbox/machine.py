@@ -195,7 +195,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def _base_lock(base: Path) -> Iterator[None]:
+def base_lock(base: Path) -> Iterator[None]:
+    """An exclusive flock on ``base/.lock`` (made with ``base`` when missing) while the block runs."""
     base.mkdir(parents=True, exist_ok=True)
     with open(base / ".lock", "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -641,7 +642,7 @@ class Sandbox:
             "root_cache": str(cache) if cache else None,
             "ro_binds": binds,
         }
-        with _base_lock(self.base_dir):
+        with base_lock(self.base_dir):
             rec["address"] = self._free_address()
             self._state["machines"][name] = rec
             self._save()

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -39,12 +38,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.sandbox.machine import PYTHON_INTERPRETER, SandboxError, ensure_loop_devices
+from tests.sandbox.machine import PYTHON_INTERPRETER, SandboxError, base_lock, ensure_loop_devices
 
 DEFAULT_CACHE = Path("/var/cache/pcswitcher-sandbox")
 CACHE_ENV = "PCS_SANDBOX_CACHE"
@@ -174,17 +173,6 @@ def find_cache(recipe: Recipe, base: Path | None = None) -> RootCache | None:
     return RootCache(path, info)
 
 
-@contextlib.contextmanager
-def _lock(root: Path) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_root_cache(
     recipe: Recipe | None = None, base: Path | None = None, say: Callable[[str], None] | None = None
 ) -> RootCache:
@@ -195,7 +183,7 @@ def ensure_root_cache(
     if found is not None:
         return found
     root = cache_base(base) / "root"
-    with _lock(root):
+    with base_lock(root):
         found = find_cache(recipe, base)  # built by another builder while this one waited
         if found is not None:
             return found
@@ -305,7 +293,7 @@ def prune_caches(keep: RootCache, base: Path | None = None) -> list[Path]:
     """Remove every cached root but ``keep`` (older recipes); returns the dirs removed."""
     removed: list[Path] = []
     root = cache_base(base) / "root"
-    with _lock(root):
+    with base_lock(root):
         for cache in list_caches(base):
             if cache.dir != keep.dir:
                 shutil.rmtree(cache.dir)
