@@ -304,6 +304,8 @@ def test_paths_the_job_writes(path: str) -> None:
         "/etc/apt/sources.list.d/.hidden.list",
         "/etc/apt/sources.list.d/x.list.save",
         "/etc/apt/sources.list.d/x y.list",
+        "/etc/apt/sources.list.d/x\n.list",
+        "/etc/apt/sources.list.d/-o.list",
         "/etc/apt/apt.conf.d/99evil",
         "/etc/apt/preferences.d/x.conf",
         "/etc/apt/keyrings/x.txt",
