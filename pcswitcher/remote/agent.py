@@ -3,7 +3,7 @@
 It is the run's watchman on a machine. The driver starts one on the source (a child process with a
 pipe) and one on the target (over ssh; that ssh process is also the run's ControlMaster), there as
 ``python3 -c <bootstrap> pcswitcher-agent monitor --run <run id> ...``: the bootstrap reads this
-file from stdin first (agent_session.py). They speak JSON lines: the driver writes commands to the
+file from stdin first (session.py). They speak JSON lines: the driver writes commands to the
 agent's stdin, the agent answers on stdout.
 
 Commands (one per line):
@@ -59,7 +59,7 @@ import time
 TAG = "PCSWITCHER_RUN_ID"
 RUN_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # \Z: no trailing newline
 RUN_DIR_PREFIX = "/tmp/pcswitcher-"
-#: The target's agent runs as ``python3 -c <bootstrap> pcswitcher-agent ARGS`` (agent_session.py)
+#: The target's agent runs as ``python3 -c <bootstrap> pcswitcher-agent ARGS`` (session.py)
 AGENT_NAME = "pcswitcher-agent"
 
 

@@ -1,6 +1,6 @@
 """The run's ssh transport to the target: the ControlMaster's command line, its cipher choice, its end.
 
-The target's agent session (agent_session.py) is started through :func:`master_argv`: that ssh
+The target's agent session (session.py) is started through :func:`master_argv`: that ssh
 process is the run's ControlMaster. Ansible's connections reuse it (same ``ControlPath``); when the
 driver dies, it dies. :func:`close_master` ends it with every session on it.
 """

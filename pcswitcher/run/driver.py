@@ -6,10 +6,10 @@ A sync (docs/architecture.md, "A run"):
    playbook started, held before its first task (gate.py), so that its start-up overlaps the
    driver's; the inventory read and TARGET resolved (:func:`resolve_target`); the source lock
    taken. Bad input exits 2, a held lock 3: the held playbook is stopped, nothing changed, nothing
-   left.
-2. the run's steps (run.py, :data:`~pcswitcher.run.steps.STEPS`), with the log set up and the signal
-   handlers of the abort path (abort.py) installed; whatever stops them takes the abort path
-   (:func:`~pcswitcher.run.steps.abort_path`);
+   left. The signal handlers of the abort path (abort.py) are installed before it: a signal while
+   the run opens is an abort request, met before the first step.
+2. the run's steps (steps.py, :data:`~pcswitcher.run.steps.STEPS`), with the log set up; whatever
+   stops them takes the abort path (:func:`~pcswitcher.run.steps.abort_path`);
 3. the end record of the log, the lock released.
 """
 
@@ -140,7 +140,7 @@ def _context(options: SyncOptions, prepared: Prepared, ui: Ui) -> RunContext:
 
 
 class Sync:
-    """One run of ``pc-switcher sync``: its opening, its steps (run.py), its end."""
+    """One run of ``pc-switcher sync``: its opening, its steps (steps.py), its end."""
 
     def __init__(self, options: SyncOptions, prepared: Prepared, ui: Ui) -> None:
         self.options = options

@@ -1,6 +1,6 @@
 """The watch thread of a run: heartbeats, disk space and the link to the target.
 
-The :class:`Monitor` pings both agents (agent_session.py) every ``interval`` seconds, reads their
+The :class:`Monitor` pings both agents (session.py) every ``interval`` seconds, reads their
 heartbeats and disk figures, and requests the abort when free space falls below ``runtime_minimum``
 or the target is silent for ``link_timeout`` seconds. Before the run changes anything, its
 :meth:`Monitor.preflight` checks free space against ``preflight_minimum``.
