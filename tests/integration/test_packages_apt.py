@@ -201,6 +201,46 @@ def test_install_repositories_keys_pin_holds_marks_then_a_no_op(pair: Sandbox, r
     assert state(target) == before
 
 
+def lists(machine: Machine) -> dict[str, bytes]:
+    found = machine.path("/var/lib/apt/lists")
+    return {p.name: p.read_bytes() for p in found.iterdir() if p.is_file() and p.name != "lock"}
+
+
+def summary(sandbox: Sandbox) -> str:
+    found = [str(r.get("message")) for r in job_records(sandbox) if "packages_apt changed on" in str(r.get("message"))]
+    assert found, "no summary line of the job in the log"
+    return found[-1]
+
+
+def test_the_lists_are_updated_only_when_the_targets_are_older_than_the_sources(
+    pair: Sandbox, repos: TestRepos
+) -> None:
+    """Same apt files on both machines: no apt-get update when the target's package lists are as new
+    as the source's; one when they are behind (here: the target lacks one repository's lists)."""
+    source, target = pair["source"], pair["target"]
+    for machine in (source, target):
+        give_repos(machine, repos.files)
+    apt(source, "install", BENCH[0])
+    # apt runs this hook at every apt-get update on the target (apt.conf.d is not the job's)
+    ran = target.path("/run/pcs-apt-update-ran")
+    target.path("/etc/apt/apt.conf.d/99pcs-test-hook").write_text('APT::Update::Pre-Invoke { "touch /run/pcs-apt-update-ran"; };\n')
+    for name in lists(target):
+        if "pcs-legacy" in name:
+            target.path(f"/var/lib/apt/lists/{name}").unlink()
+    ok(sync(pair))
+    assert "package lists updated: the target's package lists are older than the source's" in summary(pair)
+    assert ran.exists(), "no apt-get update ran on the target"
+    assert installed_version(target.path("/"), BENCH[0]) == "1.0"
+    assert lists(target) == lists(source)
+    # now as new as the source's: the next install goes without an update
+    ran.unlink()
+    apt(source, "install", BENCH[1])
+    ok(sync(pair))
+    assert "package lists not updated: the target's are as new as the source's" in summary(pair)
+    assert not ran.exists(), "apt-get update ran on the target"
+    assert installed_version(target.path("/"), BENCH[1]) == "1.0"
+
+
 def test_dry_run_changes_nothing_and_lists_apts_simulation(pair: Sandbox, repos: TestRepos) -> None:
     source_with_software(pair, repos)
     target = pair["target"]

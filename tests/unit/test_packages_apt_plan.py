@@ -186,6 +186,60 @@ def test_foreign_architectures() -> None:
     assert got["archs"] == {"add": ["i386"], "remove": ["arm64"], "kept": ["armhf"]}
 
 
+LIST = "deb.example.org_debian_dists_stable_InRelease"
+PACKAGES = "deb.example.org_debian_dists_stable_main_binary-amd64_Packages"
+OLD, NEW = {"sha256": "aa", "date": 100}, {"sha256": "bb", "date": 200}
+
+
+@pytest.mark.parametrize(
+    ("source_lists", "target_lists", "reason"),
+    [
+        ({LIST: OLD, PACKAGES: {}}, {LIST: OLD, PACKAGES: {}}, ""),  # the same lists: no update
+        ({LIST: OLD, PACKAGES: {}}, {LIST: NEW, PACKAGES: {}, "x_Packages": {}}, ""),  # newer, and more
+        ({LIST: NEW, PACKAGES: {}}, {LIST: OLD, PACKAGES: {}}, "older than the source's (1 of 2 files)"),
+        ({LIST: OLD, PACKAGES: {}}, {LIST: OLD}, "older than the source's (1 of 2 files)"),  # one missing
+        ({LIST: OLD}, {}, "older than the source's (1 of 1 files)"),  # the target never updated
+        ({LIST: OLD}, {LIST: {"sha256": "cc", "date": None}}, "(1 of 1 files)"),  # no Date: not vouched for
+        ({LIST: {"sha256": None, "date": 100}}, {LIST: {"sha256": None, "date": None}}, "(1 of 1 files)"),
+        ({"flat_Packages": {}}, {"flat_Packages": {}}, "(1 of 1 files)"),  # no Release covers it
+        ({}, {LIST: OLD}, "the source has no package lists"),  # nothing to vouch for the target's
+    ],
+)
+def test_the_update_before_an_install_only_when_the_targets_lists_are_behind(
+    source_lists: dict[str, Any], target_lists: dict[str, Any], reason: str
+) -> None:
+    source, target = facts({"a-1": pkg()}), facts({})
+    source["lists"], target["lists"] = source_lists, target_lists
+    got = plan(source, target)
+    assert got["install"] == ["a-1"]
+    assert (reason in got["update_reason"]) if reason else got["update_reason"] == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "date"),
+    [
+        ("Origin: x\nDate: Sat, 07 Dec 2024 09:30:00 UTC\nSuite: s\n", 1733563800),
+        ("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nDate: Sat, 07 Dec 2024 09:30:00 +0000\n", 1733563800),
+        ("Origin: x\n", None),
+        ("Date: yesterday\n", None),
+    ],
+)
+def test_release_dates(text: str, date: int | None) -> None:
+    assert plan_lib.release_date(text) == date
+
+
+def test_changed_apt_files_or_a_new_architecture_always_update() -> None:
+    lists = {LIST: OLD}
+    source = facts({}, {SIGNED: afile(b"new")}, ["i386"])
+    target = facts({})
+    source["lists"] = target["lists"] = lists
+    assert plan(source, target)["update_reason"] == "the apt files change"
+    target["files"] = source["files"]
+    assert plan(source, target)["update_reason"] == "architectures are added"
+    target["foreign_archs"] = ["i386"]
+    assert plan(source, target)["update_reason"] == ""
+
+
 def test_a_different_native_architecture_is_refused() -> None:
     target = facts({})
     target["native_arch"] = "arm64"

@@ -5,7 +5,7 @@ Every step first waits for dpkg's and apt's locks (at most ``lock_timeout`` seco
 holder) and repairs an interrupted dpkg run (``dpkg --configure -a``, reported in ``repaired``), so
 whichever step runs first does it before anything else. ``step``: ``prepare`` (only that),
 ``files`` (the source's foreign architectures added, apt's sources, pins and keys written byte for
-byte, then one ``apt-get update``; when it fails every file is put back and the repository named;
+byte, then, given ``update``, one ``apt-get update``; when it fails every file is put back and the repository named;
 then, given ``items`` or ``upgrade``, the install: one module run for what a person types as
 ``apt-get update && apt-get install``), ``install`` and ``remove`` (one ``apt-get`` run each,
 "N of M PACKAGE" progress lines from apt's Status-Fd). Package names, versions, architectures and paths are checked again here before they
@@ -36,6 +36,7 @@ description: See the module docstring and docs/jobs/packages_apt.md.
 options:
   step: {type: str, required: true, choices: [prepare, files, install, remove]}
   files: {type: dict, default: {}}
+  update: {type: bool, default: true}
   archs: {type: list, elements: str, default: []}
   items: {type: list, elements: str, default: []}
   upgrade: {type: dict, default: {}}
@@ -59,7 +60,7 @@ def _problems(p: Dict[str, Any]) -> List[str]:
 def _files(module: AnsibleModule, p: Dict[str, Any], done: Dict[str, Any]) -> None:
     done["changed"] = add_architectures(p["archs"]) or done["changed"]
     changes = {path: None if data is None else base64.b64decode(data) for path, data in p["files"].items()}
-    changed, failure = apply_files(changes, True, p["lock_timeout"])
+    changed, failure = apply_files(changes, p["update"], p["lock_timeout"])
     if failure:
         module.fail_json(msg=failure, **done)
     done["changed"] = changed or done["changed"]
@@ -83,6 +84,7 @@ def main() -> None:
         argument_spec={
             "step": {"type": "str", "required": True, "choices": ["prepare", "files", "install", "remove"]},
             "files": {"type": "dict", "default": {}},
+            "update": {"type": "bool", "default": True},
             "archs": {"type": "list", "elements": "str", "default": []},
             "items": {"type": "list", "elements": "str", "default": []},
             "upgrade": {"type": "dict", "default": {}},

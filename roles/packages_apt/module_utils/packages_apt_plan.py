@@ -11,6 +11,8 @@ Facts (one machine)::
      "packages": {"pcs-a": {"version": "1.0", "arch": "all", "manual": True, "hold": False,
                             "essential": False, "priority": "optional", "state": "installed"}, ...},
      "files": {"/etc/apt/sources.list.d/x.sources": {"sha256": "...", "owner": None, "b64": "..."}},
+     "lists": {"deb.debian.org_debian_dists_bookworm_InRelease": {"sha256": "...", "date": 1733300000},
+               "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages": {}, ...},
      "problems": ["..."], "audit": "", "tools": {"dpkg": True, "apt-get": True}}
 
 A package's key is its name, or ``name:arch`` when its architecture is neither the machine's native
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.utils
 import fnmatch
 import posixpath
 import re
@@ -374,8 +377,63 @@ def make_plan(source: Dict[str, Any], target: Dict[str, Any], settings: Dict[str
     )
     plan["problems"] += removal_count_problems(remove, settings)
     plan["work"] = has_work(plan)
+    plan["update_reason"] = update_reason(plan, source, target)
     plan["steps"] = steps(plan)
     return plan
+
+
+def update_reason(plan: Dict[str, Any], source: Dict[str, Any], target: Dict[str, Any]) -> str:
+    """Why the sync runs ``apt-get update`` before it installs; ``""``: the target's package lists
+    are as new as the source's (``lists_behind``), so it knows every version the source has seen."""
+    if file_changes(plan):
+        return "the apt files change"
+    if plan["archs"]["add"]:
+        return "architectures are added"
+    source_lists = source.get("lists") or {}
+    if not source_lists:
+        return "the source has no package lists to compare with"
+    behind = lists_behind(source_lists, target.get("lists") or {})
+    if behind:
+        return "the target's package lists are older than the source's ({} of {} files)".format(
+            len(behind), len(source_lists)
+        )
+    return ""
+
+
+def lists_behind(source: Dict[str, Dict[str, Any]], target: Dict[str, Dict[str, Any]]) -> List[str]:
+    """The source's list files the target lacks or has older. A repository's ``InRelease`` or
+    ``Release`` (``{"sha256", "date"}``) is as new when its content is the same or its ``Date`` is
+    not earlier; its other files (indexes, translations) need only be there, as their hashes are in
+    the Release file. A file no Release file of the source covers counts as behind."""
+    releases = [name for name in source if name.endswith(RELEASE_SUFFIXES)]
+    prefixes = tuple(name[: name.rindex("_") + 1] for name in releases)
+    behind = []
+    for name, info in sorted(source.items()):
+        mine = target.get(name)
+        if mine is None:
+            behind.append(name)
+        elif name in releases:
+            same = info.get("sha256") is not None and mine.get("sha256") == info.get("sha256")
+            if not same and (mine.get("date") is None or info.get("date") is None or mine["date"] < info["date"]):
+                behind.append(name)
+        elif not name.startswith(prefixes):
+            behind.append(name)
+    return behind
+
+
+RELEASE_SUFFIXES = ("_InRelease", "_Release")
+_DATE = re.compile(r"^Date:[ \t]*(.+?)[ \t]*$", re.MULTILINE)
+
+
+def release_date(text: str) -> Optional[int]:
+    """The ``Date`` of a Release or InRelease file, in seconds since the epoch (None: none or bad)."""
+    found = _DATE.search(text)
+    if not found:
+        return None
+    try:
+        return int(email.utils.parsedate_to_datetime(found.group(1)).timestamp())
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def steps(plan: Dict[str, Any]) -> Dict[str, bool]:

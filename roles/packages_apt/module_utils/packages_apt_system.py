@@ -33,6 +33,7 @@ STATUS = "/var/lib/dpkg/status"
 ARCH_FILE = "/var/lib/dpkg/arch"
 EXTENDED_STATES = "/var/lib/apt/extended_states"
 LISTS = "/var/lib/apt/lists"
+MAX_RELEASE_BYTES = 16 << 20  # Debian's InRelease is ~150 KB; a bigger one is compared as missing
 LOCKS = ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/apt/lists/lock", "/var/cache/apt/archives/lock")
 # apt's and dpkg's environment: never a prompt, never a pager, messages apt's tests can read.
 APT_ENV = {"DEBIAN_FRONTEND": "noninteractive", "APT_LISTCHANGES_FRONTEND": "none", "LC_ALL": "C.UTF-8"}
@@ -130,6 +131,24 @@ def _owners(paths: List[str]) -> Dict[str, str]:
     return owners
 
 
+def _lists() -> Dict[str, Dict[str, Any]]:
+    """apt's package lists by file name: a repository's Release file with its hash and ``Date``, the
+    other files as ``{}`` (packages_apt_plan.lists_behind compares them)."""
+    try:
+        entries = [e for e in os.scandir(LISTS) if e.name != "lock" and e.is_file(follow_symlinks=False)]
+    except FileNotFoundError:
+        return {}
+    found: Dict[str, Dict[str, Any]] = {}
+    for entry in entries:
+        found[entry.name] = {}
+        if entry.name.endswith(plan_lib.RELEASE_SUFFIXES) and entry.stat().st_size <= MAX_RELEASE_BYTES:
+            with open(entry.path, "rb") as fh:
+                data = fh.read()
+            date = plan_lib.release_date(data.decode("utf-8", "replace"))
+            found[entry.name] = {"sha256": hashlib.sha256(data).hexdigest(), "date": date}
+    return found
+
+
 def read_facts(side: str, contents: bool, audit: bool) -> Dict[str, Any]:
     """This machine's facts (see packages_apt_plan), ``problems`` prefixed with ``side``."""
     missing = [tool for tool in ("dpkg", "dpkg-query", "apt-get") if shutil.which(tool) is None]
@@ -158,6 +177,7 @@ def read_facts(side: str, contents: bool, audit: bool) -> Dict[str, Any]:
             )
             for path, data in files.items()
         },
+        "lists": _lists(),
         "problems": ["on the {}: {}".format(side, p) for p in problems],
         "audit": run(["dpkg", "--audit"]).stdout.strip() if audit else "",
     }
@@ -285,12 +305,14 @@ def install_flags() -> List[str]:
 
 
 def simulate(plan: Dict[str, Any], source: Dict[str, Any], target: Dict[str, Any], settings: Dict[str, Any]) -> Dict[str, Any]:
-    """The check of validate: the source's repositories (when they differ from the target's) in a
-    private apt root with ``apt-get update``, then ``apt-get -s install`` of the plan's packages.
+    """The check of validate: when the sync will run ``apt-get update`` (the plan's ``update_reason``: apt
+    files or architectures change, or the target's lists are older than the source's), the source's
+    repositories in a private apt root with ``apt-get update``, then ``apt-get -s install`` of the
+    plan's packages; else that simulation on the target's own lists.
     Changes nothing outside a temp dir."""
     settings = dict(settings, _target_packages=target["packages"])
     archs_change = plan["archs"]["add"] or plan["archs"]["remove"]
-    if not plan_lib.file_changes(plan) and not archs_change:
+    if not plan_lib.file_changes(plan) and not archs_change and not plan["update_reason"]:
         return _simulate_install(NO_CACHE + ["-o", "Debug::NoLocking=1"], plan, source, settings)
     root = tempfile.mkdtemp(prefix="packages-apt-")
     try:
