@@ -207,7 +207,8 @@ def lists(machine: Machine) -> dict[str, bytes]:
 
 
 def summary(sandbox: Sandbox) -> str:
-    found = [str(r.get("message")) for r in job_records(sandbox) if "packages_apt changed on" in str(r.get("message"))]
+    messages = [str(r.get("message")) for r in job_records(sandbox)]
+    found = [message for message in messages if "packages_apt changed on" in message]
     assert found, "no summary line of the job in the log"
     return found[-1]
 
@@ -223,7 +224,8 @@ def test_the_lists_are_updated_only_when_the_targets_are_older_than_the_sources(
     apt(source, "install", BENCH[0])
     # apt runs this hook at every apt-get update on the target (apt.conf.d is not the job's)
     ran = target.path("/run/pcs-apt-update-ran")
-    target.path("/etc/apt/apt.conf.d/99pcs-test-hook").write_text('APT::Update::Pre-Invoke { "touch /run/pcs-apt-update-ran"; };\n')
+    hook = 'APT::Update::Pre-Invoke { "touch /run/pcs-apt-update-ran"; };\n'
+    target.path("/etc/apt/apt.conf.d/99pcs-test-hook").write_text(hook)
     for name in lists(target):
         if "pcs-legacy" in name:
             target.path(f"/var/lib/apt/lists/{name}").unlink()
