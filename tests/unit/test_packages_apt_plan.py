@@ -222,7 +222,7 @@ def test_the_update_before_an_install_only_when_the_targets_lists_are_behind(
         (
             "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nDate: Sat, 07 Dec 2024 09:30:00 +0000\n",
             1733563800,
-        ),  # noqa: E501
+        ),
         ("Origin: x\n", None),
         ("Date: yesterday\n", None),
     ],
