@@ -531,13 +531,15 @@ def test_the_plan_checks_the_sources_files_again() -> None:
 
 def test_steps_follow_the_plan() -> None:
     got = plan(facts({"pcs-a": pkg(), "b-auto": pkg(manual=False)}), facts({"b-auto": pkg()}))
-    assert got["steps"] == {
-        "prepare": False, "files": True, "remove": False, "manual": False, "auto": True,
-    }  # fmt: skip
+    assert got["steps"] == {"apply": True, "lists": True}
     idle = plan(facts({}), facts({}))
-    assert not any(idle["steps"].values())
-    marks_only = plan(facts({"b-auto": pkg(manual=False)}), facts({"b-auto": pkg()}))["steps"]
-    assert (marks_only["prepare"], marks_only["auto"], marks_only["files"]) == (True, True, False)
+    assert idle["steps"] == {"apply": False, "lists": False}
+    marks_only = plan(facts({"b-auto": pkg(manual=False)}), facts({"b-auto": pkg()}))
+    assert marks_only["steps"] == {"apply": True, "lists": False}
+    assert marks_only["update_reason"] == ""  # nothing to install: no update, whatever the lists
+    repair_only = facts({})
+    repair_only["audit"] = "The following packages are only half configured"
+    assert plan(facts({}), repair_only)["steps"] == {"apply": True, "lists": False}
 
 
 def test_what_apt_did_from_its_output() -> None:

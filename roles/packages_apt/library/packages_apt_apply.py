@@ -1,15 +1,21 @@
 #!/usr/bin/python
-"""Ansible module of the role packages_apt: the steps of the sync that change the target.
+"""Ansible module of the role packages_apt: the sync's changes to the target, in one module run.
 
-Every step first waits for dpkg's and apt's locks (at most ``lock_timeout`` seconds, naming the
-holder) and repairs an interrupted dpkg run (``dpkg --configure -a``, reported in ``repaired``), so
-whichever step runs first does it before anything else. ``step``: ``prepare`` (only that),
-``files`` (the source's foreign architectures added, apt's sources, pins and keys written byte for
-byte, then, given ``update``, one ``apt-get update``; when it fails every file is put back and the repository named;
-then, given ``items`` or ``upgrade``, the install: one module run for what a person types as
-``apt-get update && apt-get install``), ``install`` and ``remove`` (one ``apt-get`` run each,
-"N of M PACKAGE" progress lines from apt's Status-Fd). Package names, versions, architectures and paths are checked again here before they
-reach an argv. No check mode: the role skips these tasks in a dry-run and reports apt's simulation.
+In this order, each skipped when its input is empty: wait for dpkg's and apt's locks (at most
+``lock_timeout`` seconds, naming the holder); repair an interrupted dpkg run (``dpkg --configure
+-a``, reported in ``repaired``); add the foreign architectures ``archs_add``; write apt's sources,
+pins and keys ``files`` byte for byte (``None``: remove) and, given ``update``, one ``apt-get
+update`` — when it fails every file is put back and the repository named, and nothing after it
+runs; ``apt-get install`` of ``install`` and of the ``upgrade`` packages whose source version is
+now the candidate; ``apt-get remove`` of ``remove`` (never purge, never autoremove); ``dpkg
+--remove-architecture`` of ``archs_remove``; ``apt-mark manual|auto``; ``apt-mark hold|unhold``.
+apt's runs write "N of M PACKAGE" progress lines from apt's Status-Fd.
+
+One module run instead of a task per step: every Ansible task costs a module start on the target
+(0.1-0.3 s) or at least a task's round (0.02 s), and the holds were one module run per package
+(roles/packages_apt/README.md). Package names, versions, architectures and paths are checked again
+here before they reach an argv. No check mode: the role skips this task in a dry-run and reports
+apt's simulation.
 """
 
 from __future__ import annotations
@@ -25,24 +31,50 @@ from ansible.module_utils.packages_apt_system import (
     apt_get,
     log_line,
     repair,
+    run,
     upgrades_now,
     wait_for_lock,
 )
 
 DOCUMENTATION = r"""
 module: packages_apt_apply
-short_description: the changing steps of the packages_apt sync (prepare, files, install, remove)
+short_description: the changes of the packages_apt sync to the target, in their order
 description: See the module docstring and docs/jobs/packages_apt.md.
 options:
-  step: {type: str, required: true, choices: [prepare, files, install, remove]}
+  archs_add: {type: list, elements: str, default: []}
   files: {type: dict, default: {}}
   update: {type: bool, default: true}
-  archs: {type: list, elements: str, default: []}
-  items: {type: list, elements: str, default: []}
+  install: {type: list, elements: str, default: []}
   upgrade: {type: dict, default: {}}
-  total: {type: int, default: 0}
+  remove: {type: list, elements: str, default: []}
+  archs_remove: {type: list, elements: str, default: []}
+  manual: {type: list, elements: str, default: []}
+  auto: {type: list, elements: str, default: []}
+  hold: {type: list, elements: str, default: []}
+  unhold: {type: list, elements: str, default: []}
+  total_install: {type: int, default: 0}
+  total_remove: {type: int, default: 0}
   lock_timeout: {type: int, default: 300}
 """
+
+NAME_LISTS = ("remove", "manual", "auto", "hold", "unhold")
+LIST = {"type": "list", "elements": "str", "default": []}
+ARGUMENTS: Dict[str, Dict[str, Any]] = {
+    "archs_add": LIST,
+    "files": {"type": "dict", "default": {}},
+    "update": {"type": "bool", "default": True},
+    "install": LIST,
+    "upgrade": {"type": "dict", "default": {}},
+    "remove": LIST,
+    "archs_remove": LIST,
+    "manual": LIST,
+    "auto": LIST,
+    "hold": LIST,
+    "unhold": LIST,
+    "total_install": {"type": "int", "default": 0},
+    "total_remove": {"type": "int", "default": 0},
+    "lock_timeout": {"type": "int", "default": 300},
+}
 
 
 def _item_problem(item: str) -> Optional[str]:
@@ -52,47 +84,57 @@ def _item_problem(item: str) -> Optional[str]:
 
 def _problems(p: Dict[str, Any]) -> List[str]:
     problems = [problem for problem in map(path_problem, p["files"]) if problem]
-    problems += [problem for problem in map(_item_problem, list(p["items"]) + list(p["upgrade"])) if problem]
-    problems += ["{!r} is not an architecture name".format(a) for a in p["archs"] if not ARCH_NAME.match(a)]
+    problems += [problem for problem in map(_item_problem, list(p["install"]) + list(p["upgrade"])) if problem]
+    names = [name for key in NAME_LISTS for name in p[key]]
+    problems += [problem for problem in map(package_key_problem, names) if problem]
+    archs = list(p["archs_add"]) + list(p["archs_remove"])
+    problems += ["{!r} is not an architecture name".format(a) for a in archs if not ARCH_NAME.match(a)]
     return problems
 
 
-def _files(module: AnsibleModule, p: Dict[str, Any], done: Dict[str, Any]) -> None:
-    done["changed"] = add_architectures(p["archs"]) or done["changed"]
-    changes = {path: None if data is None else base64.b64decode(data) for path, data in p["files"].items()}
-    changed, failure = apply_files(changes, p["update"], p["lock_timeout"])
-    if failure:
-        module.fail_json(msg=failure, **done)
-    done["changed"] = changed or done["changed"]
+class Sync:
+    """The steps, each failing the module with what was done before it."""
 
+    def __init__(self, module: AnsibleModule) -> None:
+        self.module = module
+        self.p = module.params
+        self.done: Dict[str, Any] = {"changed": False, "actions": {"install": [], "remove": []}, "updated": False}
 
-def _packages(module: AnsibleModule, p: Dict[str, Any], done: Dict[str, Any], action: str) -> None:
-    # packages the source has in another version: installed when that version is the target's
-    # candidate now (after the update: the source's pins and repositories), e.g. a pinned version
-    items = list(p["items"]) + (upgrades_now(p["upgrade"], []) if action == "install" else [])
-    done["actions"] = {"install": [], "remove": []}
-    if not items:
-        return
-    result = apt_get(action, items, p["lock_timeout"], p["total"])
-    if result.pop("failed"):
-        module.fail_json(**dict(done, **result))
-    done.update(result, changed=True)
+    def fail(self, msg: str, **extra: Any) -> None:
+        self.module.fail_json(msg=msg, **dict(self.done, **extra))
+
+    def files(self) -> None:
+        changes = {path: None if data is None else base64.b64decode(data) for path, data in self.p["files"].items()}
+        try:
+            self.done["changed"] = add_architectures(self.p["archs_add"]) or self.done["changed"]
+        except RuntimeError as exc:
+            self.fail(str(exc))
+        changed, failure = apply_files(changes, self.p["update"], self.p["lock_timeout"])
+        if failure:
+            self.fail(failure)
+        self.done["updated"] = self.p["update"]
+        self.done["changed"] = changed or self.done["changed"]
+
+    def apt(self, action: str, items: List[str], total: int) -> None:
+        if not items:
+            return
+        result = apt_get(action, items, self.p["lock_timeout"], total)
+        if result.pop("failed"):
+            self.fail(result.pop("msg"), **result)
+        for kind in ("install", "remove"):  # an install can remove (a conflict), a removal install
+            self.done["actions"][kind] += result["actions"].get(kind, [])
+        self.done["output"] = result["output"]
+        self.done["changed"] = True
+
+    def command(self, argv: List[str]) -> None:
+        done = run(argv)
+        if done.returncode != 0:
+            self.fail("{} failed: {}".format(" ".join(argv), done.stdout.strip()[-400:]))
+        self.done["changed"] = True
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "step": {"type": "str", "required": True, "choices": ["prepare", "files", "install", "remove"]},
-            "files": {"type": "dict", "default": {}},
-            "update": {"type": "bool", "default": True},
-            "archs": {"type": "list", "elements": "str", "default": []},
-            "items": {"type": "list", "elements": "str", "default": []},
-            "upgrade": {"type": "dict", "default": {}},
-            "total": {"type": "int", "default": 0},
-            "lock_timeout": {"type": "int", "default": 300},
-        },
-        supports_check_mode=False,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENTS, supports_check_mode=False)
     p = module.params
     problems = _problems(p)
     if problems:
@@ -105,12 +147,20 @@ def main() -> None:
         repaired, what = repair()
     except RuntimeError as exc:
         module.fail_json(msg=str(exc), messages=messages)
-    done: Dict[str, Any] = {"changed": repaired, "repaired": what, "messages": messages + ([what] if what else [])}
-    if p["step"] == "files":
-        _files(module, p, done)
-    if p["step"] in ("install", "remove") or (p["step"] == "files" and (p["items"] or p["upgrade"])):
-        _packages(module, p, done, "remove" if p["step"] == "remove" else "install")
-    module.exit_json(**done)
+    sync = Sync(module)
+    sync.done.update(changed=repaired, repaired=what, messages=messages + ([what] if what else []))
+    if p["archs_add"] or p["files"] or p["update"]:
+        sync.files()  # a failed update puts the files back and ends the module here
+    # packages the source has in another version: installed when that version is the target's
+    # candidate now (after the update: the source's pins and repositories), e.g. a pinned version
+    sync.apt("install", list(p["install"]) + upgrades_now(p["upgrade"], []), p["total_install"])
+    sync.apt("remove", list(p["remove"]), p["total_remove"])
+    for arch in p["archs_remove"]:  # after the removals: dpkg refuses while packages of it remain
+        sync.command(["dpkg", "--remove-architecture", arch])
+    for key in ("manual", "auto", "hold", "unhold"):
+        if p[key]:
+            sync.command(["apt-mark", key] + list(p[key]))
+    module.exit_json(**sync.done)
 
 
 if __name__ == "__main__":

@@ -389,6 +389,8 @@ def update_reason(plan: Dict[str, Any], source: Dict[str, Any], target: Dict[str
         return "the apt files change"
     if plan["archs"]["add"]:
         return "architectures are added"
+    if not (plan["install"] or plan["upgrade"]):
+        return ""  # nothing to install: the lists are not read
     source_lists = source.get("lists") or {}
     if not source_lists:
         return "the source has no package lists to compare with"
@@ -437,17 +439,11 @@ def release_date(text: str) -> Optional[int]:
 
 
 def steps(plan: Dict[str, Any]) -> Dict[str, bool]:
-    """Which steps of the sync run (the role's ``when:`` conditions)."""
-    found = {
-        "files": bool(plan["writes"] or plan["install"] or plan["upgrade"] or plan["archs"]["add"]),
-        "remove": bool(plan["remove"]),
-        "manual": bool(plan["manual"]),
-        "auto": bool(plan["auto"]),
-    }
-    # the dpkg lock and the repair of an interrupted dpkg run come with the first apt step; alone
-    # when no apt step runs (only marks, holds or architectures removed, or the repair itself)
-    found["prepare"] = bool((plan["work"] or plan["audit"]) and not (found["files"] or found["remove"]))
-    return found
+    """Which tasks of the sync run (the role's ``when:`` conditions): ``apply``, the one module run
+    that changes the target (with any change, or to repair an interrupted dpkg run); ``lists``,
+    whether this sync needs the package lists (it installs, or apt files or architectures change)."""
+    lists = bool(file_changes(plan) or plan["archs"]["add"] or plan["install"] or plan["upgrade"])
+    return {"apply": bool(plan["work"] or plan["audit"]), "lists": lists}
 
 
 def removal_count_problems(remove: List[str], settings: Dict[str, Any]) -> List[str]:
