@@ -107,9 +107,9 @@ class Sync:
         changes = {path: None if data is None else base64.b64decode(data) for path, data in self.p["files"].items()}
         try:
             self.done["changed"] = add_architectures(self.p["archs_add"]) or self.done["changed"]
-        except RuntimeError as exc:
+            changed, failure = apply_files(changes, self.p["update"], self.p["lock_timeout"])
+        except (RuntimeError, OSError) as exc:  # a write that failed put every file back first
             self.fail(str(exc))
-        changed, failure = apply_files(changes, self.p["update"], self.p["lock_timeout"])
         if failure:
             self.fail(failure)
         self.done["updated"] = self.p["update"]
