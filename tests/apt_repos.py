@@ -5,14 +5,18 @@ twice (``InRelease`` and ``Release.gpg``) by its own test key:
 
 - ``signed``: declared in deb822 format (``pcs-signed.sources``), its key a binary keyring at
   ``/etc/apt/keyrings/pcs-test-signed.gpg`` named by ``Signed-By:``. It holds the dependency chain
-  ``pcs-a -> pcs-b -> pcs-c``, ``pcs-versioned`` 1.0 and 2.0, ``pcs-removable`` and the 20
-  ``pcs-bench-NN`` packages;
+  ``pcs-a -> pcs-b -> pcs-c``, ``pcs-versioned`` 1.0 and 2.0, ``pcs-removable``, the 20
+  ``pcs-bench-NN`` packages and ``pcs-foreign``, the one package of a foreign architecture;
 - ``legacy``: declared in one-line format (``pcs-legacy.list``), its key in ``/etc/apt/trusted.gpg.d``.
   It holds ``pcs-legacy-only``.
 
 Plus a pin (``/etc/apt/preferences.d/pcs-versioned.pref``) holding ``pcs-versioned`` at 1.0. Every
-package is ``Architecture: all`` and installs one file, ``/usr/share/pcs-test/<name>``, whose text is
-``<name> <version>``: what is installed can be read from the files.
+package but ``pcs-foreign`` is ``Architecture: all``, in the Packages index of every architecture;
+``pcs-foreign`` is built for :func:`foreign_arch` (i386, arm64 on an i386 host), ``Multi-Arch: same``,
+and is only in that architecture's index: a machine installs it as ``pcs-foreign:i386`` after
+``dpkg --add-architecture i386`` and an ``apt-get update``. Every package installs one file,
+``/usr/share/pcs-test/<name>``, whose text is ``<name> <version>``: what is installed can be read
+from the files.
 
 :func:`build_test_repos` builds the tree once per recipe (the packages above and this module's own
 source) under ``/var/cache/pcswitcher-sandbox/apt/<hash>/`` (``$PCS_APT_CACHE`` or the ``cache``
@@ -51,8 +55,11 @@ SIGNED = "signed"
 LEGACY = "legacy"
 SUITES = {SIGNED: "pcs", LEGACY: "pcs-legacy"}
 COMPONENT = "main"
-#: the Packages indexes each repository has (every package is ``all``); the host's own is added
+#: the Packages indexes each repository has (the host's own is added): each holds the ``all``
+#: packages and those built for its architecture
 ARCHITECTURES = ("amd64", "arm64", "i386")
+#: FOREIGN's architecture: the first of these that is not the host's
+FOREIGN_ARCHS = ("i386", "arm64")
 
 SIGNED_SOURCES = "/etc/apt/sources.list.d/pcs-signed.sources"
 SIGNED_KEYRING = "/etc/apt/keyrings/pcs-test-signed.gpg"
@@ -67,6 +74,7 @@ PINNED_VERSION = "1.0"  # the pin holds VERSIONED here (priority 1001) though 2.
 REMOVABLE = "pcs-removable"
 LEGACY_ONLY = "pcs-legacy-only"
 BENCH = tuple(f"pcs-bench-{n:02d}" for n in range(1, 21))
+FOREIGN = "pcs-foreign"  # built for foreign_arch(), not "all"
 FILES_DIR = "/usr/share/pcs-test"  # every package installs FILES_DIR/<name>
 
 
@@ -80,6 +88,7 @@ class Package:
     version: str
     repo: str
     depends: tuple[str, ...] = ()
+    foreign: bool = False  # built for foreign_arch() (Multi-Arch: same), else Architecture: all
 
 
 RECIPE: tuple[Package, ...] = (
@@ -89,6 +98,7 @@ RECIPE: tuple[Package, ...] = (
     *(Package(VERSIONED, version, SIGNED) for version in VERSIONS),
     Package(REMOVABLE, "1.0", SIGNED),
     *(Package(name, "1.0", SIGNED) for name in BENCH),
+    Package(FOREIGN, "1.0", SIGNED, foreign=True),
     Package(LEGACY_ONLY, "1.0", LEGACY),
 )
 
@@ -114,6 +124,7 @@ class TestRepos:
     files: tuple[AptFile, ...]
     packages: dict[str, list[str]] = field(hash=False)  # name -> versions available, ascending
     repo_of: dict[str, str] = field(hash=False)  # name -> SIGNED or LEGACY
+    foreign_arch: str  # FOREIGN's architecture (foreign_arch())
 
     def file(self, name: str) -> AptFile:
         """The apt file with this path or file name (``pcs-signed.sources``)."""
@@ -198,8 +209,15 @@ def local_deb(dest: Path, name: str, text: str, description: str = "a package in
     return deb
 
 
+def foreign_arch() -> str:
+    """The architecture FOREIGN is built for: i386, or arm64 when the host is i386."""
+    native = _native_arch()
+    return next(arch for arch in FOREIGN_ARCHS if arch != native)
+
+
 def recipe_key() -> str:
-    """The cache key: a hash of the packages, the architectures and this module's source."""
+    """The cache key: a hash of the packages, the architectures (the host's among them, which
+    decides FOREIGN's) and this module's source."""
     recipe = {
         "packages": [dataclasses.asdict(p) for p in RECIPE],
         "architectures": _architectures(),
@@ -232,7 +250,7 @@ def _repos(entry: Path, mount_point: str) -> TestRepos:
     for package in RECIPE:
         packages.setdefault(package.name, []).append(package.version)
     repo_of = {package.name: package.repo for package in RECIPE}
-    return TestRepos(entry / "repos", mount_point, files, packages, repo_of)
+    return TestRepos(entry / "repos", mount_point, files, packages, repo_of, foreign_arch())
 
 
 def _check_mount_point(mount_point: str) -> None:
@@ -284,9 +302,11 @@ def _build_entry(cache: Path, entry: Path) -> None:
 
 def _build(work: Path) -> None:
     (work / "keys").mkdir()
+    foreign = foreign_arch()
     env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000", "LC_ALL": "C.UTF-8"}
     for package in RECIPE:
-        _build_deb(package, work / "src", work / "repos" / package.repo / "pool" / COMPONENT, env)
+        arch = foreign if package.foreign else "all"
+        _build_deb(package, arch, work / "src", work / "repos" / package.repo / "pool" / COMPONENT, env)
     shutil.rmtree(work / "src")
     with _gnupg_home() as home:
         for repo, keyring in ((SIGNED, SIGNED_KEYRING), (LEGACY, LEGACY_KEYRING)):
@@ -300,17 +320,19 @@ def _build(work: Path) -> None:
         path.chmod(0o755 if path.is_dir() else 0o644)  # apt's file method reads as user _apt
 
 
-def _build_deb(package: Package, src: Path, pool: Path, env: dict[str, str]) -> None:
+def _build_deb(package: Package, arch: str, src: Path, pool: Path, env: dict[str, str]) -> None:
     tree = src / f"{package.name}_{package.version}"
     (tree / "DEBIAN").mkdir(parents=True)
     fields = {
         "Package": package.name,
         "Version": package.version,
-        "Architecture": "all",
+        "Architecture": arch,
         "Maintainer": "pc-switcher tests <pcs-test@example.invalid>",
         "Section": "misc",
         "Priority": "optional",
     }
+    if arch != "all":
+        fields["Multi-Arch"] = "same"  # like a library of another architecture (libc6:i386)
     if package.depends:
         fields["Depends"] = ", ".join(package.depends)
     description = (
@@ -324,15 +346,17 @@ def _build_deb(package: Package, src: Path, pool: Path, env: dict[str, str]) -> 
     for path in [tree, *tree.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     pool.mkdir(parents=True, exist_ok=True)
-    deb = pool / f"{package.name}_{package.version}_all.deb"
+    deb = pool / f"{package.name}_{package.version}_{arch}.deb"
     _run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(tree), str(deb)], env=env)
 
 
 def _index(repo_dir: Path, repo: str, env: dict[str, str]) -> None:
-    """The Packages indexes (plain and gzip) of every architecture, and the unsigned Release."""
-    packages = _run(["dpkg-scanpackages", "--multiversion", "pool", "/dev/null"], cwd=repo_dir, env=env)
+    """The Packages indexes (plain and gzip) of every architecture, each of the ``all`` packages and
+    that architecture's (``--arch``), and the unsigned Release."""
     dist = repo_dir / "dists" / SUITES[repo]
     for arch in _architectures():
+        scan = ["dpkg-scanpackages", "--multiversion", "--arch", arch, "pool", "/dev/null"]
+        packages = _run(scan, cwd=repo_dir, env=env)
         index = dist / COMPONENT / f"binary-{arch}"
         index.mkdir(parents=True)
         (index / "Packages").write_bytes(packages)
@@ -383,9 +407,12 @@ def _sign(home: str, fingerprint: str, dist: Path) -> None:
     _run([*gpg, "--armor", "--detach-sign", "--output", str(dist / "Release.gpg"), release])
 
 
+def _native_arch() -> str:
+    return _run(["dpkg", "--print-architecture"]).decode().strip()
+
+
 def _architectures() -> list[str]:
-    native = _run(["dpkg", "--print-architecture"]).decode().strip()
-    return sorted({*ARCHITECTURES, native})
+    return sorted({*ARCHITECTURES, _native_arch()})
 
 
 def _run(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> bytes:

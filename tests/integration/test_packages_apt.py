@@ -22,6 +22,7 @@ from tests import apt_repos, needs
 from tests.apt_repos import (
     BENCH,
     DEP_CHAIN,
+    FOREIGN,
     LEGACY_ONLY,
     PIN,
     REMOVABLE,
@@ -334,30 +335,51 @@ def test_the_default_protected_patterns_keep_firmware(
 
 def test_marks_holds_architectures_and_protected_sources(pair: Sandbox, repos: TestRepos) -> None:
     """Auto/manual marks and holds made equal (a hold the source lacks is released), the source's
-    foreign architecture added and then removed with it, the target's extra apt files removed unless
-    protected_sources names them."""
+    foreign architecture and a package of it (pcs-foreign:i386, manual) carried, then, when the source
+    drops both, removed on the target: the package first, then the architecture (dpkg refuses the
+    other order); the target's extra apt files removed unless protected_sources names them."""
     source, target = pair["source"], pair["target"]
+    arch = repos.foreign_arch
+    foreign = f"{FOREIGN}:{arch}"  # how dpkg, apt and apt-mark name it
     for machine in (source, target):
         give_repos(machine, repos.files)
         apt(machine, "install", DEP_CHAIN[0])
     run(target, "apt-mark", "manual", DEP_CHAIN[2])
     run(target, "apt-mark", "hold", DEP_CHAIN[0])
     run(source, "apt-mark", "manual", DEP_CHAIN[1])
-    run(source, "dpkg", "--add-architecture", "i386")
+    run(source, "dpkg", "--add-architecture", arch)
+    apt(source, "update")
+    apt(source, "install", foreign)
     legacy = repos.file("pcs-legacy.list").content
     for name in ("company-mirror.list", "stale.list"):
         target.path(f"/etc/apt/sources.list.d/{name}").write_bytes(legacy)
     protected = ["/etc/apt/sources.list.d/company-*"]
     ok(sync(pair, protected_sources=protected))
-    assert {n for n in manual(target) if n.startswith("pcs-")} == {DEP_CHAIN[0], DEP_CHAIN[1]}
+    pcs = {n for n in manual(target) if n.startswith("pcs-")}
+    assert pcs == {n for n in manual(source) if n.startswith("pcs-")} == {DEP_CHAIN[0], DEP_CHAIN[1], foreign}
     assert holds(target) == set()
-    assert run(target, "dpkg", "--print-foreign-architectures").split() == ["i386"]
+    assert run(target, "dpkg", "--print-foreign-architectures").split() == [arch]
+    assert run(target, "dpkg-query", "-W", "-f", "${Status}", foreign) == "install ok installed"
+    assert installed_version(target.path("/"), FOREIGN) == "1.0"
+    assert result(pair)["installed"] == 1
     assert target.path("/etc/apt/sources.list.d/company-mirror.list").read_bytes() == legacy
     assert not target.path("/etc/apt/sources.list.d/stale.list").exists()
-    # the source drops the architecture: so does the target (no package of it there)
-    run(source, "dpkg", "--remove-architecture", "i386")
+    # the second sync changes nothing
+    before = state(target)
+    ok(sync(pair, protected_sources=protected))
+    assert changed_tasks(pair) == 0
+    assert state(target) == before
+    # the source drops the package and the architecture: so does the target, in that order
+    refused = target.run(["dpkg", "--remove-architecture", arch])
+    assert refused.returncode != 0, "dpkg dropped an architecture a package of it still uses"
+    assert "currently in use by the database" in refused.stderr, refused.stderr
+    apt(source, "remove", foreign)
+    run(source, "dpkg", "--remove-architecture", arch)
     ok(sync(pair, protected_sources=protected))
     assert run(target, "dpkg", "--print-foreign-architectures") == ""
+    assert target.run(["dpkg-query", "-W", foreign]).returncode != 0, "dpkg still knows the package"
+    assert installed_version(target.path("/"), FOREIGN) is None
+    assert result(pair)["removed"] == 1
     ok(sync(pair, protected_sources=protected))
     assert changed_tasks(pair) == 0
 

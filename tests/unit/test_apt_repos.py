@@ -1,8 +1,9 @@
 """The test apt repositories (tests/apt_repos.py), checked with apt itself in a private apt root.
 
 Each check runs the host's real ``apt-get``/``apt-cache`` with an ``APT_CONFIG`` whose ``Dir`` is a
-tmp dir (its own ``etc/apt``, lists, cache and an empty dpkg status): nothing of the host's apt is
-read or written, and ``install`` is simulated (``-s``). The repositories' mount point is a symlink in
+tmp dir (its own ``etc/apt``, lists, cache and an empty dpkg status) and whose architectures are the
+host's and ``pcs-foreign``'s (``APT::Architectures``, not the host's dpkg): nothing of the host's apt
+is read or written, and ``install`` is simulated (``-s``). The repositories' mount point is a symlink in
 tmp to the built tree, and ``Signed-By`` is rebased into the private root, the only two changes to
 the files a machine gets.
 """
@@ -58,13 +59,23 @@ class AptRoot:
         return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
+def native_arch() -> str:
+    return subprocess.run(
+        ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def _apt_root(path: Path, files: Iterable[ar.AptFile]) -> AptRoot:
+    """A private root whose architectures are the host's and ar.foreign_arch(), whatever foreign
+    ones the host's dpkg has (an option on the command line can narrow them)."""
     for sub in ("etc/apt/apt.conf.d", "etc/apt/sources.list.d", "var/lib/dpkg"):
         (path / sub).mkdir(parents=True)
     (path / "var/lib/dpkg/status").write_text("")
     user = pwd.getpwuid(os.getuid()).pw_name  # tmp dirs are 0700: _apt could not read the symlink
+    archs = f"{native_arch()},{ar.foreign_arch()}"
     (path / "apt.conf").write_text(
         f'Dir "{path}/";\nDir::State::status "{path}/var/lib/dpkg/status";\nAPT::Sandbox::User "{user}";\n'
+        f'APT::Architectures "{archs}";\n'
     )
     root = AptRoot(path)
     root.install(files)
@@ -151,15 +162,50 @@ def test_dependencies_resolve_a_then_b_then_c(apt: AptRoot) -> None:
 
 def test_apt_sees_every_package_and_version_the_api_names(apt: AptRoot, repos: ar.TestRepos) -> None:
     madison = apt.run("apt-cache", "madison", *repos.packages).stdout
-    seen: dict[str, list[str]] = {}
-    for name, version, source in re.findall(r"^\s*(\S+) \|\s*(\S+) \| (\S+)", madison, re.MULTILINE):
-        seen.setdefault(name, []).append(version)
+    seen: dict[str, set[str]] = {}  # an "all" package is in each architecture's index: seen twice
+    for shown, version, source in re.findall(r"^\s*(\S+) \|\s*(\S+) \| (\S+)", madison, re.MULTILINE):
+        name = shown.removesuffix(f":{repos.foreign_arch}")  # apt names a foreign package name:arch
+        assert (shown != name) == (name == ar.FOREIGN), madison
+        seen.setdefault(name, set()).add(version)
         assert source == f"file:{repos.mount_point}/{repos.repo_of[name]}", madison
     assert {n: sorted(v) for n, v in seen.items()} == repos.packages
     assert len(ar.BENCH) == 20
-    assert set(ar.BENCH) | {ar.REMOVABLE, ar.LEGACY_ONLY, *ar.DEP_CHAIN} <= set(repos.packages)
+    assert set(ar.BENCH) | {ar.REMOVABLE, ar.LEGACY_ONLY, ar.FOREIGN, *ar.DEP_CHAIN} <= set(repos.packages)
     assert repos.packages[ar.VERSIONED] == ["1.0", "2.0"]
     assert [n for n, r in repos.repo_of.items() if r == ar.LEGACY] == [ar.LEGACY_ONLY]
+
+
+def test_the_foreign_package_is_in_its_architectures_index_only(
+    apt: AptRoot, repos: ar.TestRepos, tmp_path: Path
+) -> None:
+    dist = repos.dir / ar.SIGNED / "dists" / ar.SUITES[ar.SIGNED] / ar.COMPONENT
+    indexes = sorted(dist.glob("binary-*/Packages"))
+    assert {p.parent.name for p in indexes} >= {"binary-amd64", "binary-arm64", "binary-i386"}
+    for index in indexes:
+        names = re.findall(r"^Package: (\S+)$", index.read_text(), re.MULTILINE)
+        assert (ar.FOREIGN in names) == (index.parent.name == f"binary-{repos.foreign_arch}"), index
+        assert ar.DEP_CHAIN[0] in names, index
+    native = native_arch()
+    assert repos.foreign_arch != native
+    # the host's architecture alone: apt has no such package; with the foreign one added: name:arch
+    alone = apt.run("apt-get", "-o", f"APT::Architectures={native}", "install", "-s", ar.FOREIGN)
+    assert alone.returncode != 0, alone.stdout
+    assert f"E: Unable to locate package {ar.FOREIGN}" in alone.stderr, alone.stderr
+    added = apt.run("apt-get", "install", "-s", f"{ar.FOREIGN}:{repos.foreign_arch}")
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert re.findall(r"^Inst (\S+) \((\S+) .*\[(\S+)\]\)$", added.stdout, re.MULTILINE) == [
+        (f"{ar.FOREIGN}:{repos.foreign_arch}", "1.0", repos.foreign_arch)
+    ], added.stdout
+    deb = repos.dir / ar.SIGNED / "pool" / "main" / f"{ar.FOREIGN}_1.0_{repos.foreign_arch}.deb"
+    fields = ["dpkg-deb", "-f", str(deb), "Architecture", "Multi-Arch", "Depends"]
+    control = subprocess.run(fields, capture_output=True, text=True, check=True).stdout
+    assert control == f"Architecture: {repos.foreign_arch}\nMulti-Arch: same\n", "no Depends"
+    subprocess.run(["dpkg-deb", "-e", str(deb), str(tmp_path / "control")], check=True)
+    assert sorted(p.name for p in (tmp_path / "control").iterdir()) == ["control"], "no maintainer scripts"
+    listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
+    assert [line.split()[-1] for line in listing.splitlines() if not line.startswith("d")] == [
+        f"./usr/share/pcs-test/{ar.FOREIGN}"
+    ], listing
 
 
 def test_the_bench_packages_install_independently(apt: AptRoot) -> None:

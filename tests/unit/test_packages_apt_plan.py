@@ -186,6 +186,26 @@ def test_foreign_architectures() -> None:
     assert got["archs"] == {"add": ["i386"], "remove": ["arm64"], "kept": ["armhf"]}
 
 
+def test_a_package_of_a_foreign_architecture() -> None:
+    """Keyed name:arch (as apt-mark prints it): installed with its architecture added first; on a
+    target whose source has neither, removed and its architecture with it (the apply module removes
+    packages before architectures), unless removals are off or the package is protected."""
+    key = "pcs-foreign:i386"
+    with_it = facts({key: pkg(arch="i386")}, foreign=["i386"])
+    got = plan(with_it, facts({}))
+    assert (got["install"], got["archs"]["add"]) == ([key], ["i386"])
+    assert got["update_reason"] == "architectures are added"
+    got = plan(facts({}), with_it)
+    assert (got["remove"], got["archs"]) == ([key], {"add": [], "remove": ["i386"], "kept": []})
+    got = plan(facts({}), with_it, remove=False)
+    assert (got["not_removed"], got["archs"]["remove"], got["archs"]["kept"]) == ([key], [], ["i386"])
+    got = plan(facts({}), with_it, protected=["pcs-foreign"])  # a pattern matches the name
+    assert (got["protected_kept"], got["archs"]["kept"]) == ({key: "protected by 'pcs-foreign'"}, ["i386"])
+    auto = facts({key: pkg(arch="i386", manual=False)}, foreign=["i386"])
+    assert plan(with_it, auto)["manual"] == [key]
+    assert not plan_lib.has_work(plan(with_it, with_it))
+
+
 LIST = "deb.example.org_debian_dists_stable_InRelease"
 PACKAGES = "deb.example.org_debian_dists_stable_main_binary-amd64_Packages"
 OLD, NEW = {"sha256": "aa", "date": 100}, {"sha256": "bb", "date": 200}
