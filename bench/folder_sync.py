@@ -74,6 +74,7 @@ class Timing:
     seconds: float
     peak_rss_mb: float = 0.0
     job_seconds: float = 0.0
+    snapshot_seconds: float = 0.0  # the pre and post snapshot phases together (from the log)
 
 
 def _run(machine: Machine, argv: list[str], timeout: float = 3600) -> float:
@@ -157,15 +158,17 @@ def job(sb: Sandbox, path: str, rsync_argv: list[str] | None = None) -> Timing:
         for record in records:
             at = datetime.fromisoformat(str(record["time"])).timestamp() - wall
             print(f"      {at:6.2f} {record['level']:7} {str(record['message'])[:100]}")
+    snapshot_seconds = sum(float(r.get("snapshot_phase_seconds") or 0.0) for r in records)
     for record in records:
         jobs = record.get("jobs")
         for entry in jobs if isinstance(jobs, list) else []:
             if isinstance(entry, dict) and entry.get("name") == "folder_sync":
                 job_seconds = float(entry.get("duration") or 0.0)
     print(
-        f"  pc-switcher sync {path}: {elapsed:.2f} s (job {job_seconds:.2f} s, peak RSS {peak / 1024:.0f} MB)"
+        f"  pc-switcher sync {path}: {elapsed:.2f} s (job {job_seconds:.2f} s, "
+        f"snapshot phases {snapshot_seconds:.2f} s, peak RSS {peak / 1024:.0f} MB)"
     )
-    return Timing(elapsed, peak / 1024, job_seconds)
+    return Timing(elapsed, peak / 1024, job_seconds, snapshot_seconds)
 
 
 def _rsync_sender(driver: psutil.Process) -> list[str]:
@@ -240,6 +243,8 @@ def bench_tree(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int, noo
         "job_full_job_only": med(cli, 0, "job_seconds"),
         "job_noop": med(cli, 1),
         "job_noop_job_only": med(cli, 1, "job_seconds"),
+        "job_full_snapshots": med(cli, 0, "snapshot_seconds"),
+        "job_noop_snapshots": med(cli, 1, "snapshot_seconds"),
         "peak_rss_mb": max(t.peak_rss_mb for t in (*runs[cli][0], *runs[cli][1])),
     }
     f = figures
@@ -276,6 +281,10 @@ def bench_tree(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int, noo
         f"no-op extra  {extra:+6.2f} s over faster raw (goal <= +2.5 s) {'OK' if extra <= 2.5 else 'MISSED'}"
     )
     print(f"  job-only   {f['job_noop_job_only'] - raw_noop:+6.2f} s")
+    print(
+        f"  snapshot phases (pre + post): full {f['job_full_snapshots']:.2f} s, "
+        f"no-op {f['job_noop_snapshots']:.2f} s"
+    )
     print(f"  against raw with the job's options {f['job_noop'] - f['raw_noop_job_options']:+6.2f} s")
     print(f"driver peak RSS {f['peak_rss_mb']:.0f} MB")
     return figures
