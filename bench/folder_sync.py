@@ -1,6 +1,6 @@
 """Benchmark of the folder_sync job against raw rsync, on sandbox machines (needs root).
 
-    python -m bench.folder_sync [--small] [--scale F] [--size 6G] [--rounds 2] [--noops 2]
+    python -m bench.folder_sync [--small] [--scale F] [--size 6G] [--rounds 2] [--noops 2] [--snapshots]
 
 Generates two seeded trees in the sandbox machine ``source`` — "big": about 1 GB in 20k files,
 "many": 200k small files (``--scale`` multiplies both file counts; ``--small`` = ``--scale 0.05``) —
@@ -12,6 +12,8 @@ then, per tree, times:
   faster of the two, so that the cipher is not what the job gains;
 * ``pc-switcher sync --only folder_sync`` with the tree as its only folder (full, then no-op), the
   driver's peak RSS (``VmHWM`` of the driver process, polled) and the job's own time from the log;
+  without snapshots, unless ``--snapshots`` (then the default safety: pre and post snapshots of
+  ``/home`` on both machines; the log's ``snapshot_phase_seconds`` give the snapshot phases' time);
 * the job's own rsync command line (recorded from that run) on its own, over the same ssh as raw
   with AES-GCM first: it tells what folder_sync's rsync options cost (``-S`` for sparse files,
   ``--numeric-ids``, the never-sync rules, ...) apart from what pc-switcher and Ansible add;
@@ -67,6 +69,10 @@ for i in range(files):
 
 
 TIMELINE = False  # --timeline: print each pc-switcher run's log with times
+# --snapshots: the CLI runs with the default safety (pre and post snapshots of /home on both machines,
+# at the top level of each sandbox machine's btrfs, as tests/integration/test_snapshots.py)
+SNAPSHOTS: dict[str, object] | None = None
+SNAPSHOT_LOCATION = "/run/pcs-btrfs/snapshots"
 
 
 @dataclass
@@ -74,6 +80,7 @@ class Timing:
     seconds: float
     peak_rss_mb: float = 0.0
     job_seconds: float = 0.0
+    snapshot_seconds: float = 0.0  # the pre and post snapshot phases together (from the log)
 
 
 def _run(machine: Machine, argv: list[str], timeout: float = 3600) -> float:
@@ -120,7 +127,10 @@ def job_options(sb: Sandbox, argv: list[str], ciphers: str) -> float:
 
 def job(sb: Sandbox, path: str, rsync_argv: list[str] | None = None) -> Timing:
     """The CLI run; ``rsync_argv`` (when empty) gets the command line of the job's rsync."""
-    write_config(sb["source"], folder_config([{"source": path}]))
+    config = folder_config([{"source": path}])
+    if SNAPSHOTS is not None:
+        config["snapshots"] = SNAPSHOTS
+    write_config(sb["source"], config)
     started = time.monotonic()
     wall = time.time()
     sync = start_sync(sb, "--only", "folder_sync")
@@ -157,15 +167,17 @@ def job(sb: Sandbox, path: str, rsync_argv: list[str] | None = None) -> Timing:
         for record in records:
             at = datetime.fromisoformat(str(record["time"])).timestamp() - wall
             print(f"      {at:6.2f} {record['level']:7} {str(record['message'])[:100]}")
+    snapshot_seconds = sum(float(r.get("snapshot_phase_seconds") or 0.0) for r in records)
     for record in records:
         jobs = record.get("jobs")
         for entry in jobs if isinstance(jobs, list) else []:
             if isinstance(entry, dict) and entry.get("name") == "folder_sync":
                 job_seconds = float(entry.get("duration") or 0.0)
     print(
-        f"  pc-switcher sync {path}: {elapsed:.2f} s (job {job_seconds:.2f} s, peak RSS {peak / 1024:.0f} MB)"
+        f"  pc-switcher sync {path}: {elapsed:.2f} s (job {job_seconds:.2f} s, "
+        f"snapshot phases {snapshot_seconds:.2f} s, peak RSS {peak / 1024:.0f} MB)"
     )
-    return Timing(elapsed, peak / 1024, job_seconds)
+    return Timing(elapsed, peak / 1024, job_seconds, snapshot_seconds)
 
 
 def _rsync_sender(driver: psutil.Process) -> list[str]:
@@ -240,6 +252,8 @@ def bench_tree(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int, noo
         "job_full_job_only": med(cli, 0, "job_seconds"),
         "job_noop": med(cli, 1),
         "job_noop_job_only": med(cli, 1, "job_seconds"),
+        "job_full_snapshots": med(cli, 0, "snapshot_seconds"),
+        "job_noop_snapshots": med(cli, 1, "snapshot_seconds"),
         "peak_rss_mb": max(t.peak_rss_mb for t in (*runs[cli][0], *runs[cli][1])),
     }
     f = figures
@@ -276,6 +290,10 @@ def bench_tree(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int, noo
         f"no-op extra  {extra:+6.2f} s over faster raw (goal <= +2.5 s) {'OK' if extra <= 2.5 else 'MISSED'}"
     )
     print(f"  job-only   {f['job_noop_job_only'] - raw_noop:+6.2f} s")
+    print(
+        f"  snapshot phases (pre + post): full {f['job_full_snapshots']:.2f} s, "
+        f"no-op {f['job_noop_snapshots']:.2f} s"
+    )
     print(f"  against raw with the job's options {f['job_noop'] - f['raw_noop_job_options']:+6.2f} s")
     print(f"driver peak RSS {f['peak_rss_mb']:.0f} MB")
     return figures
@@ -291,9 +309,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noops", type=int, default=2, help="no-op runs after each full run")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     parser.add_argument("--timeline", action="store_true", help="print each CLI run's log, timed")
+    parser.add_argument(
+        "--snapshots", action="store_true", help="the CLI runs with snapshots of /home (the default safety)"
+    )
     args = parser.parse_args(argv)
-    global TIMELINE  # noqa: PLW0603 - a switch of this script, set once
+    global TIMELINE, SNAPSHOTS  # noqa: PLW0603 - switches of this script, set once
     TIMELINE = args.timeline
+    if args.snapshots:
+        SNAPSHOTS = {
+            "subvolumes": {"source": ["/home"], "target": ["/home"]},
+            "location": {"source": SNAPSHOT_LOCATION, "target": SNAPSHOT_LOCATION},
+        }
     scale = 0.05 if args.small else args.scale
     big_files, big_bytes = max(1, int(20_000 * scale)), int(1_000_000_000 * scale)
     many_files = max(1, int(200_000 * scale))

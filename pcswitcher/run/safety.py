@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -310,7 +311,15 @@ class Safety:
             raise ValueError(f"phase must be pre or post, not {phase!r}")
         if not self.snapshots.enabled:
             return {}
+        started = time.monotonic()
         data = self._snapshots(phase, check=self.dry_run, what=f"{phase}-sync snapshot failed")
+        seconds = time.monotonic() - started
+        log.info(
+            "%s-sync snapshot phase: %.2f s on both machines",
+            phase,
+            seconds,
+            extra={"fields": {"phase": phase, "snapshot_phase_seconds": round(seconds, 3)}},
+        )
         for side in ("target", "source"):
             info = data.get(side) or {}
             for path in info.get("created") or []:

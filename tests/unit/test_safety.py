@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,16 @@ def test_safety_dry_run_snapshot_runs_in_check_mode_and_never_records() -> None:
     assert extravars["btrfs_snapshots_action"] == "pre"
     assert extravars["btrfs_snapshots_session"] == "S1"
     assert extravars["btrfs_snapshots_location"] == "/.snapshots/pc-switcher"
+
+
+def test_safety_snapshot_phase_logs_its_time(caplog: pytest.LogCaptureFixture) -> None:
+    ok = PlaybookResult("successful", 0, 1.0, set_stats={"btrfs_snapshots_result": {"target": {}}})
+    with caplog.at_level(logging.INFO):
+        fake_safety(ok, []).snapshot("post")
+    timed = [r for r in caplog.records if "snapshot_phase_seconds" in getattr(r, "fields", {})]
+    assert len(timed) == 1
+    assert timed[0].fields["phase"] == "post"  # type: ignore[attr-defined]
+    assert timed[0].fields["snapshot_phase_seconds"] >= 0  # type: ignore[attr-defined]
 
 
 def test_safety_failure_is_one_line() -> None:
