@@ -1,6 +1,7 @@
 """Benchmark of the folder_sync job against raw rsync, on sandbox machines (needs root).
 
     python -m bench.folder_sync [--small] [--scale F] [--size 6G] [--rounds 2] [--noops 2] [--snapshots]
+                                [--options]
 
 Generates two seeded trees in the sandbox machine ``source`` — "big": about 1 GB in 20k files,
 "many": 200k small files (``--scale`` multiplies both file counts; ``--small`` = ``--scale 0.05``) —
@@ -18,7 +19,10 @@ then, per tree, times:
   with AES-GCM first: it tells what folder_sync's rsync options cost (``-S`` for sparse files,
   ``--numeric-ids``, the never-sync rules, ...) apart from what pc-switcher and Ansible add;
 * raw ``rsync -aHAXS --delete``, then ``sync`` on the target: the job's guarantees (sparse files, the
-  data on the target's disk when the run ends) without pc-switcher.
+  data on the target's disk when the run ends) without pc-switcher;
+* with ``--options``, the job's rsync command again without each group of its options in turn
+  (``-S``, the filter rules, progress and itemized output, ``--partial-dir``, ``--delete-delay``,
+  ``--numeric-ids``/``--no-inc-recursive``): what each group costs, full and no-op.
 
 The target is emptied before each full run and dirty data is flushed (``sync``) before every timed
 run; each variant runs ``--rounds`` times, interleaved, and the medians count. Prints the figures, the
@@ -72,6 +76,7 @@ TIMELINE = False  # --timeline: print each pc-switcher run's log with times
 # --snapshots: the CLI runs with the default safety (pre and post snapshots of /home on both machines,
 # at the top level of each sandbox machine's btrfs, as tests/integration/test_snapshots.py)
 SNAPSHOTS: dict[str, object] | None = None
+OPTIONS = False  # --options: the job's rsync without each group of its options
 SNAPSHOT_LOCATION = "/run/pcs-btrfs/snapshots"
 
 
@@ -205,6 +210,59 @@ def settle(sb: Sandbox) -> None:
     sb["source"].run(["sync"], timeout=600)
 
 
+#: the job's rsync options by group, for --options (each argument's group: the first that matches)
+OPTION_GROUPS: dict[str, Callable[[str], bool]] = {
+    "filter rules": lambda a: a.startswith(("--filter", "-f", "--exclude", "--include")),
+    "progress and itemized output": lambda a: a.startswith(("--info", "--stats", "--out-format", "-i")),
+    "--partial-dir": lambda a: a.startswith("--partial-dir"),
+    "--delete-delay": lambda a: a == "--delete-delay",
+    "--numeric-ids, --no-inc-recursive": lambda a: a in ("--numeric-ids", "--no-inc-recursive"),
+}
+
+
+#: rsync options whose value may come as the next argument
+VALUE_OPTIONS = ("-f", "--filter", "--exclude", "--include", "--out-format", "--partial-dir", "--info")
+
+
+def without(argv: list[str], group: str) -> list[str]:
+    """The job's rsync ``argv`` without the options of ``group`` (``-S``: the sparse letter of the
+    short options); ``-e`` and its value, the source and the destination are kept."""
+    out, index = argv[:1], 1
+    while index < len(argv) - 2:
+        arg = argv[index]
+        takes = 2 if arg in VALUE_OPTIONS or arg == "-e" else 1
+        if arg == "-e":
+            out += argv[index : index + 2]
+        elif group == "-S" and arg.startswith("-") and not arg.startswith("--") and "S" in arg:
+            out += [arg.replace("S", "")] if arg != "-S" else []
+        elif group not in OPTION_GROUPS or not OPTION_GROUPS[group](arg):
+            out += argv[index : index + takes]
+        index += takes
+    return out + argv[-2:]
+
+
+def options_breakdown(sb: Sandbox, path: str, recorded: list[str], ciphers: str, rounds: int) -> None:
+    """--options: the job's rsync command against itself without each group of options (leave one
+    out), full and no-op, interleaved over ``rounds``: what each group costs (medians)."""
+    groups = ["(all the job's options)", "-S", *OPTION_GROUPS]
+    times: dict[str, tuple[list[float], list[float]]] = {g: ([], []) for g in groups}
+    for _ in range(rounds):
+        for group in groups:
+            argv = recorded if group.startswith("(") else without(recorded, group)
+            _empty_target(sb, path)
+            settle(sb)
+            times[group][0].append(job_options(sb, argv, ciphers))
+            settle(sb)
+            times[group][1].append(job_options(sb, argv, ciphers))
+    full, noop = (statistics.median(times[groups[0]][i]) for i in (0, 1))
+    print(f"  the job's rsync options, leave one out ({path}, medians of {rounds}):")
+    print(f"    {groups[0]:36} full {full:6.2f} s   no-op {noop:5.2f} s")
+    for group in groups[1:]:
+        f, n = (statistics.median(times[group][i]) for i in (0, 1))
+        saved = f"full {f:6.2f} s ({full - f:+.2f} s)   no-op {n:5.2f} s ({noop - n:+.2f} s)"
+        print(f"    without {group:28} {saved}")
+
+
 def bench_tree(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int, noops: int) -> dict[str, float]:
     """Per round and in turn: raw rsync (default ciphers), raw rsync (AES-GCM first), the CLI — each a
     full run onto an emptied target, then ``noops`` no-op runs. Medians over the rounds."""
@@ -256,6 +314,8 @@ def bench_tree(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int, noo
         "job_noop_snapshots": med(cli, 1, "snapshot_seconds"),
         "peak_rss_mb": max(t.peak_rss_mb for t in (*runs[cli][0], *runs[cli][1])),
     }
+    if OPTIONS:
+        options_breakdown(sb, path, recorded, ciphers, rounds)
     f = figures
     print(f"\n== {name}: {path} (medians of {rounds} full and {rounds * noops} no-op runs)")
     print(
@@ -312,9 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--snapshots", action="store_true", help="the CLI runs with snapshots of /home (the default safety)"
     )
+    parser.add_argument(
+        "--options", action="store_true", help="also time the job's rsync without each group of its options"
+    )
     args = parser.parse_args(argv)
-    global TIMELINE, SNAPSHOTS  # noqa: PLW0603 - switches of this script, set once
+    global TIMELINE, SNAPSHOTS, OPTIONS  # noqa: PLW0603 - switches of this script, set once
     TIMELINE = args.timeline
+    OPTIONS = args.options
     if args.snapshots:
         SNAPSHOTS = {
             "subvolumes": {"source": ["/home"], "target": ["/home"]},
