@@ -98,7 +98,7 @@ class Sync:
     def __init__(self, module: AnsibleModule) -> None:
         self.module = module
         self.p = module.params
-        self.done: Dict[str, Any] = {"changed": False, "actions": {"install": [], "remove": []}, "updated": False}
+        self.done: Dict[str, Any] = {"changed": False, "actions": {"install": [], "remove": []}}
 
     def fail(self, msg: str, **extra: Any) -> None:
         self.module.fail_json(msg=msg, **dict(self.done, **extra))
@@ -112,7 +112,6 @@ class Sync:
             self.fail(str(exc))
         if failure:
             self.fail(failure)
-        self.done["updated"] = self.p["update"]
         self.done["changed"] = changed or self.done["changed"]
 
     def apt(self, action: str, items: List[str], total: int) -> None:
