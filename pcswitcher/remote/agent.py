@@ -15,6 +15,10 @@ Commands (one per line):
     flush                -> flush the local filesystems (:func:`flush_local_filesystems`) in a
                             thread, answering pings meanwhile; when done
                             {"t": "flushed", "mounts": [...], "seconds": ...}
+    snapshots JSON       -> validate, or take a sync's btrfs snapshots (and prune), in a thread
+                            like flush (see :func:`snapshots`); when done
+                            {"t": "snapshots", "host": ..., "problems"|"created"|..., "seconds": ...}
+                            (a flush or snapshots while one runs: {"t": "busy", "command": ...})
     quit                 -> sweep, remove the run's directory, exit
 
 Dead-man switch: when stdin reaches EOF (the driver died, its ssh died) or no command arrives for
@@ -26,9 +30,11 @@ environment gives every module, async wrapper and their children this tag), or w
 line names one of the run's async job ids, or when it descends from such a process. Nothing is ever
 matched by process name. The agent never kills itself or its ancestors.
 
-The same file is the ``module_utils/pcswitcher_agent.py`` of two roles (symlinks to this file): the
+The same file is the ``module_utils/pcswitcher_agent.py`` of three roles (symlinks to this file): the
 cleanup role's ``pcswitcher_sweep`` module sweeps with :func:`sweep`, the sync_history role's
-``pcs_history`` module reads and records with :func:`history` — what the driver asks the agents to
+``pcs_history`` module reads and records with :func:`history`, the btrfs_snapshots role's
+``pcs_btrfs`` module checks, takes, lists and prunes snapshots with :func:`snapshots` and the
+functions it uses — what the driver asks the agents to
 do during a sync is exactly what those playbooks do when run by hand. From a shell:
 ``pcswitcher_agent.py sweep --run ID [--jid J ...] [--remove]``; ``pcswitcher_agent.py disk -- PATH...``
 prints the free space figure of each path, as the pings measure it (a job's space check may run it
@@ -40,6 +46,7 @@ target that Ansible can manage.
 from __future__ import annotations
 
 import argparse
+import calendar
 import contextlib
 import errno
 import fcntl
@@ -52,9 +59,11 @@ import shutil
 import signal
 import socket
 import stat
+import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 TAG = "PCSWITCHER_RUN_ID"
 RUN_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # \Z: no trailing newline
@@ -663,6 +672,542 @@ def _write_history(path: str, data: dict[str, object], flush: bool) -> str:
     return ""
 
 
+# -- btrfs snapshots -------------------------------------------------------------------------------
+# One implementation of the snapshots before and after a sync: the agents' ``snapshots`` command
+# (a sync) and the btrfs_snapshots role's module pcs_btrfs (hand runs, `pc-switcher snapshots`,
+# rollback), which has this file as its module_utils. Layout on a machine (docs/safety.md)::
+#
+#     <location>/<session>/<subvol>@<session>-<phase>-<UTC stamp>   read-only snapshots
+#     <location>/<session>/pc-switcher-session.json                  which mount each one is of
+
+BTRFS_IOC_FS_INFO = 0x8400941F  # _IOR(0x94, 31, struct btrfs_ioctl_fs_info_args[1024])
+BTRFS_IOC_SUBVOL_GETFLAGS = 0x80089419  # _IOR(0x94, 25, __u64)
+BTRFS_IOC_GET_SUBVOL_INFO = 0x81F8943C  # _IOR(0x94, 60, struct btrfs_ioctl_get_subvol_info_args), 504 bytes
+SUBVOL_INFO_SIZE = 504
+PARENT_UUID = slice(8 + 256 + 8 * 4 + 16, 8 + 256 + 8 * 4 + 32)  # after treeid, name, 4 u64, uuid
+BTRFS_SUBVOL_RDONLY = 1 << 1
+SUBVOL_INO = 256  # the root directory of every btrfs subvolume
+SNAPSHOT_META = "pc-switcher-session.json"
+SESSION_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+SNAP_RE = re.compile(
+    r"^(?P<sub>[A-Za-z0-9._-]+)@(?P<session>[A-Za-z0-9][A-Za-z0-9_.-]*)-"
+    r"(?P<phase>pre|post|rollback-replaced)-(?P<ts>\d{8}T\d{6}Z)$"
+)
+STAMP = "%Y%m%dT%H%M%SZ"
+#: the fix named by every problem that means "this machine has no btrfs to snapshot"
+SNAPSHOTS_OFF = "or set snapshots.enabled: false (no snapshots, no rollback)"
+
+
+class SnapshotProblem(Exception):
+    """A one-line reason a snapshot action cannot be done."""
+
+
+def btrfs_fsid(path: str) -> str | None:
+    """The btrfs file system UUID of ``path`` (hex), or None when it is not on btrfs."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        buf = bytearray(1024)
+        fcntl.ioctl(fd, BTRFS_IOC_FS_INFO, buf)
+        return bytes(buf[16:32]).hex()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def is_subvolume(path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_ino == SUBVOL_INO and btrfs_fsid(path) is not None
+
+
+def is_readonly(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        buf = bytearray(8)
+        fcntl.ioctl(fd, BTRFS_IOC_SUBVOL_GETFLAGS, buf)
+        return bool(int.from_bytes(bytes(buf), "little") & BTRFS_SUBVOL_RDONLY)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def parent_uuid(path: str) -> bytes | None:
+    """The UUID of the subvolume ``path`` was snapshotted from (all zeros: not a snapshot), or None
+    when the kernel cannot tell (not a subvolume, ioctl missing)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        buf = bytearray(SUBVOL_INFO_SIZE)
+        fcntl.ioctl(fd, BTRFS_IOC_GET_SUBVOL_INFO, buf)
+        return bytes(buf[PARENT_UUID])
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def existing_ancestor(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def subvol_name(mount: str) -> str:
+    """``/home`` -> ``home``, ``/`` -> ``rootfs``, ``/var/lib/x`` -> ``var_lib_x``."""
+    stripped = os.path.normpath(mount).strip("/")
+    return re.sub(r"[^A-Za-z0-9._-]", "_", stripped.replace("/", "_")) if stripped else "rootfs"
+
+
+def stamp(epoch: float | None = None) -> str:
+    return time.strftime(STAMP, time.gmtime(epoch))
+
+
+def parse_stamp(text: str) -> float | None:
+    try:
+        return float(calendar.timegm(time.strptime(text, STAMP)))
+    except ValueError:
+        return None
+
+
+def run_tool(argv: list[str]) -> tuple[int, str, str]:
+    """Run a tool (no shell); its exit code, output and errors. Not found: 127."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        return 127, "", f"{argv[0]}: {exc.strerror or exc}"
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def read_meta(session_dir: str) -> dict[str, Any]:
+    try:
+        with open(os.path.join(session_dir, SNAPSHOT_META)) as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def write_meta(session_dir: str, data: dict[str, Any]) -> None:
+    path = os.path.join(session_dir, SNAPSHOT_META)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def session_time(session: str, snapshots: list[dict[str, Any]], session_dir: str) -> float:
+    """When a session started: the UTC stamp its id starts with, else its oldest snapshot, else mtime."""
+    parsed = parse_stamp(session.split("-", 1)[0])
+    if parsed is not None:
+        return parsed
+    times = [float(s["time"]) for s in snapshots if s.get("time") is not None]
+    if times:
+        return min(times)
+    try:
+        return os.stat(session_dir).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _session_snapshots(session_dir: str, session: str, mounts: dict[str, Any]) -> list[dict[str, Any]]:
+    """The snapshots of one session folder: subvolumes named after the session, no symlinks."""
+    snapshots = []
+    for name in sorted(os.listdir(session_dir)):
+        match = SNAP_RE.match(name)
+        path = os.path.join(session_dir, name)
+        if not match or match.group("session") != session or os.path.islink(path) or not is_subvolume(path):
+            continue
+        snapshots.append(
+            {
+                "name": name,
+                "path": path,
+                "subvolume": match.group("sub"),
+                "mount": mounts.get(match.group("sub")),
+                "phase": match.group("phase"),
+                "time": parse_stamp(match.group("ts")),
+                "readonly": is_readonly(path),
+            }
+        )
+    return snapshots
+
+
+def scan_sessions(location: str) -> list[dict[str, Any]]:
+    """The sessions under ``location``, oldest first."""
+    sessions: list[dict[str, Any]] = []
+    if not os.path.isdir(location):
+        return sessions
+    for entry in sorted(os.listdir(location)):
+        session_dir = os.path.join(location, entry)
+        if not SESSION_RE.match(entry) or not os.path.isdir(session_dir) or os.path.islink(session_dir):
+            continue
+        meta = read_meta(session_dir)
+        mounts = meta.get("subvolumes")
+        snapshots = _session_snapshots(session_dir, entry, mounts if isinstance(mounts, dict) else {})
+        if not snapshots and not meta:
+            continue  # not ours
+        when = session_time(entry, snapshots, session_dir)
+        sessions.append(
+            {
+                "id": entry,
+                "path": session_dir,
+                "time": when,
+                "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)),
+                "kind": meta.get("kind", "sync"),
+                "rolled_back_to": meta.get("rolled_back_to"),
+                "snapshots": snapshots,
+            }
+        )
+    sessions.sort(key=lambda s: (s["time"], s["id"]))
+    return sessions
+
+
+def _subvolume_problems(subvolumes: list[str], host: str) -> tuple[list[str], dict[str, str]]:
+    """The problems of the configured subvolumes, and the btrfs of each good one."""
+    problems: list[str] = []
+    names: dict[str, str] = {}
+    fsids: dict[str, str] = {}
+    for mount in subvolumes:
+        if not os.path.isabs(mount):
+            problems.append(f"subvolume {mount!r} on {host} is not an absolute path")
+            continue
+        if not os.path.isdir(mount):
+            problems.append(
+                f"subvolume {mount} does not exist on {host}: create it or fix snapshots.subvolumes"
+            )
+            continue
+        fs = btrfs_fsid(mount)
+        if fs is None:
+            problems.append(
+                f"{mount} on {host} is not on btrfs: list btrfs subvolumes in snapshots.subvolumes, "
+                + SNAPSHOTS_OFF
+            )
+            continue
+        if os.stat(mount).st_ino != SUBVOL_INO:
+            problems.append(
+                f"{mount} on {host} is a directory, not a btrfs subvolume "
+                "(see `btrfs subvolume list /`): fix snapshots.subvolumes"
+            )
+            continue
+        name = subvol_name(mount)
+        if name in names:
+            problems.append(
+                f"subvolumes {names[name]} and {mount} on {host} get the same snapshot name {name!r}"
+            )
+        names[name] = mount
+        fsids[mount] = fs
+    return problems, fsids
+
+
+def _location_problems(location: str, fsids: dict[str, str], host: str) -> list[str]:
+    """The problems of the snapshot location: a directory (or not there yet, below one) of the
+    subvolumes' btrfs, writable, in none of them."""
+    where = f"snapshot location {location} on {host}"
+    if not os.path.isabs(location):
+        return [f"snapshot location {location!r} on {host} is not an absolute path"]
+    anchor = existing_ancestor(location)
+    if os.path.islink(anchor) or not os.path.isdir(anchor):
+        kind = "a symlink" if os.path.islink(anchor) else "not a directory"
+        return [f"{where}: {anchor} is {kind}: set snapshots.location to a directory"]
+    loc_fs = btrfs_fsid(anchor)
+    if loc_fs is None:
+        return [
+            f"{where} is not on btrfs: set snapshots.location to a directory on the subvolumes' btrfs, "
+            + SNAPSHOTS_OFF
+        ]
+    problems = []
+    vfs = os.statvfs(anchor)
+    if vfs.f_flag & os.ST_RDONLY or not os.access(anchor, os.W_OK | os.X_OK):
+        problems.append(f"{where} is not writable ({anchor})")
+    anchor_dev = os.stat(anchor).st_dev
+    for mount, fs in fsids.items():
+        if fs != loc_fs:
+            problems.append(
+                f"{where} is not on the same btrfs file system as {mount}: put it on that file system"
+            )
+        elif os.stat(mount).st_dev == anchor_dev:
+            problems.append(
+                f"{where} is inside the snapshotted subvolume {mount}: "
+                "use a location in another subvolume (e.g. `btrfs subvolume create` one for it)"
+            )
+    return problems
+
+
+def snapshot_problems(subvolumes: list[str], location: str) -> list[str]:
+    """Why the snapshots of ``subvolumes`` cannot be taken in ``location`` on this machine ([]: they
+    can): root, btrfs-progs, each subvolume a btrfs subvolume, the location (:func:`_location_problems`).
+    Changes nothing."""
+    host = socket.gethostname()
+    problems: list[str] = []
+    if os.geteuid() != 0:
+        problems.append(f"btrfs snapshots need root on {host} (connect as root or set ansible_become)")
+    if shutil.which("btrfs") is None:
+        problems.append(f"btrfs not found on {host}: install btrfs-progs, {SNAPSHOTS_OFF}")
+    if not subvolumes:
+        problems.append(f"no subvolume configured for {host}")
+    found, fsids = _subvolume_problems(subvolumes, host)
+    return problems + found + _location_problems(location, fsids, host)
+
+
+def _open_session(location: str, session: str, subvolumes: list[str]) -> str:
+    """The session's folder (made, 0700) with its session file naming the subvolumes."""
+    session_dir = os.path.join(location, session)
+    os.makedirs(location, mode=0o700, exist_ok=True)
+    os.makedirs(session_dir, mode=0o700, exist_ok=True)
+    meta = read_meta(session_dir)
+    meta.setdefault("session", session)
+    meta.setdefault("kind", "sync")
+    meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    meta["host"] = socket.gethostname()
+    meta.setdefault("subvolumes", {}).update({subvol_name(m): m for m in subvolumes})
+    write_meta(session_dir, meta)
+    return session_dir
+
+
+def take_snapshots(
+    subvolumes: list[str], location: str, session: str, phase: str, check: bool
+) -> dict[str, Any]:
+    """One read-only snapshot per subvolume for ``session`` and ``phase``; one already there is kept
+    (idempotent). All or nothing: a failure deletes what this call created and raises
+    :class:`SnapshotProblem`. ``check``: only name them (``would_create``)."""
+    session_dir = os.path.join(location, session)
+    ts = stamp()
+    kept: list[str] = []
+    planned: list[str] = []
+    present = os.listdir(session_dir) if os.path.isdir(session_dir) else []
+    for mount in subvolumes:
+        prefix = f"{subvol_name(mount)}@{session}-{phase}-"
+        existing = sorted(e for e in present if e.startswith(prefix) and SNAP_RE.match(e))
+        if existing:
+            kept.append(os.path.join(session_dir, existing[0]))
+        else:
+            planned.append(mount)
+    paths = [os.path.join(session_dir, f"{subvol_name(m)}@{session}-{phase}-{ts}") for m in planned]
+    result = {"session": session, "phase": phase, "created": [], "kept": kept, "would_create": []}
+    if check or not planned:
+        result["would_create"] = paths if check else []
+        return result
+    created: list[str] = []
+    try:
+        _open_session(location, session, subvolumes)
+        for mount, dest in zip(planned, paths):  # noqa: B905 (Python 3.8 on a target: no strict=)
+            rc, _, err = run_tool(["btrfs", "subvolume", "snapshot", "-r", mount, dest])
+            if rc != 0:
+                raise SnapshotProblem(
+                    f"btrfs snapshot of {mount} failed: {last_line(err) or f'exit code {rc}'}"
+                )
+            created.append(dest)
+    except (OSError, SnapshotProblem) as exc:
+        for path in created:
+            run_tool(["btrfs", "subvolume", "delete", path])
+        raise SnapshotProblem(
+            f"{phase}-sync snapshot on {socket.gethostname()} failed: {exc}; nothing was kept"
+        ) from None
+    result["created"] = created
+    return result
+
+
+def delete_session(session: dict[str, Any], check: bool) -> list[str]:
+    """Delete a session's snapshots, its session file and its folder (``check``: only list them)."""
+    deleted = []
+    for snap in session["snapshots"]:
+        if not check:
+            rc, _, err = run_tool(["btrfs", "subvolume", "delete", snap["path"]])
+            if rc != 0:
+                raise SnapshotProblem(
+                    f"cannot delete snapshot {snap['path']}: {last_line(err) or f'exit code {rc}'}"
+                )
+        deleted.append(snap["path"])
+    if not check:
+        meta = os.path.join(session["path"], SNAPSHOT_META)
+        if os.path.exists(meta):
+            os.unlink(meta)
+        try:
+            os.rmdir(session["path"])
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    return deleted
+
+
+def not_ours(session: dict[str, Any], location: str) -> str:
+    """Why ``session`` is not something pc-switcher made and may delete ("" when it is).
+
+    An allowlist: a session folder directly in ``location`` (no symlink) with its session file
+    naming it; each snapshot a read-only btrfs snapshot (a parent UUID) on the location's file
+    system, named ``<subvol>@<session>-<phase>-<stamp>`` after a subvolume of the session file."""
+    session_dir = session["path"]
+    parent = os.path.dirname(os.path.realpath(session_dir))
+    if os.path.islink(session_dir) or parent != os.path.realpath(location):
+        return "its folder is not directly in the snapshot location"
+    meta = read_meta(session_dir)
+    if meta.get("session") != session["id"]:
+        return f"it has no {SNAPSHOT_META} naming it"
+    names = meta.get("subvolumes")
+    names = names if isinstance(names, dict) else {}
+    home_fs = btrfs_fsid(location)
+    for snap in session["snapshots"]:
+        path = snap["path"]
+        if snap["subvolume"] not in names:
+            return f"{snap['name']} is of no subvolume in {SNAPSHOT_META}"
+        if os.path.islink(path) or not is_subvolume(path) or btrfs_fsid(path) != home_fs:
+            return f"{snap['name']} is not a btrfs subvolume on the snapshot location's file system"
+        if not is_readonly(path):
+            return f"{snap['name']} is not read-only (changed since it was taken?)"
+        origin = parent_uuid(path)
+        if origin is None or not any(origin):
+            return f"{snap['name']} is not a snapshot of another subvolume"
+    return ""
+
+
+def has_pre(session: dict[str, Any]) -> bool:
+    return any(x["phase"] == "pre" for x in session["snapshots"])
+
+
+def retention(
+    sessions: list[dict[str, Any]], keep: int, older_than: int, current: str
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The sessions to delete (oldest first) and the ids kept.
+
+    ``current`` is the session of the sync that prunes: it counts as the newest session, with
+    pre-sync snapshots, whether it is on disk yet or not (a dry run takes none). Never deleted: the
+    newest session and the newest session with pre-sync snapshots (a rollback's default)."""
+    newest_first = list(reversed(sessions))
+    mine = next((s for s in sessions if s["id"] == current), None) if current else None
+    others = [s for s in newest_first if s["id"] != current]
+    protected = {current} if current else {s["id"] for s in others[:1]}
+    if not current or (mine is not None and not has_pre(mine)):
+        protected |= {s["id"] for s in [x for x in newest_first if has_pre(x)][:1]}
+    now = time.time()
+    doomed, kept = [], [current] if current else []
+    for index, session in enumerate(others, start=1 if current else 0):
+        too_many = index >= keep
+        too_old = older_than > 0 and now - session["time"] > older_than
+        if session["id"] not in protected and (too_many or too_old):
+            doomed.append(session)
+        else:
+            kept.append(session["id"])
+    doomed.reverse()
+    return doomed, kept
+
+
+def cleanup_sessions(location: str, keep: int, older_than: int, current: str, check: bool) -> dict[str, Any]:
+    """Delete the sessions :func:`retention` dooms, only those :func:`not_ours` vouches for."""
+    doomed, kept = retention(scan_sessions(location), keep, older_than, current)
+    deleted: list[str] = []
+    gone: list[str] = []
+    skipped: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for session in doomed:
+        reason = not_ours(session, location)
+        if reason:
+            skipped.append({"session": session["id"], "path": session["path"], "reason": reason})
+            continue
+        try:
+            deleted += delete_session(session, check)
+        except (OSError, SnapshotProblem) as exc:
+            errors.append(f"session {session['id']}: {exc}")
+            continue
+        gone.append(session["id"])
+    return {
+        "deleted_sessions": gone,
+        "deleted": deleted,
+        "kept_sessions": sorted(kept + [s["session"] for s in skipped]),
+        "skipped": skipped,
+        "errors": errors,
+        "location": location,
+        "check": check,
+    }
+
+
+def prune_sessions(location: str, keep: int, older_than: int, session: str, check: bool) -> dict[str, Any]:
+    """The cleanup after a sync's post snapshots, ``session`` kept as the newest. What it cannot do
+    is reported (``errors``, ``msg``), never raised: the snapshots are taken, the sync is done."""
+    host = socket.gethostname()
+    try:
+        if keep < 1:
+            raise SnapshotProblem("keep must be at least 1")
+        result = cleanup_sessions(location, keep, older_than, session, check)
+    except (OSError, SnapshotProblem) as exc:
+        result = {"deleted_sessions": [], "deleted": [], "skipped": [], "errors": [f"{exc}"]}
+    result["host"] = host
+    if result["errors"]:
+        result["msg"] = f"cleanup on {host} could not delete " + "; ".join(result["errors"])
+    return result
+
+
+def _snapshot_request(request: dict[str, Any]) -> tuple[str, list[str], str]:
+    """The action, subvolumes and location of a ``snapshots`` request, or SnapshotProblem: an
+    allowlist of types and values (the request crosses a pipe; nothing in it reaches a shell)."""
+    action = request.get("action")
+    subvolumes = request.get("subvolumes", [])
+    location = request.get("location")
+    if action not in ("validate", "snapshot"):
+        raise SnapshotProblem(f"unknown snapshots action {action!r}")
+    if not isinstance(subvolumes, list) or not all(isinstance(s, str) and s for s in subvolumes):
+        raise SnapshotProblem("subvolumes must be a list of paths")
+    if not isinstance(location, str) or not location:
+        raise SnapshotProblem("a snapshot location is needed")
+    for key, kind in (("keep", int), ("older_than", int), ("prune", bool), ("check", bool)):
+        value = request.get(key)
+        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            raise SnapshotProblem(f"{key} must be {kind.__name__}, not {value!r}")
+    if request.get("phase", "pre") not in ("pre", "post"):
+        raise SnapshotProblem(f"phase must be pre or post, not {request.get('phase')!r}")
+    session = request.get("session", "")
+    if action == "snapshot" and not (isinstance(session, str) and SESSION_RE.match(session)):
+        raise SnapshotProblem(f"session {session!r} is not a session id")
+    return action, [os.path.normpath(s) for s in subvolumes], os.path.normpath(location)
+
+
+def snapshots(request: dict[str, Any]) -> dict[str, object]:
+    """A sync's snapshot action on this machine (the agents' ``snapshots`` command, pcs_btrfs's
+    ``validate`` and ``snapshot``): ``validate`` -> ``problems`` (changes nothing); ``snapshot`` ->
+    :func:`take_snapshots` of ``phase`` for ``session``, with ``prune`` (phase post) then
+    :func:`prune_sessions` in ``pruned``. ``check``: change nothing, say what would be done.
+    Returns ``{"host", ...}``, with ``"error"`` (one line) when it failed."""
+    host = socket.gethostname()
+    try:
+        action, subvolumes, location = _snapshot_request(request)
+        if action == "validate":
+            return {"host": host, "changed": False, "problems": snapshot_problems(subvolumes, location)}
+        if not (os.path.isabs(location) and all(os.path.isabs(s) for s in subvolumes)):
+            raise SnapshotProblem("snapshot paths must be absolute")
+        phase, session, check = request.get("phase", "pre"), request["session"], request.get("check") is True
+        result: dict[str, object] = {
+            "host": host,
+            **take_snapshots(subvolumes, location, session, phase, check),
+        }
+        changed = bool(result["created"] or result["would_create"])
+        if request.get("prune") is True and phase == "post":
+            keep, older = request.get("keep", 10), request.get("older_than", 0)
+            pruned = prune_sessions(location, keep, older, session, check)
+            result["pruned"] = pruned
+            changed = changed or bool(pruned["deleted"])
+        return {**result, "changed": changed}
+    except (SnapshotProblem, OSError) as exc:
+        return {"host": host, "changed": False, "error": str(exc)}
+
+
 class _ProgressTail:
     """Follows the run's progress file (JSON lines appended by long-running tasks)."""
 
@@ -701,20 +1246,40 @@ def _emit(obj: dict[str, object]) -> None:
         sys.stdout.flush()
 
 
-def _flush_in_thread(running: list[threading.Thread]) -> None:
-    """``flush``: a flush can take minutes (gigabytes onto a slow disk); the agent goes on
-    answering pings meanwhile, so that the driver does not take it for a lost link."""
+def _in_thread(running: list[threading.Thread], name: str, work: object) -> None:
+    """Run ``work`` (it emits its own reply) in a thread, so that the agent goes on answering pings
+    meanwhile: a flush can take minutes (gigabytes onto a slow disk), a snapshot waits for btrfs's
+    transaction commit. One at a time: while one runs, the next is refused with a ``busy`` reply."""
     if any(t.is_alive() for t in running):
-        return  # the reply of the one running answers this one too
-
-    def flush() -> None:
-        started = time.monotonic()
-        mounts = flush_local_filesystems()
-        _emit({"t": "flushed", "mounts": mounts, "seconds": round(time.monotonic() - started, 3)})
-
-    thread = threading.Thread(target=flush, name="flush", daemon=True)
+        _emit({"t": "busy", "command": name})
+        return
+    thread = threading.Thread(target=work, name=name, daemon=True)  # type: ignore[arg-type]
     running[:] = [thread]
     thread.start()
+
+
+def _flush() -> None:
+    started = time.monotonic()
+    mounts = flush_local_filesystems()
+    _emit({"t": "flushed", "mounts": mounts, "seconds": round(time.monotonic() - started, 3)})
+
+
+def _snapshots_command(line: str) -> object:
+    """``snapshots JSON`` (the request of :func:`snapshots`) -> the work that answers it."""
+    try:
+        request = json.loads(line.split(None, 1)[1])
+        if not isinstance(request, dict):
+            raise ValueError("not a JSON object")
+    except (IndexError, ValueError) as exc:
+        reply: dict[str, object] = {"t": "snapshots", "error": f"bad snapshots command: {exc}"}
+        return lambda: _emit(reply)
+
+    def work() -> None:
+        started = time.monotonic()
+        result = snapshots(request)
+        _emit({"t": "snapshots", **result, "seconds": round(time.monotonic() - started, 3)})
+
+    return work
 
 
 class _Signals:
@@ -801,7 +1366,7 @@ class _Server:
         self.timeout = timeout
         self.tail = tail
         self.jids: list[str] = []
-        self.flushing: list[threading.Thread] = []
+        self.working: list[threading.Thread] = []  # a flush or snapshots (_in_thread)
 
     def serve(self) -> None:
         """Answer commands until quit, EOF (the driver is gone), a signal or ``timeout`` s without one."""
@@ -842,7 +1407,9 @@ class _Server:
         elif words[0] == "history":
             _emit({"t": "history", **_history_command(line)})
         elif words[0] == "flush":
-            _flush_in_thread(self.flushing)
+            _in_thread(self.working, "flush", _flush)
+        elif words[0] == "snapshots":
+            _in_thread(self.working, "snapshots", _snapshots_command(line))
         return words[0] != "quit"
 
 
@@ -853,6 +1420,7 @@ def monitor(run_id: str, paths: list[str], timeout: float, lock: str | None = No
     ``locked`` message naming the holder when another sync has it.
     """
     signals = _Signals()
+    os.environ[TAG] = run_id  # what it starts (btrfs, sync) is the run's: a sweep ends it
     lock_fd, made = _take_target_lock(lock, run_id, peer) if lock else (None, [])
     if lock and lock_fd is None:
         return 3

@@ -41,6 +41,8 @@ class Target:
     python: str = "python3"
     host_key_checking: bool = True
     history_path: str | None = None  # host var pcswitcher_history_path: wins over the config's
+    snapshots_location: str | None = None  # host var pcswitcher_snapshots_location: likewise
+    snapshots_subvolumes: tuple[str, ...] = ()  # host var pcswitcher_snapshots_subvolumes: likewise
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def describe(self) -> str:
@@ -203,6 +205,8 @@ class Inventory:
             python=_interpreter(var("ansible_python_interpreter")),
             host_key_checking=_truthy(checking),
             history_path=str(var("pcswitcher_history_path") or "") or None,
+            snapshots_location=str(var("pcswitcher_snapshots_location") or "") or None,
+            snapshots_subvolumes=tuple(str(p) for p in var("pcswitcher_snapshots_subvolumes") or ()),
         )
 
 

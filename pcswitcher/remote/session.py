@@ -214,17 +214,24 @@ class AgentSession:
         return self.request("sweep", " ".join(jids), timeout, reply="swept")
 
     def request(
-        self, command: str, payload: dict[str, Any] | str, timeout: float, reply: str = ""
+        self,
+        command: str,
+        payload: dict[str, Any] | str,
+        timeout: float,
+        reply: str = "",
+        cancel: threading.Event | None = None,
     ) -> dict[str, Any] | None:
         """``command PAYLOAD`` (a dict is sent as JSON) -> the agent's reply of kind ``reply`` (by
-        default ``command``), or None when none came in time."""
+        default ``command``; or ``busy``: the agent works on another one), or None when none came in
+        time or ``cancel`` was set."""
         kind = reply or command
         with self._cond:
             self._replies.pop(kind, None)
+            self._replies.pop("busy", None)
         text = payload if isinstance(payload, str) else json.dumps(payload)
         if not self.send(f"{command} {text}".rstrip()):
             return None
-        return self.wait_for(kind, timeout)
+        return self.wait_for_any((kind, "busy"), timeout, cancel)
 
     # -- the end ---------------------------------------------------------------------------------
     def close(self, timeout: float = 5.0) -> dict[str, Any] | None:

@@ -1,8 +1,11 @@
 """Safety around a sync: btrfs snapshots on both machines, the sync history, and their checks.
 
-Everything runs as Ansible through :mod:`pcswitcher.jobs.runner` (``playbooks/snapshots.yml`` with the role
-``btrfs_snapshots``, ``playbooks/sync_history.yml`` with the role ``sync_history``); this module only
-chooses the extra vars and reads the results (``set_stats``). The driver calls, in this order
+During a sync the snapshots and the history go through the run's agents (:data:`SnapshotIO`,
+:data:`HistoryIO`: the connections the run holds already, no playbook); elsewhere (the CLI's
+``snapshots``, ``rollback``) through Ansible (``playbooks/snapshots.yml`` with the role
+``btrfs_snapshots``, ``playbooks/sync_history.yml`` with the role ``sync_history``). Either way the
+same code does the work on the machine (pcswitcher/remote/agent.py, the roles' module_utils); this
+module chooses the arguments and reads the results. The driver calls, in this order
 (docs/safety.md):
 
 1. :meth:`Safety.validate` — before any job is validated: subvolumes and snapshot locations on both
@@ -60,6 +63,12 @@ Player = Callable[[Path, str, dict[str, Any], bool], PlaybookResult | None]
 #: The driver's is its agents (no playbook: they are connected already); without one, Safety runs
 #: ``playbooks/sync_history.yml`` — the same code either way.
 HistoryIO = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+#: ``snapshot_io(side, request)``: check, or take (and prune), one machine's snapshots of a sync
+#: (``request`` the arguments of :func:`pcswitcher.remote.agent.snapshots`) and return its result.
+#: The driver's is its agents; without one, Safety runs ``playbooks/snapshots.yml`` — whose module
+#: runs the same function.
+SnapshotIO = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
 class SafetyError(PcsError):
@@ -255,6 +264,7 @@ class Safety:
     with_source: bool = True
     hosts: dict[str, str] = field(default_factory=dict)  # "source"/"target" -> host name (from history)
     history_io: HistoryIO | None = None
+    snapshot_io: SnapshotIO | None = None
 
     @classmethod
     def from_config(cls, root: Path, config: Config, session: str, play: Player, **kw: Any) -> Safety:
@@ -284,6 +294,8 @@ class Safety:
         }
 
     def _snapshots(self, action: str, check: bool, what: str, **extra: Any) -> dict[str, Any]:
+        if self.snapshot_io is not None and action in {"validate", "pre", "post"}:
+            return self._snapshots_by_agents(action, check, what)
         result = self.play(
             self.root / "playbooks" / SNAPSHOTS_PLAYBOOK,
             f"snapshots-{action}",
@@ -294,6 +306,39 @@ class Safety:
             raise SafetyError(f"{what}: {failure_text(result, what)}")
         data = result.set_stats.get(SNAPSHOTS_RESULT)
         return data if isinstance(data, dict) else {}
+
+    def _snapshots_by_agents(self, action: str, check: bool, what: str) -> dict[str, Any]:
+        """What the playbook's set_stats would hold, from the agents: the target first, then the
+        source (the playbook's order); a check names the problems of both machines at once."""
+        assert self.snapshot_io is not None
+        s = self.snapshots
+        places = {
+            "target": (s.target_subvolumes, s.target_location),
+            "source": (s.source_subvolumes, s.source_location),
+        }
+        data: dict[str, Any] = {}
+        problems: list[str] = []
+        for side in ("target", "source") if self.with_source else ("target",):
+            subvolumes, location = places[side] if self.with_source else places["source"]
+            request = {
+                "action": "validate" if action == "validate" else "snapshot",
+                "phase": "pre" if action == "validate" else action,
+                "session": self.session,
+                "subvolumes": list(subvolumes),
+                "location": location,
+                "prune": s.prune and action == "post",
+                "keep": s.keep,
+                "older_than": s.older_than or 0,
+                "check": check,
+            }
+            reply = self.snapshot_io(side, request)
+            if reply.get("error"):
+                raise SafetyError(f"{what}: {reply['error']}")
+            problems += [str(p) for p in reply.get("problems") or []]
+            data[side] = reply
+        if problems:
+            raise SafetyError(f"{what}: {'; '.join(problems)}")
+        return data
 
     def validate(self) -> None:
         """Check subvolumes and snapshot locations on both machines; changes nothing.
@@ -322,10 +367,16 @@ class Safety:
         )
         for side in ("target", "source"):
             info = data.get(side) or {}
+            host = self.target_label if side == "target" else str(info.get("host") or side)
+            fields = {"snapshot": "", "phase": phase}
             for path in info.get("created") or []:
-                log.info("%s snapshot: %s", side, path, extra={"fields": {"snapshot": path, "phase": phase}})
+                extra = {"host": host, "fields": {**fields, "snapshot": path}}
+                log.info("%s snapshot: %s", side, path, extra=extra)
             for path in info.get("would_create") or []:
-                log.info("%s snapshot (dry-run, not taken): %s", side, path)
+                log.info("%s snapshot (dry-run, not taken): %s", side, path, extra={"host": host})
+        would = [p for side in ("target", "source") for p in (data.get(side) or {}).get("would_create") or []]
+        if would:
+            log.info("would take %s-sync snapshots: %s", phase, ", ".join(would))
         if phase == "post" and self.snapshots.prune:
             self._report_prune(
                 {side: (data.get(side) or {}).get("pruned") or {} for side in ("target", "source")}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -195,6 +196,7 @@ def safety_and_carry(ctx: RunContext) -> None:
         ctx.p.root, ctx.p.config, ctx.run_id, play, dry_run=o.dry_run, target_label=host.name
     )
     ctx.safety.history_io = lambda side, request: history_io(ctx, side, request)
+    ctx.safety.snapshot_io = lambda side, request: snapshot_io(ctx, side, request)
     ctx.carry = Carry(
         ctx.p.root, play, o.config_path, ctx.p.inventory_path, host.name, dry_run=o.dry_run, start=start
     )
@@ -271,6 +273,28 @@ def history_io(ctx: RunContext, side: str, request: dict[str, Any]) -> dict[str,
         request = {**request, "flushed": flushed}  # else the agent flushes (without pings)
     reply = agent.request("history", request, timeout=max(ctx.p.config.link_timeout, 10.0))
     return reply if reply is not None else {"error": f"no answer from the agent on {agent.label}"}
+
+
+def snapshot_io(ctx: RunContext, side: str, request: dict[str, Any]) -> dict[str, Any]:
+    """How Safety checks and takes the snapshots during a sync: through the agents. The agent works
+    in a thread and answers pings meanwhile (a snapshot waits for btrfs's commit), so this waits as
+    long as it takes while the link lives; an abort (Ctrl+C, the monitor) ends the wait."""
+    target = ctx.host
+    agent = ctx.agents.get(target.name if side == "target" else ctx.source_label)
+    if side == "target":  # the inventory host vars win
+        request = {
+            **request,
+            "location": target.snapshots_location or request["location"],
+            "subvolumes": list(target.snapshots_subvolumes) or request["subvolumes"],
+        }
+    if agent is None or not agent.alive:
+        return {"error": f"the agent on the {side} is not running"}
+    reply = agent.request("snapshots", request, timeout=math.inf, cancel=ctx.abort.event)
+    if ctx.abort.requested:
+        return {"error": "stopped by the abort"}
+    if reply is None or reply.get("t") == "busy":
+        return {"error": f"no answer from the agent on {agent.label}"}
+    return reply
 
 
 def flush_target(ctx: RunContext, agent: AgentSession) -> bool:

@@ -17,7 +17,7 @@ import re
 import select
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -304,11 +304,7 @@ def test_success_result_as_json_and_summary(sb: Sandbox, synced: Synced) -> None
     # the snapshots' lines name the machine each was taken on
     records = log_records(sb["source"], synced.run_id)
     for side in ("source", "target"):
-        taken = [
-            r
-            for r in records
-            if str(r["message"]).startswith(f"changed: Take the read-only snapshots on the {side}")
-        ]
+        taken = [r for r in records if str(r["message"]).startswith(f"{side} snapshot: ")]
         assert taken, f"no snapshot record for the {side}"
         assert {r["host"] for r in taken} == {side}, taken
 
@@ -445,6 +441,55 @@ def test_snapshot_failure_aborts_before_any_change(sb: Sandbox) -> None:
     assert after == before
     for machine in (source, target):
         assert not machine.path(f"{LOCATION}/{run_id}").exists()
+
+
+def test_a_snapshot_that_fails_after_the_check_fails_the_sync_before_any_change(sb: Sandbox) -> None:
+    """The check passed, then the target's snapshot fails (here: another program took the session's
+    path in the snapshot location while the run waited for its history question): the sync fails
+    before the first job changes anything, and no snapshot of the session is left on either machine."""
+    source, target = sb["source"], sb["target"]
+    sh(source, SOURCE_TREE)
+    sh(target, TARGET_TREE)  # folder_sync would have work to do
+    write_config(source, folder_and_dummy())
+    saved = read_histories(sb)
+    restore_histories(sb, {name: None for name in sb.machines})  # the first-sync question holds the run
+    sh(target, f"mkdir -p {LOCATION}")
+
+    def state(machine: Machine) -> tuple[Any, ...]:
+        names = (
+            sorted(p.name for p in machine.path(LOCATION).iterdir())
+            if machine.path(LOCATION).exists()
+            else []
+        )
+        return manifest(machine, DATA), snapshot_subvolumes(machine), names
+
+    before = {m.name: state(m) for m in (source, target)}
+    blockers: list[str] = []
+
+    def take_the_session_path(output: str) -> None:
+        blocker = f"{LOCATION}/{run_id_in(output)}"
+        sh(target, f"echo not-a-session > {blocker}")
+        blockers.append(blocker)
+
+    try:
+        run = run_in_pty(source, sync_argv(sb, history_checks=True), "y", before_answer=take_the_session_path)
+        (blocker,) = blockers
+        assert (run.code, run.asked) == (1, 1), run.output[-3000:]
+        # the log has the whole line (the terminal's display cuts it at its width)
+        records = log_records(source, run_id_in(run.output))
+        critical = [str(r["message"]) for r in records if r["level"] == "CRITICAL"]
+        failed = "pre-sync snapshot failed: pre-sync snapshot on target failed: [Errno 17] File exists"
+        assert critical == [f"{failed}: '{blocker}'; nothing was kept"], critical
+        assert "snapshot check passed on both machines" in run.output
+        assert "(sync)" not in run.output
+        assert target.path(blocker).read_text() == "not-a-session\n"
+        target.path(blocker).unlink()
+        assert {m.name: state(m) for m in (source, target)} == before
+        assert read_histories(sb) == {name: None for name in sb.machines}
+    finally:
+        for blocker in blockers:
+            target.path(blocker).unlink(missing_ok=True)
+        restore_histories(sb, saved)
 
 
 def test_self_sync_is_refused(sb: Sandbox) -> None:
@@ -655,8 +700,15 @@ class PtyRun:
     asked: int  # how many questions were asked
 
 
-def run_in_pty(machine: Machine, argv: list[str], answer: str | None, timeout: float = 120) -> PtyRun:
-    """Run ``argv`` inside ``machine`` on a pseudo-terminal; answer each ``[y/N]`` question."""
+def run_in_pty(
+    machine: Machine,
+    argv: list[str],
+    answer: str | None,
+    timeout: float = 120,
+    before_answer: Callable[[str], None] | None = None,
+) -> PtyRun:
+    """Run ``argv`` inside ``machine`` on a pseudo-terminal; answer each ``[y/N]`` question
+    (``before_answer`` first gets the output so far: the run waits for the answer meanwhile)."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(
         machine.exec_argv(argv),
@@ -684,6 +736,8 @@ def run_in_pty(machine: Machine, argv: list[str], answer: str | None, timeout: f
                 plain = ANSI.sub("", text(raw))
                 if plain.count("[y/N]") > asked:
                     asked += 1
+                    if before_answer is not None:
+                        before_answer(plain)
                     if answer is not None:
                         os.write(master, answer.encode() + b"\r")
             elif proc.poll() is not None:

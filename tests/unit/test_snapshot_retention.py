@@ -1,4 +1,5 @@
-"""The retention of the role btrfs_snapshots (``pcs_btrfs.retention``): which sessions a prune or a
+"""The retention of the snapshots (``agent.retention``, run by the agents and the role btrfs_snapshots's
+module): which sessions a prune or a
 ``snapshots cleanup`` deletes. Pure function; the deletions themselves are tested on sandbox
 machines (tests/integration/test_prune.py)."""
 
@@ -11,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from tests.unit.role_files import load_role_file
+from pcswitcher.remote import agent
 
 
 @pytest.fixture(scope="module")
 def pcs() -> ModuleType:
-    return load_role_file("btrfs_snapshots/library/pcs_btrfs.py")
+    return agent
 
 
 def session(day: int, *phases: str) -> dict[str, Any]:
