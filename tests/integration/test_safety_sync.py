@@ -867,3 +867,35 @@ def test_the_targets_inventory_host_var_moves_its_history(sb: Sandbox) -> None:
     res = source.run([PC_SWITCHER, "sync", "target", "-i", str(path)], timeout=180, stdin=subprocess.DEVNULL)
     line = assert_one_error_line(res, 2)
     assert "source already pushed to target" in line
+
+
+def test_the_targets_inventory_host_vars_move_its_snapshots(sb: Sandbox) -> None:
+    """The agents take the target's snapshots of ``pcswitcher_snapshots_subvolumes`` in
+    ``pcswitcher_snapshots_location`` (the inventory wins over the config); the source's follow the
+    config."""
+    source, target = sb["source"], sb["target"]
+    moved = "/run/pcs-btrfs/moved-snapshots"  # the same btrfs, outside /home and /root
+    path = inventory_with(
+        sb, "moved-snapshots", pcswitcher_snapshots_location=moved, pcswitcher_snapshots_subvolumes=["/home"]
+    )
+    write_config(
+        source,
+        sandbox_config(
+            {"dummy_success": True},
+            dummy_success={"source_duration": 0, "target_duration": 0},
+            snapshots=SNAPSHOTS,
+        ),
+    )
+    try:
+        res = source.run([PC_SWITCHER, "sync", "target", "-i", str(path), *HISTORY_FLAGS], timeout=180)
+        ok_run(res)
+        session = run_id_in(res.stdout)
+        names = [p.name for p in target.path(f"{moved}/{session}").iterdir() if "@" in p.name]
+        phases = sorted(n.split("@")[0] + " " + n.split(f"@{session}-")[1].split("-")[0] for n in names)
+        assert phases == ["home post", "home pre"], names
+        assert not target.path(f"{LOCATION}/{session}").exists()
+        ours = of_session(snapshot_subvolumes(source), session)
+        assert len(ours) == 4, ours  # /home and /root, pre and post, at the config's location
+        assert all(p.startswith(f"snapshots/{session}/") for p in ours), ours
+    finally:
+        sh(target, f"btrfs -q subvolume delete {moved}/*/*@* 2>/dev/null; rm -rf {moved}")
