@@ -15,6 +15,8 @@ Commands (one per line):
     flush                -> flush the local filesystems (:func:`flush_local_filesystems`) in a
                             thread, answering pings meanwhile; when done
                             {"t": "flushed", "mounts": [...], "seconds": ...}
+    carry JSON           -> what pc-switcher install and config this machine has, or write the
+                            config and the inventory (see :func:`carry`); {"t": "carry", ...}
     snapshots JSON       -> validate, or take a sync's btrfs snapshots (and prune), in a thread
                             like flush (see :func:`snapshots`); when done
                             {"t": "snapshots", "host": ..., "problems"|"created"|..., "seconds": ...}
@@ -30,12 +32,12 @@ environment gives every module, async wrapper and their children this tag), or w
 line names one of the run's async job ids, or when it descends from such a process. Nothing is ever
 matched by process name. The agent never kills itself or its ancestors.
 
-The same file is the ``module_utils/pcswitcher_agent.py`` of three roles (symlinks to this file): the
+The same file is the ``module_utils/pcswitcher_agent.py`` of four roles (symlinks to this file): the
 cleanup role's ``pcswitcher_sweep`` module sweeps with :func:`sweep`, the sync_history role's
 ``pcs_history`` module reads and records with :func:`history`, the btrfs_snapshots role's
 ``pcs_btrfs`` module checks, takes, lists and prunes snapshots with :func:`snapshots` and the
-functions it uses — what the driver asks the agents to
-do during a sync is exactly what those playbooks do when run by hand. From a shell:
+functions it uses, the carry role's ``pcs_carry`` reads and writes with :func:`carry` — what the
+driver asks the agents to do during a sync is exactly what those playbooks do when run by hand. From a shell:
 ``pcswitcher_agent.py sweep --run ID [--jid J ...] [--remove]``; ``pcswitcher_agent.py disk -- PATH...``
 prints the free space figure of each path, as the pings measure it (a job's space check may run it
 on the target).
@@ -50,6 +52,7 @@ import calendar
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -61,6 +64,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -1208,6 +1212,268 @@ def snapshots(request: dict[str, Any]) -> dict[str, object]:
         return {"host": host, "changed": False, "error": str(exc)}
 
 
+# -- the carry: which pc-switcher install and config a machine has ----------------------------------
+# One implementation for the carry role's module pcs_carry (hand runs, the copy of an install) and
+# the driver, which reads this machine in-process and the target through its agent's ``carry``
+# command during a sync. The install layout (README, `make install`)::
+#
+#     PREFIX/app/           the runtime tree (pcswitcher/, roles/, playbooks/, ansible.cfg, ...)
+#     PREFIX/venv/          a venv of the system python3, pc-switcher installed from PREFIX/app
+#     PREFIX/install.json   {"version": ..., "python": "3.11", "id": <sha256 of the app tree>}, written last
+#     BINDIR/pc-switcher -> PREFIX/venv/bin/pc-switcher
+
+INSTALL_JSON = "install.json"
+VERSION_RE = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.M)
+CONFIG_NAMES = ("config.yml", "inventory.yml")
+#: what PREFIX of an install may hold (the same list as `make uninstall`'s)
+INSTALL_NAMES = frozenset({"app", "venv", INSTALL_JSON, ".old", ".new"})
+
+
+def read_install(prefix: str) -> dict[str, str] | None:
+    """The install record of PREFIX, or None when it is not a complete install."""
+    path = os.path.join(prefix, INSTALL_JSON)
+    if os.path.islink(path) or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    record = {key: data.get(key) for key in ("version", "python", "id")}
+    if not all(isinstance(value, str) and value for value in record.values()):
+        return None
+    return {key: str(value) for key, value in record.items()}
+
+
+def venv_home(prefix: str) -> str:
+    """pyvenv.cfg's ``home`` of PREFIX/venv (the directory of the python3 it was made with)."""
+    try:
+        with open(os.path.join(prefix, "venv", "pyvenv.cfg"), encoding="utf-8") as handle:
+            for line in handle:
+                key, _, value = line.partition("=")
+                if key.strip() == "home":
+                    return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
+def tree_size(root: str) -> tuple[int, int]:
+    files = size = 0
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            try:
+                size += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                continue
+            files += 1
+    return files, size
+
+
+def source_info(app_dir: str) -> dict[str, Any]:
+    """The pc-switcher this machine runs from ``app_dir`` (the dir holding pcswitcher/): ``installed``
+    when PREFIX/install.json (PREFIX = parent of app_dir) is a complete install; then its ``prefix``,
+    ``version``, ``id``, ``python``, ``python_home`` (pyvenv.cfg ``home``: where the venv's python3
+    must be on the target), ``files``/``bytes`` (what a carry copies)."""
+    app_dir = os.path.realpath(app_dir)
+    prefix = os.path.dirname(app_dir)
+    version = ""
+    try:
+        with open(os.path.join(app_dir, "pcswitcher", "__init__.py"), encoding="utf-8") as handle:
+            found = VERSION_RE.search(handle.read())
+            version = found.group(1) if found else ""
+    except OSError:
+        pass
+    result: dict[str, Any] = {"app_dir": app_dir, "prefix": prefix, "version": version, "installed": False}
+    record = read_install(prefix)
+    if record is None or os.path.basename(app_dir) != "app":
+        return result
+    files, size = tree_size(prefix)
+    result.update(record)
+    result.update(installed=True, python_home=venv_home(prefix), files=files, bytes=size)
+    return result
+
+
+def python_minor(home: str) -> str:
+    """major.minor of HOME/python3, "" when there is none that runs."""
+    if not home or not os.path.isabs(home):
+        return ""
+    exe = os.path.join(home, "python3")
+    if not os.access(exe, os.X_OK):
+        return ""
+    try:
+        out = subprocess.run(
+            [exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            timeout=30,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.decode("ascii", "replace").strip()
+
+
+def prefix_state(prefix: str) -> tuple[str, dict[str, str] | None]:
+    """What PREFIX on this machine is: absent, install, incomplete, symlink or foreign."""
+    if os.path.islink(prefix):
+        return "symlink", None
+    if not os.path.lexists(prefix):
+        return "absent", None
+    if not os.path.isdir(prefix):
+        return "foreign", None
+    record = read_install(prefix)
+    if record is not None:
+        return "install", record
+    # a carry or `make install` that was interrupted: our layout without its last file (.old, .new
+    # and .install.* are make install's own, while it works)
+    names = {n for n in os.listdir(prefix) if not n.startswith(".install.")}
+    if names and names <= INSTALL_NAMES and os.path.isdir(os.path.join(prefix, "app", "pcswitcher")):
+        return "incomplete", None
+    return ("absent", None) if not os.listdir(prefix) else ("foreign", None)
+
+
+def link_state(link: str) -> tuple[str, dict[str, str] | None, str]:
+    """What BINDIR/pc-switcher is: absent, a symlink into a pc-switcher install, or something else."""
+    if not os.path.lexists(link):
+        return "absent", None, ""
+    if not os.path.islink(link):
+        return "foreign", None, ""
+    dest = os.path.realpath(link)
+    # PREFIX/venv/bin/pc-switcher (the venv's script, not followed further)
+    raw = os.readlink(link)
+    raw = os.path.normpath(raw if os.path.isabs(raw) else os.path.join(os.path.dirname(link), raw))
+    parts = raw.split(os.sep)
+    if parts[-3:] == ["venv", "bin", "pc-switcher"]:
+        prefix = os.sep.join(parts[:-3]) or os.sep
+        record = read_install(prefix)
+        if record is not None:
+            return "install", record, prefix
+    return "foreign", None, dest
+
+
+def config_dir() -> str:
+    """The login user's pc-switcher config dir: $XDG_CONFIG_HOME/pc-switcher or ~/.config/pc-switcher."""
+    xdg = os.environ.get("XDG_CONFIG_HOME", "")
+    base = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "pc-switcher")
+
+
+def file_sha256(path: str) -> str:
+    """The sha256 of a regular file ("" when it is none or unreadable)."""
+    if not os.path.isfile(path):
+        return ""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 16), b""):
+                digest.update(block)
+    except OSError:
+        return ""
+    return digest.hexdigest()
+
+
+def target_info(prefix: str, link: str, home: str) -> dict[str, Any]:
+    """What the target has: ``prefix_state`` with the ``install`` record, ``link_state`` with
+    ``link_install``, ``python`` (major.minor of HOME/python3), ``config_dir`` and ``config_files``
+    (the sha256 of config.yml and inventory.yml there, "" when absent). Read-only."""
+    state, record = prefix_state(prefix) if prefix else ("absent", None)
+    lstate, lrecord, lprefix = link_state(link)
+    cdir = config_dir()
+    return {
+        "prefix": prefix,
+        "prefix_state": state,
+        "install": record or {},
+        "link": link,
+        "link_state": lstate,
+        "link_install": lrecord or {},
+        "link_prefix": lprefix,
+        "python": python_minor(home),
+        "config_dir": cdir,
+        "config_dir_exists": os.path.isdir(cdir),
+        "config_files": {name: file_sha256(os.path.join(cdir, name)) for name in CONFIG_NAMES},
+    }
+
+
+def _write_private_file(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically with mode 0600 (a temp file beside it, then rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=".pcswitcher-", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_files(folder: str, files: list[dict[str, str]], check: bool) -> tuple[list[str], list[str]]:
+    """Write each of ``files`` (``name``: config.yml or inventory.yml, ``content``) whose content
+    differs into ``folder`` (0600, atomically; the folder made 0700), the previous one kept as
+    NAME.bak; ``check``: write nothing. The names written and backed up; ValueError names a problem."""
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"{folder} is not a directory: move it away so that the config can be written")
+    written, backups = [], []
+    for item in files:
+        name, data = item["name"], item["content"].encode("utf-8")
+        if name not in CONFIG_NAMES:
+            raise ValueError(f"{name!r} is not a file pc-switcher writes ({', '.join(CONFIG_NAMES)})")
+        path = os.path.join(folder, name)
+        if os.path.isdir(path):
+            raise ValueError(f"{path} is a directory: move it away so that the {name} can be written")
+        if os.path.isfile(path) and file_sha256(path) == hashlib.sha256(data).hexdigest():
+            continue
+        written.append(name)
+        had = os.path.isfile(path)
+        if had:
+            backups.append(name)
+        if check:
+            continue
+        if not os.path.isdir(folder):
+            os.makedirs(folder, mode=0o700)
+        if had:
+            with open(path, "rb") as handle:
+                _write_private_file(path + ".bak", handle.read())
+        _write_private_file(path, data)
+    return written, backups
+
+
+def carry(request: dict[str, Any]) -> dict[str, Any]:
+    """The target's part of a carry (the agents' ``carry`` command, pcs_carry's ``target`` and
+    ``write``): ``target`` -> :func:`target_info` of ``prefix``, ``link`` and ``python_home``
+    (absolute paths or ""); ``write`` -> :func:`write_files` of ``files`` into ``config_dir``
+    (``check``: write nothing) -> ``written``, ``backups``. ``"error"`` (one line) when it failed."""
+    action = request.get("action")
+    try:
+        if action == "target":
+            paths = [request.get(key, "") for key in ("prefix", "link", "python_home")]
+            for key, value in zip(("prefix", "link", "python_home"), paths):  # noqa: B905 (Python 3.8)
+                if not isinstance(value, str) or (value and not os.path.isabs(value)):
+                    return {"error": f"{key} must be an absolute path, not {value!r}"}
+            return target_info(*paths)
+        if action == "write":
+            folder, files = request.get("config_dir"), request.get("files")
+            if not isinstance(folder, str) or not os.path.isabs(folder):
+                return {"error": f"config_dir must be an absolute path, not {folder!r}"}
+            if not isinstance(files, list) or not all(
+                isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("content"), str)
+                for f in files
+            ):
+                return {"error": "files must be a list of {name, content} texts"}
+            written, backups = write_files(folder, files, request.get("check") is True)
+            return {"changed": bool(written), "written": written, "backups": backups}
+    except (OSError, ValueError) as exc:
+        return {"error": f"writing the config to {request.get('config_dir')} failed: {exc}"}
+    return {"error": f"unknown carry action {action!r}"}
+
+
 class _ProgressTail:
     """Follows the run's progress file (JSON lines appended by long-running tasks)."""
 
@@ -1315,6 +1581,18 @@ def _history_command(line: str) -> dict[str, object]:
         return {"error": f"bad history command: {exc}"}
 
 
+def _json_command(line: str, work: Any) -> dict[str, Any]:
+    """``COMMAND JSON`` -> ``work(request)``; a request that is no JSON object is an ``error``."""
+    try:
+        request = json.loads(line.split(None, 1)[1])
+    except (IndexError, ValueError) as exc:
+        return {"error": f"bad {line.split(maxsplit=1)[0]} command: {exc}"}
+    if not isinstance(request, dict):
+        return {"error": f"bad {line.split(maxsplit=1)[0]} command: not a JSON object"}
+    result: dict[str, Any] = work(request)
+    return result
+
+
 def _take_target_lock(lock: str, run_id: str, peer: str) -> tuple[int | None, list[str]]:
     """This machine's sync lock for the session, as the target of ``peer``: its fd (None, after a
     ``locked`` message naming the holder, when another sync has it) and the directories made for it
@@ -1408,6 +1686,8 @@ class _Server:
             _emit({"t": "history", **_history_command(line)})
         elif words[0] == "flush":
             _in_thread(self.working, "flush", _flush)
+        elif words[0] == "carry":
+            _emit({"t": "carry", **_json_command(line, carry)})
         elif words[0] == "snapshots":
             _in_thread(self.working, "snapshots", _snapshots_command(line))
         return words[0] != "quit"

@@ -43,6 +43,8 @@ class Target:
     history_path: str | None = None  # host var pcswitcher_history_path: wins over the config's
     snapshots_location: str | None = None  # host var pcswitcher_snapshots_location: likewise
     snapshots_subvolumes: tuple[str, ...] = ()  # host var pcswitcher_snapshots_subvolumes: likewise
+    #: root on the target for an install (the carry): logged in as root, or ansible_become to root by sudo
+    root_by_login_or_sudo: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def describe(self) -> str:
@@ -207,6 +209,7 @@ class Inventory:
             history_path=str(var("pcswitcher_history_path") or "") or None,
             snapshots_location=str(var("pcswitcher_snapshots_location") or "") or None,
             snapshots_subvolumes=tuple(str(p) for p in var("pcswitcher_snapshots_subvolumes") or ()),
+            root_by_login_or_sudo=_root_by_login_or_sudo(var),
         )
 
 
@@ -265,6 +268,16 @@ def _check_pcswitcher_vars(where: str, values: dict[str, Any]) -> None:
                 )
         if problem is not None:
             raise InventoryError(f"{where}: {name}: {problem}", f"fix {name} of the host in the inventory")
+
+
+def _root_by_login_or_sudo(var: Any) -> bool:
+    """The carry role's ``carry_become`` (roles/carry/tasks/main.yml), from the same host vars."""
+    become = _truthy(var("ansible_become", False))
+    by_sudo = str(var("ansible_become_user", "root") or "root") == "root" and (
+        str(var("ansible_become_method", "sudo") or "sudo") == "sudo"
+    )
+    user = var("ansible_user") or var("ansible_ssh_user") or os.environ.get("USER", "")
+    return (become and by_sudo) or str(user) == "root"
 
 
 def _truthy(value: Any) -> bool:

@@ -1,7 +1,10 @@
 """The way back: each sync carries the running pc-switcher, the config and the inventory to the target.
 
-Everything runs as Ansible (``playbooks/carry.yml``, role ``carry``; a hand run does the same); this
-module only chooses the extra vars and reports the result (``set_stats``). The driver calls:
+By hand this is Ansible (``playbooks/carry.yml``, role ``carry``). During a sync the check and the
+config's write go through the run's target agent (:data:`CarryIO`, its ``carry`` command) and this
+machine is read in-process, with the same code as the role's module (pcswitcher/remote/agent.py,
+the role's module_utils) and the same decision (the role's filter ``carry_plan``); only the copy of
+an install runs the playbook (``carry_action=carry``, which checks again). The driver calls:
 
 1. :meth:`Carry.validate` — with the other checks, before the pre-sync snapshots: a pc-switcher on
    the target newer than this one (or a target where the install cannot go) refuses the sync.
@@ -12,11 +15,12 @@ module only chooses the extra vars and reports the result (``set_stats``). The d
 3. :func:`way_back_note` — at the end of a successful sync: the inventory must list this machine
    for ``pc-switcher sync THIS`` to work on the target.
 
-A dry run runs the playbook in check mode: it copies nothing and says what it would carry.
+A dry run copies and writes nothing and says what it would carry.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -26,12 +30,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psutil
 
 from pcswitcher.jobs.runner import PlaybookResult
 from pcswitcher.jobs.summary import format_bytes
+from pcswitcher.remote.agent import file_sha256, source_info
 from pcswitcher.remote.inventory import load_inventory
 from pcswitcher.run.safety import Player, SafetyError, failure_text
 
@@ -44,6 +50,23 @@ DEFAULT_LINK = "/usr/local/bin/pc-switcher"
 #: ``start(playbook, ident, extravars, check)``: start a playbook; returns the function that waits
 #: for its result (None when the run was aborted), like a :data:`~pcswitcher.run.safety.Player` in two halves
 Starter = Callable[[Path, str, dict[str, Any], bool], Callable[[], PlaybookResult | None]]
+
+
+#: ``carry_io(request)``: the target's part of the carry (``request`` the arguments of
+#: :func:`pcswitcher.remote.agent.carry`) -> its result; the driver's is its target agent
+CarryIO = Callable[[dict[str, Any]], dict[str, Any]]
+PLAN_FILTER = Path("roles") / "carry" / "filter_plugins" / "carry_plan.py"
+
+
+def plan_filter(root: Path) -> ModuleType:
+    """The carry role's filter plugin ``carry_plan.py``: the role's decision, made here too."""
+    path = root / PLAN_FILTER
+    spec = importlib.util.spec_from_file_location("pcswitcher_carry_plan", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class CarryError(SafetyError):
@@ -81,6 +104,9 @@ class Carry:
     dry_run: bool = False
     #: starts the check without waiting for it (the driver's; None: validate() runs it in turn)
     start: Starter | None = None
+    #: the target's agent (the driver's): the check and the config's write go through it, no playbook
+    carry_io: CarryIO | None = None
+    root_on_target: bool = False  # may install there (Target.root_by_login_or_sudo)
     seconds: float = 0.0  # how long the last playbook took
     checked: dict[str, Any] = field(default_factory=dict)  # the result of validate()
     _pending: Callable[[], PlaybookResult | None] | None = None
@@ -97,8 +123,8 @@ class Carry:
 
     def start_validate(self) -> None:
         """Start the check now (with a :data:`Starter`), so that it runs beside the other checks;
-        :meth:`validate` then waits for it."""
-        if self.start is not None:
+        :meth:`validate` then waits for it. Through the agent there is nothing to start."""
+        if self.start is not None and self.carry_io is None:
             self._started = time.monotonic()
             self._pending = self.start(*self._args("validate"))
 
@@ -116,9 +142,47 @@ class Carry:
         self.seconds = time.monotonic() - started
         return data if isinstance(data, dict) else {}
 
+    def _check_by_agent(self) -> dict[str, Any]:
+        """The role's check without its playbook: this machine in-process, the target through the
+        agent, the role's ``carry_plan``; what the role's Report would say (``set_stats``)."""
+        assert self.carry_io is not None
+        started = time.monotonic()
+        files = {
+            "config.yml": str(self.config_path.absolute()),
+            "inventory.yml": str(self.inventory_path.absolute()),
+        }
+        source = source_info(str(self.root))
+        source["file_sha256"] = {path: file_sha256(path) for path in files.values()}
+        request = {
+            "action": "target",
+            "prefix": source["prefix"] if source["installed"] else "",
+            "link": command_link(),
+            "python_home": source.get("python_home") or "",
+        }
+        target = self.carry_io(request)
+        if target.get("error"):
+            raise CarryError(f"the pc-switcher check failed: {target['error']}")
+        plan = plan_filter(self.root)
+        decision = plan.carry_plan(source, target, become=self.root_on_target, host=self.target, files=files)
+        if decision["problems"]:
+            raise CarryError(f"the pc-switcher check failed: {'; '.join(decision['problems'])}")
+        self.seconds = time.monotonic() - started
+        install = target.get("install") or target.get("link_install") or {}
+        return {
+            **{k: source.get(k) for k in ("version", "installed", "app_dir")},
+            "files": source.get("files", 0),
+            "bytes": source.get("bytes", 0),
+            "prefix": source["prefix"] if source["installed"] else "",
+            **{k: decision[k] for k in ("install", "reason", "warning")},
+            "target_version": install.get("version") or "",
+            "config_dir": target.get("config_dir"),
+            "files_same": all(f["same"] for f in decision["files"]),
+            "plan_files": decision["files"],
+        }
+
     def validate(self) -> None:
         """Refuse a newer pc-switcher on the target (and a target where the install cannot go)."""
-        data = self._run("validate")
+        data = self._check_by_agent() if self.carry_io is not None else self._run("validate")
         self.checked = data
         theirs = data.get("target_version") or "none"
         log.info("pc-switcher check passed: %s here, %s on %s", data.get("version"), theirs, self.target)
@@ -138,10 +202,38 @@ class Carry:
                 checked.get("config_dir"),
             )
             return checked
-        data = self._run("carry")
+        if self.carry_io is not None and checked and not checked.get("install"):
+            data = self._write_by_agent(checked)
+        else:
+            data = self._run("carry")
         self._report_install(data)
         self._report_files(data)
         return data
+
+    def _write_by_agent(self, checked: dict[str, Any]) -> dict[str, Any]:
+        """No install to copy: the config and the inventory that differ, written by the target's
+        agent (the role's module does the same write)."""
+        assert self.carry_io is not None
+        started = time.monotonic()
+        files = checked.get("plan_files") or []
+        contents = plan_filter(self.root).carry_contents(files)
+        request = {
+            "action": "write",
+            "config_dir": checked.get("config_dir"),
+            "files": [{"name": name, "content": text} for name, text in contents.items()],
+            "check": self.dry_run,
+        }
+        reply = self.carry_io(request)
+        if reply.get("error"):
+            raise CarryError(f"carrying pc-switcher failed: {reply['error']}")
+        self.seconds = time.monotonic() - started
+        not_carried = [str(f["src"]) for f in files if not f.get("sha")]
+        return {
+            **checked,
+            "written": reply.get("written") or [],
+            "backups": reply.get("backups") or [],
+            "not_carried": not_carried,
+        }
 
     def _report_install(self, data: dict[str, Any]) -> None:
         version, prefix, reason = data.get("version"), data.get("prefix"), data.get("reason")

@@ -200,6 +200,8 @@ def safety_and_carry(ctx: RunContext) -> None:
     ctx.carry = Carry(
         ctx.p.root, play, o.config_path, ctx.p.inventory_path, host.name, dry_run=o.dry_run, start=start
     )
+    ctx.carry.carry_io = lambda request: carry_io(ctx, request)
+    ctx.carry.root_on_target = host.root_by_login_or_sudo
 
 
 # -- the agents --------------------------------------------------------------------------------------
@@ -272,6 +274,19 @@ def history_io(ctx: RunContext, side: str, request: dict[str, Any]) -> dict[str,
             return {"error": "stopped while the target's disks were being flushed"}
         request = {**request, "flushed": flushed}  # else the agent flushes (without pings)
     reply = agent.request("history", request, timeout=max(ctx.p.config.link_timeout, 10.0))
+    return reply if reply is not None else {"error": f"no answer from the agent on {agent.label}"}
+
+
+def carry_io(ctx: RunContext, request: dict[str, Any]) -> dict[str, Any]:
+    """How the carry reads the target and writes its config during a sync: through its agent."""
+    agent = ctx.agents.get(ctx.host.name)
+    if agent is None or not agent.alive:
+        return {"error": "the agent on the target is not running"}
+    reply = agent.request(
+        "carry", request, timeout=max(ctx.p.config.link_timeout, 30.0), cancel=ctx.abort.event
+    )
+    if ctx.abort.requested:
+        return {"error": "stopped by the abort"}
     return reply if reply is not None else {"error": f"no answer from the agent on {agent.label}"}
 
 

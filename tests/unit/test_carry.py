@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.unit.role_files import load_role_file
+from pcswitcher.remote import agent
+from pcswitcher.run.carry import Carry
+from tests.unit.role_files import ROLES, load_role_file
 
-pcs_carry = load_role_file("carry/library/pcs_carry.py", "pcs_carry")
 carry_plan_mod = load_role_file("carry/filter_plugins/carry_plan.py", "carry_plan")
 carry_plan = carry_plan_mod.carry_plan
 
@@ -35,7 +37,7 @@ def make_install(prefix: Path, version: str = "0.1.0", python: str = "3.11", ide
 
 def test_source_of_an_install(tmp_path: Path) -> None:
     prefix = make_install(tmp_path / "opt" / "pc-switcher")
-    info = pcs_carry.source_info(str(prefix / "app"))
+    info = agent.source_info(str(prefix / "app"))
     assert info["installed"] is True
     assert (info["prefix"], info["version"], info["python"], info["id"]) == (
         str(prefix),
@@ -53,7 +55,7 @@ def test_source_of_a_checkout(tmp_path: Path) -> None:
     (app / "pcswitcher").mkdir(parents=True)
     (app / "pcswitcher" / "__init__.py").write_text("__version__ = '1.2.3'\n")
     (tmp_path / "install.json").write_text(json.dumps({"version": "1.2.3", "python": "3.11", "id": "x"}))
-    info = pcs_carry.source_info(str(app))
+    info = agent.source_info(str(app))
     assert info["installed"] is False
     assert info["version"] == "1.2.3"
 
@@ -71,8 +73,8 @@ def test_source_of_a_checkout(tmp_path: Path) -> None:
 def test_a_broken_install_record_is_no_install(tmp_path: Path, record: str) -> None:
     prefix = make_install(tmp_path / "p")
     (prefix / "install.json").write_text(record)
-    assert pcs_carry.source_info(str(prefix / "app"))["installed"] is False
-    assert pcs_carry.prefix_state(str(prefix)) == ("incomplete", None)
+    assert agent.source_info(str(prefix / "app"))["installed"] is False
+    assert agent.prefix_state(str(prefix)) == ("incomplete", None)
 
 
 def test_an_install_record_that_is_a_symlink_is_no_install(tmp_path: Path) -> None:
@@ -80,63 +82,63 @@ def test_an_install_record_that_is_a_symlink_is_no_install(tmp_path: Path) -> No
     real = tmp_path / "elsewhere.json"
     (prefix / "install.json").rename(real)
     (prefix / "install.json").symlink_to(real)
-    assert pcs_carry.read_install(str(prefix)) is None
+    assert agent.read_install(str(prefix)) is None
 
 
 # -- the module: target --------------------------------------------------------------------------
 
 
 def test_target_states(tmp_path: Path) -> None:
-    assert pcs_carry.prefix_state(str(tmp_path / "none")) == ("absent", None)
+    assert agent.prefix_state(str(tmp_path / "none")) == ("absent", None)
     (tmp_path / "empty").mkdir()
-    assert pcs_carry.prefix_state(str(tmp_path / "empty")) == ("absent", None)
+    assert agent.prefix_state(str(tmp_path / "empty")) == ("absent", None)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "data").write_text("x")
-    assert pcs_carry.prefix_state(str(tmp_path / "other"))[0] == "foreign"
+    assert agent.prefix_state(str(tmp_path / "other"))[0] == "foreign"
     (tmp_path / "file").write_text("x")
-    assert pcs_carry.prefix_state(str(tmp_path / "file"))[0] == "foreign"
+    assert agent.prefix_state(str(tmp_path / "file"))[0] == "foreign"
     prefix = make_install(tmp_path / "inst")
-    assert pcs_carry.prefix_state(str(prefix))[0] == "install"
+    assert agent.prefix_state(str(prefix))[0] == "install"
     (tmp_path / "link").symlink_to(prefix)
-    assert pcs_carry.prefix_state(str(tmp_path / "link"))[0] == "symlink"
+    assert agent.prefix_state(str(tmp_path / "link"))[0] == "symlink"
     # the layout with another file beside it is not ours to delete
     (tmp_path / "mixed").mkdir()
     (tmp_path / "mixed" / "app" / "pcswitcher").mkdir(parents=True)
     (tmp_path / "mixed" / "notes.txt").write_text("mine")
-    assert pcs_carry.prefix_state(str(tmp_path / "mixed"))[0] == "foreign"
+    assert agent.prefix_state(str(tmp_path / "mixed"))[0] == "foreign"
 
 
 def test_link_states(tmp_path: Path) -> None:
     prefix = make_install(tmp_path / "inst", version="0.2.0")
     link = tmp_path / "bin" / "pc-switcher"
     link.parent.mkdir()
-    assert pcs_carry.link_state(str(link))[0] == "absent"
+    assert agent.link_state(str(link))[0] == "absent"
     link.symlink_to(prefix / "venv" / "bin" / "pc-switcher")
-    state, record, where = pcs_carry.link_state(str(link))
-    assert (state, record["version"], where) == ("install", "0.2.0", str(prefix))
+    state, record, where = agent.link_state(str(link))
+    assert (state, (record or {}).get("version"), where) == ("install", "0.2.0", str(prefix))
     link.unlink()
     link.symlink_to("../inst/venv/bin/pc-switcher")  # relative
-    assert pcs_carry.link_state(str(link))[0] == "install"
+    assert agent.link_state(str(link))[0] == "install"
     link.unlink()
     link.symlink_to("/usr/bin/true")
-    assert pcs_carry.link_state(str(link))[0] == "foreign"
+    assert agent.link_state(str(link))[0] == "foreign"
     link.unlink()
     link.write_text("#!/bin/sh\n")
-    assert pcs_carry.link_state(str(link))[0] == "foreign"
+    assert agent.link_state(str(link))[0] == "foreign"
 
 
 def test_target_info_config_and_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     (tmp_path / "cfg" / "pc-switcher").mkdir(parents=True)
     (tmp_path / "cfg" / "pc-switcher" / "config.yml").write_text("jobs: {}\n")
-    info = pcs_carry.target_info("", str(tmp_path / "no-link"), str(Path(sys.executable).parent))
+    info = agent.target_info("", str(tmp_path / "no-link"), str(Path(sys.executable).parent))
     assert info["config_dir"] == str(tmp_path / "cfg" / "pc-switcher")
     assert info["config_dir_exists"] is True
     assert len(info["config_files"]["config.yml"]) == 64
     assert info["config_files"]["inventory.yml"] == ""
     assert info["python"] == "{}.{}".format(*sys.version_info[:2])
-    assert pcs_carry.python_minor("relative/bin") == ""
-    assert pcs_carry.python_minor(str(tmp_path)) == ""  # no python3 there
+    assert agent.python_minor("relative/bin") == ""
+    assert agent.python_minor(str(tmp_path)) == ""  # no python3 there
 
 
 # -- the plan -------------------------------------------------------------------------------------
@@ -271,28 +273,32 @@ def test_config_files() -> None:
     assert missing[0]["sha"] == ""  # not a regular file on the source: not carried
 
 
-def test_the_module_runs_in_check_mode_as_ansible_calls_it(tmp_path: Path) -> None:
-    """The module reads only: it says so to Ansible (check mode) and fails on a relative path."""
-    prefix = make_install(tmp_path / "p")
-    args = {
-        "ANSIBLE_MODULE_ARGS": {
-            "action": "target",
-            "prefix": str(prefix),
-            "link": "rel/link",
-            "_ansible_check_mode": True,
-        }
+def _ansible(module: str, args: str) -> tuple[int, dict[str, Any]]:
+    """``ansible localhost -m MODULE -a ARGS --check`` with the carry role's library and module_utils
+    (as a play gives them to the module): its exit code and the module's result."""
+    argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-i", "localhost,", "-c", "local"]
+    env = {
+        **os.environ,
+        "ANSIBLE_LIBRARY": str(ROLES / "carry" / "library"),
+        "ANSIBLE_MODULE_UTILS": str(ROLES / "carry" / "module_utils"),
+        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+        "ANSIBLE_STDOUT_CALLBACK": "minimal",  # "localhost | STATE => {json}"
+        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
     }
-    module = Path(str(pcs_carry.__file__))
     done = subprocess.run(
-        [sys.executable, str(module)],
-        input=json.dumps(args),
-        capture_output=True,
-        text=True,
-        check=False,
+        [*argv, "-m", module, "-a", args, "--check"], capture_output=True, text=True, env=env, check=False
     )
-    result = json.loads(done.stdout)
-    assert result.get("failed")
-    assert "link must be an absolute path" in result["msg"]
+    return done.returncode, json.loads(done.stdout[done.stdout.index(" => {") + 4 :])
+
+
+def test_the_module_runs_in_check_mode_as_ansible_calls_it(tmp_path: Path) -> None:
+    """The module (with the agent's code as its module_utils) reads only: Ansible runs it in check
+    mode, and it fails on a relative path."""
+    prefix = make_install(tmp_path / "p")
+    code, result = _ansible("pcs_carry", f"action=target prefix={prefix} link=rel/link")
+    assert (code, result["msg"]) == (2, "link must be an absolute path, not 'rel/link'"), result
+    code, result = _ansible("pcs_carry", f"action=target prefix={prefix} link=/nonexistent/pc-switcher")
+    assert (code, result["prefix_state"], result["changed"]) == (0, "install", False), result
 
 
 # -- the module: write ----------------------------------------------------------------------------
@@ -301,15 +307,15 @@ def test_the_module_runs_in_check_mode_as_ansible_calls_it(tmp_path: Path) -> No
 def test_write_files_keeps_the_previous_as_bak(tmp_path: Path) -> None:
     folder = tmp_path / "cfg" / "pc-switcher"
     files = [{"name": "config.yml", "content": "a: 1\n"}, {"name": "inventory.yml", "content": "all: {}\n"}]
-    assert pcs_carry.write_files(str(folder), files, check=True) == (["config.yml", "inventory.yml"], [])
+    assert agent.write_files(str(folder), files, check=True) == (["config.yml", "inventory.yml"], [])
     assert not folder.exists(), "check mode writes nothing"
-    assert pcs_carry.write_files(str(folder), files, check=False) == (["config.yml", "inventory.yml"], [])
+    assert agent.write_files(str(folder), files, check=False) == (["config.yml", "inventory.yml"], [])
     assert folder.stat().st_mode & 0o777 == 0o700
     assert (folder / "config.yml").read_text() == "a: 1\n"
     assert (folder / "config.yml").stat().st_mode & 0o777 == 0o600
-    assert pcs_carry.write_files(str(folder), files, check=False) == ([], [])  # the same: nothing
+    assert agent.write_files(str(folder), files, check=False) == ([], [])  # the same: nothing
     changed = [{"name": "config.yml", "content": "a: 2\n"}]
-    assert pcs_carry.write_files(str(folder), changed, check=False) == (["config.yml"], ["config.yml"])
+    assert agent.write_files(str(folder), changed, check=False) == (["config.yml"], ["config.yml"])
     assert (folder / "config.yml.bak").read_text() == "a: 1\n"
     assert (folder / "config.yml.bak").stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in folder.iterdir()) == ["config.yml", "config.yml.bak", "inventory.yml"]
@@ -318,17 +324,17 @@ def test_write_files_keeps_the_previous_as_bak(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["../evil.yml", "config.yml/../../x", ".bashrc", "config.yml.bak"])
 def test_write_files_writes_only_its_two_names(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError, match="is not a file pc-switcher writes"):
-        pcs_carry.write_files(str(tmp_path), [{"name": name, "content": "x"}], check=False)
+        agent.write_files(str(tmp_path), [{"name": name, "content": "x"}], check=False)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_write_files_refuses_a_directory_in_the_way(tmp_path: Path) -> None:
     (tmp_path / "config.yml").mkdir()
     with pytest.raises(ValueError, match="is a directory"):
-        pcs_carry.write_files(str(tmp_path), [{"name": "config.yml", "content": "x"}], check=False)
+        agent.write_files(str(tmp_path), [{"name": "config.yml", "content": "x"}], check=False)
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is not a directory"):
-        pcs_carry.write_files(str(tmp_path / "file"), [{"name": "config.yml", "content": "x"}], check=False)
+        agent.write_files(str(tmp_path / "file"), [{"name": "config.yml", "content": "x"}], check=False)
 
 
 def test_write_files_replaces_a_symlink_not_its_target(tmp_path: Path) -> None:
@@ -337,7 +343,7 @@ def test_write_files_replaces_a_symlink_not_its_target(tmp_path: Path) -> None:
     folder = tmp_path / "cfg"
     folder.mkdir()
     (folder / "config.yml").symlink_to(victim)
-    pcs_carry.write_files(str(folder), [{"name": "config.yml", "content": "new\n"}], check=False)
+    agent.write_files(str(folder), [{"name": "config.yml", "content": "new\n"}], check=False)
     assert victim.read_text() == "keep me\n"
     assert not (folder / "config.yml").is_symlink()
     assert (folder / "config.yml").read_text() == "new\n"
@@ -351,3 +357,74 @@ def test_carry_contents_reads_only_what_differs(tmp_path: Path) -> None:
         {"name": "other", "src": str(tmp_path / "none"), "sha": "", "same": False},
     ]
     assert carry_plan_mod.carry_contents(files) == {"config.yml": "jobs: {}\n"}
+
+
+# -- the agents' carry command, and the driver's check through it ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_", "error"),
+    [
+        (
+            {"action": "target", "prefix": "opt/pc-switcher"},
+            "prefix must be an absolute path, not 'opt/pc-switcher'",
+        ),
+        ({"action": "target", "link": 5}, "link must be an absolute path, not 5"),
+        ({"action": "target", "python_home": "bin"}, "python_home must be an absolute path"),
+        ({"action": "remove"}, "unknown carry action 'remove'"),
+        ({"action": "write", "config_dir": "cfg", "files": []}, "config_dir must be an absolute path"),
+        ({"action": "write", "config_dir": "/tmp/x", "files": "config.yml"}, "files must be a list"),
+        (
+            {"action": "write", "config_dir": "/tmp/x", "files": [{"name": "config.yml"}]},
+            "files must be a list",
+        ),
+    ],
+)
+def test_a_carry_request_outside_the_allowlist_is_one_error(request_: dict[str, Any], error: str) -> None:
+    reply = agent.carry(request_)
+    assert error in str(reply.get("error")), reply
+
+
+def test_the_carry_command_writes_only_its_two_names_and_a_check_writes_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "cfg"
+    bad = agent.carry(
+        {"action": "write", "config_dir": str(folder), "files": [{"name": "../x", "content": "a"}]}
+    )
+    assert "'../x' is not a file pc-switcher writes" in str(bad["error"])
+    request = {
+        "action": "write",
+        "config_dir": str(folder),
+        "files": [{"name": "config.yml", "content": "a: 1\n"}],
+    }
+    assert agent.carry({**request, "check": True}) == {
+        "changed": True,
+        "written": ["config.yml"],
+        "backups": [],
+    }
+    assert not folder.exists()
+    assert agent.carry(request)["written"] == ["config.yml"]
+    assert (folder / "config.yml").read_text() == "a: 1\n"
+    assert "bad carry command" in str(agent._json_command("carry {broken", agent.carry)["error"])
+    assert "not a JSON object" in str(agent._json_command("carry [1]", agent.carry)["error"])
+
+
+def test_the_drivers_check_through_the_agent_decides_as_the_role(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pcswitcher.run.carry with the agent's carry in-process: a checkout carries no install, and
+    the config is written only when it differs (then the next check finds it the same)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "target-cfg"))
+    config, inventory = tmp_path / "config.yml", tmp_path / "inventory.yml"
+    config.write_text("jobs: {}\n")
+    inventory.write_text("all: {}\n")
+    carry = Carry(ROLES.parent, lambda *a: None, config, inventory, "t1")
+    carry.carry_io = agent.carry
+    carry.validate()
+    checked = carry.checked
+    assert (checked["reason"], checked["install"], checked["files_same"]) == ("checkout", False, False)
+    assert checked["config_dir"] == str(tmp_path / "target-cfg" / "pc-switcher")
+    data = carry.carry()
+    assert data["written"] == ["config.yml", "inventory.yml"]
+    assert (tmp_path / "target-cfg" / "pc-switcher" / "inventory.yml").read_text() == "all: {}\n"
+    carry.validate()
+    assert carry.checked["files_same"] is True

@@ -30,233 +30,17 @@ write    run on the target with ``config_dir``, ``config_content`` and ``invento
          Returns ``written`` and ``backups`` (names).
          Check mode writes nothing and returns what it would write.
 
-Standard library + ansible only (Python 3.8+: it runs with the target's python3).
+Standard library + ansible only (Python 3.8+: it runs with the target's python3). The work is the
+code of ``module_utils/pcswitcher_agent.py`` (a link to pcswitcher/remote/agent.py): during a sync
+the driver reads the source with the same functions and the target through its agent's ``carry``
+command, so a hand run and a sync read and write the same way.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import os
-import re
-import subprocess
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-
-INSTALL_JSON = "install.json"
-VERSION_RE = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.M)
-CONFIG_NAMES = ("config.yml", "inventory.yml")
-#: what PREFIX of an install may hold (the same list as `make uninstall`'s)
-OURS = frozenset({"app", "venv", INSTALL_JSON, ".old", ".new"})
-
-
-def read_install(prefix):
-    """The install record of PREFIX, or None when it is not a complete install."""
-    path = os.path.join(prefix, INSTALL_JSON)
-    if os.path.islink(path) or not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    record = {key: data.get(key) for key in ("version", "python", "id")}
-    if not all(isinstance(value, str) and value for value in record.values()):
-        return None
-    return record
-
-
-def venv_home(prefix):
-    """pyvenv.cfg's ``home`` of PREFIX/venv (the directory of the python3 it was made with)."""
-    try:
-        with open(os.path.join(prefix, "venv", "pyvenv.cfg"), encoding="utf-8") as handle:
-            for line in handle:
-                key, _, value = line.partition("=")
-                if key.strip() == "home":
-                    return value.strip()
-    except OSError:
-        pass
-    return ""
-
-
-def tree_size(root):
-    files = size = 0
-    for folder, _dirs, names in os.walk(root):
-        for name in names:
-            try:
-                size += os.lstat(os.path.join(folder, name)).st_size
-            except OSError:
-                continue
-            files += 1
-    return files, size
-
-
-def source_info(app_dir):
-    app_dir = os.path.realpath(app_dir)
-    prefix = os.path.dirname(app_dir)
-    version = ""
-    try:
-        with open(os.path.join(app_dir, "pcswitcher", "__init__.py"), encoding="utf-8") as handle:
-            found = VERSION_RE.search(handle.read())
-            version = found.group(1) if found else ""
-    except OSError:
-        pass
-    result = {"app_dir": app_dir, "prefix": prefix, "version": version, "installed": False}
-    record = read_install(prefix)
-    if record is None or os.path.basename(app_dir) != "app":
-        return result
-    files, size = tree_size(prefix)
-    result.update(record)
-    result.update(installed=True, python_home=venv_home(prefix), files=files, bytes=size)
-    return result
-
-
-def python_minor(home):
-    """major.minor of HOME/python3, "" when there is none that runs."""
-    if not home or not os.path.isabs(home):
-        return ""
-    exe = os.path.join(home, "python3")
-    if not os.access(exe, os.X_OK):
-        return ""
-    try:
-        out = subprocess.run(
-            [exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            timeout=30,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return out.decode("ascii", "replace").strip()
-
-
-def prefix_state(prefix):
-    if os.path.islink(prefix):
-        return "symlink", None
-    if not os.path.lexists(prefix):
-        return "absent", None
-    if not os.path.isdir(prefix):
-        return "foreign", None
-    record = read_install(prefix)
-    if record is not None:
-        return "install", record
-    # a carry or `make install` that was interrupted: our layout without its last file (.old, .new
-    # and .install.* are make install's own, while it works)
-    names = {n for n in os.listdir(prefix) if not n.startswith(".install.")}
-    if names and names <= OURS and os.path.isdir(os.path.join(prefix, "app", "pcswitcher")):
-        return "incomplete", None
-    return ("absent", None) if not os.listdir(prefix) else ("foreign", None)
-
-
-def link_state(link):
-    """What BINDIR/pc-switcher is: absent, a symlink into a pc-switcher install, or something else."""
-    if not os.path.lexists(link):
-        return "absent", None, ""
-    if not os.path.islink(link):
-        return "foreign", None, ""
-    dest = os.path.realpath(link)
-    # PREFIX/venv/bin/pc-switcher (the venv's script, not followed further)
-    raw = os.readlink(link)
-    raw = raw if os.path.isabs(raw) else os.path.join(os.path.dirname(link), raw)
-    raw = os.path.normpath(raw)
-    parts = raw.split(os.sep)
-    if parts[-3:] == ["venv", "bin", "pc-switcher"]:
-        prefix = os.sep.join(parts[:-3]) or os.sep
-        record = read_install(prefix)
-        if record is not None:
-            return "install", record, prefix
-    return "foreign", None, dest
-
-
-def config_dir():
-    xdg = os.environ.get("XDG_CONFIG_HOME", "")
-    base = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".config")
-    return os.path.join(base, "pc-switcher")
-
-
-def sha256(path):
-    if not os.path.isfile(path):
-        return ""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 16), b""):
-                digest.update(block)
-    except OSError:
-        return ""
-    return digest.hexdigest()
-
-
-def target_info(prefix, link, home):
-    state, record = prefix_state(prefix) if prefix else ("absent", None)
-    lstate, lrecord, lprefix = link_state(link)
-    cdir = config_dir()
-    return {
-        "prefix": prefix,
-        "prefix_state": state,
-        "install": record or {},
-        "link": link,
-        "link_state": lstate,
-        "link_install": lrecord or {},
-        "link_prefix": lprefix,
-        "python": python_minor(home),
-        "config_dir": cdir,
-        "config_dir_exists": os.path.isdir(cdir),
-        "config_files": {name: sha256(os.path.join(cdir, name)) for name in CONFIG_NAMES},
-    }
-
-
-def _write_file(path, data):
-    """Write ``data`` to ``path`` atomically with mode 0600 (a temp file beside it, then rename)."""
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".pcswitcher-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def write_files(folder, files, check):
-    """The config and inventory into FOLDER (see the module doc). Raises ValueError naming a problem."""
-    if os.path.lexists(folder) and not os.path.isdir(folder):
-        raise ValueError(f"{folder} is not a directory: move it away so that the config can be written")
-    written, backups = [], []
-    for item in files:
-        name, data = item["name"], item["content"].encode("utf-8")
-        if name not in CONFIG_NAMES:
-            raise ValueError(
-                "{!r} is not a file pc-switcher writes ({})".format(name, ", ".join(CONFIG_NAMES))
-            )
-        path = os.path.join(folder, name)
-        if os.path.isdir(path):
-            raise ValueError(f"{path} is a directory: move it away so that the {name} can be written")
-        if os.path.isfile(path) and sha256(path) == hashlib.sha256(data).hexdigest():
-            continue
-        written.append(name)
-        had = os.path.isfile(path)
-        if had:
-            backups.append(name)
-        if check:
-            continue
-        if not os.path.isdir(folder):
-            os.makedirs(folder, mode=0o700)
-        if had:
-            with open(path, "rb") as handle:
-                _write_file(path + ".bak", handle.read())
-        _write_file(path, data)
-    return written, backups
+from ansible.module_utils.pcswitcher_agent import carry, file_sha256, source_info
 
 
 def main():
@@ -280,26 +64,22 @@ def main():
         if not params["app_dir"]:
             module.fail_json(msg="app_dir is required for action source")
         result = source_info(params["app_dir"])
-        result["file_sha256"] = {path: sha256(path) for path in params["files"]}
+        result["file_sha256"] = {path: file_sha256(path) for path in params["files"]}
         module.exit_json(changed=False, **result)
     if params["action"] == "write":
-        if not os.path.isabs(params["config_dir"]):
-            module.fail_json(msg="config_dir must be an absolute path, not {!r}".format(params["config_dir"]))
-        try:
-            contents = [
-                {"name": name, "content": params[key]}
-                for name, key in (("config.yml", "config_content"), ("inventory.yml", "inventory_content"))
-                if params[key] is not None
-            ]
-            written, backups = write_files(params["config_dir"], contents, module.check_mode)
-        except (OSError, ValueError) as exc:
-            module.fail_json(msg="writing the config to {} failed: {}".format(params["config_dir"], exc))
-        module.exit_json(changed=bool(written), written=written, backups=backups)
-    for key in ("prefix", "link"):
-        if params[key] and not os.path.isabs(params[key]):
-            module.fail_json(msg=f"{key} must be an absolute path, not {params[key]!r}")
-    module.exit_json(changed=False, **target_info(params["prefix"], params["link"], params["python_home"]))
-
+        contents = [
+            {"name": name, "content": params[key]}
+            for name, key in (("config.yml", "config_content"), ("inventory.yml", "inventory_content"))
+            if params[key] is not None
+        ]
+        request = {"action": "write", "config_dir": params["config_dir"], "files": contents}
+        result = carry({**request, "check": module.check_mode})
+    else:
+        request = {k: params[k] for k in ("prefix", "link", "python_home")}
+        result = {"changed": False, **carry({"action": "target", **request})}
+    if result.get("error"):
+        module.fail_json(msg=result.pop("error"))
+    module.exit_json(**result)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,1 @@
+../../../pcswitcher/remote/agent.py
