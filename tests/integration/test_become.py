@@ -10,6 +10,7 @@ the source (the source's side needs root to read every user's files and to take 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -178,6 +179,15 @@ def files(machine: Machine) -> list[str]:
     return res.stdout.splitlines()
 
 
+def named_rsync(machine: Machine) -> list[psutil.Process]:
+    found = []
+    for proc in machine.processes():
+        with contextlib.suppress(psutil.Error):  # a process that just ended
+            if proc.name() == "rsync":
+                found.append(proc)
+    return found
+
+
 def test_interrupt_as_a_sudo_user_leaves_nothing(bsb: Sandbox) -> None:
     source, target = bsb["source"], bsb["target"]
     inventory = become_inventory(bsb)
@@ -190,9 +200,10 @@ def test_interrupt_as_a_sudo_user_leaves_nothing(bsb: Sandbox) -> None:
         sync_argv(bsb, target="target", inventory=inventory), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
-        assert wait_for(lambda: bool(rsync_processes(target)) and bool(rsync_processes(source)), 120)
+        # rsync itself, not only its wrapper (which runs before it execs rsync), on both machines
+        assert wait_for(lambda: bool(named_rsync(target)) and bool(rsync_processes(source)), 120)
         # rsync runs as root on the target (sudo), started by alice's ssh session
-        ours = [p for p in target.processes() if p.name() == "rsync"]
+        ours = named_rsync(target)
         assert ours
         assert all(p.uids().effective == 0 for p in ours)
         driver = next(
