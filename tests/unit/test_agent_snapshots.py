@@ -174,7 +174,8 @@ def _held_agent(tmp_path: Path, run_id: str) -> subprocess.Popen[bytes]:
         str(tmp_path / "release"),
     ]
     argv += ["monitor", "--run", run_id, "--timeout", "20", "--path", str(tmp_path)]
-    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    # unbuffered: select() must see every line that readline() has not consumed yet
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
 
 
 def _children(pid: int) -> list[int]:
