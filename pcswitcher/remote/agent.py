@@ -706,20 +706,26 @@ class SnapshotProblem(Exception):
     """A one-line reason a snapshot action cannot be done."""
 
 
-def btrfs_fsid(path: str) -> str | None:
-    """The btrfs file system UUID of ``path`` (hex), or None when it is not on btrfs."""
+def _btrfs_ioctl(path: str, request: int, size: int, flags: int = os.O_RDONLY) -> bytes | None:
+    """The ``size`` bytes a btrfs ioctl fills for ``path``, or None (no such path, not btrfs)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, flags)
     except OSError:
         return None
     try:
-        buf = bytearray(1024)
-        fcntl.ioctl(fd, BTRFS_IOC_FS_INFO, buf)
-        return bytes(buf[16:32]).hex()
+        buf = bytearray(size)
+        fcntl.ioctl(fd, request, buf)
+        return bytes(buf)
     except OSError:
         return None
     finally:
         os.close(fd)
+
+
+def btrfs_fsid(path: str) -> str | None:
+    """The btrfs file system UUID of ``path`` (hex), or None when it is not on btrfs."""
+    raw = _btrfs_ioctl(path, BTRFS_IOC_FS_INFO, 1024)
+    return raw[16:32].hex() if raw is not None else None
 
 
 def is_subvolume(path: str) -> bool:
@@ -731,35 +737,17 @@ def is_subvolume(path: str) -> bool:
 
 
 def is_readonly(path: str) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        buf = bytearray(8)
-        fcntl.ioctl(fd, BTRFS_IOC_SUBVOL_GETFLAGS, buf)
-        return bool(int.from_bytes(bytes(buf), "little") & BTRFS_SUBVOL_RDONLY)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    raw = _btrfs_ioctl(path, BTRFS_IOC_SUBVOL_GETFLAGS, 8)
+    return raw is not None and bool(int.from_bytes(raw, "little") & BTRFS_SUBVOL_RDONLY)
 
 
 def parent_uuid(path: str) -> bytes | None:
     """The UUID of the subvolume ``path`` was snapshotted from (all zeros: not a snapshot), or None
     when the kernel cannot tell (not a subvolume, ioctl missing)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY)
-    except OSError:
-        return None
-    try:
-        buf = bytearray(SUBVOL_INFO_SIZE)
-        fcntl.ioctl(fd, BTRFS_IOC_GET_SUBVOL_INFO, buf)
-        return bytes(buf[PARENT_UUID])
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    raw = _btrfs_ioctl(
+        path, BTRFS_IOC_GET_SUBVOL_INFO, SUBVOL_INFO_SIZE, os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY
+    )
+    return raw[PARENT_UUID] if raw is not None else None
 
 
 def existing_ancestor(path: str) -> str:

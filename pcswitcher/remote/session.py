@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import json
 import logging
+import os
 import shlex
 import signal
 import socket
@@ -69,6 +70,8 @@ class AgentSession:
         self._replies: dict[str, list[dict[str, Any]]] = {}
         self._cond = threading.Condition()
         self._write_lock = threading.Lock()
+        self._preamble_written = threading.Event()
+        self._queued: list[bytes] = []  # commands sent before the preamble was all written
         self.closing = False
         self._reader_done = False
         self._stderr_reader: threading.Thread | None = None
@@ -88,13 +91,38 @@ class AgentSession:
         )
         with contextlib.suppress(psutil.NoSuchProcess):
             self.registry.add_process(psutil.Process(self.proc.pid), self.role)
-        if self.preamble:
-            self._write(self.preamble)  # a failed start shows as no hello (wait_ready)
+        if self.preamble:  # a failed start shows as no hello (wait_ready)
+            assert self.proc.stdin is not None
+            fd = os.dup(self.proc.stdin.fileno())  # its own: stdin may be closed meanwhile
+            threading.Thread(
+                target=self._write_preamble, args=(fd,), name=f"agent-in-{self.label}", daemon=True
+            ).start()
+        else:
+            self._preamble_written.set()
         threading.Thread(target=self._read_stdout, name=f"agent-{self.label}", daemon=True).start()
         self._stderr_reader = threading.Thread(
             target=self._read_stderr, name=f"agent-err-{self.label}", daemon=True
         )
         self._stderr_reader.start()
+
+    def _write_preamble(self, fd: int) -> None:
+        """The agent's source, then the commands sent meanwhile, in a thread of its own: the source
+        is larger than a pipe's buffer, and ssh reads it only once its connection is up, so the
+        spawner must not wait for it (an abort while the agents connect, a frozen sshd). Written on
+        a duplicate of stdin's descriptor: closing the session's stdin must not wait behind it."""
+        try:
+            view = memoryview(self.preamble)
+            while view:
+                view = view[os.write(fd, view) :]
+            with self._write_lock:
+                for data in self._queued:
+                    os.write(fd, data)  # a command is far below a pipe's atomic size
+                self._queued.clear()
+                self._preamble_written.set()
+        except OSError:
+            pass  # the agent is gone: no hello, or the session's end says so
+        finally:
+            os.close(fd)
 
     def wait_ready(self, timeout: float = 20.0, cancel: threading.Event | None = None) -> dict[str, Any]:
         """The agent's hello; raises TargetError (no answer) or LockHeld (the machine is busy).
@@ -186,7 +214,14 @@ class AgentSession:
         return self.proc is not None and self.proc.poll() is None
 
     def send(self, line: str) -> bool:
-        return self._write(line.encode() + b"\n")
+        """Write one command (queued behind the agent's source while that is being written);
+        False when stdin is closed."""
+        data = line.encode() + b"\n"
+        with self._write_lock:
+            if not self._preamble_written.is_set():
+                self._queued.append(data)
+                return True
+        return self._write(data)
 
     def _write(self, data: bytes) -> bool:
         if self.proc is None or self.proc.stdin is None:

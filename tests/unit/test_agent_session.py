@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,3 +74,24 @@ def test_without_its_whole_source_the_agent_exits_without_hello(run_id: str, tmp
         assert not Path(agent.run_dir(run_id)).exists()
     finally:
         session.kill()
+
+
+def test_a_source_larger_than_a_pipe_does_not_hold_the_driver_while_nobody_reads_it(run_id: str) -> None:
+    """ssh reads the agent's source only once its connection is up (a frozen sshd: never). The
+    source is larger than a pipe's buffer, so spawning, sending and ending the session must not wait
+    for that write (an abort while the agents connect takes its path at once)."""
+    source = remote_command(Target(name="t", address="127.0.0.9"), run_id, ["/"], 20.0)[1]
+    assert len(source) > 65536, "the agent's source fits a pipe: this test shows nothing"
+    session = AgentSession("t", ["sleep", "60"], Registry(run_id), "agent:target", preamble=source)
+    spawner = threading.Thread(target=session.spawn, daemon=True)  # a process that never reads stdin
+    spawner.start()
+    spawner.join(10)
+    try:
+        assert not spawner.is_alive(), "spawn() waits for the agent's source to be read"
+        assert session.send("ping")  # queued behind the source
+        assert session.wait_for_any(("hello",), 0.2) is None
+        session.detach()  # the end of a session does not wait for the write either
+    finally:
+        session.kill()
+    assert session.proc is not None
+    assert session.proc.returncode is not None
