@@ -179,11 +179,13 @@ def files(machine: Machine) -> list[str]:
     return res.stdout.splitlines()
 
 
-def named_rsync(machine: Machine) -> list[psutil.Process]:
+def receiving_rsync(machine: Machine) -> list[psutil.Process]:
+    """The rsync that receives the sync (``rsync --server``), not the short ``rsync --version`` of
+    the job's checks, nor its wrapper before it execs rsync."""
     found = []
     for proc in machine.processes():
         with contextlib.suppress(psutil.Error):  # a process that just ended
-            if proc.name() == "rsync":
+            if proc.name() == "rsync" and "--server" in proc.cmdline():
                 found.append(proc)
     return found
 
@@ -200,10 +202,9 @@ def test_interrupt_as_a_sudo_user_leaves_nothing(bsb: Sandbox) -> None:
         sync_argv(bsb, target="target", inventory=inventory), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
-        # rsync itself, not only its wrapper (which runs before it execs rsync), on both machines
-        assert wait_for(lambda: bool(named_rsync(target)) and bool(rsync_processes(source)), 120)
+        assert wait_for(lambda: bool(receiving_rsync(target)) and bool(rsync_processes(source)), 120)
         # rsync runs as root on the target (sudo), started by alice's ssh session
-        ours = named_rsync(target)
+        ours = receiving_rsync(target)
         assert ours
         assert all(p.uids().effective == 0 for p in ours)
         driver = next(
