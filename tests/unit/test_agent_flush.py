@@ -54,7 +54,8 @@ def test_the_agent_answers_pings_while_it_flushes(tmp_path: Path) -> None:
     release = tmp_path / "release"
     argv = [sys.executable, "-I", "-c", SLOW_AGENT, os.path.dirname(agent.__file__), str(release)]
     argv += ["monitor", "--run", run_id, "--timeout", "20", "--path", str(tmp_path)]
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    # unbuffered: select() must see every line that readline() has not consumed yet
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
     try:
         deadline = time.monotonic() + 20  # ends a hang; no timing is checked
         assert _read(proc, deadline)["t"] == "hello"
