@@ -294,7 +294,7 @@ class Safety:
         }
 
     def _snapshots(self, action: str, check: bool, what: str, **extra: Any) -> dict[str, Any]:
-        if self.snapshot_io is not None and action in {"validate", "pre", "post"}:
+        if self.snapshot_io is not None and self.with_source and action in {"validate", "pre", "post"}:
             return self._snapshots_by_agents(action, check, what)
         result = self.play(
             self.root / "playbooks" / SNAPSHOTS_PLAYBOOK,
@@ -318,8 +318,8 @@ class Safety:
         }
         data: dict[str, Any] = {}
         problems: list[str] = []
-        for side in ("target", "source") if self.with_source else ("target",):
-            subvolumes, location = places[side] if self.with_source else places["source"]
+        for side in ("target", "source"):  # a sync: both machines
+            subvolumes, location = places[side]
             request = {
                 "action": "validate" if action == "validate" else "snapshot",
                 "phase": "pre" if action == "validate" else action,
@@ -368,9 +368,8 @@ class Safety:
         for side in ("target", "source"):
             info = data.get(side) or {}
             host = self.target_label if side == "target" else str(info.get("host") or side)
-            fields = {"snapshot": "", "phase": phase}
             for path in info.get("created") or []:
-                extra = {"host": host, "fields": {**fields, "snapshot": path}}
+                extra = {"host": host, "fields": {"snapshot": path, "phase": phase}}
                 log.info("%s snapshot: %s", side, path, extra=extra)
             for path in info.get("would_create") or []:
                 log.info("%s snapshot (dry-run, not taken): %s", side, path, extra={"host": host})

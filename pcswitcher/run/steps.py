@@ -260,56 +260,53 @@ def agents_ready(ctx: RunContext) -> None:
     ctx.monitor = Monitor(ctx.agents, ctx.host.name, cfg.disk, cfg.link_timeout, ctx.abort)
 
 
+def ask_agent(
+    ctx: RunContext, side: str, command: str, request: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    """``command REQUEST`` to the agent of ``side`` ("source" or "target") and its reply; an
+    abort (Ctrl+C, the monitor) ends the wait. Whatever prevents a reply is an ``error``."""
+    agent = ctx.agents.get(ctx.host.name if side == "target" else ctx.source_label)
+    if agent is None or not agent.alive:
+        return {"error": f"the agent on the {side} is not running"}
+    reply = agent.request(command, request, timeout=timeout, cancel=ctx.abort.event)
+    if ctx.abort.requested:
+        return {"error": "stopped by the abort"}
+    if reply is None or reply.get("t") == "busy":
+        return {"error": f"no answer from the agent on {agent.label}"}
+    return reply
+
+
 def history_io(ctx: RunContext, side: str, request: dict[str, Any]) -> dict[str, Any]:
     """How Safety reads and records the history during a sync: through the agents."""
     target = ctx.host
-    agent = ctx.agents.get(target.name if side == "target" else ctx.source_label)
     if side == "target" and target.history_path:
         request = {**request, "path": target.history_path}  # the inventory host var wins
-    if agent is None or not agent.alive:
-        return {"error": f"the agent on the {side} is not running"}
-    if side == "target" and request.get("action") == "record":
+    agent = ctx.agents.get(target.name)
+    if side == "target" and request.get("action") == "record" and agent is not None and agent.alive:
         flushed = flush_target(ctx, agent)
         if ctx.abort.requested:  # Ctrl+C, or the link lost, while the disks were flushed
             return {"error": "stopped while the target's disks were being flushed"}
         request = {**request, "flushed": flushed}  # else the agent flushes (without pings)
-    reply = agent.request("history", request, timeout=max(ctx.p.config.link_timeout, 10.0))
-    return reply if reply is not None else {"error": f"no answer from the agent on {agent.label}"}
+    return ask_agent(ctx, side, "history", request, max(ctx.p.config.link_timeout, 10.0))
 
 
 def carry_io(ctx: RunContext, request: dict[str, Any]) -> dict[str, Any]:
     """How the carry reads the target and writes its config during a sync: through its agent."""
-    agent = ctx.agents.get(ctx.host.name)
-    if agent is None or not agent.alive:
-        return {"error": "the agent on the target is not running"}
-    reply = agent.request(
-        "carry", request, timeout=max(ctx.p.config.link_timeout, 30.0), cancel=ctx.abort.event
-    )
-    if ctx.abort.requested:
-        return {"error": "stopped by the abort"}
-    return reply if reply is not None else {"error": f"no answer from the agent on {agent.label}"}
+    return ask_agent(ctx, "target", "carry", request, max(ctx.p.config.link_timeout, 30.0))
 
 
 def snapshot_io(ctx: RunContext, side: str, request: dict[str, Any]) -> dict[str, Any]:
     """How Safety checks and takes the snapshots during a sync: through the agents. The agent works
     in a thread and answers pings meanwhile (a snapshot waits for btrfs's commit), so this waits as
-    long as it takes while the link lives; an abort (Ctrl+C, the monitor) ends the wait."""
+    long as it takes while the link lives."""
     target = ctx.host
-    agent = ctx.agents.get(target.name if side == "target" else ctx.source_label)
     if side == "target":  # the inventory host vars win
         request = {
             **request,
             "location": target.snapshots_location or request["location"],
             "subvolumes": list(target.snapshots_subvolumes) or request["subvolumes"],
         }
-    if agent is None or not agent.alive:
-        return {"error": f"the agent on the {side} is not running"}
-    reply = agent.request("snapshots", request, timeout=math.inf, cancel=ctx.abort.event)
-    if ctx.abort.requested:
-        return {"error": "stopped by the abort"}
-    if reply is None or reply.get("t") == "busy":
-        return {"error": f"no answer from the agent on {agent.label}"}
-    return reply
+    return ask_agent(ctx, side, "snapshots", request, math.inf)
 
 
 def flush_target(ctx: RunContext, agent: AgentSession) -> bool:
