@@ -39,6 +39,47 @@ exec {real} "$@"
 """
 
 
+def spare_close_delay() -> None:
+    """No 0.1 s sleep at the end of every playbook run.
+
+    ansible-runner (2.4, pexpect mode) loops ``while child.isalive()``, which reaps ansible-playbook,
+    then calls ``child.close()``; ptyprocess's close sleeps ``delayafterclose`` (0.1 s) "to give the
+    kernel time to update the process status" before it looks whether the child still lives, and
+    kills it if so. After the loop the status is known: the sleep is 0.1 s at the end of each
+    playbook, in a sync's path. Runner builds its ``pexpect.spawn`` itself, so runner's module gets
+    a view of pexpect whose ``spawn`` skips the sleep when (and only when) the child has ended;
+    a close of a live child sleeps and kills as before. Idempotent.
+    """
+    import ansible_runner.runner as runner_module
+    import pexpect
+
+    if getattr(runner_module.pexpect, "spawn", None) is _Spawn.get(pexpect):
+        return
+    view = type(pexpect)("pexpect")
+    view.__dict__.update(vars(pexpect))
+    view.spawn = _Spawn.get(pexpect)
+    runner_module.pexpect = view
+
+
+class _Spawn:
+    """Builds (once) the subclass of ``pexpect.spawn`` that :func:`spare_close_delay` installs."""
+
+    cls: Any = None
+
+    @classmethod
+    def get(cls, pexpect: Any) -> Any:
+        if cls.cls is None:
+
+            class Spawn(pexpect.spawn):  # type: ignore[misc]
+                def close(self, force: bool = True) -> None:
+                    if not self.closed and not self.isalive():  # ended and reaped: nothing to wait for
+                        self.ptyproc.delayafterclose = 0.0
+                    super().close(force)
+
+            cls.cls = Spawn
+        return cls.cls
+
+
 @dataclass
 class PlaybookResult:
     status: str  # successful | failed | canceled | timeout
@@ -124,6 +165,8 @@ class PlaybookRun:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         import ansible_runner  # imported here: a heavy import only the runs need
+
+        spare_close_delay()
 
         self.private_data_dir.mkdir(parents=True, exist_ok=True)
         cmdline = "--check --diff" if self.check else ""
