@@ -242,9 +242,8 @@ def _failure(res: subprocess.CompletedProcess[str]) -> str:
     """The validation failure's message (the problems joined by '; ')."""
     out = res.stdout + res.stderr
     assert res.returncode == 1, out
-    return next(
-        line for line in out.splitlines() if "failed: Check the options, the source and the target: " in line
-    )
+    task = "Check the options, the source, the target and its free space"
+    return next(line for line in out.splitlines() if f"failed: {task}: " in line)
 
 
 def test_validate_names_each_problem_of_the_target(sandbox: Sandbox) -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Read-only checks of the folder_sync job (run on the source by roles/folder_sync/tasks/validate.yml).
 
-Takes the ``check`` part of the job's plan (JSON, from templates/plan.json.j2) as its one argument
+Takes the ``check`` part of the job's plan (JSON, from templates/plan.json.j2) as its first argument
 (or on stdin) and prints ``{"problems": [...]}``: one line per problem, naming it and the fix. A
 folder's filter list is ``fixed + rules + globals``, in the order of the sync's rsync arguments.
 
@@ -14,18 +14,26 @@ On the target it runs one ssh session, with the sync's own ssh command (so throu
 master when there is one): the sync's exact remote rsync path with ``--version`` (host key, key,
 user and ``sudo -n`` as for the sync), then ``TARGET_PROGRAM`` (its input on stdin): rsync
 installed, no symlink anywhere in a target path, every target folder a directory the sync can
-write, or, when it does not exist yet, its parent (as root through ``sudo -n`` with become). Changes
-nothing on either machine. Python 3.8+, standard library only.
+write, or, when it does not exist yet, its parent (as root through ``sudo -n`` with become).
+
+With ``SPACE_SCRIPT SPACE_INPUT`` after the plan (the role's validate phase), it then runs the space
+check of ``folder_sync_space.py`` (loaded from that path) when no problem was found: its ssh session
+to the target, which measures the target's free space, is started first and runs beside the checks'
+session. Prints ``{"problems": [...], "writes": [...]}``. Changes nothing on either machine.
+Python 3.8+, standard library only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+from types import ModuleType
 from typing import Any
 
 TIMEOUT = 30
@@ -210,13 +218,38 @@ def check_target(plan: dict[str, Any], proc: subprocess.Popen[str]) -> list[str]
     return problems
 
 
-def main() -> int:
-    plan = json.loads(sys.argv[1]) if len(sys.argv) > 1 else json.load(sys.stdin)
+def load_space(path: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("folder_sync_space", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load the space check from {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv: list[str]) -> int:
+    """``PLAN [SPACE_SCRIPT SPACE_INPUT]``: the checks, then, when they found no problem, the space
+    check (folder_sync_space.py, its input with ``agent``: the agent's path). The target's measure
+    for the space check runs in its own ssh session beside the checks' (read-only, both)."""
+    plan = json.loads(argv[1]) if len(argv) > 1 else json.load(sys.stdin)
     target = start_target_check(plan)
+    if len(argv) <= 3:
+        sys.stdout.write(json.dumps({"problems": check_source(plan) + check_target(plan, target)}) + "\n")
+        return 0
+    space, space_input = load_space(argv[2]), json.loads(argv[3])
+    agent = space_input["agent"]
+    measure = space.start_target_figures(agent, space_input) if space_input.get("folders") else None
     problems = check_source(plan) + check_target(plan, target)
-    sys.stdout.write(json.dumps({"problems": problems}) + "\n")
+    writes: list[dict[str, Any]] = []
+    if not problems:
+        writes, problem = space.space_check(agent, space_input, measure)
+        problems += [problem] if problem else []
+    elif measure is not None:  # read-only and short: let it end rather than leave it running
+        with contextlib.suppress(RuntimeError):
+            space.target_figures(space_input, measure)
+    sys.stdout.write(json.dumps({"problems": problems, "writes": writes}) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv))

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Will the target have room? The folder_sync job's space check (roles/folder_sync/tasks/validate.yml).
 
-Run on the source, read-only, after the other checks passed::
+Run on the source, read-only, after the other checks passed: by ``folder_sync_check.py`` in its
+process (:func:`start_target_figures` first, :func:`space_check` once the checks passed), or alone::
 
     folder_sync_space.py AGENT INPUT
 
@@ -41,6 +42,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from types import ModuleType
 from typing import Any
 
@@ -93,38 +95,57 @@ LOADER = (
 )
 
 
-def target_figures(agent_path: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
-    """The agent's disk figure of each target folder, on the target (one ssh session)."""
-    host = plan["host"]  # as in rsync's HOST:PATH, an IPv6 address in brackets: ssh takes it bare
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
+def _bare_host(plan: dict[str, Any]) -> str:
+    host = str(plan["host"])  # as in rsync's HOST:PATH, an IPv6 address in brackets: ssh takes it bare
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def start_target_figures(agent_path: str, plan: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """Start the target's measure (one ssh session, its input already written and closed);
+    :func:`target_figures` collects it. Started early by the job's check, beside its own session."""
     targets = [folder["target"] for folder in plan["folders"]]
     remote = shlex.join([plan.get("python") or "python3", "-c", LOADER])
     with open(agent_path, "rb") as fh:
         stdin = json.dumps(targets).encode() + b"\n" + fh.read()
-    res = subprocess.run(
-        [*shlex.split(plan["ssh"]), host, remote],
-        input=stdin,
-        capture_output=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    # from a file, not a pipe: the agent's source is larger than a pipe holds, and nobody writes
+    # while the caller goes on
+    with tempfile.TemporaryFile() as fh_in:
+        fh_in.write(stdin)
+        fh_in.seek(0)
+        return subprocess.Popen(
+            [*shlex.split(plan["ssh"]), _bare_host(plan), remote],
+            stdin=fh_in,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+
+def target_figures(plan: dict[str, Any], proc: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
+    """The agent's disk figure of each target folder, from :func:`start_target_figures`."""
+    name = plan.get("name") or _bare_host(plan)
+    targets = [folder["target"] for folder in plan["folders"]]
     try:
-        figures = json.loads(res.stdout.decode())["disk"]
-    except (ValueError, KeyError, TypeError):
-        why = res.stderr.decode(errors="replace").strip().splitlines()
+        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
         raise RuntimeError(
-            f"cannot measure free space on {plan.get('name') or host} "
-            f"({why[-1] if why else 'rc ' + str(res.returncode)}): check python3 on the target"
+            f"cannot measure free space on {name} (no answer in {TIMEOUT} s): check the network"
+        ) from None
+    try:
+        figures = json.loads(stdout.decode())["disk"]
+    except (ValueError, KeyError, TypeError):
+        why = stderr.decode(errors="replace").strip().splitlines()
+        raise RuntimeError(
+            f"cannot measure free space on {name} "
+            f"({why[-1] if why else 'rc ' + str(proc.returncode)}): check python3 on the target"
         ) from None
     if len(figures) != len(targets):
-        raise RuntimeError(
-            f"the agent on {plan.get('name') or host} measured {len(figures)} of {len(targets)} folders"
-        )
+        raise RuntimeError(f"the agent on {name} measured {len(figures)} of {len(targets)} folders")
     for figure in figures:
         if "error" in figure or not figure.get("total"):
             raise RuntimeError(
-                f"cannot measure free space of {figure.get('path')} on {plan.get('name') or host}: "
+                f"cannot measure free space of {figure.get('path')} on {name}: "
                 f"{figure.get('error') or 'not on a disk filesystem'}: set another folder target"
             )
     return list(figures)
@@ -207,32 +228,37 @@ def check_filesystem(
     )
 
 
-def main(argv: list[str]) -> int:
-    agent_path, plan = argv[1], json.loads(argv[2])
+def space_check(
+    agent_path: str, plan: dict[str, Any], started: subprocess.Popen[bytes] | None = None
+) -> tuple[list[dict[str, Any]], str]:
+    """The writes onto each target filesystem, and "" or the refusal (one line). ``started``: the
+    target's measure, when :func:`start_target_figures` started it already."""
     if not plan.get("folders"):
-        sys.stdout.write(json.dumps({"writes": []}) + "\n")
-        return 0
+        if started is not None:
+            started.kill()
+            started.communicate()
+        return [], ""
     threshold = plan.get("threshold")
     if not isinstance(threshold, dict) or not ({"percent", "bytes"} & set(threshold)):
-        sys.stderr.write(
-            f"pcswitcher_disk_runtime_minimum is not a threshold ({threshold!r}): fix the extra vars\n"
-        )
-        return 0
+        return [], f"pcswitcher_disk_runtime_minimum is not a threshold ({threshold!r}): fix the extra vars"
     try:
         agent = load_agent(agent_path)
-        figures = target_figures(agent_path, plan)
+        figures = target_figures(plan, started or start_target_figures(agent_path, plan))
         groups: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
         for index, folder in enumerate(plan["folders"]):  # target_figures: one figure per folder
             figure = figures[index]
             groups.setdefault(str(figure["fs"]), (figure, []))[1].append(folder)
         results = [check_filesystem(agent, plan, figure, folders) for figure, folders in groups.values()]
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 0
-    sys.stdout.write(json.dumps({"writes": [report for report, _ in results]}) + "\n")
-    problems = [problem for _, problem in results if problem]
-    if problems:
-        sys.stderr.write("; ".join(problems) + "\n")
+        return [], str(exc)
+    return [report for report, _ in results], "; ".join(problem for _, problem in results if problem)
+
+
+def main(argv: list[str]) -> int:
+    writes, problem = space_check(argv[1], json.loads(argv[2]))
+    sys.stdout.write(json.dumps({"writes": writes}) + "\n")
+    if problem:
+        sys.stderr.write(problem + "\n")
     return 0
 
 
