@@ -21,7 +21,7 @@ then, per tree, times:
 * raw ``rsync -aHAXS --delete``, then ``sync`` on the target: the job's guarantees (sparse files, the
   data on the target's disk when the run ends) without pc-switcher;
 * with ``--options``, the job's rsync command again without each group of its options in turn
-  (``-S``, the filter rules, progress and itemized output, ``--partial-dir``, ``--delete-delay``,
+  (``-S``, the filter rules, progress and itemized output, ``--delete-delay``,
   ``--numeric-ids``/``--no-inc-recursive``): what each group costs, full and no-op.
 
 The target is emptied before each full run and dirty data is flushed (``sync``) before every timed
@@ -217,7 +217,6 @@ def settle(sb: Sandbox) -> None:
 OPTION_GROUPS: dict[str, Callable[[str], bool]] = {
     "filter rules": lambda a: a.startswith(("--filter", "-f", "--exclude", "--include")),
     "progress and itemized output": lambda a: a.startswith(("--info", "--stats", "--out-format", "-i")),
-    "--partial-dir": lambda a: a.startswith("--partial-dir"),
     "--delete-delay": lambda a: a == "--delete-delay",
     "--numeric-ids, --no-inc-recursive": lambda a: a in ("--numeric-ids", "--no-inc-recursive"),
 }
