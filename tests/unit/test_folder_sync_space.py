@@ -1,4 +1,4 @@
-"""folder_sync's space check (roles/folder_sync/files/folder_sync_space.py) with a local rsync and
+"""folder_sync's space check (roles/folder_sync/files/folder_sync_space.py, alone and as the check script runs it) with a local rsync and
 a stand-in for ssh that hands the remote command to ``sh`` (as sshd hands it to the login shell):
 hostile target names reach the agent as they are, the cheap bound spares the dry-run, the exact
 figure is rsync's own, and a refusal is one line on stderr. The real thing on sandbox machines with
@@ -182,3 +182,76 @@ def test_breached_is_the_config_threshold() -> None:
     assert space.breached({"bytes": 80_000_000}, 79_999_999, 10**9)
     assert not space.breached({"bytes": 80_000_000}, 80_000_000, 10**9)
     assert space.breached({"bytes": 1}, -5, 10**9)
+
+
+CHECK = ROLE_FILES / "folder_sync_check.py"
+
+
+def check_plan(source: Path, target: Path) -> dict[str, Any]:
+    """The check part of a plan, as templates/plan.json.j2 renders it, with the stand-in ssh."""
+    src, dst = f"{source}/", f"{target}/"
+    return {
+        "folders": [{"source": src, "target": dst, "filter_file": "", "rules": []}],
+        "fixed": ["--filter=- .ssh/id_"],
+        "globals": [],
+        "ssh": STAND_IN_SSH,
+        "host": "target",
+        "name": "target",
+        "python": sys.executable,
+        "remote_rsync": "rsync",
+        "become": False,
+    }
+
+
+def run_check(check: dict[str, Any], space: dict[str, Any], cwd: Path) -> dict[str, Any]:
+    """folder_sync_check.py as the role's validate phase runs it: the checks, then the space check."""
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(CHECK),
+            json.dumps(check),
+            str(SCRIPT),
+            json.dumps({**space, "agent": str(AGENT)}),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PCSWITCHER_PROGRESS": str(cwd / "progress.jsonl")},
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == "", res.stderr
+    result: dict[str, Any] = json.loads(res.stdout)
+    return result
+
+
+def test_the_check_script_runs_the_space_check_once_the_checks_pass(tmp_path: Path) -> None:
+    source, target = tmp_path / "src", tmp_path / "dst"
+    source.mkdir()
+    target.mkdir()
+    (source / "a").write_bytes(b"x" * 2_000_000)
+    fits = run_check(
+        check_plan(source, target), plan([folder(source, target)], {"bytes": 1, "text": "1B"}), tmp_path
+    )
+    assert fits["problems"] == []
+    (report,) = fits["writes"]
+    assert report["target"] == f"{target}/"
+    assert report["bound"] > 0
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    too_much = plan([folder(source, target)], {"bytes": free + 2**30, "text": "THRESHOLD"})
+    (problem,) = run_check(check_plan(source, target), too_much, tmp_path)["problems"]
+    assert problem.startswith("not enough space on target: folder ")
+    assert not (target / "a").exists()
+
+
+def test_a_problem_of_the_checks_is_reported_alone(tmp_path: Path) -> None:
+    """A target folder that is a file: the checks' problem only, no space figure and no refusal."""
+    source, target = tmp_path / "src", tmp_path / "dst"
+    source.mkdir()
+    target.write_text("a file")
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    too_much = plan([folder(source, target)], {"bytes": free + 2**30, "text": "THRESHOLD"})
+    result = run_check(check_plan(source, target), too_much, tmp_path)
+    assert result["writes"] == []
+    assert len(result["problems"]) == 1, result
+    assert "is not a directory" in result["problems"][0]

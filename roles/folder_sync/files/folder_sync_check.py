@@ -238,7 +238,10 @@ def main(argv: list[str]) -> int:
         return 0
     space, space_input = load_space(argv[2]), json.loads(argv[3])
     agent = space_input["agent"]
-    measure = space.start_target_figures(agent, space_input) if space_input.get("folders") else None
+    measure = None
+    if space_input.get("folders"):
+        with contextlib.suppress(OSError):  # space_check tries again and reports it
+            measure = space.start_target_figures(agent, space_input)
     problems = check_source(plan) + check_target(plan, target)
     writes: list[dict[str, Any]] = []
     if not problems:

@@ -233,14 +233,17 @@ def space_check(
 ) -> tuple[list[dict[str, Any]], str]:
     """The writes onto each target filesystem, and "" or the refusal (one line). ``started``: the
     target's measure, when :func:`start_target_figures` started it already."""
-    if not plan.get("folders"):
-        if started is not None:
+    threshold = plan.get("threshold")
+    refusal = ""
+    if plan.get("folders") and (
+        not isinstance(threshold, dict) or not ({"percent", "bytes"} & set(threshold))
+    ):
+        refusal = f"pcswitcher_disk_runtime_minimum is not a threshold ({threshold!r}): fix the extra vars"
+    if not plan.get("folders") or refusal:
+        if started is not None:  # nothing to measure: end the session, leave nothing running
             started.kill()
             started.communicate()
-        return [], ""
-    threshold = plan.get("threshold")
-    if not isinstance(threshold, dict) or not ({"percent", "bytes"} & set(threshold)):
-        return [], f"pcswitcher_disk_runtime_minimum is not a threshold ({threshold!r}): fix the extra vars"
+        return [], refusal
     try:
         agent = load_agent(agent_path)
         figures = target_figures(plan, started or start_target_figures(agent_path, plan))
