@@ -1,4 +1,5 @@
-"""folder_sync's space check (roles/folder_sync/files/folder_sync_space.py, alone and as the check script runs it) with a local rsync and
+"""folder_sync's space check (roles/folder_sync/files/folder_sync_space.py, alone and as the check
+script runs it) with a local rsync and
 a stand-in for ssh that hands the remote command to ``sh`` (as sshd hands it to the login shell):
 hostile target names reach the agent as they are, the cheap bound spares the dry-run, the exact
 figure is rsync's own, and a refusal is one line on stderr. The real thing on sandbox machines with
