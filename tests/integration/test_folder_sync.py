@@ -25,6 +25,7 @@ from tests.integration.folder_sync_helpers import (
 from tests.integration.helpers import (
     describe,
     log_records,
+    run_cli,
     run_sync,
     start_sync,
     tagged,
@@ -350,3 +351,28 @@ def test_target_path_differs_from_source(sandbox: Sandbox, folders: list[dict[st
     _sync(sandbox)
     assert target.path("/home/elsewhere/a/file one").read_text() == "one\n"
     assert not target.path("/home/user").exists()
+
+
+def _long_rules(count: int) -> list[str]:
+    # shell quotes in every rule: the shell quoting of the command line makes each one 5 characters
+    return [f"- /nowhere/it's-{i:06d}-a-longer-name-of-a-file-to-leave-out" for i in range(count)]
+
+
+def test_rules_up_to_the_budget_sync_and_more_are_one_line(sandbox: Sandbox) -> None:
+    """The validate phase carries every folder's rules twice on one `sh -c` string (128 KiB at most):
+    rules just within folder_sync's budget for them check and sync; more are refused by the sync and
+    by `config check` with one line, before anything runs on the target."""
+    source, target = sandbox["source"], sandbox["target"]
+    sh(source, "mkdir -p /home/user && echo kept > /home/user/a")
+    within = folder_config([{"source": "/home", "filters": _long_rules(474)}], filters=_long_rules(10))
+    write_config(source, within)
+    _sync(sandbox)
+    _compare(sandbox, "/home/user")
+    sh(source, "echo more > /home/user/b")
+    write_config(source, folder_config([{"source": "/home", "filters": _long_rules(600)}]))
+    for res in (run_cli(sandbox, "config", "check"), run_sync(sandbox, "--only", "folder_sync")):
+        out = res.stdout + res.stderr
+        assert res.returncode == 2, out
+        assert "folder_sync.filters: the filter rules take " in out, out
+        assert "Traceback" not in out
+    assert not target.path("/home/user/b").exists()

@@ -375,3 +375,27 @@ def test_the_ansible_filter_says_where() -> None:
     lines = opts.FilterModule().filters()["folder_sync_option_problems"]({**DEFAULTS, "rsync_args": ["-n"]})
     assert len(lines) == 1
     assert lines[0].startswith("folder_sync_rsync_args[0]: '-n' is not allowed: -n (--dry-run)")
+
+
+def _rules(count: int, quote: str = "") -> list[str]:
+    return [f"- /some/where/{quote}{i:06d}-a-longer-name-of-a-file-to-leave-out" for i in range(count)]
+
+
+def test_rules_within_the_command_lines_budget_pass() -> None:
+    folders = [{"source": "/home", "filters": _rules(300)}]
+    assert problems(folders=folders, filters=_rules(100)) == []
+
+
+@pytest.mark.parametrize("quote", ["", "'"], ids=["plain", "quotes"])
+def test_rules_beyond_the_command_lines_budget_are_one_problem(quote: str) -> None:
+    """Counted as the command line carries them: a folder's rules twice, shell quoting included (a
+    quote becomes five characters), a disabled folder not at all."""
+    count = 520 if quote else 600
+    if quote:  # the same rules without the quote fit: the quoting is what is counted
+        assert problems(folders=[{"source": "/home", "filters": _rules(count)}]) == []
+    found = problems(folders=[{"source": "/home", "filters": _rules(count, quote)}])
+    assert [p["path"] for p in found] == [["filters"]]
+    assert found[0]["problem"].startswith("the filter rules take ")
+    assert found[0]["fix"] == "put long lists of rules in a folder's filter_file"
+    disabled = [{"source": "/home", "enabled": False, "filters": _rules(count, quote)}, {"source": "/root"}]
+    assert problems(folders=disabled) == []

@@ -24,7 +24,9 @@ Python 3.8+, standard library only.
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from typing import Any, Dict, List, Optional, Tuple
 
 # Options of rsync known to be safe with the job's guarantees (an exact mirror of content, owners,
@@ -396,6 +398,30 @@ def _overlap_problems(targets: List[Tuple[int, List[str]]]) -> List[Dict[str, An
     return problems
 
 
+# The validate phase's check script (tasks/validate.yml) gets the rules of every enabled folder on
+# one command line, which Ansible runs as one `sh -c` string (Linux caps one string at 128 KiB): each
+# folder's own rules twice (the checks' input and the space check's rsync arguments), the global and
+# never-sync rules once more per folder. What they may take of it, encoded as Ansible passes them
+# (JSON, then shell quoting), leaving the rest for the fixed rules, the ssh command and the paths:
+RULES_BUDGET = 64 * 1024
+
+
+def _encoded(rules: List[Any]) -> int:
+    return len(shlex.quote(json.dumps([str(rule) for rule in rules])))
+
+
+def _size_problems(settings: Dict[str, Any]) -> List[Dict[str, Any]]:
+    folders = [f for f in settings.get("folders") or [] if isinstance(f, dict) and f.get("enabled", True) is not False]
+    shared = _encoded(list(settings.get("filters") or []) + list(settings.get("never_sync") or []))
+    size = sum(2 * _encoded(list(f.get("filters") or [])) for f in folders) + (len(folders) + 1) * shared
+    if size <= RULES_BUDGET:
+        return []
+    problem = "the filter rules take {} KiB of the check's command line, at most {} KiB".format(
+        -(-size // 1024), RULES_BUDGET // 1024
+    )
+    return [_problem(["filters"], problem, "put long lists of rules in a folder's filter_file")]
+
+
 def option_problems(settings: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Every problem of the job's settings (short names, defaults applied); [] when they are good."""
     problems = []
@@ -418,6 +444,7 @@ def option_problems(settings: Dict[str, Any]) -> List[Dict[str, Any]]:
         if parts is not None:
             targets.append((index, parts))
     problems.extend(_overlap_problems(targets))
+    problems.extend(_size_problems(settings))
     return problems
 
 
