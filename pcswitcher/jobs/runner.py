@@ -13,6 +13,7 @@ SIGKILLs the process group and leaves the setsid'ed workers running (see docs/ar
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -53,31 +54,27 @@ def spare_close_delay() -> None:
     import ansible_runner.runner as runner_module
     import pexpect
 
-    if getattr(runner_module.pexpect, "spawn", None) is _Spawn.get(pexpect):
+    spawn = _spawn_class()
+    if getattr(runner_module.pexpect, "spawn", None) is spawn:
         return
     view = type(pexpect)("pexpect")
     view.__dict__.update(vars(pexpect))
-    view.spawn = _Spawn.get(pexpect)
+    view.spawn = spawn
     runner_module.pexpect = view
 
 
-class _Spawn:
-    """Builds (once) the subclass of ``pexpect.spawn`` that :func:`spare_close_delay` installs."""
+@functools.cache
+def _spawn_class() -> Any:
+    """The subclass of ``pexpect.spawn`` that :func:`spare_close_delay` installs (made once)."""
+    import pexpect
 
-    cls: Any = None
+    class Spawn(pexpect.spawn):  # type: ignore[misc]
+        def close(self, force: bool = True) -> None:
+            if not self.closed and not self.isalive():  # ended and reaped: nothing to wait for
+                self.ptyproc.delayafterclose = 0.0
+            super().close(force)
 
-    @classmethod
-    def get(cls, pexpect: Any) -> Any:
-        if cls.cls is None:
-
-            class Spawn(pexpect.spawn):  # type: ignore[misc]
-                def close(self, force: bool = True) -> None:
-                    if not self.closed and not self.isalive():  # ended and reaped: nothing to wait for
-                        self.ptyproc.delayafterclose = 0.0
-                    super().close(force)
-
-            cls.cls = Spawn
-        return cls.cls
+    return Spawn
 
 
 @dataclass

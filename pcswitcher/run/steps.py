@@ -281,8 +281,8 @@ def history_io(ctx: RunContext, side: str, request: dict[str, Any]) -> dict[str,
     target = ctx.host
     if side == "target" and target.history_path:
         request = {**request, "path": target.history_path}  # the inventory host var wins
-    agent = ctx.agents.get(target.name)
-    if side == "target" and request.get("action") == "record" and agent is not None and agent.alive:
+    agent = ctx.agents.get(target.name) if side == "target" else None
+    if agent is not None and agent.alive and request.get("action") == "record":
         flushed = flush_target(ctx, agent)
         if ctx.abort.requested:  # Ctrl+C, or the link lost, while the disks were flushed
             return {"error": "stopped while the target's disks were being flushed"}

@@ -205,14 +205,16 @@ def check_plan(source: Path, target: Path) -> dict[str, Any]:
 
 
 def run_check(check: dict[str, Any], space: dict[str, Any], cwd: Path) -> dict[str, Any]:
-    """folder_sync_check.py as the role's validate phase runs it: the checks, then the space check."""
+    """folder_sync_check.py as the role's validate phase runs it: the checks, then the space check,
+    whose input has only what it measures (the connection and the name are the checks' own)."""
+    given = {"agent": str(AGENT), "folders": space["folders"], "threshold": space["threshold"]}
     res = subprocess.run(
         [
             sys.executable,
             str(CHECK),
             json.dumps(check),
             str(SCRIPT),
-            json.dumps({**space, "agent": str(AGENT)}),
+            json.dumps(given),
         ],
         capture_output=True,
         text=True,

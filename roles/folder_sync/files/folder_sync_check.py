@@ -17,7 +17,8 @@ installed, no symlink anywhere in a target path, every target folder a directory
 write, or, when it does not exist yet, its parent (as root through ``sudo -n`` with become).
 
 With ``SPACE_SCRIPT SPACE_INPUT`` after the plan (the role's validate phase), it then runs the space
-check of ``folder_sync_space.py`` (loaded from that path) when no problem was found: its ssh session
+check of ``folder_sync_space.py`` (imported from that path; its input: ``agent``, ``folders``,
+``threshold``, with the plan's ssh command, host, name and python) when no problem was found: its ssh session
 to the target, which measures the target's free space, is started first and runs beside the checks'
 session. Prints ``{"problems": [...], "writes": [...]}``. Changes nothing on either machine.
 Python 3.8+, standard library only.
@@ -26,7 +27,7 @@ Python 3.8+, standard library only.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import importlib
 import json
 import os
 import shlex
@@ -219,12 +220,9 @@ def check_target(plan: dict[str, Any], proc: subprocess.Popen[str]) -> list[str]
 
 
 def load_space(path: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("folder_sync_space", path)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load the space check from {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``folder_sync_space.py`` (the role's file beside the agent it loads), imported from its folder."""
+    sys.path.insert(0, os.path.dirname(path))
+    return importlib.import_module(os.path.splitext(os.path.basename(path))[0])
 
 
 def main(argv: list[str]) -> int:
@@ -236,7 +234,10 @@ def main(argv: list[str]) -> int:
     if len(argv) <= 3:
         sys.stdout.write(json.dumps({"problems": check_source(plan) + check_target(plan, target)}) + "\n")
         return 0
-    space, space_input = load_space(argv[2]), json.loads(argv[3])
+    space = load_space(argv[2])
+    # the target's connection and name are the checks' own: the space input adds what it measures
+    connection = {key: plan[key] for key in ("ssh", "host", "name", "python") if key in plan}
+    space_input = {**connection, **json.loads(argv[3])}
     agent = space_input["agent"]
     measure = None
     if space_input.get("folders"):
