@@ -247,14 +247,34 @@ def test_the_check_script_runs_the_space_check_once_the_checks_pass(tmp_path: Pa
     assert not (target / "a").exists()
 
 
-def test_a_problem_of_the_checks_is_reported_alone(tmp_path: Path) -> None:
-    """A target folder that is a file: the checks' problem only, no space figure and no refusal."""
-    source, target = tmp_path / "src", tmp_path / "dst"
+@pytest.mark.parametrize(
+    ("name", "kind", "problem"),
+    [
+        ("elsewhere", "file", "is not a directory"),
+        ("elsewhere", "symlink", "is a symlink (to "),
+        ("else\nwhere", "symlink", "/else\\#012where): rsync would write where it points"),
+    ],
+    ids=["file", "symlink", "symlink-to-a-name-with-a-newline"],
+)
+def test_a_problem_of_the_checks_is_reported_alone(
+    tmp_path: Path, name: str, kind: str, problem: str
+) -> None:
+    """A target folder that is a file, or a symlink (rsync and --delete would follow it out of what
+    was configured), also to a place whose name has a newline (shown as rsync shows it: one line):
+    the checks' problem only, no space figure, no refusal; the place the link points to is left as
+    it was."""
+    source, elsewhere, target = tmp_path / "src", tmp_path / name, tmp_path / "dst"
     source.mkdir()
-    target.write_text("a file")
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("x")
+    if kind == "file":
+        target.write_text("a file")
+    else:
+        target.symlink_to(elsewhere)
     free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
     too_much = plan([folder(source, target)], {"bytes": free + 2**30, "text": "THRESHOLD"})
     result = run_check(check_plan(source, target), too_much, tmp_path)
     assert result["writes"] == []
     assert len(result["problems"]) == 1, result
-    assert "is not a directory" in result["problems"][0]
+    assert problem in result["problems"][0]
+    assert [p.name for p in elsewhere.iterdir()] == ["keep"]

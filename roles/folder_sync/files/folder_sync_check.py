@@ -67,6 +67,13 @@ def user():
     except KeyError:
         return str(os.getuid())
 root = "run as root or set ansible_become"
+def shown(name):  # control characters and non-UTF-8 bytes as rsync shows them (\\#012): one line
+    out = ""
+    for char in name:
+        code = ord(char)
+        code = code - 0xDC00 if 0xDC80 <= code <= 0xDCFF else code
+        out += "\\#%03o" % code if code < 0x20 or code == 0x7F or ord(char) != code else char
+    return out
 if shutil.which("rsync") is None:
     say("rsync is missing on the target %s: install rsync there" % host)
 for target in data["targets"]:
@@ -88,7 +95,7 @@ for target in data["targets"]:
             break
         if stat.S_ISLNK(st.st_mode):
             say("target folder %s on %s: %s is a symlink (to %s): rsync would write where it points: "
-                "replace the link by a directory or set another target" % (t, host, cur, os.readlink(cur)))
+                "replace the link by a directory or set another target" % (t, host, cur, shown(os.readlink(cur))))
             state = "link"
             break
         if not stat.S_ISDIR(st.st_mode):
