@@ -21,6 +21,11 @@ class ExitCode(IntEnum):
     TERMINATED = 143  # SIGTERM
 
 
+class Terminated(BaseException):
+    """SIGTERM outside a sync's abort path (which installs its own handler): the command unwinds
+    as it does for Ctrl+C's KeyboardInterrupt, and exits 143."""
+
+
 class PcsError(Exception):
     """An error with a one-line message, an optional fix, and an exit code."""
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import textwrap
 import traceback
@@ -23,7 +24,7 @@ import click
 from click.shell_completion import CompletionItem
 
 from pcswitcher import __version__, paths
-from pcswitcher.errors import ConfigError, ExitCode, JobDefinitionError, PcsError, UsageError
+from pcswitcher.errors import ConfigError, ExitCode, JobDefinitionError, PcsError, Terminated, UsageError
 
 if TYPE_CHECKING:
     from pcswitcher.run.ui import Ui
@@ -587,8 +588,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except JobDefinitionError as exc:
         _ui().error(f"broken job definition: {exc}", "fix the role (see docs/job-contract.md)")
         sys.exit(int(ExitCode.USAGE))
-    except (BrokenPipeError, KeyboardInterrupt):
-        sys.exit(int(ExitCode.INTERRUPTED))
+    except (BrokenPipeError, KeyboardInterrupt, Terminated) as exc:
+        sys.exit(int(ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED))
     except Exception as exc:
         _internal_error(exc)
         sys.exit(int(ExitCode.FAILED))
@@ -610,8 +611,16 @@ def _internal_error(exc: BaseException) -> None:
     )
 
 
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def entry() -> None:
     """The ``pc-switcher`` console script: :func:`main`, then a quick exit.
+
+    SIGTERM first becomes an exception, as Ctrl+C is KeyboardInterrupt: a SIGTERM while a command
+    reads its config (before a sync installs its abort path) unwinds it and exits 143, the code
+    the docs give, instead of Python's default end by the signal.
 
     By the time main() returns everything is done: the log is closed, the lock released, every
     playbook and agent has ended. Python's own finalization would then free every object of
@@ -619,6 +628,7 @@ def entry() -> None:
     no-op sync's fixed cost. So: flush stdout and stderr, run the exit handlers (Ansible removes its
     local temp files in one), and end the process with the exit code.
     """
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         main()
         code: object = 0

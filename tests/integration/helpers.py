@@ -17,6 +17,7 @@ import psutil
 import yaml
 
 from pcswitcher.run.logs import list_logs
+from tests.proc_status import catches
 from tests.sandbox import Machine, Sandbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -249,7 +250,8 @@ LOGS = f"{STATE}/logs"
 
 @dataclass
 class ObservedSync:
-    """``pc-switcher sync`` started in the background inside ``source``, its stdout and its log."""
+    """``pc-switcher sync`` started in the background inside ``source``, its stdout and its log;
+    :meth:`start` returns once the driver catches SIGTERM (see :func:`tests.proc_status.catches`)."""
 
     source: Machine
     handle: subprocess.Popen[str]
@@ -278,9 +280,13 @@ class ObservedSync:
                         break
             else:
                 time.sleep(0.005)
-        if driver is None:
+        while driver is not None and not catches(driver.pid, signal.SIGTERM):
+            if handle.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.002)
+        if driver is None or not catches(driver.pid, signal.SIGTERM):
             handle.kill()
-            raise AssertionError("the driver did not start")
+            raise AssertionError(f"the driver did not start:\n{handle.communicate()[0]}")
         run = cls(source, handle, driver, known, time.monotonic())
         run._reader = threading.Thread(target=run._read, daemon=True)
         run._reader.start()

@@ -48,7 +48,8 @@ from tests.sandbox import Machine, Sandbox
 
 PACKAGES = (*BENCH[:10], "pcs-slow")
 APT_PROCESSES = frozenset({"apt", "apt-get", "dpkg", "dpkg-deb", "http", "file", "gpgv"})
-# the exit codes of an interrupted sync (from its first instant: the driver's handlers come first)
+# the exit codes of an interrupted sync (from the moment ObservedSync.start returns: the driver
+# catches SIGTERM from the start of its own code, and Ctrl+C is always caught by Python)
 EXIT_CODES = {signal.SIGINT: {130}, signal.SIGTERM: {143}}
 
 
