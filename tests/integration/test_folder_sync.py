@@ -32,7 +32,7 @@ from tests.integration.helpers import (
     wait_until_clean,
     write_config,
 )
-from tests.sandbox import Sandbox
+from tests.sandbox import Machine, Sandbox
 
 DATA = "/home/user/data"
 
@@ -58,6 +58,16 @@ def _blocks(text: str) -> list[str]:
     return sorted(block.strip() for block in text.split("\n\n") if block.strip())
 
 
+def _allocated(machine: Machine, name: str) -> int:
+    """The bytes the file ``name`` of DATA has on disk (its blocks, not its size)."""
+    blocks, unit = machine.run(["stat", "-c", "%b %B", f"{DATA}/{name}"]).stdout.split()
+    return int(blocks) * int(unit)
+
+
+def _inode(machine: Machine, name: str) -> str:
+    return machine.run(["stat", "-c", "%i", f"{DATA}/{name}"]).stdout.strip()
+
+
 def test_mirror_is_exact_and_second_sync_is_a_noop(sandbox: Sandbox) -> None:
     source, target = sandbox["source"], sandbox["target"]
     build_tree(source, DATA)
@@ -75,13 +85,18 @@ def test_mirror_is_exact_and_second_sync_is_a_noop(sandbox: Sandbox) -> None:
     assert first["files_transferred"] > 10
     assert first["deleted"] >= 3  # stale-dir, stale-dir/f, /home/user/old
 
-    # the sparse file stays sparse on the target
-    allocated = target.run(["stat", "-c", "%b %B %s", f"{DATA}/sparse.img"]).stdout.split()
-    assert int(allocated[0]) * int(allocated[1]) < int(allocated[2]) // 4
+    # the sparse file stays sparse on the target, its two links one inode there too; the dense
+    # file is dense
+    assert _allocated(target, "sparse.img") < 64 << 20 >> 4
+    assert _inode(target, "sparse.img") == _inode(target, "links/sparse-link.img")
+    assert _allocated(target, "gains-holes.img") >= 8 << 20
 
     change_tree(source, DATA)
     _sync(sandbox)
     _compare(sandbox, DATA)
+    # the file that gained a 6 MiB hole has it on the target too
+    assert _allocated(source, "gains-holes.img") < 3 << 20
+    assert _allocated(target, "gains-holes.img") < 3 << 20
     second = last_result(source)
     assert second["deleted"] >= 4
     # every deletion was logged at DEBUG
