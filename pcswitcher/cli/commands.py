@@ -626,7 +626,8 @@ def entry() -> None:
     playbook and agent has ended. Python's own finalization would then free every object of
     Ansible's and the driver's modules one by one — about 0.1 s on a 2-core machine, a tenth of a
     no-op sync's fixed cost. So: flush stdout and stderr, run the exit handlers (Ansible removes its
-    local temp files in one), and end the process with the exit code.
+    local temp files in one), and end the process with the exit code. A signal in these last
+    milliseconds is ignored: the command is over (it would raise in an exit handler, a traceback).
     """
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
@@ -634,6 +635,10 @@ def entry() -> None:
         code: object = 0
     except SystemExit as exc:
         code = exc.code
+    except (KeyboardInterrupt, Terminated) as exc:  # in the instant main() ended
+        code = int(ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     if isinstance(code, str):  # sys.exit("message"), as Python would print it
         sys.stderr.write(f"{code}\n")
         code = int(ExitCode.FAILED)
