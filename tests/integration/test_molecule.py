@@ -24,7 +24,10 @@ from tests.apt_repos import build_test_repos
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin"
 # the roles that must have a scenario; any other role's scenario found is run too
-REQUIRED = ("btrfs_snapshots", "cleanup", "dummy_success", "folder_sync", "packages_apt", "sync_history")
+REQUIRED = (
+    "btrfs_snapshots", "carry", "cleanup", "dummy_fail",
+    "dummy_success", "folder_sync", "packages_apt", "sync_history",
+)  # fmt: skip
 SCENARIOS = sorted(
     {p.parents[2].name for p in REPO.glob("roles/*/molecule/default/molecule.yml")} | set(REQUIRED)
 )
