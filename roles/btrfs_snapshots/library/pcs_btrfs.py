@@ -173,193 +173,189 @@ def rsync_argv(
     return [*argv, source.rstrip("/") + "/", root.rstrip("/") + "/"]
 
 
-def rollback(
-    module: AnsibleModule,
-    subvolumes: list[str],
-    location: str,
-    wanted: str,
-    new_session: str,
-    lock_path: str,
-    exclude: list[str],
-    checksum: bool,
-) -> dict:
-    check = module.check_mode
+def _chosen_session(sessions: list[dict], wanted: str, location: str) -> dict:
+    """The session to roll back to: ``wanted``, or the newest with pre-sync snapshots."""
+    if wanted:
+        chosen = next((s for s in sessions if s["id"] == wanted), None)
+        if chosen is None:
+            known = ", ".join(s["id"] for s in sessions[-5:]) or "none"
+            raise SnapshotProblem(
+                f"no session {wanted} in {location} (newest: {known}); see `pc-switcher snapshots list`"
+            )
+        return chosen
+    with_pre = [s for s in sessions if any(x["phase"] == "pre" for x in s["snapshots"])]
+    if not with_pre:
+        raise SnapshotProblem(
+            f"no pre-sync snapshot in {location} on {socket.gethostname()}: nothing to roll back to"
+        )
+    return with_pre[-1]
+
+
+def _rollback_items(
+    chosen: dict, phase: str, subvolumes: list[str], location: str, new_session: str
+) -> list[dict]:
+    """Per snapshot of ``phase`` in the session: its subvolume, live mount, path, and where the
+    mount's current state is kept (``replaced``, in the new session)."""
+    sources = [x for x in chosen["snapshots"] if x["phase"] == phase]
+    if not sources:
+        raise SnapshotProblem(f"session {chosen['id']} has no snapshot to roll back to")
+    by_name = {subvol_name(m): m for m in subvolumes}
+    items = []
+    for snap in sources:
+        mount = snap["mount"] or by_name.get(snap["subvolume"])
+        if not mount:
+            raise SnapshotProblem(f"which mount is snapshot {snap['name']} of? its session file is gone")
+        if not is_subvolume(mount):
+            raise SnapshotProblem(f"{mount} is not a btrfs subvolume on {socket.gethostname()} any more")
+        replaced = f"{snap['subvolume']}@{new_session}-rollback-replaced-{stamp()}"
+        items.append(
+            {
+                "subvolume": snap["subvolume"],
+                "mount": mount,
+                "snapshot": snap["path"],
+                "replaced": os.path.join(location, new_session, replaced),
+            }
+        )
+    return items
+
+
+def _copy_back(items: list[dict], excluded: list[str], checksum: bool, dry: bool, new_session: str) -> None:
+    """rsync each item's snapshot into its live mount (``dry``: a preview); sets ``changes`` (the
+    preview's) or ``changed`` (the copy's itemized lines) of each item."""
+    for done, item in enumerate(items):
+        argv = rsync_argv(item["snapshot"], item["mount"], item["mount"], excluded, checksum, dry=dry)
+        rc, out, err = run_tool(argv)
+        reason = last_line(err) or f"exit code {rc}"
+        if rc != 0 and dry:
+            raise SnapshotProblem(f"rsync preview of {item['mount']} failed: {reason}")
+        if rc != 0:
+            raise SnapshotProblem(
+                f"rsync of {item['snapshot']} into {item['mount']} failed ({reason})"
+                f" after {done} of {len(items)} subvolume(s); undo with --session {new_session}"
+            )
+        item["changes" if dry else "changed"] = len([line for line in out.splitlines() if line.strip()])
+
+
+def _keep_current(items: list[dict], location: str, new_session: str, chosen: str) -> None:
+    """A read-only snapshot of every live mount into the new session, all or nothing."""
+    session_dir = os.path.join(location, new_session)
+    os.makedirs(session_dir, mode=0o700, exist_ok=True)
+    write_meta(
+        session_dir,
+        {
+            "session": new_session,
+            "kind": "rollback",
+            "rolled_back_to": chosen,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "host": socket.gethostname(),
+            "subvolumes": {i["subvolume"]: i["mount"] for i in items},
+        },
+    )
+    made: list[str] = []
+    for item in items:
+        rc, _, err = run_tool(["btrfs", "subvolume", "snapshot", "-r", item["mount"], item["replaced"]])
+        if rc != 0:
+            for path in made:
+                run_tool(["btrfs", "subvolume", "delete", path])
+            raise SnapshotProblem(
+                f"cannot keep the current state of {item['mount']}: {last_line(err) or f'exit code {rc}'}; "
+                "nothing was rolled back"
+            )
+        made.append(item["replaced"])
+
+
+def rollback(module: AnsibleModule, subvolumes: list[str], location: str, new_session: str) -> dict:
+    """Under the target lock: the chosen session's snapshots previewed (the whole result in check
+    mode), the live state kept (``rollback-replaced``), then each snapshot copied back."""
+    p = module.params
     if shutil.which("rsync") is None:
         raise SnapshotProblem(f"rsync not found on {socket.gethostname()}: install it")
-    lock = TargetLock(lock_path, check)
+    lock = TargetLock(p["lock_path"], module.check_mode)
     lock.acquire(new_session)
     try:
-        sessions = scan_sessions(location)
-        if wanted:
-            chosen = next((s for s in sessions if s["id"] == wanted), None)
-            if chosen is None:
-                known = ", ".join(s["id"] for s in sessions[-5:]) or "none"
-                raise SnapshotProblem(
-                    f"no session {wanted} in {location} (newest: {known}); see `pc-switcher snapshots list`"
-                )
-        else:
-            with_pre = [s for s in sessions if any(x["phase"] == "pre" for x in s["snapshots"])]
-            if not with_pre:
-                raise SnapshotProblem(
-                    f"no pre-sync snapshot in {location} on {socket.gethostname()}: nothing to roll back to"
-                )
-            chosen = with_pre[-1]
+        chosen = _chosen_session(scan_sessions(location), p["rollback_session"], location)
         phase = "pre" if any(x["phase"] == "pre" for x in chosen["snapshots"]) else "rollback-replaced"
-        sources = [x for x in chosen["snapshots"] if x["phase"] == phase]
-        if not sources:
-            raise SnapshotProblem(f"session {chosen['id']} has no snapshot to roll back to")
-        by_name = {subvol_name(m): m for m in subvolumes}
-        items = []
-        for snap in sources:
-            mount = snap["mount"] or by_name.get(snap["subvolume"])
-            if not mount:
-                raise SnapshotProblem(f"which mount is snapshot {snap['name']} of? its session file is gone")
-            if not is_subvolume(mount):
-                raise SnapshotProblem(f"{mount} is not a btrfs subvolume on {socket.gethostname()} any more")
-            items.append(
-                {
-                    "subvolume": snap["subvolume"],
-                    "mount": mount,
-                    "snapshot": snap["path"],
-                    "replaced": os.path.join(
-                        location,
-                        new_session,
-                        f"{snap['subvolume']}@{new_session}-rollback-replaced-{stamp()}",
-                    ),
-                }
-            )
-        excluded = [*exclude, location, *nested_mounts()] + ([lock_path] if lock_path else [])
-        result = {
-            "session": chosen["id"],
-            "phase": phase,
-            "new_session": new_session,
-            "items": items,
-            "check": check,
-        }
-        # what would change, per subvolume (also the preview of a dry run)
-        for item in items:
-            argv = rsync_argv(item["snapshot"], item["mount"], item["mount"], excluded, checksum, dry=True)
-            rc, out, err = run_tool(argv)
-            if rc != 0:
-                raise SnapshotProblem(
-                    f"rsync preview of {item['mount']} failed: {last_line(err) or f'exit code {rc}'}"
-                )
-            item["changes"] = len([line for line in out.splitlines() if line.strip()])
-        if check:
+        items = _rollback_items(chosen, phase, subvolumes, location, new_session)
+        excluded = [*p["exclude"], location, *nested_mounts()] + ([p["lock_path"]] if p["lock_path"] else [])
+        result = {"session": chosen["id"], "phase": phase, "new_session": new_session, "items": items}
+        result["check"] = module.check_mode
+        # what would change (also the preview of a dry run)
+        _copy_back(items, excluded, p["checksum"], True, new_session)
+        if module.check_mode:
             return result
-        # 1. keep the state being replaced: a read-only snapshot of every subvolume, all or nothing
-        session_dir = os.path.join(location, new_session)
-        os.makedirs(session_dir, mode=0o700, exist_ok=True)
-        write_meta(
-            session_dir,
-            {
-                "session": new_session,
-                "kind": "rollback",
-                "rolled_back_to": chosen["id"],
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "host": socket.gethostname(),
-                "subvolumes": {i["subvolume"]: i["mount"] for i in items},
-            },
-        )
-        made: list[str] = []
-        for item in items:
-            rc, _, err = run_tool(["btrfs", "subvolume", "snapshot", "-r", item["mount"], item["replaced"]])
-            if rc != 0:
-                for path in made:
-                    run_tool(["btrfs", "subvolume", "delete", path])
-                raise SnapshotProblem(
-                    f"cannot keep the current state of {item['mount']}: {last_line(err) or f'exit code {rc}'}; "
-                    "nothing was rolled back"
-                )
-            made.append(item["replaced"])
-        # 2. copy the snapshot back into the live subvolume (the mount stays in place)
-        for done, item in enumerate(items):
-            argv = rsync_argv(item["snapshot"], item["mount"], item["mount"], excluded, checksum, dry=False)
-            rc, out, err = run_tool(argv)
-            if rc != 0:
-                raise SnapshotProblem(
-                    f"rsync of {item['snapshot']} into {item['mount']} failed ({last_line(err) or f'exit code {rc}'})"
-                    f" after {done} of {len(items)} subvolume(s); undo with --session {new_session}"
-                )
-            item["changed"] = len([line for line in out.splitlines() if line.strip()])
+        _keep_current(items, location, new_session, chosen["id"])
+        _copy_back(items, excluded, p["checksum"], False, new_session)
         return result
     finally:
         lock.release()
 
 
+ARGUMENT_SPEC = {
+    "action": {
+        "type": "str",
+        "required": True,
+        "choices": ["validate", "snapshot", "list", "cleanup", "rollback"],
+    },
+    "subvolumes": {"type": "list", "elements": "str", "default": []},
+    "location": {"type": "path", "required": True},
+    "session": {"type": "str", "default": ""},
+    "phase": {"type": "str", "default": "pre", "choices": ["pre", "post"]},
+    "keep": {"type": "int", "default": 10},
+    "older_than": {"type": "int", "default": 0},
+    "rollback_session": {"type": "str", "default": ""},
+    "lock_path": {"type": "path", "default": ""},
+    "checksum": {"type": "bool", "default": True},
+    "exclude": {"type": "list", "elements": "path", "default": []},
+    "prune": {"type": "bool", "default": False},
+}
+
+
+def _run(module: AnsibleModule, action: str, location: str, subvolumes: list[str], host: str) -> None:
+    """The action: exits the module with its result."""
+    p = module.params
+    if action in ("validate", "snapshot"):
+        request = {**p, "action": action, "location": location, "subvolumes": subvolumes}
+        result = snapshots({**request, "check": module.check_mode})
+        if result.get("error"):
+            raise SnapshotProblem(str(result.pop("error")))
+        module.exit_json(**result)
+    elif action == "list":
+        on_btrfs = os.path.isabs(location) and btrfs_fsid(existing_ancestor(location)) is not None
+        module.exit_json(
+            changed=False, host=host, location=location, on_btrfs=on_btrfs, sessions=scan_sessions(location)
+        )
+    elif action == "cleanup":
+        if p["keep"] < 1:
+            raise SnapshotProblem("keep must be at least 1 (the newest session is always kept)")
+        result = cleanup_sessions(location, p["keep"], p["older_than"], "", module.check_mode)
+        changed = bool(result["deleted"])
+        if result["errors"]:
+            msg = f"cleanup on {host} could not delete " + "; ".join(result["errors"])
+            module.fail_json(msg=msg, changed=changed, host=host, **result)
+        module.exit_json(changed=changed, host=host, **result)
+    else:
+        if not p["session"]:
+            raise SnapshotProblem("a rollback needs a new session id")
+        result = rollback(module, subvolumes, location, p["session"])
+        module.exit_json(changed=any(i.get("changes") for i in result["items"]), host=host, **result)
+
+
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "action": {
-                "type": "str",
-                "required": True,
-                "choices": ["validate", "snapshot", "list", "cleanup", "rollback"],
-            },
-            "subvolumes": {"type": "list", "elements": "str", "default": []},
-            "location": {"type": "path", "required": True},
-            "session": {"type": "str", "default": ""},
-            "phase": {"type": "str", "default": "pre", "choices": ["pre", "post"]},
-            "keep": {"type": "int", "default": 10},
-            "older_than": {"type": "int", "default": 0},
-            "rollback_session": {"type": "str", "default": ""},
-            "lock_path": {"type": "path", "default": ""},
-            "checksum": {"type": "bool", "default": True},
-            "exclude": {"type": "list", "elements": "path", "default": []},
-            "prune": {"type": "bool", "default": False},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     action = p["action"]
-    location = os.path.normpath(p["location"])
-    subvolumes = [os.path.normpath(s) for s in p["subvolumes"]]
     host = socket.gethostname()
     for key in ("session", "rollback_session"):
         if p[key] and (not SESSION_RE.match(p[key]) or "@" in p[key]):
             module.fail_json(msg=f"{key} {p[key]!r} is not a session id")
     try:
-        if action in ("validate", "snapshot"):
-            request = {**p, "action": action, "location": location, "subvolumes": subvolumes}
-            result = snapshots({**request, "check": module.check_mode})
-            if result.get("error"):
-                raise SnapshotProblem(str(result.pop("error")))
-            module.exit_json(**result)
-        elif action == "list":
-            on_btrfs = os.path.isabs(location) and btrfs_fsid(existing_ancestor(location)) is not None
-            module.exit_json(
-                changed=False,
-                host=host,
-                location=location,
-                on_btrfs=on_btrfs,
-                sessions=scan_sessions(location),
-            )
-        elif action == "cleanup":
-            if p["keep"] < 1:
-                raise SnapshotProblem("keep must be at least 1 (the newest session is always kept)")
-            result = cleanup_sessions(location, p["keep"], p["older_than"], "", module.check_mode)
-            if result["errors"]:
-                module.fail_json(
-                    msg=f"cleanup on {host} could not delete " + "; ".join(result["errors"]),
-                    changed=bool(result["deleted"]),
-                    host=host,
-                    **result,
-                )
-            module.exit_json(changed=bool(result["deleted"]), host=host, **result)
-        else:
-            if not p["session"]:
-                raise SnapshotProblem("a rollback needs a new session id")
-            result = rollback(
-                module,
-                subvolumes,
-                location,
-                p["rollback_session"],
-                p["session"],
-                p["lock_path"],
-                p["exclude"],
-                p["checksum"],
-            )
-            changed = any(i.get("changes") for i in result["items"])
-            module.exit_json(changed=changed, host=host, **result)
+        _run(
+            module,
+            action,
+            os.path.normpath(p["location"]),
+            [os.path.normpath(s) for s in p["subvolumes"]],
+            host,
+        )
     except SnapshotProblem as exc:
         module.fail_json(msg=str(exc), host=host, locked=isinstance(exc, Locked))
     except OSError as exc:
