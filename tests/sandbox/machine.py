@@ -698,10 +698,23 @@ class Sandbox:
         raise SandboxError(f"no free loopback address for port {self.port}")
 
     def _start(self, rec: dict[str, Any], mdir: Path, timeout: float) -> None:
-        name, address, port = rec["name"], rec["address"], rec["port"]
+        """The machine's image, its sshd's keys and config, its init in new namespaces; returns
+        once ssh to it answers with its hostname (or raises SandboxError by ``timeout``)."""
         deadline = time.monotonic() + timeout
         image = Path(rec["image"])
         self._make_image(rec, image)
+        status = mdir / "init.status"
+        sshd_config = self._sshd_config(rec, mdir)
+        _write_json(mdir / "init.json", self._init_config(rec, mdir, image, sshd_config, status))
+        popen = self._spawn_init(rec, mdir)
+        self._wait_init(rec, mdir, popen, status, deadline)
+        self._write_inventory_with(rec)
+        self._wait_ssh(rec, mdir, deadline)
+
+    def _sshd_config(self, rec: dict[str, Any], mdir: Path) -> Path:
+        """A host key of the machine (its public half in the sandbox's known_hosts) and its sshd's
+        config; returns the config's path."""
+        name, address, port = rec["name"], rec["address"], rec["port"]
         host_key = mdir / "ssh_host_ed25519_key"
         _ssh_keygen(host_key, f"root@{name}")
         pub = host_key.with_suffix(".pub").read_text().split()
@@ -717,9 +730,14 @@ class Sandbox:
                 authorized_keys=self.authorized_keys,
             )
         )
-        status = mdir / "init.status"
+        return sshd_config
+
+    def _init_config(
+        self, rec: dict[str, Any], mdir: Path, image: Path, sshd_config: Path, status: Path
+    ) -> dict[str, Any]:
+        """What the machine's init (_INIT_SCRIPT) sets up, as it reads it from init.json."""
         cfg = {
-            "name": name,
+            "name": rec["name"],
             "image": str(image),
             "btrfs_top": rec["btrfs_top"],
             "sshd_config": str(sshd_config),
@@ -739,7 +757,10 @@ class Sandbox:
             cfg["keep_visible"] = [str(REPO), str(self.dir)]
             cfg["stage_top"], cfg["stage_root"] = str(mdir / "top"), str(mdir / "rootfs")
             cfg["root"], cfg["ro_binds"], cfg["overlays"] = True, rec["ro_binds"], []
-        _write_json(mdir / "init.json", cfg)
+        return cfg
+
+    def _spawn_init(self, rec: dict[str, Any], mdir: Path) -> subprocess.Popen[bytes]:
+        """unshare (PID, mount, UTS namespaces) running the machine's init; recorded at once."""
         with open(mdir / "init.log", "ab") as log:
             popen = subprocess.Popen(
                 [
@@ -764,10 +785,16 @@ class Sandbox:
                 start_new_session=True,  # a Ctrl+C in the terminal must not reach it; we tear down
                 cwd="/",
             )
-        self._popens[name] = popen
-        unshare = psutil.Process(popen.pid)
-        rec["unshare_pid"], rec["unshare_start"] = popen.pid, start_ticks(unshare.pid)
+        self._popens[rec["name"]] = popen
+        rec["unshare_pid"], rec["unshare_start"] = popen.pid, start_ticks(popen.pid)
         self._save()
+        return popen
+
+    def _wait_init(
+        self, rec: dict[str, Any], mdir: Path, popen: subprocess.Popen[bytes], status: Path, deadline: float
+    ) -> None:
+        """Until the init says "ready": its pid, namespaces and sshd recorded (the baseline)."""
+        name, unshare = rec["name"], psutil.Process(popen.pid)
 
         def init_child() -> bool:
             with contextlib.suppress(psutil.Error):
@@ -798,15 +825,17 @@ class Sandbox:
         rec["sshd_pid"], rec["sshd_start"] = sshd[0].pid, start_ticks(sshd[0].pid)
         rec["baseline"] = [[init.pid, rec["init_start"]], [sshd[0].pid, rec["sshd_start"]]]
         self._save()
-        self._write_inventory_with(rec)
 
+    def _wait_ssh(self, rec: dict[str, Any], mdir: Path, deadline: float) -> None:
+        """Until ``ssh MACHINE hostname`` answers with its name; then until that session has ended."""
         probe = Machine(self, rec)
         last = ""
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise SandboxError(
-                    f"{name}: ssh to {address}:{port} did not work: {last}\n{_tail(mdir / 'sshd.log')}"
+                    f"{rec['name']}: ssh to {rec['address']}:{rec['port']} did not work: {last}\n"
+                    f"{_tail(mdir / 'sshd.log')}"
                 )
             res = subprocess.run(
                 probe.ssh_argv(["hostname"]),
@@ -816,7 +845,7 @@ class Sandbox:
                 timeout=max(remaining, 1.0),
                 check=False,
             )
-            if res.returncode == 0 and res.stdout.strip() == name:
+            if res.returncode == 0 and res.stdout.strip() == rec["name"]:
                 break
             last = f"rc={res.returncode} out={res.stdout.strip()!r} err={res.stderr.strip()!r}"
             time.sleep(0.02)
