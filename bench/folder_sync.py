@@ -268,7 +268,6 @@ def options_breakdown(sb: Sandbox, path: str, recorded: list[str], ciphers: str,
 def bench_tree(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int, noops: int) -> dict[str, float]:
     """Per round and in turn: raw rsync (default ciphers), raw rsync (AES-GCM first), the CLI — each a
     full run onto an emptied target, then ``noops`` no-op runs. Medians over the rounds."""
-    runs: dict[str, tuple[list[Timing], list[Timing]]] = {}
     recorded: list[str] = []
     variants: list[tuple[str, Callable[[], Timing]]] = [
         ("raw, default ciphers", lambda: Timing(raw_rsync(sb, path))),
@@ -277,6 +276,25 @@ def bench_tree(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int, noo
         ("raw, the job's options", lambda: Timing(job_options(sb, recorded, ciphers))),
         ("raw -S, then sync", lambda: Timing(raw_durable(sb, path, ciphers))),
     ]
+    figures = tree_figures(time_variants(sb, path, variants, rounds, noops))
+    if OPTIONS:
+        options_breakdown(sb, path, recorded, ciphers, rounds)
+    print(f"\n== {name}: {path} (medians of {rounds} full and {rounds * noops} no-op runs)")
+    print_tree(figures)
+    print_goals(name, figures)
+    print(f"driver peak RSS {figures['peak_rss_mb']:.0f} MB")
+    return figures
+
+
+Runs = dict[str, tuple[list[Timing], list[Timing]]]  # per variant: its full runs, its no-op runs
+
+
+def time_variants(
+    sb: Sandbox, path: str, variants: list[tuple[str, Callable[[], Timing]]], rounds: int, noops: int
+) -> Runs:
+    """Each variant in turn, ``rounds`` times: a full run onto the emptied target, then ``noops``
+    no-op runs, each after the dirty data is flushed."""
+    runs: Runs = {}
     for _ in range(rounds):
         for label, run in variants:
             fulls, noop_runs = runs.setdefault(label, ([], []))
@@ -290,16 +308,19 @@ def bench_tree(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int, noo
                 f"  {label:22} {path}: full {fulls[-1].seconds:6.2f} s, "
                 f"no-op {', '.join(f'{t.seconds:.2f}' for t in noop_runs[-noops:])} s"
             )
+    return runs
+
+
+def tree_figures(runs: Runs) -> dict[str, float]:
+    """The medians of the runs, by name (raw_full and raw_noop: the faster cipher order's)."""
 
     def med(label: str, index: int, attr: str = "seconds") -> float:
         return float(statistics.median(float(getattr(t, attr)) for t in runs[label][index]))
 
-    raw_full = min(med(label, 0) for label in ("raw, default ciphers", "raw, AES-GCM first"))
-    raw_noop = min(med(label, 1) for label in ("raw, default ciphers", "raw, AES-GCM first"))
     cli = "pc-switcher sync"
-    figures = {
-        "raw_full": raw_full,
-        "raw_noop": raw_noop,
+    return {
+        "raw_full": min(med(label, 0) for label in ("raw, default ciphers", "raw, AES-GCM first")),
+        "raw_noop": min(med(label, 1) for label in ("raw, default ciphers", "raw, AES-GCM first")),
         "raw_full_default_ciphers": med("raw, default ciphers", 0),
         "raw_noop_default_ciphers": med("raw, default ciphers", 1),
         "raw_full_aes_gcm": med("raw, AES-GCM first", 0),
@@ -316,37 +337,39 @@ def bench_tree(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int, noo
         "job_noop_snapshots": med(cli, 1, "snapshot_seconds"),
         "peak_rss_mb": max(t.peak_rss_mb for t in (*runs[cli][0], *runs[cli][1])),
     }
-    if OPTIONS:
-        options_breakdown(sb, path, recorded, ciphers, rounds)
-    f = figures
-    print(f"\n== {name}: {path} (medians of {rounds} full and {rounds * noops} no-op runs)")
+
+
+def print_tree(f: dict[str, float]) -> None:
+    """The tree's figures, each against raw rsync."""
+    raw_full, raw_noop = f["raw_full"], f["raw_noop"]
+
+    def ratio(seconds: float) -> float:
+        return seconds / raw_full if raw_full else float("inf")
+
     print(
         f"raw rsync full   {f['raw_full_default_ciphers']:8.2f} s (AES-GCM {f['raw_full_aes_gcm']:.2f} s)"
         f"   no-op {f['raw_noop_default_ciphers']:6.2f} s (AES-GCM {f['raw_noop_aes_gcm']:.2f} s)"
     )
     print(
         f"raw, the job's rsync options: full {f['raw_full_job_options']:.2f} s "
-        f"({f['raw_full_job_options'] / raw_full if raw_full else float('inf'):.2f}x), "
+        f"({ratio(f['raw_full_job_options']):.2f}x), "
         f"no-op {f['raw_noop_job_options']:.2f} s ({f['raw_noop_job_options'] - raw_noop:+.2f} s)"
     )
     durable = f["raw_full_durable"]
     print(
         f"raw -aHAXS, then sync on the target (the job's guarantees): full {durable:.2f} s "
-        f"({durable / raw_full if raw_full else float('inf'):.2f}x), no-op {f['raw_noop_durable']:.2f} s"
+        f"({ratio(durable):.2f}x), no-op {f['raw_noop_durable']:.2f} s"
     )
     print(
         f"folder_sync full {f['job_full']:8.2f} s    no-op {f['job_noop']:6.2f} s   "
         f"(whole CLI run; the job itself: full {f['job_full_job_only']:.2f} s, "
         f"no-op {f['job_noop_job_only']:.2f} s)"
     )
-    print(f"  job-only   full {f['job_full_job_only'] / raw_full if raw_full else float('inf'):5.2f}x of raw")
+    print(f"  job-only   full {ratio(f['job_full_job_only']):5.2f}x of raw")
     print(
         f"  snapshot phases (pre + post): full {f['job_full_snapshots']:.2f} s, "
         f"no-op {f['job_noop_snapshots']:.2f} s"
     )
-    print_goals(name, f)
-    print(f"driver peak RSS {f['peak_rss_mb']:.0f} MB")
-    return figures
 
 
 def print_goals(name: str, f: dict[str, float]) -> None:
@@ -382,7 +405,7 @@ def print_goals(name: str, f: dict[str, float]) -> None:
         say(f"4. driver peak RSS {f['peak_rss_mb']:.0f} MB (goal <= 200 MB)", f["peak_rss_mb"] <= 200)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.folder_sync", description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="a quick run: --scale 0.05")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply file counts and sizes")
@@ -401,6 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--trees", default="big,many", help="which trees to time, comma-separated (default: big,many)"
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     global TIMELINE, SNAPSHOTS, OPTIONS  # noqa: PLW0603 - switches of this script, set once
     TIMELINE = args.timeline
@@ -421,31 +449,38 @@ def main(argv: list[str] | None = None) -> int:
     big_files, big_bytes = max(1, int(20_000 * scale)), int(1_000_000_000 * scale)
     many_files = max(1, int(200_000 * scale))
     rng = random.Random(args.seed)  # noqa: S311 - reproducible trees, not secret
+    trees = {
+        "big": (big_files, big_bytes, rng.randrange(1 << 30)),
+        "many": (many_files, many_files * 2000, rng.randrange(1 << 30)),
+    }  # the seeds drawn in this order whichever trees run: a tree is the same alone
     print(
         f"seed {args.seed}, scale {scale}: big = {big_files} files / {big_bytes / 1e9:.2f} GB, "
         f"many = {many_files} files"
     )
+    results = run_trees(args, {name: trees[name] for name in chosen})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+Tree = tuple[int, int, int]  # files, bytes, seed
+
+
+def run_trees(args: argparse.Namespace, trees: dict[str, Tree]) -> dict[str, dict[str, float]]:
+    """Two sandbox machines; each tree (files, bytes, seed) generated in ``source``, then timed."""
     with Sandbox(size=args.size) as sb:
         sb.add("source")
         sb.add("target")
         started = time.monotonic()
-        trees = {
-            "big": (big_files, big_bytes, rng.randrange(1 << 30)),
-            "many": (many_files, many_files * 2000, rng.randrange(1 << 30)),
-        }  # the seeds drawn in this order whichever trees run: a tree is the same alone
-        for name in chosen:
-            generate(sb, f"/home/{name}", *trees[name])
+        for name, tree in trees.items():
+            generate(sb, f"/home/{name}", *tree)
         print(f"trees generated in {time.monotonic() - started:.1f} s")
         target = load_inventory(sb.inventory_path).resolve("target")
         preference = cipher_preference(target)
         ciphers = " ".join(shlex.quote(arg) for arg in preference)
         print(f"pc-switcher's cipher option: {' '.join(preference) or '(none: ssh defaults)'}")
-        results = {
-            name: bench_tree(sb, name, f"/home/{name}", ciphers, args.rounds, args.noops) for name in chosen
-        }
-        if args.json:
-            print(json.dumps(results, indent=2))
-    return 0
+        rounds, noops = args.rounds, args.noops
+        return {name: bench_tree(sb, name, f"/home/{name}", ciphers, rounds, noops) for name in trees}
 
 
 if __name__ == "__main__":
