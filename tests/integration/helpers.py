@@ -285,8 +285,14 @@ class ObservedSync:
                 break
             time.sleep(0.002)
         if driver is None or not catches(driver.pid, signal.SIGTERM):
+            if driver is not None:
+                with contextlib.suppress(psutil.Error):
+                    driver.kill()  # the test's own process, by host pid
             handle.kill()
-            raise AssertionError(f"the driver did not start:\n{handle.communicate()[0]}")
+            out = ""
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                out = handle.communicate(timeout=10)[0]
+            raise AssertionError(f"the driver did not start (or never caught SIGTERM):\n{out}")
         run = cls(source, handle, driver, known, time.monotonic())
         run._reader = threading.Thread(target=run._read, daemon=True)
         run._reader.start()
