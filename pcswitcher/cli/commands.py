@@ -589,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         _ui().error(f"broken job definition: {exc}", "fix the role (see docs/job-contract.md)")
         sys.exit(int(ExitCode.USAGE))
     except (BrokenPipeError, KeyboardInterrupt, Terminated) as exc:
-        sys.exit(int(ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED))
+        sys.exit(_interrupted(exc))
     except Exception as exc:
         _internal_error(exc)
         sys.exit(int(ExitCode.FAILED))
@@ -615,6 +615,11 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated
 
 
+def _interrupted(exc: BaseException) -> int:
+    """The exit code of a command stopped by SIGTERM (143), else by Ctrl+C or a closed pipe (130)."""
+    return int(ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED)
+
+
 def entry() -> None:
     """The ``pc-switcher`` console script: :func:`main`, then a quick exit.
 
@@ -636,7 +641,7 @@ def entry() -> None:
     except SystemExit as exc:
         code = exc.code
     except (KeyboardInterrupt, Terminated) as exc:  # in the instant main() ended
-        code = int(ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED)
+        code = _interrupted(exc)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     if isinstance(code, str):  # sys.exit("message"), as Python would print it

@@ -156,8 +156,8 @@ class Sync:
         os.environ["ANSIBLE_LOCAL_TEMP"] = str(ctx.local_run_dir)
         # the handlers come first: a signal while the run opens (the first playbook started, the
         # lock taken) is an abort request like any later one, and the steps' loop takes the abort
-        # path before its first step; Python's default would end the process by SIGTERM there and
-        # leave the run's files and the held playbook behind
+        # path before its first step; entry()'s SIGTERM exception (errors.Terminated) would unwind
+        # past the opening instead, without the abort path's sweep of what it started
         ctx.abort.install_signal_handlers()
         try:
             self._open()

@@ -79,9 +79,9 @@ def test_a_copy_back_that_fails_says_how_far_it_got_and_how_to_undo(
     with pytest.raises(
         pcs_btrfs.SnapshotProblem, match=r"^rsync preview of .*/live failed: rsync error: .*\(code 23\)"
     ):
-        pcs_btrfs._copy_back(items, [], True, True, "new1")
+        pcs_btrfs._copy_back(items, [], True, "new1", dry=True)
     with pytest.raises(pcs_btrfs.SnapshotProblem) as failed:
-        pcs_btrfs._copy_back(items, [], True, False, "new1")
+        pcs_btrfs._copy_back(items, [], True, "new1", dry=False)
     assert str(failed.value).endswith("after 0 of 1 subvolume(s); undo with --session new1")
     assert "\n" not in str(failed.value)
     assert (tmp_path / "live" / "file").read_text() == "now\n"  # nothing was copied

@@ -219,7 +219,9 @@ def _rollback_items(
     return items
 
 
-def _copy_back(items: list[dict], excluded: list[str], checksum: bool, dry: bool, new_session: str) -> None:
+def _copy_back(
+    items: list[dict], excluded: list[str], checksum: bool, new_session: str, *, dry: bool
+) -> None:
     """rsync each item's snapshot into its live mount (``dry``: a preview); sets ``changes`` (the
     preview's) or ``changed`` (the copy's itemized lines) of each item."""
     for done, item in enumerate(items):
@@ -277,14 +279,18 @@ def rollback(module: AnsibleModule, subvolumes: list[str], location: str, new_se
         phase = "pre" if any(x["phase"] == "pre" for x in chosen["snapshots"]) else "rollback-replaced"
         items = _rollback_items(chosen, phase, subvolumes, location, new_session)
         excluded = [*p["exclude"], location, *nested_mounts()] + ([p["lock_path"]] if p["lock_path"] else [])
-        result = {"session": chosen["id"], "phase": phase, "new_session": new_session, "items": items}
-        result["check"] = module.check_mode
-        # what would change (also the preview of a dry run)
-        _copy_back(items, excluded, p["checksum"], True, new_session)
+        result = {
+            "session": chosen["id"],
+            "phase": phase,
+            "new_session": new_session,
+            "items": items,
+            "check": module.check_mode,
+        }
+        _copy_back(items, excluded, p["checksum"], new_session, dry=True)  # what would change
         if module.check_mode:
             return result
         _keep_current(items, location, new_session, chosen["id"])
-        _copy_back(items, excluded, p["checksum"], False, new_session)
+        _copy_back(items, excluded, p["checksum"], new_session, dry=False)
         return result
     finally:
         lock.release()
