@@ -20,17 +20,15 @@ module creates, and says ``<prefix>.held`` when it holds; ``PCSWITCHER_GATE`` na
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Any
 
 from pcswitcher.jobs.playbooks import Launcher
-from pcswitcher.jobs.runner import EventHandler, PlaybookResult, PlaybookRun
+from pcswitcher.jobs.runner import EventHandler, PlaybookResult, PlaybookRun, enable_callback
 
 GATE_ENV = "PCSWITCHER_GATE"  # see plugins/callback/pcswitcher_gate.py
 GATE_PLUGIN = "pcswitcher_gate"
-CALLBACK_DIR = Path(__file__).resolve().parent / "plugins" / "callback"
 
 
 class EarlyStart:
@@ -60,15 +58,8 @@ class EarlyStart:
 
     def attach(self, run: PlaybookRun) -> PlaybookRun:
         """Make a run (not started yet) this hold's: the plugin, the kept events, the hard stop."""
-        enabled = [c for c in os.environ.get("ANSIBLE_CALLBACKS_ENABLED", "").split(",") if c.strip()]
-        plugins = [str(CALLBACK_DIR), os.environ.get("ANSIBLE_CALLBACK_PLUGINS", "")]
-        run.envvars.update(
-            {
-                GATE_ENV: str(self.prefix),
-                "ANSIBLE_CALLBACK_PLUGINS": os.pathsep.join(filter(None, plugins)),
-                "ANSIBLE_CALLBACKS_ENABLED": ",".join([*enabled, GATE_PLUGIN]),
-            }
-        )
+        run.envvars[GATE_ENV] = str(self.prefix)
+        enable_callback(run.envvars, GATE_PLUGIN)
         run.on_event = self._keep
         run.kill_on_stop = True
         self.run = run

@@ -336,6 +336,22 @@ def failure_reason(res: Mapping[str, Any]) -> str:
     return msg
 
 
+CALLBACK_DIR = Path(__file__).resolve().parent / "plugins" / "callback"
+EXIT_PLUGIN = "pcswitcher_exit"  # every playbook's quick shutdown (plugins/callback/pcswitcher_exit.py)
+
+
+def enable_callback(env: dict[str, str], name: str) -> None:
+    """Enable pc-switcher's callback plugin ``name`` in ``env``, keeping the callbacks the user
+    enabled (``ANSIBLE_CALLBACKS_ENABLED``) and their plugin paths."""
+    enabled = env.get("ANSIBLE_CALLBACKS_ENABLED", os.environ.get("ANSIBLE_CALLBACKS_ENABLED", ""))
+    names = [c.strip() for c in enabled.split(",") if c.strip()]
+    paths = env.get("ANSIBLE_CALLBACK_PLUGINS", os.environ.get("ANSIBLE_CALLBACK_PLUGINS", ""))
+    if str(CALLBACK_DIR) not in paths.split(os.pathsep):
+        paths = os.pathsep.join(filter(None, [str(CALLBACK_DIR), paths]))
+    env["ANSIBLE_CALLBACK_PLUGINS"] = paths
+    env["ANSIBLE_CALLBACKS_ENABLED"] = ",".join([*names, name] if name not in names else names)
+
+
 def standard_envvars(
     *,
     project_dir: Path,
@@ -381,4 +397,5 @@ def standard_envvars(
         env["ANSIBLE_ASYNC_DIR"] = f"{run_dir}/async"
         # the controller's own temp files (Python's tempfile, multiprocessing's pymp-*) too
         env["TMPDIR"] = run_dir
+    enable_callback(env, EXIT_PLUGIN)
     return env
