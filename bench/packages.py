@@ -127,6 +127,13 @@ def breakdown(records: list[dict[str, Any]], top: int = 8) -> list[tuple[float, 
     return sorted(spans, reverse=True)[:top]
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: at least 1 (each goal needs a figure)")
+    return value
+
+
 def _median(values: list[float]) -> float:
     return float(statistics.median(values))
 
@@ -200,8 +207,8 @@ def report(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.packages", description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="fresh targets per variant (medians)")
-    parser.add_argument("--noops", type=int, default=3, help="no-op syncs after each job install")
+    parser.add_argument("--rounds", type=_at_least_one, default=3, help="fresh targets per variant (medians)")
+    parser.add_argument("--noops", type=_at_least_one, default=3, help="no-op syncs after each job install")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     parser.add_argument("--timeline", action="store_true", help="print each CLI run's log, timed")
     args = parser.parse_args(argv)
