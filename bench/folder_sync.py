@@ -209,7 +209,12 @@ def generate(sb: Sandbox, path: str, files: int, total: int, seed: int) -> None:
 
 
 def settle(sb: Sandbox) -> None:
-    """Flush dirty data (all filesystems: the machines share the kernel) before a timed run."""
+    """Before a timed run: wait until btrfs has cleaned up the subvolumes deleted so far on both
+    machines (a CLI run with ``--snapshots`` prunes the last session's snapshots, and the cleaner
+    frees their extents in the background, during the next run unless waited for), then flush
+    dirty data (all filesystems: the machines share the kernel)."""
+    for name in ("source", "target"):
+        sb[name].run(["btrfs", "subvolume", "sync", "/home"], timeout=600)
     sb["source"].run(["sync"], timeout=600)
 
 
