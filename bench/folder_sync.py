@@ -24,8 +24,9 @@ then, per tree, times:
   (``-S``, the filter rules, progress and itemized output, ``--delete-delay``,
   ``--numeric-ids``/``--no-inc-recursive``): what each group costs, full and no-op.
 
-The target is emptied before each full run and dirty data is flushed (``sync``) before every timed
-run; each variant runs ``--rounds`` times, interleaved, and the medians count. Prints the figures, the
+The target is emptied before each full run; before every timed run btrfs's cleaner is waited for
+(``btrfs subvolume sync``: the snapshots a CLI run pruned) and dirty data is flushed (``sync``);
+each variant runs ``--rounds`` times, interleaved, and the medians count. Prints the figures, the
 ratios and the goals of issue 16: (1) the whole no-op sync with the default safety (``--snapshots``)
 ≤ raw rsync no-op + 1.5 s on the 1 GB tree; (2) the job's own rsync ≤ 1.05× raw ``rsync -aHAX
 --delete`` on both trees; (3) the whole full sync ≤ raw ``rsync -aHAXS --delete`` + ``sync`` + 2.0 s on
@@ -298,7 +299,7 @@ def time_variants(
     sb: Sandbox, path: str, variants: list[tuple[str, Callable[[], Timing]]], rounds: int, noops: int
 ) -> Runs:
     """Each variant in turn, ``rounds`` times: a full run onto the emptied target, then ``noops``
-    no-op runs, each after the dirty data is flushed."""
+    no-op runs, each after :func:`settle`."""
     runs: Runs = {}
     for _ in range(rounds):
         for label, run in variants:
