@@ -114,8 +114,9 @@ def test_mirror_is_exact_and_second_sync_is_a_noop(sandbox: Sandbox) -> None:
     assert final["changed"] == 0, final
 
 
-def test_never_sync_items_and_filter_precedence(sandbox: Sandbox) -> None:
-    source, target = sandbox["source"], sandbox["target"]
+def _never_sync_tree(source: Machine, target: Machine) -> None:
+    """Secrets, pc-switcher's state, caches and filtered files on the source; the target's own key
+    and state, and a file under an excluded directory, on the target."""
     sh(
         source,
         """
@@ -157,20 +158,11 @@ def test_never_sync_items_and_filter_precedence(sandbox: Sandbox) -> None:
         echo excluded-on-target > /home/user/.cache/thumbs/old/x
         """,
     )
-    config = folder_config(
-        [{"source": "/home", "filter_file": "/root/folder-filter", "filters": ["- *.tmp"]}],
-        # a user who tries to include everything secret: the fixed rules come first and win
-        filters=[
-            "+ .ssh/***",
-            "+ .local/state/pc-switcher/***",
-            "+ .config/pc-switcher/***",
-            "+ .gnupg/***",
-            "+ .cache/pip/***",
-            "- .cache/*",
-        ],
-    )
-    write_config(source, config)
-    _sync(sandbox)
+
+
+def _assert_fixed_rules_held(target: Machine) -> None:
+    """Private keys, pc-switcher's state and config, gpg's private keys: never synced, the target's own
+    never overwritten or deleted; the default never_sync (a shader cache) left out."""
 
     def exists(path: str) -> bool:
         return target.path(path).exists()
@@ -186,6 +178,15 @@ def test_never_sync_items_and_filter_precedence(sandbox: Sandbox) -> None:
     assert not exists("/home/user/.gnupg/private-keys-v1.d")
     assert exists("/home/user/.gnupg/pubring.kbx")
     assert not exists("/home/user/.cache/mesa_shader_cache")  # user-adjustable default never_sync
+
+
+def _assert_filters_held(target: Machine) -> None:
+    """The user's rules in their order: a re-included child of an excluded dir, an excluded dir kept
+    on the target (protected from --delete), the per-directory filter, filter_file and filters."""
+
+    def exists(path: str) -> bool:
+        return target.path(path).exists()
+
     # re-include of a child of an excluded dir
     assert exists("/home/user/.cache/pip/http/wheel")
     assert not exists("/home/user/.cache/thumbs/t.png")
@@ -198,12 +199,35 @@ def test_never_sync_items_and_filter_precedence(sandbox: Sandbox) -> None:
     assert exists("/home/user/keep/file")
     assert not exists("/home/user/keep/file.bak")
 
-    # never_sync is adjustable: an empty list syncs the shader cache
+
+def test_never_sync_items_and_filter_precedence(sandbox: Sandbox) -> None:
+    source, target = sandbox["source"], sandbox["target"]
+    _never_sync_tree(source, target)
+    config = folder_config(
+        [{"source": "/home", "filter_file": "/root/folder-filter", "filters": ["- *.tmp"]}],
+        # a user who tries to include everything secret: the fixed rules come first and win
+        filters=[
+            "+ .ssh/***",
+            "+ .local/state/pc-switcher/***",
+            "+ .config/pc-switcher/***",
+            "+ .gnupg/***",
+            "+ .cache/pip/***",
+            "- .cache/*",
+        ],
+    )
+    write_config(source, config)
+    _sync(sandbox)
+
+    _assert_fixed_rules_held(target)
+    _assert_filters_held(target)
+
+    # never_sync is adjustable, the fixed rules are not: with an empty never_sync the keys stay out
     config["folder_sync"]["never_sync"] = []
     write_config(source, config)
     _sync(sandbox)
-    assert exists("/home/user/.cache/pip/http/wheel")
-    assert not exists("/home/user/.ssh/id_rsa")
+    assert target.path("/home/user/.cache/pip/http/wheel").exists()
+    assert not target.path("/home/user/.ssh/id_rsa").exists()
+    assert target.path("/home/user/.ssh/id_ed25519").read_text() == "TARGET-KEY\n"
 
 
 def test_dry_run_changes_nothing_and_lists_the_changes(sandbox: Sandbox) -> None:

@@ -8,7 +8,7 @@ import hashlib
 
 from tests.integration.folder_sync_helpers import folder_config, manifest, sh
 from tests.integration.helpers import log_records, run_sync, write_config
-from tests.sandbox import Sandbox
+from tests.sandbox import Machine, Sandbox
 
 # Run in the source machine (bash): real keys of every kind, under names no name rule knows, in
 # .ssh directories at any depth; and what must still sync.
@@ -63,31 +63,9 @@ def _shown(path: str) -> str:
     return path.replace("\n", "\\#012")
 
 
-def test_private_keys_never_reach_the_target_whatever_their_name(sandbox: Sandbox) -> None:
-    source, target = sandbox["source"], sandbox["target"]
-    sh(source, KEYS_SCRIPT)
-    # a key of the target's own at the path of a source key: neither overwritten nor deleted
-    sh(target, "mkdir -p /home/alice/.ssh && echo TARGET-KEY > /home/alice/.ssh/github")
-    config = folder_config(
-        [{"source": "/home", "filters": ["+ /alice/.ssh/github", "+ .ssh/***"]}, {"source": "/root"}],
-        filters=["+ .ssh/*", "+ *"],  # a user who includes everything in .ssh: the key rules come first
-    )
-    write_config(source, config)
-
-    # the dry-run names each key and changes nothing (nor writes the walk cache)
-    before = manifest(target, "/home")
-    res = run_sync(sandbox, "--only", "folder_sync", "--dry-run")
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert manifest(target, "/home") == before
-    assert not source.path(KEY_SCAN).exists()
-    summary = next(line for line in res.stdout.splitlines() if "Dry run:" in line)
-    assert f"Would not sync {len(KEYS)} private keys in .ssh: " in summary
-    for key in KEYS:
-        assert _shown(key) in summary, key
-
-    res = run_sync(sandbox, "--only", "folder_sync")
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert f"Not synced {len(KEYS)} private keys in .ssh: " in res.stdout
+def _assert_keys_kept_off(source: Machine, target: Machine) -> None:
+    """After the first sync: no source key on the target (the target's own kept), the rest synced,
+    no name run by a shell, the log naming each key (never its content), the walk cache private."""
     for key in KEYS:
         if key != "/home/alice/.ssh/github":
             assert not target.path(key).exists(), key
@@ -113,6 +91,34 @@ def test_private_keys_never_reach_the_target_whatever_their_name(sandbox: Sandbo
     assert source.path(KEY_SCAN).stat().st_mode & 0o777 == 0o700
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in source.path(KEY_SCAN).iterdir())
     assert not target.path("/root/.local/state/pc-switcher/key-scan").exists()
+
+
+def test_private_keys_never_reach_the_target_whatever_their_name(sandbox: Sandbox) -> None:
+    source, target = sandbox["source"], sandbox["target"]
+    sh(source, KEYS_SCRIPT)
+    # a key of the target's own at the path of a source key: neither overwritten nor deleted
+    sh(target, "mkdir -p /home/alice/.ssh && echo TARGET-KEY > /home/alice/.ssh/github")
+    config = folder_config(
+        [{"source": "/home", "filters": ["+ /alice/.ssh/github", "+ .ssh/***"]}, {"source": "/root"}],
+        filters=["+ .ssh/*", "+ *"],  # a user who includes everything in .ssh: the key rules come first
+    )
+    write_config(source, config)
+
+    # the dry-run names each key and changes nothing (nor writes the walk cache)
+    before = manifest(target, "/home")
+    res = run_sync(sandbox, "--only", "folder_sync", "--dry-run")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert manifest(target, "/home") == before
+    assert not source.path(KEY_SCAN).exists()
+    summary = next(line for line in res.stdout.splitlines() if "Dry run:" in line)
+    assert f"Would not sync {len(KEYS)} private keys in .ssh: " in summary
+    for key in KEYS:
+        assert _shown(key) in summary, key
+
+    res = run_sync(sandbox, "--only", "folder_sync")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"Not synced {len(KEYS)} private keys in .ssh: " in res.stdout
+    _assert_keys_kept_off(source, target)
 
     # a second sync, the cache in use: a key in a new .ssh deep in a directory already cached is
     # found; the keys stay off the target, the target's own key stays

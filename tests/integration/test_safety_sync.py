@@ -760,11 +760,18 @@ def run_in_pty(
     ],
 )
 def test_history_question(sb3: Sandbox, case: str, flag: str, message: str) -> None:
-    source, target = sb3["source"], sb3["target"]
-    restore_histories(sb3, dict.fromkeys(sb3.machines))
     quick = sandbox_config(
         {"dummy_success": True}, dummy_success={"source_duration": 0, "target_duration": 0}
     )
+    saved = _history_case(sb3, case, message, quick)
+    _asked_without_a_terminal(sb3, case, flag, message, saved)
+    _asked_in_a_terminal(sb3, flag, message, saved, quick)
+
+
+def _history_case(sb3: Sandbox, case: str, message: str, quick: dict[str, Any]) -> dict[str, Any]:
+    """The machines' histories as ``case`` needs them (each case's run that makes it); returns them."""
+    source, target = sb3["source"], sb3["target"]
+    restore_histories(sb3, dict.fromkeys(sb3.machines))
     write_config(source, quick)
     write_config(sb3["source2"], quick)
     if case == "first_sync":
@@ -783,43 +790,55 @@ def test_history_question(sb3: Sandbox, case: str, flag: str, message: str) -> N
         assert last_of(sb3, "target")["peer"] == "source2"
     elif case == "repeat_push":
         ok_run(sync_on(sb3))
-    saved = read_histories(sb3)
+    return read_histories(sb3)
 
-    def nothing_changed() -> None:
-        assert read_histories(sb3) == saved
-        assert not target.path(LOCK).exists()
-        assert not source.path(LOCK).exists()
 
-    def proceeded(output: str) -> None:
-        session = run_id_in(output)
-        assert last_of(sb3, "target") | {"time": None} == {
-            "role": "target",
-            "peer": "source",
-            "session": session,
-            "time": None,
-        }
-        assert last_of(sb3, "source")["session"] == session
-        restore_histories(sb3, saved)
+def _nothing_changed(sb3: Sandbox, saved: dict[str, Any]) -> None:
+    assert read_histories(sb3) == saved
+    assert not sb3["target"].path(LOCK).exists()
+    assert not sb3["source"].path(LOCK).exists()
 
+
+def _proceeded(sb3: Sandbox, saved: dict[str, Any], output: str) -> None:
+    """The sync ran: both histories name its session; then the histories are put back."""
+    session = run_id_in(output)
+    assert last_of(sb3, "target") | {"time": None} == {
+        "role": "target",
+        "peer": "source",
+        "session": session,
+        "time": None,
+    }
+    assert last_of(sb3, "source")["session"] == session
+    restore_histories(sb3, saved)
+
+
+def _asked_without_a_terminal(
+    sb3: Sandbox, case: str, flag: str, message: str, saved: dict[str, Any]
+) -> None:
     # no terminal: refused with one line naming the flag, nothing done
     res = sync_on(sb3, history_checks=True)
     line = assert_one_error_line(res, 2)
     assert message in line
     assert flag in line
     assert "(validate)" not in res.stdout
-    assert_log_ends(log_records(source), 2, message, flag)
-    nothing_changed()
+    assert_log_ends(log_records(sb3["source"]), 2, message, flag)
+    _nothing_changed(sb3, saved)
     if case == "first_sync":
         # no terminal: --yes does not answer these questions
         line = assert_one_error_line(sync_on(sb3, "--yes", history_checks=True), 2)
         assert flag in line
-        nothing_changed()
+        _nothing_changed(sb3, saved)
     # no terminal, with the flag: proceeds
     res = sync_on(sb3, flag, history_checks=True)
     ok_run(res)
     assert f"(accepted by {flag})" in res.stdout
-    proceeded(res.stdout)
+    _proceeded(sb3, saved, res.stdout)
 
+
+def _asked_in_a_terminal(
+    sb3: Sandbox, flag: str, message: str, saved: dict[str, Any], quick: dict[str, Any]
+) -> None:
+    source = sb3["source"]
     argv = sync_argv(sb3, history_checks=True)
     # a terminal: "n" refuses, nothing done
     run = run_in_pty(source, argv, "n")
@@ -828,12 +847,12 @@ def test_history_question(sb3: Sandbox, case: str, flag: str, message: str) -> N
     assert "sync cancelled" in run.output
     assert flag in run.output
     assert "(validate)" not in run.output
-    nothing_changed()
+    _nothing_changed(sb3, saved)
     # a terminal: "y" proceeds
     run = run_in_pty(source, argv, "y")
     assert (run.code, run.asked) == (0, 1), run.output[-3000:]
     assert "sync to target completed" in run.output
-    proceeded(run.output)
+    _proceeded(sb3, saved, run.output)
     # a terminal and --yes: not asked, proceeds. Up to the next step only (a whole sync was shown
     # twice above): the snapshot check, which this config makes fail, before anything changes
     bad = {**SNAPSHOTS, "subvolumes": {"source": SUBVOLUMES, "target": ["/home/nosuch"]}}
@@ -842,7 +861,7 @@ def test_history_question(sb3: Sandbox, case: str, flag: str, message: str) -> N
     assert (run.code, run.asked) == (1, 0), run.output[-3000:]
     assert message in run.output
     assert "snapshot check failed: subvolume /home/nosuch does not exist on target" in run.output
-    nothing_changed()
+    _nothing_changed(sb3, saved)
 
 
 def test_the_targets_inventory_host_var_moves_its_history(sb: Sandbox) -> None:

@@ -138,7 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="dir of all sandboxes (default $PCS_SANDBOX_DIR or /var/tmp/pcswitcher-sandbox)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_up(sub)
+    _add_down(sub)
+    status = sub.add_parser("status", help="list recorded sandboxes, their machines and pids")
+    status.set_defaults(func=_cmd_status)
+    _add_extensions(sub)
+    return parser
 
+
+def _add_up(sub: Any) -> None:
     up = sub.add_parser(
         "up",
         help="bring machines up and leave them running",
@@ -185,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.set_defaults(func=_cmd_up)
 
+
+def _add_down(sub: Any) -> None:
     down = sub.add_parser("down", help="tear down one sandbox (DIR) or all recorded ones (--all)")
     down.add_argument("dir", nargs="?", default=None)
     down.add_argument("--all", action="store_true")
@@ -195,9 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     down.set_defaults(func=_cmd_down)
 
-    status = sub.add_parser("status", help="list recorded sandboxes, their machines and pids")
-    status.set_defaults(func=_cmd_status)
 
+def _add_extensions(sub: Any) -> None:
+    """The subcommands of the modules in EXTENSION_MODULES that are there (e.g. ``demo``)."""
     for module_name in EXTENSION_MODULES:
         try:
             module = importlib.import_module(module_name)
@@ -206,7 +216,6 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -615,33 +615,8 @@ class Sandbox:
         :data:`RO_BIND_PARENTS` (e.g. ``/srv/pcs-apt``), to a host dir bound there read-only.
         ``extra_dirs`` and ``private_etc`` are for plain machines only.
         """
-        if not name or not name.replace("-", "").isalnum() or name in self._state["machines"]:
-            raise SandboxError(f"bad or duplicate machine name {name!r}")
-        binds = _check_ro_binds(ro_binds or {}, root)
-        if root and (extra_dirs or private_etc):
-            raise SandboxError(
-                f"{name}: extra_dirs and private_etc are for plain machines (a root machine has its own)"
-            )
-        cache = _root_cache_image() if root else None
-        ensure_loop_devices()
-        subvolumes = [["/home", "home"], ["/root", "root"]]
-        for extra in extra_dirs:
-            norm = self._check_extra_dir(extra, subvolumes)
-            subvolumes.append([norm, norm.strip("/").replace("/", "_")])
-        mdir = self.dir / name
-        mdir.mkdir(mode=0o755)
-        rec: dict[str, Any] = {
-            "name": name,
-            "dir": str(mdir),
-            "port": self.port,
-            "image": str(mdir / "disk.img"),
-            "btrfs_top": BTRFS_TOP,
-            "subvolumes": subvolumes,
-            "private_etc": private_etc,
-            "root": root,
-            "root_cache": str(cache) if cache else None,
-            "ro_binds": binds,
-        }
+        rec = self._record(name, extra_dirs, private_etc, root, ro_binds or {})
+        mdir = Path(rec["dir"])
         with base_lock(self.base_dir):
             rec["address"] = self._free_address()
             self._state["machines"][name] = rec
@@ -660,6 +635,43 @@ class Sandbox:
         machine = Machine(self, rec)
         self.machines[name] = machine
         return machine
+
+    def _record(
+        self,
+        name: str,
+        extra_dirs: Sequence[str],
+        private_etc: bool,
+        root: bool,
+        ro_binds: Mapping[str, Path],
+    ) -> dict[str, Any]:
+        """The checked record of a new machine (its address not chosen yet), its directory made."""
+        if not name or not name.replace("-", "").isalnum() or name in self._state["machines"]:
+            raise SandboxError(f"bad or duplicate machine name {name!r}")
+        binds = _check_ro_binds(ro_binds, root)
+        if root and (extra_dirs or private_etc):
+            raise SandboxError(
+                f"{name}: extra_dirs and private_etc are for plain machines (a root machine has its own)"
+            )
+        cache = _root_cache_image() if root else None
+        ensure_loop_devices()
+        subvolumes = [["/home", "home"], ["/root", "root"]]
+        for extra in extra_dirs:
+            norm = self._check_extra_dir(extra, subvolumes)
+            subvolumes.append([norm, norm.strip("/").replace("/", "_")])
+        mdir = self.dir / name
+        mdir.mkdir(mode=0o755)
+        return {
+            "name": name,
+            "dir": str(mdir),
+            "port": self.port,
+            "image": str(mdir / "disk.img"),
+            "btrfs_top": BTRFS_TOP,
+            "subvolumes": subvolumes,
+            "private_etc": private_etc,
+            "root": root,
+            "root_cache": str(cache) if cache else None,
+            "ro_binds": binds,
+        }
 
     def _check_extra_dir(self, extra: str, subvolumes: list[list[str]]) -> str:
         norm = os.path.normpath(extra)

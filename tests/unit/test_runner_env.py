@@ -99,6 +99,7 @@ def _frozen_at_exit(tmp_path: Path, env: dict[str, str]) -> int:
             "local",
             "play.yml",
         ],
+        check=False,
         cwd=tmp_path,
         env={**os.environ, **env, "PROBE_OUT": str(out)},
         capture_output=True,
