@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from tests.integration.folder_sync_helpers import (
+    bind_mount,
     build_tree,
     change_tree,
     folder_config,
@@ -390,6 +391,36 @@ def test_target_path_differs_from_source(sandbox: Sandbox, folders: list[dict[st
     _sync(sandbox)
     assert target.path("/home/elsewhere/a/file one").read_text() == "one\n"
     assert not target.path("/home/user").exists()
+
+
+def test_mtimes_are_compared_to_the_nanosecond(sandbox: Sandbox) -> None:
+    """A file rewritten at the same size within the second of its last sync is synced again, and a
+    directory's mtime is exact (rsync's default compares whole seconds: both were left as they were;
+    the directory case failed test_rules_up_to_the_budget... in CI). A target rsync older than 3.1.3,
+    which cannot compare nanoseconds, is refused by validation with one line."""
+    source, target = sandbox["source"], sandbox["target"]
+    second = 1_790_000_000
+    sh(source, "mkdir -p /home/user && echo one > /home/user/f && touch -d @$1.1 /home/user/f", str(second))
+    write_config(source, folder_config([{"source": "/home"}]))
+    _sync(sandbox)
+    # the same size, the same second: only the nanoseconds tell the change
+    sh(source, "echo two > /home/user/f && touch -d @$1.6 /home/user/f", str(second))
+    sh(source, "touch -d @$1.2 /home/user", str(second))
+    sh(target, "touch -d @$1.9 /home/user", str(second))
+    _sync(sandbox)
+    assert target.path("/home/user/f").read_text() == "two\n"
+    _compare(sandbox, "/home/user")
+    mtimes = [m.path("/home/user").stat().st_mtime_ns for m in (source, target)]
+    assert mtimes == [second * 10**9 + 200_000_000] * 2
+
+    sh(target, "printf '#!/bin/sh\\necho \"rsync  version 3.1.2  protocol version 31\"\\n' > /root/old-rsync")
+    sh(target, "chmod 0755 /root/old-rsync")
+    with bind_mount(target, "/root/old-rsync", "/usr/bin/rsync"):
+        failure = _failure(run_sync(sandbox, "--only", "folder_sync"))
+    assert failure.endswith(
+        "rsync on target is too old or unknown ('rsync  version 3.1.2  protocol version 31'): the sync needs "
+        "rsync 3.1.3 or newer there (its nanosecond mtime comparison): install a newer rsync on the target"
+    ), failure
 
 
 def _long_rules(count: int) -> list[str]:

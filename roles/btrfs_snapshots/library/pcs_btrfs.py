@@ -156,6 +156,7 @@ def rsync_argv(
         "rsync",
         "-aHAX",
         "--numeric-ids",
+        "--modify-window=-1",
         "--delete",
         "--force",
         "--one-file-system",

@@ -12,8 +12,8 @@ nothing is written) and that the fixed never-sync rules come first.
 
 On the target it runs one ssh session, with the sync's own ssh command (so through the run's ssh
 master when there is one): the sync's exact remote rsync path with ``--version`` (host key, key,
-user and ``sudo -n`` as for the sync), then ``TARGET_PROGRAM`` (its input on stdin): rsync
-installed, no symlink anywhere in a target path, every target folder a directory the sync can
+user and ``sudo -n`` as for the sync; 3.1.3 or newer: :data:`RSYNC_MINIMUM`), then
+``TARGET_PROGRAM`` (its input on stdin): rsync installed, no symlink anywhere in a target path, every target folder a directory the sync can
 write, or, when it does not exist yet, its parent (as root through ``sudo -n`` with become).
 
 With ``SPACE_SCRIPT SPACE_INPUT`` after the plan (the role's validate phase), it then runs the space
@@ -30,6 +30,7 @@ import contextlib
 import importlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -38,6 +39,12 @@ from types import ModuleType
 from typing import Any
 
 TIMEOUT = 30
+
+# The oldest rsync the target may run: 3.1.3 is the first whose receiver compares mtimes to the
+# nanosecond (the job's --modify-window=-1); an older one compares whole seconds and would skip a
+# file rewritten at the same size in the second of the last sync. Debian has it since buster (10).
+RSYNC_MINIMUM = (3, 1, 3)
+RSYNC_VERSION = re.compile(r"\Arsync +version v?(\d+)\.(\d+)\.(\d+)\b")
 
 # The target's checks: a fixed Python program (``python3 -c PROGRAM``, the same text every run), run
 # in the same ssh session as the ``rsync --version``, as the user the sync's rsync runs as: the login
@@ -218,12 +225,28 @@ def check_target(plan: dict[str, Any], proc: subprocess.Popen[str]) -> list[str]
             f"rsync on the target does not answer over ssh ({plan['remote_rsync']}): {why}: "
             "install rsync on the target and check the inventory's ssh settings (host key, key, user)",
         )
+    elif "rsync" in answer:
+        problems[:0] = rsync_version_problem(answer, plan.get("name") or plan["host"])
     elif not mark:
         problems.append(
             f"the target folders could not be checked over ssh: {why}: install python3 on the target "
             "(or set ansible_python_interpreter)"
         )
     return problems
+
+
+def rsync_version_problem(answer: str, name: str) -> list[str]:
+    """The target's ``rsync --version`` must name a version of :data:`RSYNC_MINIMUM` or newer (an
+    allowlist: an answer that names none, such as another program's, is refused too)."""
+    found = RSYNC_VERSION.match(answer.lstrip())
+    if found and tuple(int(part) for part in found.groups()) >= RSYNC_MINIMUM:
+        return []
+    first = (answer.strip().splitlines() or [""])[0].strip()[:80]
+    minimum = ".".join(str(part) for part in RSYNC_MINIMUM)
+    return [
+        f"rsync on {name} is too old or unknown ({first!r}): the sync needs rsync {minimum} or newer there "
+        "(its nanosecond mtime comparison): install a newer rsync on the target"
+    ]
 
 
 def load_space(path: str) -> ModuleType:

@@ -152,7 +152,7 @@ REFUSED = {
     "existing": "it skips new files: not an exact mirror",
     "ignore-existing": "it skips files that exist on the target: not an exact mirror",
     "size-only": "it skips changed files of the same size: not an exact mirror",
-    "modify-window": "it skips changed files with a close mtime: not an exact mirror",
+    "modify-window": "the job sets it itself (-1: mtimes equal only to the nanosecond); a wider window skips changed files",
     "max-size": "it skips files: not an exact mirror",
     "min-size": "it skips files: not an exact mirror",
     "prune-empty-dirs": "it leaves directories out: not an exact mirror",
