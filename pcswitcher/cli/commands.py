@@ -615,6 +615,29 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated
 
 
+#: The interrupt that Python ignored (:func:`_unraisable`), to deliver again.
+_ignored: list[type[BaseException]] = []
+
+
+def _unraisable(info: Any) -> None:
+    """``sys.unraisablehook``: an interrupt raised where Python ignores exceptions (a signal that
+    landed in a weakref callback, e.g. importlib's module-lock cleanup after every import, or in a
+    ``__del__``) would print "Exception ignored … Traceback" and be lost: the command would go on.
+    Instead it is raised again 1 ms later (SIGALRM, :func:`_deliver_ignored`), in the main flow."""
+    if isinstance(info.exc_value, (Terminated, KeyboardInterrupt)):
+        _ignored.append(type(info.exc_value))
+        signal.setitimer(signal.ITIMER_REAL, 0.001)
+        return
+    sys.__unraisablehook__(info)
+
+
+def _deliver_ignored(signum: int, frame: Any) -> None:
+    if frame is not None and frame.f_code is _unraisable.__code__:  # still in the hook: a bit later
+        signal.setitimer(signal.ITIMER_REAL, 0.001)
+    elif _ignored:
+        raise _ignored.pop()
+
+
 def _interrupted(exc: BaseException) -> int:
     """The exit code of a command stopped by SIGTERM (143), else by Ctrl+C or a closed pipe (130)."""
     return int(ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED)
@@ -625,7 +648,8 @@ def entry() -> None:
 
     SIGTERM first becomes an exception, as Ctrl+C is KeyboardInterrupt: a SIGTERM while a command
     reads its config (before a sync installs its abort path) unwinds it and exits 143, the code
-    the docs give, instead of Python's default end by the signal.
+    the docs give, instead of Python's default end by the signal. One that lands where Python
+    ignores exceptions is raised again (:func:`_unraisable`).
 
     By the time main() returns everything is done: the log is closed, the lock released, every
     playbook and agent has ended. Python's own finalization would then free every object of
@@ -635,6 +659,8 @@ def entry() -> None:
     milliseconds is ignored: the command is over (it would raise in an exit handler, a traceback).
     """
     signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGALRM, _deliver_ignored)
+    sys.unraisablehook = _unraisable
     try:
         main()
         code: object = 0
@@ -642,7 +668,8 @@ def entry() -> None:
         code = exc.code
     except (KeyboardInterrupt, Terminated) as exc:  # in the instant main() ended
         code = _interrupted(exc)
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
         signal.signal(sig, signal.SIG_IGN)
     if isinstance(code, str):  # sys.exit("message"), as Python would print it
         sys.stderr.write(f"{code}\n")

@@ -67,7 +67,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 TAG = "PCSWITCHER_RUN_ID"
 RUN_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # \Z: no trailing newline
@@ -174,11 +174,73 @@ def _release_parents(parents: set[int], killed: set[int], timeout: float = 1.0) 
         time.sleep(0.01)
 
 
+#: rsync's temporary file beside the file it receives: ``.NAME.XXXXXX`` (mkstemp's six characters).
+RSYNC_TEMP_RE = re.compile(r"\A\..+\.[A-Za-z0-9]{6}\Z", re.DOTALL)
+if TYPE_CHECKING:  # (not at run time: Python 3.8 on a target cannot subscript tuple)
+    #: A temporary file of a killed rsync: its (device, inode), path, its directory's (device, inode).
+    Temp = tuple[tuple[int, int], str, tuple[int, int]]
+
+
+def _fd_writes(pid: int, fd: str) -> bool:
+    """Whether the process's ``fd`` is open for writing (the ``flags`` of its fdinfo, octal)."""
+    for line in _read(f"/proc/{pid}/fdinfo/{fd}").splitlines():
+        if line.startswith(b"flags:"):
+            return int(line.split()[1], 8) & 0o3 != os.O_RDONLY  # O_ACCMODE (not in every Python's os)
+    return False
+
+
+def rsync_temps(procs: dict[int, str]) -> list[Temp]:
+    """The temporary files the rsync processes among ``procs`` are writing: regular files open for
+    writing, named as rsync names them. Read before they are killed (a killed receiver leaves its
+    temporary file: rsync's signal handler sleeps 0.4 s before it cleans up, longer than the sweep's
+    grace). A process this user cannot look into is skipped, and so is an rsync told to write into
+    the real files (``--inplace``, ``--append``: what it has open is no temporary file)."""
+    temps: list[Temp] = []
+    for pid, cmd in procs.items():
+        words = cmd.split(" ")
+        into_real_files = any(w.startswith(("--inplace", "--append")) for w in words)
+        if os.path.basename(words[0]) != "rsync" or into_real_files:
+            continue
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError, ValueError):
+                    path = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if not path.startswith("/") or not RSYNC_TEMP_RE.match(os.path.basename(path)):
+                        continue  # a deleted file's link ends in " (deleted)"
+                    st = os.stat(f"/proc/{pid}/fd/{fd}")
+                    if stat.S_ISREG(st.st_mode) and _fd_writes(pid, fd):
+                        parent = os.stat(os.path.dirname(path))
+                        temps.append(((st.st_dev, st.st_ino), path, (parent.st_dev, parent.st_ino)))
+    return temps
+
+
+def remove_temps(temps: list[Temp]) -> list[str]:
+    """Remove the temporary files of :func:`rsync_temps` once their writers are dead: a name is
+    removed only when it is still that file (same inode, one link, a regular file) in that same
+    directory (opened without following a symlink, same inode). Returns the paths removed."""
+    removed = []
+    for ident, path, parent in temps:
+        head, name = os.path.split(path)
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(head, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                d, st = os.fstat(dir_fd), os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                same = (d.st_dev, d.st_ino) == parent and (st.st_dev, st.st_ino) == ident
+                if same and st.st_nlink == 1 and stat.S_ISREG(st.st_mode):
+                    os.unlink(name, dir_fd=dir_fd)
+                    removed.append(path)
+            finally:
+                os.close(dir_fd)
+    return removed
+
+
 def sweep(run_id: str, jids: list[str] | tuple[str, ...] = (), grace: float = 0.3) -> dict[str, object]:
-    """Kill every process of the run: SIGTERM, a short grace, then freeze-and-SIGKILL until none is left."""
+    """Kill every process of the run: SIGTERM, a short grace, then freeze-and-SIGKILL until none is
+    left; then remove the temporary files its rsync processes were writing (:func:`rsync_temps`)."""
     found = find_run_processes(run_id, jids)
     killed = dict(found)
     parents = {_ppid(pid) for pid in found}
+    temps = rsync_temps(found)
     if found:
         _signal_all(found, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -193,6 +255,7 @@ def sweep(run_id: str, jids: list[str] | tuple[str, ...] = (), grace: float = 0.
         _signal_all(found, signal.SIGSTOP)  # frozen processes cannot fork new children
         again = find_run_processes(run_id, jids)
         killed.update(again)
+        temps += rsync_temps({**found, **again})
         _signal_all(set(found) | set(again), signal.SIGKILL)
         time.sleep(0.02)
     _release_parents(parents, set(killed))
@@ -201,6 +264,7 @@ def sweep(run_id: str, jids: list[str] | tuple[str, ...] = (), grace: float = 0.
         "t": "swept",
         "killed": [{"pid": pid, "cmd": cmd[:200]} for pid, cmd in sorted(killed.items())],
         "remaining": sorted(remaining),
+        "temps_removed": [] if remaining else remove_temps(temps),
     }
 
 

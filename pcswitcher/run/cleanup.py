@@ -136,7 +136,8 @@ def _cleanup(host: Target, run_id: str, inventory_path: Path, ui: Ui) -> ExitCod
         return ExitCode.FAILED
     report = result.set_stats.get("cleanup_result") or {}
     for side in ("target", "source"):
-        killed = (report.get(side) or {}).get("killed") or []
-        removed = (report.get(side) or {}).get("removed") or []
+        swept = report.get(side) or {}
+        killed = swept.get("killed") or []
+        removed = (swept.get("removed") or []) + (swept.get("temps_removed") or [])
         ui.message(f"{side}: killed {len(killed)} process(es), removed {len(removed)} path(s)")
     return ExitCode.OK

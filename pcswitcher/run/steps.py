@@ -604,6 +604,8 @@ def log_sweep(host: str, report: dict[str, Any] | None) -> None:
         host,
         extra={"host": host, "fields": {"killed": killed, "remaining": report.get("remaining")}},
     )
+    for path in report.get("temps_removed") or []:  # what an interrupted rsync was receiving
+        log.info("removed the killed rsync's temporary file %s on %s", path, host, extra={"host": host})
 
 
 def cleanup_playbook(ctx: RunContext) -> None:

@@ -374,8 +374,13 @@ def test_interrupted_sync_keeps_good_files_and_resync_converges(sandbox: Sandbox
         assert left == [], f"{machine.name}: {left}"
         assert rsync_processes(machine) == []
         assert describe(tagged(machine)) == []
-    # the old file is intact: never a half-written file in its place
+    # the old file is intact: never a half-written file in its place; and the killed receiver's
+    # temporary file is gone (the target's sweep removed it), not left for the next sync to delete
     assert target.run(["sha256sum", "/home/user/big"]).stdout.split()[0] == good
+    assert sh(target, "find /home/user -name '.big.*'").stdout == ""
+    said = [str(r.get("message")) for r in log_records(source)]
+    removed = [m.split()[-3].rsplit(".", 1)[0] for m in said if "removed the killed rsync's temporary" in m]
+    assert removed == ["/home/user/.big"], said
 
     write_config(source, folder_config([{"source": "/home"}]))
     _sync(sandbox)

@@ -32,6 +32,7 @@ RETURN = r"""
 killed: {description: The processes killed (pid, cmd)., type: list, returned: always}
 remaining: {description: Pids still alive after the sweep (should be empty)., type: list, returned: always}
 removed: {description: The paths removed., type: list, returned: always}
+temps_removed: {description: The temporary files of the killed rsync processes removed., type: list, returned: always}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -60,7 +61,9 @@ def main() -> None:
     if module.check_mode:
         found = find_run_processes(run_id, jids)
         killed = [{"pid": pid, "cmd": cmd[:200]} for pid, cmd in found.items()]
-        module.exit_json(changed=bool(found), killed=killed, remaining=[], removed=[], check_mode=True)
+        module.exit_json(
+            changed=bool(found), killed=killed, remaining=[], removed=[], temps_removed=[], check_mode=True
+        )
     report = sweep(run_id, jids)
     removed = remove_run_files(run_id, jids) if module.params["remove"] else []
     if report["remaining"]:
@@ -70,6 +73,7 @@ def main() -> None:
         killed=report["killed"],
         remaining=report["remaining"],
         removed=removed,
+        temps_removed=report["temps_removed"],
         run_dir=run_dir(run_id),
     )
 
