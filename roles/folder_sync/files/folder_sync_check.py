@@ -13,8 +13,9 @@ nothing is written) and that the fixed never-sync rules come first.
 On the target it runs one ssh session, with the sync's own ssh command (so through the run's ssh
 master when there is one): the sync's exact remote rsync path with ``--version`` (host key, key,
 user and ``sudo -n`` as for the sync; 3.1.3 or newer: :data:`RSYNC_MINIMUM`), then
-``TARGET_PROGRAM`` (its input on stdin): rsync installed, no symlink anywhere in a target path, every target folder a directory the sync can
-write, or, when it does not exist yet, its parent (as root through ``sudo -n`` with become).
+``TARGET_PROGRAM`` (its input on stdin): rsync installed, no symlink anywhere in a target path,
+every target folder a directory the sync can write, or, when it does not exist yet, its parent (as
+root through ``sudo -n`` with become).
 
 With ``SPACE_SCRIPT SPACE_INPUT`` after the plan (the role's validate phase), it then runs the space
 check of ``folder_sync_space.py`` (imported from that path; its input: ``agent``, ``folders``,
@@ -225,13 +226,13 @@ def check_target(plan: dict[str, Any], proc: subprocess.Popen[str]) -> list[str]
             f"rsync on the target does not answer over ssh ({plan['remote_rsync']}): {why}: "
             "install rsync on the target and check the inventory's ssh settings (host key, key, user)",
         )
-    elif "rsync" in answer:
-        problems[:0] = rsync_version_problem(answer, plan.get("name") or plan["host"])
     elif not mark:
         problems.append(
             f"the target folders could not be checked over ssh: {why}: install python3 on the target "
             "(or set ansible_python_interpreter)"
         )
+    if "rsync" in answer:
+        problems[:0] = rsync_version_problem(answer, plan.get("name") or plan["host"])
     return problems
 
 
