@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -195,15 +194,6 @@ def rsync_processes(machine: Machine) -> list[str]:
         except Exception:  # noqa: S112 - a process that just ended
             continue
     return found
-
-
-def wait_for(cond: Any, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(interval)
-    return bool(cond())
 
 
 # A login user of the target machine only: the sandbox machines share the host's /etc, so the user is

@@ -26,7 +26,6 @@ from tests.integration.folder_sync_helpers import (
     manifest,
     rsync_processes,
     sh,
-    wait_for,
 )
 from tests.integration.helpers import (
     assert_one_error_line,
@@ -41,6 +40,7 @@ from tests.integration.helpers import (
 )
 from tests.integration.test_snapshots import HISTORY, LOCATION, SUBVOLUMES, cli, sessions_of
 from tests.sandbox import Machine, Sandbox, SandboxError
+from tests.waiting import wait_for
 
 USER = "alice"
 UID = 1100  # 1000 is taken on some hosts: the user must not exist in the host's /etc either

@@ -20,7 +20,6 @@ from tests.integration.folder_sync_helpers import (
     sh,
     stand_in_sudo,
     sync_as,
-    wait_for,
     without_rsync,
 )
 from tests.integration.helpers import (
@@ -34,6 +33,7 @@ from tests.integration.helpers import (
     write_config,
 )
 from tests.sandbox import Machine, Sandbox
+from tests.waiting import wait_for
 
 DATA = "/home/user/data"
 

@@ -7,22 +7,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from pcswitcher.remote import agent
+from tests.waiting import wait_for
 
 RUN_ID = "20200101T000000Z-7e01"  # this test's own: the sweep kills by it
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_the_sweep_removes_what_the_killed_receiver_was_writing_and_nothing_else(tmp_path: Path) -> None:
@@ -42,7 +32,7 @@ def test_the_sweep_removes_what_the_killed_receiver_was_writing_and_nothing_else
             # rsync adds no second dot to a name that starts with one: ".data.AbC123.XXXXXX"
             return [p for p in dst.iterdir() if p.name.startswith(".data.AbC123.") and p.stat().st_size > 0]
 
-        assert _wait(lambda: bool(receiving())), "rsync wrote no temporary file"
+        assert wait_for(lambda: bool(receiving()), 20), "rsync wrote no temporary file"
         (temp,) = receiving()
         report = agent.sweep(RUN_ID)
         assert report["remaining"] == []
@@ -66,7 +56,8 @@ def test_an_rsync_that_writes_into_the_real_files_is_left_alone(tmp_path: Path) 
         ["rsync", "-a", "--inplace", "--bwlimit=1m", f"{src}/", f"{dst}/"], env=env, start_new_session=True
     )
     try:
-        assert _wait(lambda: (dst / ".zshrc.backup").exists() and (dst / ".zshrc.backup").stat().st_size > 0)
+        written = dst / ".zshrc.backup"
+        assert wait_for(lambda: written.exists() and written.stat().st_size > 0, 20)
         report = agent.sweep(RUN_ID)
         assert report["remaining"] == []
         assert report["temps_removed"] == []
