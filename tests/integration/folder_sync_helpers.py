@@ -37,11 +37,11 @@ ln -s "$root/plain.txt" abs-link
 ln -s /does/not/exist dangling-link
 ln -s 'dir with space' dir-link
 # sparse file: 64 MiB apparent, a few KiB of data; a second link of it; a dense file that gains
-# holes in CHANGE_SCRIPT
+# holes in CHANGE_SCRIPT (both over folder_sync's sparse threshold, 16 MiB: rsyncs of their own)
 truncate -s 64M sparse.img
 printf 'middle' | dd of=sparse.img bs=1 seek=$((32*1024*1024)) conv=notrunc status=none
 ln sparse.img links/sparse-link.img
-head -c 8388608 /dev/urandom > gains-holes.img
+head -c 20971520 /dev/urandom > gains-holes.img
 # ACLs and xattrs
 printf 'acl\n' > acl-file
 setfacl -m u:4242:rw,g:4343:r acl-file
@@ -80,8 +80,8 @@ setfattr -n user.color -v red xattr-file
 chmod 0600 owned
 mkdir -p new-dir/sub
 printf 'new\n' > new-dir/sub/new-file
-# 6 MiB of the 8 MiB file become a hole (its mtime moves: the next sync sends it)
-fallocate --punch-hole --offset 1048576 --length 6291456 gains-holes.img
+# 18 MiB of the 20 MiB file become a hole (its mtime moves: the next sync sends it)
+fallocate --punch-hole --offset 1048576 --length 18874368 gains-holes.img
 ln new-dir/sub/new-file new-dir/new-link
 """
 

@@ -90,12 +90,12 @@ def test_mirror_is_exact_and_second_sync_is_a_noop(sandbox: Sandbox) -> None:
     # file is dense
     assert _allocated(target, "sparse.img") < 64 << 20 >> 4
     assert _inode(target, "sparse.img") == _inode(target, "links/sparse-link.img")
-    assert _allocated(target, "gains-holes.img") >= 8 << 20
+    assert _allocated(target, "gains-holes.img") >= 20 << 20
 
     change_tree(source, DATA)
     _sync(sandbox)
     _compare(sandbox, DATA)
-    # the file that gained a 6 MiB hole has it on the target too
+    # the file that gained an 18 MiB hole has it on the target too
     assert _allocated(source, "gains-holes.img") < 3 << 20
     assert _allocated(target, "gains-holes.img") < 3 << 20
     second = last_result(source)

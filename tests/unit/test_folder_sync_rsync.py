@@ -37,17 +37,17 @@ SIZE = 1000
 
 
 def rsync_output(deleted: int = 3) -> bytes:
-    """What ``rsync --info=progress2 --stats --out-format='%i %n%L'`` prints for a small push."""
-    out = ["cd+++++++++ ./"]
+    """What ``rsync --info=progress2 --stats --out-format='/%i %n%L'`` prints for a small push."""
+    out = ["/cd+++++++++ ./"]
     done = 0
     for i in range(FILES):
-        out.append(f">f+++++++++ dir {i % 7}/file {i}.bin")
+        out.append(f"/>f+++++++++ dir {i % 7}/file {i}.bin")
         done += SIZE
         pct = done * 100 // (FILES * SIZE)
         # rsync ends each file's progress2 line with \r, not \n
         eta = f"0:00:0{9 - pct // 12}"
         out.append(f"\r{done:>15,} {pct:3d}%   10.00MB/s    {eta} (xfr#{i + 1}, to-chk=0/{FILES})")
-    out += [f"*deleting   old/gone {i}.txt" for i in range(deleted)]
+    out += [f"/*deleting   old/gone {i}.txt" for i in range(deleted)]
     out += [
         "",
         f"Number of files: {FILES + 1:,} (reg: {FILES:,}, dir: 1)",

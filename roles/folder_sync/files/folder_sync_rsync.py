@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Run one rsync of the folder_sync job and turn its output into pc-switcher progress lines.
+"""Run the rsync of one folder of the folder_sync job and turn its output into progress lines.
 
 Usage (run on the source by roles/folder_sync/tasks/sync.yml)::
 
     folder_sync_rsync.py [--base B] [--span S] [--label L] [--report N] [--dry-run] [--scan-keys ROOT]
-                         -- rsync ARGS...
+                         [--sparse-from BYTES] -- rsync ARGS... SOURCE/ DEST/
 
-rsync must be given ``--info=progress2 --stats --out-format=%i %n%L`` (the task does). This wrapper:
+rsync must be given ``--info=progress2 --stats --out-format=/%i %n%L`` (the task does). This wrapper:
 
 * with ``--scan-keys ROOT`` (rsync's source folder), first finds every private key in the ``.ssh``
   directories below ROOT by its content (:func:`find_private_keys`) and puts one ``--filter=- /PATH``
@@ -15,13 +15,17 @@ rsync must be given ``--info=progress2 --stats --out-format=%i %n%L`` (the task 
   directories reuses the last walk's listings where a directory's metadata is unchanged
   (:class:`WalkCache`, a file per ROOT in ``$XDG_STATE_HOME/pc-switcher/key-scan/``, read always,
   written only without ``--dry-run``);
+* with ``--sparse-from BYTES``, runs rsync with ``--max-size=BYTES --info=skip1`` and then, for the
+  files it skipped, one rsync with ``--sparse`` for those with holes and one without for the others
+  (:func:`later_passes`; docs/jobs/folder_sync.md, "Sparse files"); the figures below are summed
+  over them;
 * passes rsync's stderr on, line by line as it comes, to its own stderr and as WARNING messages;
   when rsync fails, its last stderr line is the reason: rsync's exit code, its meaning and rsync's
   last error lines (:func:`rsync_failure`);
 
 * reads rsync's stdout: the ``progress2`` lines (overall bytes, percent, rate, ETA), the itemized
-  lines (``>f+++++++++ path`` — the current file; ``*deleting   path`` — a deletion) and the
-  ``--stats`` block at the end;
+  lines (``/>f+++++++++ path`` — the current file; ``/*deleting   path`` — a deletion; the ``/``
+  tells them from a skipped file's ``NAME is over max-size``) and the ``--stats`` block at the end;
 * appends JSON lines to ``$PCSWITCHER_PROGRESS`` (when set): ``percent`` (``B + S * rsync%``) and
   ``item`` (current file, bytes, rate) at most 4 times a second, a DEBUG message with the
   figures every 5 s, one DEBUG message per deletion, and, with ``--dry-run``, one DEBUG message per
@@ -55,7 +59,7 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, List, Tuple
 
 PROGRESS_INTERVAL = 0.25  # s between progress lines (percent + item)
 MESSAGE_INTERVAL = 5.0  # s between DEBUG messages with bytes / rate / ETA
@@ -566,6 +570,96 @@ def exclude_rule(relpath: str) -> str:
     return "- /" + relpath
 
 
+# -- large files: passes of their own after the first -------------------------------------------------
+# The first rsync skips the files over ``--sparse-from`` bytes (``--max-size``) and names each one
+# (``--info=skip1``: "NAME is over max-size"); they go in passes of their own, those with holes with
+# ``--sparse`` (its receiver writes in 1 KiB pieces to find holes: 10-36 % slower), the others
+# without it. See docs/jobs/folder_sync.md, "Sparse files".
+SEEK_HOLE = getattr(os, "SEEK_HOLE", 4)
+_SKIPPED = re.compile(rb"\A(?P<name>.+) is over max-size(?: \(\d+ > \d+\))?\Z", re.DOTALL)
+_RSYNC_ESCAPE = re.compile(rb"\\#([0-7]{3})")
+NOT_IN_LATER_PASSES = ("--delete", "--delete-delay")  # the first pass alone deletes
+
+
+def rsync_name(raw: bytes) -> str:
+    """A name as rsync prints it (``\\#ooo`` for a control character, a byte that is not printable
+    and a backslash that would look like one) back as the path it is."""
+    return os.fsdecode(_RSYNC_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), raw))
+
+
+def has_hole(path: str) -> bool:
+    """``path`` (not followed when a symlink) is a regular file with a hole: fewer blocks than its
+    size needs, and SEEK_HOLE finds a hole before its end."""
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_blocks * 512 >= st.st_size:
+            return False
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError:
+        return False
+    try:
+        return os.lseek(fd, 0, SEEK_HOLE) < st.st_size
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def pattern(relpath: str, wild: bool = False) -> str:
+    """``relpath`` as an rsync pattern anchored at the transfer root. Literal when it has no wildcard
+    character and ``wild`` is false; else ``* ? [ \\`` escaped, each control character ``?``. The
+    rules of the later passes only narrow the job's rules (they come after them), so a pattern that
+    matches a little more only checks a file more."""
+    if wild or _WILDCARDS.search(relpath) or _CONTROL.search(relpath):
+        relpath = _CONTROL.sub("?", _ESCAPED.sub(lambda m: "\\" + m.group(0), relpath))
+    return "/" + relpath
+
+
+def _parents(paths: list[str]) -> list[str]:
+    """Every directory above ``paths`` (relative to the root), parents first."""
+    dirs: set[str] = set()
+    for path in paths:
+        parts = path.split("/")[:-1]
+        dirs.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    return sorted(dirs, key=lambda d: (d.count("/"), d))
+
+
+Pass = Tuple[str, int, List[str]]  # what it sends, how many files, the rsync command
+
+
+def later_passes(command: list[str], root: str, large: list[str]) -> list[Pass]:
+    """The rsyncs after the first for the ``large`` files it skipped (paths relative to ``root``,
+    the source folder): the files with holes with ``--sparse``, by a rule each; then the others,
+    by a rule per directory (they may be many). Both without the deletion options, their rules
+    after all of the job's (which still decide first: no file the job excludes comes in), then
+    ``- *``. All links of an inode have the same holes, so each pass has all of them (``-H``)."""
+    base = root.rstrip("/") + "/"
+    holed = sorted({p for p in large if has_hole(base + p)})
+    dense = sorted(set(large) - set(holed))
+    rest = [arg for arg in command[1:-2] if arg not in NOT_IN_LATER_PASSES]
+    passes: list[Pass] = []
+    if holed:
+        rules = [f"+ {pattern(d)}/" for d in _parents(holed)] + [f"+ {pattern(p)}" for p in holed]
+        passes.append(
+            ("with holes", len(holed), [command[0], "--sparse", *rest, *_filters(rules), *command[-2:]])
+        )
+    if dense:
+        dirs = sorted({p.rpartition("/")[0] for p in dense})
+        rules = [f"+ {pattern(d)}/" for d in _parents(dense)]
+        rules += [f"+ {pattern(d + '/' if d else '', wild=True)}*" for d in dirs]
+        passes.append(("without holes", len(dense), [command[0], *rest, *_filters(rules), *command[-2:]]))
+    return passes
+
+
+def _arrows(name: str) -> list[int]:
+    """Where `` => `` or `` -> `` (``%L`` of an itemized line) could start in ``name``."""
+    return [m.start() for m in re.finditer(r"(?= [=-]> )", name)]
+
+
+def _filters(rules: list[str]) -> list[str]:
+    return ["--filter=" + rule for rule in [*rules, "- *"]]
+
+
 _RULE_OPTIONS = ("--filter", "--exclude", "--include", "-f")
 _CLEARING = {"!", "clear"}
 
@@ -656,6 +750,13 @@ class Wrapper:
         self._last_progress = 0.0
         self._last_message = time.monotonic()
         self._progress_dirty = False
+        self.large: list[str] = []  # the files the first rsync skipped (--sparse-from), by path
+        self.large_shown: set[str] = set()  # ... as rsync's itemized lines name them
+        self.total = 0  # the first rsync's total file size: the later passes' percent of it
+        self.later = False  # a pass after the first
+        self.bytes_before = 0  # bytes of the passes before this one
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stopped = False  # a signal came: no further rsync
 
     # -- progress ------------------------------------------------------------------------------
     def _overall(self, pct: float) -> float:
@@ -691,8 +792,10 @@ class Wrapper:
             return
         match = _PROGRESS2.match(text)
         if match and not self.in_stats:
-            self.bytes_done = _number(match.group("bytes"))
+            self.bytes_done = self.bytes_before + _number(match.group("bytes"))
             self.percent = float(match.group("pct"))
+            if self.later:  # the percent of the first pass's total
+                self.percent = 100.0 * self.bytes_done / self.total if self.total else self.percent
             self.rate = match.group("rate")
             self.eta = match.group("eta")
             self._progress_dirty = True
@@ -704,14 +807,19 @@ class Wrapper:
             if stat:
                 self.stats[stat.group("key").strip()] = _number(stat.group("value"))
             return
-        if len(text) > 12 and (text.startswith("*deleting") or text[11] == " "):
-            self.itemized(text)
+        if text.startswith("/") and len(text) > 13:
+            self.itemized(text[1:])
 
     def lines(self, parts: list[bytes]) -> None:
         """A batch of output lines. rsync writes a progress2 line after every file; they are
         right-aligned (start with a space), and only the last of a batch is parsed."""
         held = b""
         for part in parts:
+            skipped = None if part[:1] == b"/" or self.in_stats else _SKIPPED.match(part)
+            if skipped:  # --sparse-from: a file for a later pass
+                self.large.append(rsync_name(skipped.group("name")))
+                self.large_shown.add(skipped.group("name").decode("utf-8", errors="replace"))
+                continue
             if part[:1] == b" " and not self.in_stats:
                 held = part
                 continue
@@ -725,6 +833,8 @@ class Wrapper:
 
     def itemized(self, text: str) -> None:
         code, name = text[:11].strip(), text[12:]
+        if self.later and self.dry_run and not self._is_large(name):
+            return  # a dry-run's later pass lists again what the first listed (the target is unchanged)
         self.changes += 1
         if code.startswith("*deleting"):
             self.deleted_seen += 1
@@ -739,6 +849,12 @@ class Wrapper:
             self.sample.append(text)
         if self.dry_run and self.changes <= self.report:
             self.progress.write(level="DEBUG", message=f"{self.label}: would transfer {code} {name}")
+
+    def _is_large(self, name: str) -> bool:
+        """``name`` of an itemized line (with ``%L``: `` => LINK`` or `` -> TARGET``) is a large file."""
+        if name in self.large_shown:
+            return True
+        return any(name[:i] in self.large_shown for i in _arrows(name))
 
     # -- main ------------------------------------------------------------------------------------
     def read_stderr(self, stream: Any) -> None:
@@ -784,12 +900,54 @@ class Wrapper:
         if pending:
             self.line(pending.decode("utf-8", errors="replace"))
 
-    def run(self, argv: list[str]) -> int:
+    def run(self, command: list[str], sparse_from: int = 0) -> int:
+        """rsync ``command``; with ``sparse_from``, the first rsync skips the files over that many
+        bytes and :func:`later_passes` send them, each pass only after one that succeeded and
+        without a signal between them. One result for all (their figures summed)."""
+
+        def forward(signum: int, frame: object) -> None:
+            self.stopped = True
+            if self.proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.send_signal(signum)
+
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, forward)
+        extra = [f"--max-size={sparse_from}", "--info=skip1"] if sparse_from > 0 else []
+        rc, stderr = self.run_one(command[:1] + extra + command[1:])
+        passes = later_passes(command, command[-2], self.large) if self.large and rc in (0, 24) else []
+        if passes:
+            self.total = self.stats.get("Total file size", 0)
+            counts = ", ".join(
+                f"{count} {what}" + (" (with --sparse)" if what == "with holes" else "")
+                for what, count, _ in passes
+            )
+            self.progress.write(
+                level="DEBUG",
+                message=f"{self.label}: {len(self.large)} files over {_human(sparse_from)} apart: {counts}",
+            )
+        totals = dict(self.stats)
+        for what, _count, argv in passes:
+            if self.stopped:
+                rc, stderr = 20, [f"stopped by a signal before the rsync of the large files {what}"]
+                break
+            self.later, self.bytes_before, self.stats, self.in_stats = True, self.bytes_done, {}, False
+            later, stderr = self.run_one(argv)
+            for key, value in self.stats.items():
+                totals[key] = totals.get(key, 0) + value
+            rc = later if later not in (0, 24) else max(rc, later)
+            if rc not in (0, 24):
+                break
+        self.stats = totals
+        return self.finish(rc, stderr)
+
+    def run_one(self, argv: list[str]) -> tuple[int, list[str]]:
+        """One rsync: its exit code and its last stderr lines."""
         env = dict(os.environ)
         env["LC_ALL"] = "C"  # numbers without locale-specific separators
         try:
-            # no thread of ours runs yet: preexec_fn is safe here
-            proc = subprocess.Popen(
+            # the stderr reader of an earlier pass has ended or only reads: preexec_fn is safe here
+            self.proc = proc = subprocess.Popen(
                 argv,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -797,15 +955,11 @@ class Wrapper:
                 preexec_fn=_pdeathsig,  # noqa: PLW1509
             )
         except OSError as exc:
-            return self.finish(127 if isinstance(exc, FileNotFoundError) else 1, [f"{argv[0]}: {exc}"])
-
-        def forward(signum: int, frame: object) -> None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signum)
-
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, forward)
-        self.progress.write(percent=self._overall(0), item=f"{self.label}: starting rsync")
+            return 127 if isinstance(exc, FileNotFoundError) else 1, [f"{argv[0]}: {exc}"]
+        if self.stopped:  # the signal came while it started
+            proc.terminate()
+        self.stderr.clear()
+        self.progress.write(percent=self._overall(self.percent), item=f"{self.label}: starting rsync")
         assert proc.stdout is not None
         assert proc.stderr is not None
         errors = threading.Thread(
@@ -815,7 +969,7 @@ class Wrapper:
         self.read_stdout(proc.stdout.fileno())
         rc = proc.wait()
         errors.join(2)  # ssh (rsync's child) shares the pipe: never wait long for its end
-        return self.finish(rc, list(self.stderr))
+        return rc, list(self.stderr)
 
     def finish(self, rc: int, stderr: list[str], error: str = "") -> int:
         """The end: the last progress, the result on stdout, the failure's reason on stderr."""
@@ -903,6 +1057,13 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="exclude every private key in the .ssh directories under ROOT (rsync's source folder)",
     )
+    parser.add_argument(
+        "--sparse-from",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="send the files over BYTES in passes of their own, those with holes with --sparse",
+    )
     parser.add_argument("rsync", nargs=argparse.REMAINDER, help="-- rsync ARGS...")
     args = parser.parse_args(argv)
     command = args.rsync[1:] if args.rsync[:1] == ["--"] else args.rsync
@@ -919,7 +1080,7 @@ def main(argv: list[str] | None = None) -> int:
                 "and pc-switcher's state: remove it",
             )
         command = wrapper.exclude_keys(args.scan_keys, command)
-    return wrapper.run(command)
+    return wrapper.run(command, args.sparse_from)
 
 
 if __name__ == "__main__":

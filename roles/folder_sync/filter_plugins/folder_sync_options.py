@@ -211,7 +211,7 @@ def _why(name: str) -> str:
     if canonical in REFUSED:
         return alias + ": " + REFUSED[canonical]
     if canonical.startswith("no-"):
-        return alias + ": it turns off part of the job's own options (-aHAXS --numeric-ids --delete ...)"
+        return alias + ": it turns off part of the job's own options (-aHAX --numeric-ids --delete ...)"
     return alias + ": " + _NOT_LISTED
 
 
