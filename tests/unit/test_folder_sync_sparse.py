@@ -7,11 +7,13 @@ dry-run's list, the job's filter rules in every pass, a signal between the passe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +220,52 @@ def test_a_signal_during_the_first_rsync_starts_no_further_one(tree: tuple[Path,
     # without the signal the same stand-in's later pass runs (the check above is not vacuous)
     assert subprocess.run(argv, capture_output=True, check=False).returncode == 0
     assert later.exists()
+
+
+def test_a_later_rsync_gets_sigterm_when_the_wrapper_dies(tree: tuple[Path, Path]) -> None:
+    """The parent-death signal holds for every rsync the wrapper starts, a later pass's as well: a
+    SIGKILLed wrapper leaves none of them running."""
+    src, dst = tree
+    got = src.parent / "got-sigterm"
+    stand_in = src.parent / "rsync"
+    stand_in.write_text(
+        f"#!{sys.executable}\n"
+        "import signal, sys, time\n"
+        "if any(a.startswith('--max-size=') for a in sys.argv):\n"
+        "    print('big.bin is over max-size', flush=True)\n"
+        "    sys.exit(0)\n"
+        f"signal.signal(signal.SIGTERM, lambda *a: (open({str(got)!r}, 'w').close(), sys.exit(0)))\n"
+        "time.sleep(60)\n"
+    )
+    stand_in.chmod(0o755)
+    argv = wrapper(src, dst)
+    argv[argv.index("rsync")] = str(stand_in)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    later: list[int] = []
+
+    def later_pass_runs() -> bool:
+        later[:] = [
+            int(c)
+            for t in Path(f"/proc/{proc.pid}/task").iterdir()
+            for c in (t / "children").read_text().split()
+        ]
+        return bool(later)
+
+    try:
+        assert wait_for(later_pass_runs, 10)
+        time.sleep(0.3)  # the stand-in sets its handler
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert wait_for(got.exists, 10), "the later rsync got no SIGTERM"
+        assert wait_for(lambda: not Path(f"/proc/{later[0]}").exists() or _zombie(later[0]), 10)
+    finally:
+        for pid in [proc.pid, *later]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

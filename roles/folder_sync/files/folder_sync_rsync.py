@@ -719,10 +719,12 @@ def shown(path: str) -> str:
     return "".join(out)
 
 
+_LIBC: list[Any] = []  # loaded in the parent: the child only calls prctl (no dlopen after fork)
+
+
 def _pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
     with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        _LIBC[0].prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Wrapper:
@@ -815,7 +817,9 @@ class Wrapper:
         right-aligned (start with a space), and only the last of a batch is parsed."""
         held = b""
         for part in parts:
-            skipped = None if part[:1] == b"/" or self.in_stats else _SKIPPED.match(part)
+            skipped = None
+            if b" is over max-size" in part and part[:1] != b"/" and not self.in_stats:
+                skipped = _SKIPPED.match(part)
             if skipped:  # --sparse-from: a file for a later pass
                 self.large.append(rsync_name(skipped.group("name")))
                 self.large_shown.add(skipped.group("name").decode("utf-8", errors="replace"))
@@ -945,8 +949,11 @@ class Wrapper:
         """One rsync: its exit code and its last stderr lines."""
         env = dict(os.environ)
         env["LC_ALL"] = "C"  # numbers without locale-specific separators
+        if not _LIBC:
+            with contextlib.suppress(OSError):
+                _LIBC.append(ctypes.CDLL(None, use_errno=True))
         try:
-            # the stderr reader of an earlier pass has ended or only reads: preexec_fn is safe here
+            # the stderr reader of an earlier pass only reads a pipe (no lock the child needs)
             self.proc = proc = subprocess.Popen(
                 argv,
                 stdout=subprocess.PIPE,
