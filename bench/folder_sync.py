@@ -4,8 +4,10 @@
                                 [--options] [--trees big,many]
 
 Generates two seeded trees in the sandbox machine ``source`` — "big": about 1 GB in 20k files,
-"many": 200k small files (``--scale`` multiplies both file counts; ``--small`` = ``--scale 0.05``) —
-then, per tree, times:
+"many": 200k small files (``--scale`` multiplies both file counts; ``--small`` = ``--scale 0.05``);
+with ``--trees large`` also "large": 1000 small files, six dense files of 48 MiB and two 1 GiB disk
+images with 8 MiB of data (the files over folder_sync's 16 MiB threshold, which it sends in rsyncs of
+their own after the first: what those cost) — then, per tree, times:
 
 * raw ``rsync -aHAX --delete`` over the same ssh to the sandbox machine ``target`` (full, then no-op),
   once with ssh's default cipher order and once with the order pc-switcher's connection uses
@@ -47,6 +49,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 import psutil
 
@@ -73,6 +76,28 @@ for i in range(files):
             f.write(chunk)
             size -= len(chunk)
             off = 0
+"""
+
+
+LARGE_SCRIPT = r"""
+import os, sys
+root, scale = sys.argv[1], float(sys.argv[2])
+for sub in ("small", "videos", "vm"):
+    os.makedirs(os.path.join(root, sub), exist_ok=True)
+for i in range(max(1, int(1000 * scale))):
+    with open(os.path.join(root, "small", "f%04d" % i), "wb") as f:
+        f.write(os.urandom(2000))
+chunk = os.urandom(1 << 20)
+for i in range(6):
+    with open(os.path.join(root, "videos", "v%d.bin" % i), "wb") as f:
+        for _ in range(max(17, int(48 * scale))):
+            f.write(chunk)
+for i in range(2):
+    with open(os.path.join(root, "vm", "disk%d.img" % i), "wb") as f:
+        f.truncate(max(64 << 20, int((1 << 30) * scale)))
+        for k in range(8):
+            f.seek(k * (f.seek(0, 2) // 8))
+            f.write(chunk)
 """
 
 
@@ -271,6 +296,44 @@ def options_breakdown(sb: Sandbox, path: str, recorded: list[str], ciphers: str,
         print(f"    without {group:28} {saved}")
 
 
+def bench_large(sb: Sandbox, path: str, ciphers: str, rounds: int, noops: int) -> dict[str, float]:
+    """The "large" tree: the CLI against raw ``-aHAX`` (which writes the images' holes out) and raw
+    ``-aHAXS`` + ``sync`` (which keeps them, as the job does); what the job adds on a no-op is what
+    its later rsyncs (the files over 16 MiB) add to the fixed cost of the other trees."""
+    variants: list[tuple[str, Callable[[], Timing]]] = [
+        ("raw, AES-GCM first", lambda: Timing(raw_rsync(sb, path, ciphers))),
+        ("pc-switcher sync", lambda: job(sb, path)),
+        ("raw -S, then sync", lambda: Timing(raw_durable(sb, path, ciphers))),
+    ]
+    runs = time_variants(sb, path, variants, rounds, noops)
+
+    def med(label: str, index: int, attr: str = "seconds") -> float:
+        return float(statistics.median(float(getattr(t, attr)) for t in runs[label][index]))
+
+    f = {
+        "raw_full": med("raw, AES-GCM first", 0),
+        "raw_noop": med("raw, AES-GCM first", 1),
+        "raw_full_durable": med("raw -S, then sync", 0),
+        "raw_noop_durable": med("raw -S, then sync", 1),
+        "job_full": med("pc-switcher sync", 0),
+        "job_noop": med("pc-switcher sync", 1),
+        "job_full_job_only": med("pc-switcher sync", 0, "job_seconds"),
+        "job_noop_job_only": med("pc-switcher sync", 1, "job_seconds"),
+    }
+    print(f"\n== large: {path} (medians of {rounds} full and {rounds * noops} no-op runs)")
+    print(
+        f"raw -aHAX full {f['raw_full']:.2f} s (the images' holes written out), no-op {f['raw_noop']:.2f} s"
+    )
+    print(f"raw -aHAXS + sync full {f['raw_full_durable']:.2f} s, no-op {f['raw_noop_durable']:.2f} s")
+    print(
+        f"folder_sync full {f['job_full']:.2f} s "
+        f"({f['job_full'] - f['raw_full_durable']:+.2f} s over -aHAXS + sync), "
+        f"no-op {f['job_noop']:.2f} s ({f['job_noop'] - f['raw_noop']:+.2f} s over raw; the job itself: "
+        f"full {f['job_full_job_only']:.2f} s, no-op {f['job_noop_job_only']:.2f} s)"
+    )
+    return f
+
+
 def bench_tree(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int, noops: int) -> dict[str, float]:
     """Per round and in turn: raw rsync (default ciphers), raw rsync (AES-GCM first), the CLI — each a
     full run onto an emptied target, then ``noops`` no-op runs. Medians over the rounds."""
@@ -448,9 +511,9 @@ def main(argv: list[str] | None = None) -> int:
             "location": {"source": SNAPSHOT_LOCATION, "target": SNAPSHOT_LOCATION},
             "keep": 1,
         }
-    chosen = [name for name in ("big", "many") if name in args.trees.split(",")]
-    if not chosen or set(args.trees.split(",")) - {"big", "many"}:
-        parser.error(f"--trees {args.trees}: name big, many or both (comma-separated)")
+    chosen = [name for name in ("big", "many", "large") if name in args.trees.split(",")]
+    if not chosen or set(args.trees.split(",")) - {"big", "many", "large"}:
+        parser.error(f"--trees {args.trees}: name big, many, large (comma-separated)")
     scale = 0.05 if args.small else args.scale
     big_files, big_bytes = max(1, int(20_000 * scale)), int(1_000_000_000 * scale)
     many_files = max(1, int(200_000 * scale))
@@ -458,12 +521,13 @@ def main(argv: list[str] | None = None) -> int:
     trees = {
         "big": (big_files, big_bytes, rng.randrange(1 << 30)),
         "many": (many_files, many_files * 2000, rng.randrange(1 << 30)),
+        "large": (0, 0, 0),  # LARGE_SCRIPT's
     }  # the seeds drawn in this order whichever trees run: a tree is the same alone
     print(
         f"seed {args.seed}, scale {scale}: big = {big_files} files / {big_bytes / 1e9:.2f} GB, "
         f"many = {many_files} files"
     )
-    results = run_trees(args, {name: trees[name] for name in chosen})
+    results = run_trees(args, {name: trees[name] for name in chosen}, scale)
     if args.json:
         print(json.dumps(results, indent=2))
     return 0
@@ -472,21 +536,33 @@ def main(argv: list[str] | None = None) -> int:
 Tree = tuple[int, int, int]  # files, bytes, seed
 
 
-def run_trees(args: argparse.Namespace, trees: dict[str, Tree]) -> dict[str, dict[str, float]]:
+def run_trees(args: argparse.Namespace, trees: dict[str, Tree], scale: float) -> dict[str, dict[str, float]]:
     """Two sandbox machines; each tree (files, bytes, seed) generated in ``source``, then timed."""
     with Sandbox(size=args.size) as sb:
         sb.add("source")
         sb.add("target")
         started = time.monotonic()
         for name, tree in trees.items():
-            generate(sb, f"/home/{name}", *tree)
+            if name == "large":
+                res = sb["source"].run(
+                    ["/usr/bin/python3", "-c", LARGE_SCRIPT, "/home/large", str(scale)], timeout=600
+                )
+                if res.returncode != 0:
+                    raise RuntimeError(res.stderr)
+            else:
+                generate(sb, f"/home/{name}", *tree)
         print(f"trees generated in {time.monotonic() - started:.1f} s")
         target = load_inventory(sb.inventory_path).resolve("target")
         preference = cipher_preference(target)
         ciphers = " ".join(shlex.quote(arg) for arg in preference)
         print(f"pc-switcher's cipher option: {' '.join(preference) or '(none: ssh defaults)'}")
         rounds, noops = args.rounds, args.noops
-        return {name: bench_tree(sb, name, f"/home/{name}", ciphers, rounds, noops) for name in trees}
+        return {
+            name: (bench_large if name == "large" else partial(bench_tree, name=name))(
+                sb, path=f"/home/{name}", ciphers=ciphers, rounds=rounds, noops=noops
+            )
+            for name in trees
+        }
 
 
 if __name__ == "__main__":
