@@ -334,6 +334,45 @@ def bench_large(sb: Sandbox, path: str, ciphers: str, rounds: int, noops: int) -
     return f
 
 
+def bench_rsync_only(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int) -> dict[str, float]:
+    """--rsync-only (goal 2 alone): one CLI run records the job's rsync command; then ``rounds``
+    times raw ``-aHAX`` and the job's command in turn (AES-GCM first both), each a full run onto an
+    emptied target after :func:`settle`, no CLI run between them. Per-round ratios and the median."""
+    recorded: list[str] = []
+    _empty_target(sb, path)
+    settle(sb)
+    job(sb, path, recorded)
+    raw: list[float] = []
+    options: list[float] = []
+    for index in range(rounds):
+        runs: list[tuple[list[float], Callable[[], float]]] = [
+            (raw, lambda: raw_rsync(sb, path, ciphers)),
+            (options, lambda: job_options(sb, recorded, ciphers)),
+        ]
+        for times, run in runs:
+            _empty_target(sb, path)
+            settle(sb)
+            times.append(run())
+        print(
+            f"  round {index + 1}: raw {raw[-1]:.2f} s, "
+            f"the job's rsync {options[-1]:.2f} s ({options[-1] / raw[-1]:.3f}x)"
+        )
+    ratio = statistics.median(options) / statistics.median(raw)
+    ratios = [o / r for o, r in zip(options, raw, strict=True)]
+    print(
+        f"== {name}: the job's rsync {statistics.median(options):.2f} s, raw {statistics.median(raw):.2f} s "
+        f"(medians of {rounds}): {ratio:.3f}x; per round {', '.join(f'{r:.3f}' for r in ratios)}"
+    )
+    print(
+        f"  2. the job's rsync alone: {ratio:.3f}x raw (goal <= 1.05x)  {'OK' if ratio <= 1.05 else 'MISSED'}"
+    )
+    return {
+        "raw_full": statistics.median(raw),
+        "raw_full_job_options": statistics.median(options),
+        "ratio": ratio,
+    }
+
+
 def bench_tree(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int, noops: int) -> dict[str, float]:
     """Per round and in turn: raw rsync (default ciphers), raw rsync (AES-GCM first), the CLI — each a
     full run onto an emptied target, then ``noops`` no-op runs. Medians over the rounds."""
@@ -491,6 +530,11 @@ def _parser() -> argparse.ArgumentParser:
         "--options", action="store_true", help="also time the job's rsync without each group of its options"
     )
     parser.add_argument(
+        "--rsync-only",
+        action="store_true",
+        help="goal 2 alone: raw rsync and the job's rsync in turn, --rounds times, no CLI run between",
+    )
+    parser.add_argument(
         "--trees", default="big,many", help="which trees to time, comma-separated (default: big,many)"
     )
     return parser
@@ -557,6 +601,8 @@ def run_trees(args: argparse.Namespace, trees: dict[str, Tree], scale: float) ->
         ciphers = " ".join(shlex.quote(arg) for arg in preference)
         print(f"pc-switcher's cipher option: {' '.join(preference) or '(none: ssh defaults)'}")
         rounds, noops = args.rounds, args.noops
+        if args.rsync_only:
+            return {name: bench_rsync_only(sb, name, f"/home/{name}", ciphers, rounds) for name in trees}
         return {
             name: (bench_large if name == "large" else partial(bench_tree, name=name))(
                 sb, path=f"/home/{name}", ciphers=ciphers, rounds=rounds, noops=noops
