@@ -361,7 +361,8 @@ def bench_rsync_only(sb: Sandbox, name: str, path: str, ciphers: str, rounds: in
     ratios = [o / r for o, r in zip(options, raw, strict=True)]
     print(
         f"== {name}: the job's rsync {statistics.median(options):.2f} s, raw {statistics.median(raw):.2f} s "
-        f"(medians of {rounds}): {ratio:.3f}x; per round {', '.join(f'{r:.3f}' for r in ratios)}"
+        f"(medians of {rounds}): {ratio:.3f}x; per round {', '.join(f'{r:.3f}' for r in ratios)} "
+        f"(their median {statistics.median(ratios):.3f}x)"
     )
     print(
         f"  2. the job's rsync alone: {ratio:.3f}x raw (goal <= 1.05x)  {'OK' if ratio <= 1.05 else 'MISSED'}"

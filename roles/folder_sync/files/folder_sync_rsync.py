@@ -930,7 +930,7 @@ class Wrapper:
                 level="DEBUG",
                 message=f"{self.label}: {len(self.large)} files over {_human(sparse_from)} apart: {counts}",
             )
-        totals = dict(self.stats)
+        totals, started = dict(self.stats), time.monotonic()
         for what, _count, argv in passes:
             if self.stopped:
                 rc, stderr = 20, [f"stopped by a signal before the rsync of the large files {what}"]
@@ -942,6 +942,9 @@ class Wrapper:
             rc = later if later not in (0, 24) else max(rc, later)
             if rc not in (0, 24):
                 break
+        if passes:
+            took = f"{time.monotonic() - started:.2f} s"
+            self.progress.write(level="DEBUG", message=f"{self.label}: the large files' rsyncs took {took}")
         self.stats = totals
         return self.finish(rc, stderr)
 
