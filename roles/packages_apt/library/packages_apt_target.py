@@ -177,7 +177,7 @@ def apply(module: AnsibleModule) -> None:
     if held:
         module.fail_json(msg=held, messages=messages)
     try:
-        repaired, what = repair()
+        repaired, what = repair(p["lock_timeout"])
     except RuntimeError as exc:
         module.fail_json(msg=str(exc), messages=messages)
     if what:

@@ -482,15 +482,38 @@ def restore(backup: Dict[str, Optional[bytes]]) -> None:
 # --------------------------------------------------------------------------- dpkg repair and apt-get runs
 
 
-def repair() -> Tuple[bool, str]:
-    """``dpkg --configure -a`` when ``dpkg --audit`` finds an interrupted run: (repaired, what)."""
+def half_installed() -> List[str]:
+    """The packages an interrupted unpack left half-installed (dpkg's state ``half-installed`` or its
+    ``reinstreq`` flag): ``dpkg --configure -a`` does not finish them, installing them again does."""
+    native = run(["dpkg", "--print-architecture"]).stdout.strip()
+    found = []
+    for fields in plan_lib.stanzas(_read(STATUS)):
+        _want, flag, state = (fields.get("status", "").split() + ["", "", ""])[:3]
+        if "package" in fields and (state == "half-installed" or (flag == "reinstreq" and state != "not-installed")):
+            found.append(plan_lib.package_key(fields["package"], fields.get("architecture", ""), native))
+    return sorted(found)
+
+
+def repair(lock_timeout: int) -> Tuple[bool, str]:
+    """What an interrupted dpkg run left, when ``dpkg --audit`` finds it: ``dpkg --configure -a``
+    (unpacked, half-configured packages), then ``apt-get install --reinstall`` of the half-installed
+    ones (their candidate version: the sync's install sets the source's after). (repaired, what)."""
     audit = run(["dpkg", "--audit"]).stdout.strip()
     if not audit:
         return False, ""
     done = run(["dpkg", "--force-confdef", "--force-confold", "--configure", "-a"])
     if done.returncode != 0:
         raise RuntimeError("dpkg --configure -a failed: " + (done.stdout.strip().splitlines() or ["exit {}".format(done.returncode)])[-1])
-    return True, "repaired an interrupted dpkg run (dpkg --configure -a); dpkg --audit said: " + " ".join(audit.split())[:400]
+    what = "repaired an interrupted dpkg run (dpkg --configure -a"
+    again = half_installed()
+    if again:
+        argv = ["apt-get", "-q", "-y", "-o", "DPkg::Lock::Timeout={}".format(lock_timeout), "install", "--reinstall"]
+        done = run(argv + install_flags() + again)
+        if done.returncode != 0:
+            reason = "; ".join(plan_lib.apt_errors(done.stdout)) or done.stdout.strip()[-400:]
+            raise RuntimeError("{} half-installed by an interrupted dpkg run, and installing it again failed: {}".format(", ".join(again), reason))
+        what += "; apt-get install --reinstall " + " ".join(again)
+    return True, what + "); dpkg --audit said: " + " ".join(audit.split())[:400]
 
 
 def add_architectures(archs: List[str]) -> bool:
