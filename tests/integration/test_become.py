@@ -201,11 +201,18 @@ def test_interrupt_as_a_sudo_user_leaves_nothing(bsb: Sandbox) -> None:
     handle = source.popen(
         sync_argv(bsb, target="target", inventory=inventory), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
+    ours: list[psutil.Process] = []
+
+    def sending_the_big_file() -> bool:
+        """The rsync of the 200 MB file runs (its temporary file is on the target): the folder's
+        first rsync, which skips the files over 16 MiB, is short and may be seen ending."""
+        ours[:] = receiving_rsync(target)
+        growing = list(target.path("/root/big").glob(".file.*"))
+        return bool(ours) and bool(growing) and bool(rsync_processes(source))
+
     try:
-        assert wait_for(lambda: bool(receiving_rsync(target)) and bool(rsync_processes(source)), 120)
+        assert wait_for(sending_the_big_file, 120)
         # rsync runs as root on the target (sudo), started by alice's ssh session
-        ours = receiving_rsync(target)
-        assert ours
         assert all(p.uids().effective == 0 for p in ours)
         driver = next(
             p

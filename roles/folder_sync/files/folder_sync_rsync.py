@@ -720,11 +720,14 @@ def shown(path: str) -> str:
 
 
 _LIBC: list[Any] = []  # loaded in the parent: the child only calls prctl (no dlopen after fork)
+_PARENT: list[int] = []  # this wrapper's pid, set before each fork
 
 
 def _pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
     with contextlib.suppress(Exception):
         _LIBC[0].prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _PARENT and os.getppid() != _PARENT[0]:  # the wrapper died before prctl: never start rsync
+        os._exit(143)
 
 
 class Wrapper:
@@ -955,6 +958,7 @@ class Wrapper:
         if not _LIBC:
             with contextlib.suppress(OSError):
                 _LIBC.append(ctypes.CDLL(None, use_errno=True))
+        _PARENT[:] = [os.getpid()]
         try:
             # the stderr reader of an earlier pass only reads a pipe (no lock the child needs)
             self.proc = proc = subprocess.Popen(
