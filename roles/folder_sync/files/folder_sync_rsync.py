@@ -564,10 +564,8 @@ def exclude_rule(relpath: str) -> str:
     anchored there. rsync matches a pattern without wildcard characters literally (a backslash
     included); a path with wildcard characters or control characters becomes a wildcard pattern:
     ``* ? [ \\`` escaped with a backslash, each control character (a newline, a tab, ...) matched by
-    ``?`` (any one character but ``/``: it may exclude a little more, never less)."""
-    if _WILDCARDS.search(relpath) or _CONTROL.search(relpath):
-        relpath = _CONTROL.sub("?", _ESCAPED.sub(lambda m: "\\" + m.group(0), relpath))
-    return "- /" + relpath
+    ``?`` (any one character but ``/``: it may exclude a little more, never less): :func:`pattern`."""
+    return "- " + pattern(relpath)
 
 
 # -- large files: passes of their own after the first -------------------------------------------------
