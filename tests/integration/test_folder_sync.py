@@ -380,7 +380,9 @@ def test_interrupted_sync_keeps_good_files_and_resync_converges(sandbox: Sandbox
     assert sh(target, "find /home/user -name '.big.*'").stdout == ""
     said = [str(r.get("message")) for r in log_records(source)]
     removed = [m.split()[-3].rsplit(".", 1)[0] for m in said if "removed the killed rsync's temporary" in m]
-    assert removed == ["/home/user/.big"], said
+    # who removed it depends on timing: the receiver's own signal handler when it runs within the
+    # sweep's 0.3 s grace (rsync deletes its temporary file on SIGTERM), else the sweep, which says so
+    assert removed in ([], ["/home/user/.big"]), said
 
     write_config(source, folder_config([{"source": "/home"}]))
     _sync(sandbox)
