@@ -306,10 +306,7 @@ def bench_large(sb: Sandbox, path: str, ciphers: str, rounds: int, noops: int) -
         ("raw -S, then sync", lambda: Timing(raw_durable(sb, path, ciphers))),
     ]
     runs = time_variants(sb, path, variants, rounds, noops)
-
-    def med(label: str, index: int, attr: str = "seconds") -> float:
-        return float(statistics.median(float(getattr(t, attr)) for t in runs[label][index]))
-
+    med = partial(_median, runs)
     f = {
         "raw_full": med("raw, AES-GCM first", 0),
         "raw_noop": med("raw, AES-GCM first", 1),
@@ -420,11 +417,14 @@ def time_variants(
     return runs
 
 
+def _median(runs: Runs, label: str, index: int, attr: str = "seconds") -> float:
+    """The median of ``attr`` over the full (``index`` 0) or no-op (1) runs of variant ``label``."""
+    return float(statistics.median(float(getattr(t, attr)) for t in runs[label][index]))
+
+
 def tree_figures(runs: Runs) -> dict[str, float]:
     """The medians of the runs, by name (raw_full and raw_noop: the faster cipher order's)."""
-
-    def med(label: str, index: int, attr: str = "seconds") -> float:
-        return float(statistics.median(float(getattr(t, attr)) for t in runs[label][index]))
+    med = partial(_median, runs)
 
     cli = "pc-switcher sync"
     return {
