@@ -150,12 +150,37 @@ def raw_durable(sb: Sandbox, path: str, ssh_options: str) -> float:
     return raw_rsync(sb, path, ssh_options, "-aHAXS") + _run(sb["target"], ["sync"])
 
 
+# Runs rsync (its arguments) as folder_sync's wrapper does: reads its output, and asks it for a
+# progress line by SIGVTALRM every 0.25 s once it has set its handler (the wrapper's ask_progress).
+ASKER = r"""
+import os, select, signal, subprocess, sys, time
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE)
+fd, asked, catches = proc.stdout.fileno(), 0.0, False
+while True:
+    ready = select.select([fd], [], [], 0.25)[0]
+    if time.monotonic() - asked >= 0.25 and proc.poll() is None:
+        asked = time.monotonic()
+        if not catches:
+            with open(f"/proc/{proc.pid}/status") as status:
+                mask = [line.split()[1] for line in status if line.startswith("SigCgt:")][0]
+            catches = bool(int(mask, 16) >> (signal.SIGVTALRM - 1) & 1)
+        if catches:
+            os.kill(proc.pid, signal.SIGVTALRM)
+    if ready and not os.read(fd, 1 << 20):
+        break
+sys.exit(proc.wait())
+"""
+
+
 def job_options(sb: Sandbox, argv: list[str], ciphers: str) -> float:
-    """The job's rsync ``argv`` (as recorded by :func:`job`) with the bench's ssh command."""
+    """The job's rsync ``argv`` (as recorded by :func:`job`) with the bench's ssh command, asked for
+    its progress as the wrapper asks (:data:`ASKER`) when it has no ``--info=progress2``."""
     if not argv:
         raise RuntimeError("the job's rsync command was not recorded")
     argv = list(argv)
     argv[argv.index("-e") + 1] = f"{ssh_command(sb)} {ciphers}".strip()
+    if "--info=progress2" not in argv:
+        argv = ["/usr/bin/python3", "-c", ASKER, *argv]
     return _run(sb["source"], argv)
 
 
@@ -247,7 +272,9 @@ def settle(sb: Sandbox) -> None:
 #: the job's rsync options by group, for --options (each argument's group: the first that matches)
 OPTION_GROUPS: dict[str, Callable[[str], bool]] = {
     "filter rules": lambda a: a.startswith(("--filter", "-f", "--exclude", "--include")),
-    "progress and itemized output": lambda a: a.startswith(("--info", "--stats", "--out-format", "-i")),
+    "itemized output (--out-format)": lambda a: a.startswith(("--out-format", "-i")),
+    "--stats": lambda a: a == "--stats",
+    "--modify-window=-1, --protect-args": lambda a: a in ("--modify-window=-1", "--protect-args"),
     "--delete-delay": lambda a: a == "--delete-delay",
     "--numeric-ids, --no-inc-recursive": lambda a: a in ("--numeric-ids", "--no-inc-recursive"),
 }
@@ -274,26 +301,37 @@ def without(argv: list[str], group: str) -> list[str]:
     return out + argv[-2:]
 
 
-def options_breakdown(sb: Sandbox, path: str, recorded: list[str], ciphers: str, rounds: int) -> None:
+def options_breakdown(
+    sb: Sandbox, path: str, recorded: list[str], ciphers: str, rounds: int, noop: bool
+) -> None:
     """--options: the job's rsync command against itself without each group of options (leave one
-    out), full and no-op, interleaved over ``rounds``: what each group costs (medians)."""
-    groups = ["(all the job's options)", "-S", *OPTION_GROUPS]
+    out) and raw ``-aHAX --delete``, full and (with ``noop``) no-op, interleaved over ``rounds``:
+    what each group costs (medians)."""
+    progress2 = "(--info=progress2, not asked)"  # as the job's rsync was before 2026-12-05 09:00
+    groups = ["(all the job's options)", "(raw -aHAX --delete)", progress2, *OPTION_GROUPS]
     times: dict[str, tuple[list[float], list[float]]] = {g: ([], []) for g in groups}
     for _ in range(rounds):
         for group in groups:
-            argv = recorded if group.startswith("(") else without(recorded, group)
+            argv = recorded if group.startswith("(all") else without(recorded, group)
+            argv = [*recorded[:1], "--info=progress2", *recorded[1:]] if group == progress2 else argv
+            run: Callable[[], float] = (
+                partial(raw_rsync, sb, path, ciphers)
+                if group.startswith("(raw")
+                else partial(job_options, sb, argv, ciphers)
+            )
             _empty_target(sb, path)
             settle(sb)
-            times[group][0].append(job_options(sb, argv, ciphers))
-            settle(sb)
-            times[group][1].append(job_options(sb, argv, ciphers))
-    full, noop = (statistics.median(times[groups[0]][i]) for i in (0, 1))
+            times[group][0].append(run())
+            if noop:
+                settle(sb)
+                times[group][1].append(run())
+    full, no_op = (statistics.median(times[groups[0]][i] or [0.0]) for i in (0, 1))
     print(f"  the job's rsync options, leave one out ({path}, medians of {rounds}):")
-    print(f"    {groups[0]:36} full {full:6.2f} s   no-op {noop:5.2f} s")
+    print(f"    {groups[0]:36} full {full:6.2f} s   no-op {no_op:5.2f} s")
     for group in groups[1:]:
-        f, n = (statistics.median(times[group][i]) for i in (0, 1))
-        saved = f"full {f:6.2f} s ({full - f:+.2f} s)   no-op {n:5.2f} s ({noop - n:+.2f} s)"
-        print(f"    without {group:28} {saved}")
+        f, n = (statistics.median(times[group][i] or [0.0]) for i in (0, 1))
+        saved = f"full {f:6.2f} s ({full - f:+.2f} s)   no-op {n:5.2f} s ({no_op - n:+.2f} s)"
+        print(f"    {'' if group.startswith('(') else 'without '}{group:28} {saved}")
 
 
 def bench_large(sb: Sandbox, path: str, ciphers: str, rounds: int, noops: int) -> dict[str, float]:
@@ -339,6 +377,9 @@ def bench_rsync_only(sb: Sandbox, name: str, path: str, ciphers: str, rounds: in
     _empty_target(sb, path)
     settle(sb)
     job(sb, path, recorded)
+    if OPTIONS:
+        options_breakdown(sb, path, recorded, ciphers, rounds, noop=False)
+        return {}
     raw: list[float] = []
     options: list[float] = []
     for index in range(rounds):
@@ -384,7 +425,7 @@ def bench_tree(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int, noo
     ]
     figures = tree_figures(time_variants(sb, path, variants, rounds, noops))
     if OPTIONS:
-        options_breakdown(sb, path, recorded, ciphers, rounds)
+        options_breakdown(sb, path, recorded, ciphers, rounds, noops > 0)
     print(f"\n== {name}: {path} (medians of {rounds} full and {rounds * noops} no-op runs)")
     print_tree(figures)
     print_goals(name, figures)

@@ -1,10 +1,12 @@
 """folder_sync's rsync wrapper (roles/folder_sync/files/folder_sync_rsync.py) reads rsync's output
 however it arrives: the result and the progress lines do not depend on how the output is chunked,
-and none of the per-file progress2 lines it skips changes what it reports."""
+and none of the per-file progress2 lines it skips changes what it reports. It gives an rsync older
+than 3.2.0 ``--info=progress2``, and asks a newer one for its progress by signal instead."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +16,19 @@ import pytest
 
 WRAPPER = Path(__file__).parents[2] / "roles" / "folder_sync" / "files" / "folder_sync_rsync.py"
 
-# A stand-in for rsync: writes the file given as argv[1] to stdout in chunks of random size (seed
-# argv[2]; 0 = all at once), pausing now and then, and exits with argv[3].
+# A stand-in for rsync: answers --version with $STAND_IN_VERSION (as rsync does), keeps the options
+# it was given (the arguments starting with --) in FILE.argv, writes FILE (the first other argument)
+# to stdout in chunks of random size (seed: the second; 0 = all at once), pausing now and then, and
+# exits with the third.
 WRITER = r"""
-import random, sys, time
+import os, random, sys, time
+if sys.argv[1:] == ["--version"]:
+    print("rsync  version " + os.environ["STAND_IN_VERSION"] + "  protocol version 31")
+    sys.exit(0)
+options = [arg for arg in sys.argv[1:] if arg.startswith("--")]
+sys.argv[1:] = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
+with open(sys.argv[1] + ".argv", "w") as kept:
+    kept.write("\n".join(options))
 data = open(sys.argv[1], "rb").read()
 seed = int(sys.argv[2])
 rng = random.Random(seed)
@@ -65,23 +76,30 @@ def rsync_output(deleted: int = 3) -> bytes:
 Outcome = tuple[int, dict[str, Any], list[Any]]
 
 
+def stand_in(tmp_path: Path, script: str) -> str:
+    """``script`` as an executable file run by this Python (a stand-in for rsync)."""
+    path = tmp_path / "rsync-stand-in"
+    path.write_text(f"#!{sys.executable}\n{script}")
+    path.chmod(0o755)
+    return str(path)
+
+
 def run_wrapper(tmp_path: Path, seed: int, rc: int = 0, deleted: int = 3) -> Outcome:
     """The wrapper's exit code, its result (stdout) and its progress lines, for ``rsync_output``
-    written by ``WRITER`` with ``seed``."""
+    written by ``WRITER`` with ``seed`` (a stand-in for rsync 3.1.3: given --info=progress2)."""
     output = tmp_path / f"rsync-{seed}.out"
     output.write_bytes(rsync_output(deleted))
-    writer = tmp_path / "writer.py"
-    writer.write_text(WRITER)
     progress = tmp_path / f"progress-{seed}.jsonl"
-    stand_in = [sys.executable, str(writer), str(output), str(seed), str(rc)]
+    command = [stand_in(tmp_path, WRITER), str(output), str(seed), str(rc)]
     res = subprocess.run(
-        [sys.executable, str(WRAPPER), "--label", "/home/", "--report", "5", "--", *stand_in],
+        [sys.executable, str(WRAPPER), "--label", "/home/", "--report", "5", "--", *command],
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PCSWITCHER_PROGRESS": str(progress), "PATH": "/usr/bin:/bin"},
+        env={"PCSWITCHER_PROGRESS": str(progress), "PATH": "/usr/bin:/bin", "STAND_IN_VERSION": "3.1.3"},
         check=False,
     )
+    assert (tmp_path / f"rsync-{seed}.out.argv").read_text().split("\n") == ["--info=progress2"]
     lines = [json.loads(line) for line in progress.read_text().splitlines()]
     return res.returncode, json.loads(res.stdout), lines
 
@@ -103,10 +121,10 @@ def test_result_and_progress_from_rsyncs_output(tmp_path: Path) -> None:
     deletions = [line["message"] for line in lines if "deleted" in line.get("message", "")]
     assert deletions == [f"/home/: deleted old/gone {i}.txt" for i in range(3)]
     last = [line for line in lines if "percent" in line][-1]
-    # the last file, the last progress2 line's bytes (400,000 = 390.6 KiB) and rate; no ETA: the
-    # display makes the one estimate, from the percent
+    # the last file, the bytes of --stats (400,000 = 390.6 KiB), no rate (the output came at once:
+    # the wrapper works the rate out over at least 1 s); no ETA: the display makes the one estimate
     name = f"dir {(FILES - 1) % 7}/file {FILES - 1}.bin"
-    assert last == {"percent": 100.0, "item": f"{name} (390.6 KiB, 10.00MB/s)"}
+    assert last == {"percent": 100.0, "item": f"{name} (390.6 KiB, -)"}
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -127,3 +145,91 @@ def test_vanished_files_warn_and_keep_rsyncs_exit_code(tmp_path: Path) -> None:
     warning = "/home/: some files vanished on the source during the sync"
     assert {"level": "WARNING", "message": warning} in lines
     assert [line for line in lines if "percent" in line][-1]["percent"] == 100.0
+
+
+# A stand-in for rsync 3.2.7: sets its SIGVTALRM handler only after 0.6 s (a signal before would end
+# it, as it would end rsync before its start-up set the handler), then prints one progress line per
+# signal, the next 10 % each, and ends after the eighth (exit 3 when 20 s pass without them).
+# Keeps the options it was given in the file named by its last argument.
+SIGNALLED = r"""
+import signal, sys, time
+if sys.argv[1:] == ["--version"]:
+    print("rsync  version 3.2.7  protocol version 31")
+    sys.exit(0)
+with open(sys.argv[-1], "w") as kept:
+    kept.write("\n".join(arg for arg in sys.argv[1:] if arg.startswith("--")))
+time.sleep(0.6)
+asked = []
+signal.signal(signal.SIGVTALRM, lambda *_: asked.append(1))
+ends, printed = time.monotonic() + 20, 0
+while printed < 8 and time.monotonic() < ends:
+    time.sleep(0.01)
+    if printed < len(asked):
+        printed += 1
+        line = f"{printed * 1000:>15,} {printed * 10:3d}%  9.99GB/s    0:00:00 (xfr#{printed}, to-chk=2/10)"
+        sys.stdout.write("\r" + line + "\n")
+        sys.stdout.flush()
+sys.stdout.write("\nNumber of files: 10\nTotal transferred file size: 10,000 bytes\n")
+sys.exit(0 if printed == 8 else 3)
+"""
+
+
+def percents(lines: list[Any]) -> list[float]:
+    return [line["percent"] for line in lines if "percent" in line]
+
+
+def test_rsync_3_2_is_asked_for_its_progress_by_signal(tmp_path: Path) -> None:
+    """No --info=progress2 (a line per file); a signal every 0.25 s once the handler is set, each
+    answered by one progress line. Fails when a signal comes before the handler (the stand-in
+    dies) or none comes (no progress: exit 3)."""
+    progress, kept = tmp_path / "progress.jsonl", tmp_path / "argv"
+    command = [stand_in(tmp_path, SIGNALLED), "--stats", "--out-format=/%i %n%L", str(kept)]
+    res = subprocess.run(
+        [sys.executable, str(WRAPPER), "--label", "/home/", "--", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PCSWITCHER_PROGRESS": str(progress), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert kept.read_text().split("\n") == ["--stats", "--out-format=/%i %n%L"]
+    lines = [json.loads(line) for line in progress.read_text().splitlines()]
+    between = [p for p in percents(lines) if 0 < p < 100]
+    assert between == sorted(between)
+    assert len(set(between)) >= 4
+    assert percents(lines)[-1] == 100.0
+    # the bytes of --stats at the end (10,000 = 9.8 KiB), never rsync's own rate of such a line
+    assert [line for line in lines if "item" in line][-1]["item"].startswith("/home/ (9.8 KiB, ")
+    assert not any("GB/s" in line.get("item", "") for line in lines)
+
+
+def test_a_real_rsync_answers_the_signal(tmp_path: Path) -> None:
+    """The machine's rsync (3.2.0 or newer), slowed by --bwlimit to about 4 s: progress lines with
+    the percent of the bytes and the rate come while it runs, none from --info=progress2, and the
+    copy is whole."""
+    version = subprocess.run(["rsync", "--version"], capture_output=True, text=True, check=True).stdout
+    assert version.split()[2] >= "3.2.0", f"this test needs rsync 3.2.0 or newer: {version.splitlines()[0]}"
+    source, target, progress = tmp_path / "src", tmp_path / "dst", tmp_path / "progress.jsonl"
+    for i in range(400):
+        (source / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
+        (source / f"d{i % 4}" / f"f{i}").write_bytes(os.urandom(2000))
+    rsync = ["rsync", "-a", "--stats", "--out-format=/%i %n%L", "--bwlimit=200"]
+    res = subprocess.run(
+        [sys.executable, str(WRAPPER), "--label", "src/", "--", *rsync, f"{source}/", f"{target}/"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PCSWITCHER_PROGRESS": str(progress), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["files_transferred"] == 400
+    for i in range(400):
+        name = f"d{i % 4}/f{i}"
+        assert (target / name).read_bytes() == (source / name).read_bytes()
+    lines = [json.loads(line) for line in progress.read_text().splitlines()]
+    between = [p for p in percents(lines) if 0 < p < 100]
+    assert between == sorted(between)
+    assert len(set(between)) >= 4, percents(lines)
+    assert any(line.get("item", "").endswith(" KiB/s)") for line in lines)

@@ -33,7 +33,7 @@ RSYNC = [
     "--modify-window=-1",
     "--no-inc-recursive",
 ]
-RSYNC += ["--info=progress2", "--stats", "--out-format=/%i %n%L"]
+RSYNC += ["--stats", "--out-format=/%i %n%L"]
 
 
 def sparse(path: Path, size: int, data_at: tuple[int, ...] = (0,)) -> None:
@@ -202,6 +202,7 @@ def test_a_signal_during_the_first_rsync_starts_no_further_one(tree: tuple[Path,
     stand_in = src.parent / "rsync"
     stand_in.write_text(
         "#!/bin/sh\n"
+        'case "$*" in --version) echo "rsync  version 3.2.7  protocol version 31"; exit 0;; esac\n'
         'case "$*" in *--max-size=*) trap "" TERM; '
         f'touch {first}; echo "big.bin is over max-size"; sleep 1; exit 0;; esac\n'
         f"touch {later}\n"
@@ -231,6 +232,8 @@ def test_a_later_rsync_gets_sigterm_when_the_wrapper_dies(tree: tuple[Path, Path
     stand_in.write_text(
         f"#!{sys.executable}\n"
         "import signal, sys, time\n"
+        "if sys.argv[1:] == ['--version']:\n"
+        "    sys.exit(print('rsync  version 3.2.7  protocol version 31'))\n"
         "if any(a.startswith('--max-size=') for a in sys.argv):\n"
         "    print('big.bin is over max-size', flush=True)\n"
         "    sys.exit(0)\n"

@@ -6,8 +6,11 @@ Usage (run on the source by roles/folder_sync/tasks/sync.yml)::
     folder_sync_rsync.py [--base B] [--span S] [--label L] [--report N] [--dry-run] [--scan-keys ROOT]
                          [--sparse-from BYTES] -- rsync ARGS... SOURCE/ DEST/
 
-rsync must be given ``--info=progress2 --stats --out-format=/%i %n%L`` (the task does). This wrapper:
+rsync must be given ``--stats --out-format=/%i %n%L`` (the task does). This wrapper:
 
+* asks rsync for its progress: rsync 3.2.0 and later (its ``--version``) print one progress2 line
+  when they get SIGVTALRM (:meth:`Wrapper.ask_progress`, every 0.25 s), an older one gets
+  ``--info=progress2`` (a line after every file), as do the rsyncs of the large files (few files);
 * with ``--scan-keys ROOT`` (rsync's source folder), first finds every private key in the ``.ssh``
   directories below ROOT by its content (:func:`find_private_keys`) and puts one ``--filter=- /PATH``
   rule per key before all of rsync's arguments, so before every other filter rule; names each key
@@ -23,13 +26,13 @@ rsync must be given ``--info=progress2 --stats --out-format=/%i %n%L`` (the task
   when rsync fails, its last stderr line is the reason: rsync's exit code, its meaning and rsync's
   last error lines (:func:`rsync_failure`);
 
-* reads rsync's stdout: the ``progress2`` lines (overall bytes, percent, rate, ETA), the itemized
+* reads rsync's stdout: the ``progress2`` lines (overall bytes, percent), the itemized
   lines (``/>f+++++++++ path`` — the current file; ``/*deleting   path`` — a deletion; the ``/``
   tells them from a skipped file's ``NAME is over max-size``) and the ``--stats`` block at the end;
 * appends JSON lines to ``$PCSWITCHER_PROGRESS`` (when set): ``percent`` (``B + S * rsync%``) and
-  ``item`` (current file, bytes, rate) at most 4 times a second, a DEBUG message with the
-  figures every 5 s, one DEBUG message per deletion, and, with ``--dry-run``, one DEBUG message per
-  would-be change (the first ``--report`` of them);
+  ``item`` (current file, bytes, the rate of the last 5 s) at most 4 times a second, a DEBUG
+  message with the figures every 5 s, one DEBUG message per deletion, and, with ``--dry-run``, one
+  DEBUG message per would-be change (the first ``--report`` of them);
 * prints one JSON object on stdout when rsync ends: ``rc``, ``files_transferred``, ``bytes``
   (total transferred file size), ``deleted``, ``changes`` (itemized lines), ``sample`` (the first
   ``--report`` itemized transfers/changes), ``deletions`` (the first ``--report`` deleted paths),
@@ -52,6 +55,7 @@ import json
 import marshal
 import os
 import re
+import select
 import signal
 import stat
 import subprocess
@@ -61,7 +65,13 @@ import time
 from collections import deque
 from typing import Any, List, Tuple
 
-PROGRESS_INTERVAL = 0.25  # s between progress lines (percent + item)
+PROGRESS_INTERVAL = 0.25  # s between progress lines (percent + item), and between requests for one
+RATE_WINDOW = 5.0  # s: the rate is that of the bytes sent in about the last this many seconds
+# rsync 3.2.0 and later print one progress line when they get this signal (its NEWS: "status output
+# in response to a signal"): the progress without a line per file (--info=progress2 writes one)
+PROGRESS_SIGNAL = signal.SIGVTALRM
+PROGRESS_BY_SIGNAL_FROM = (3, 2, 0)
+_RSYNC_VERSION = re.compile(rb"\Arsync +version v?(\d+)\.(\d+)\.(\d+)")
 MESSAGE_INTERVAL = 5.0  # s between DEBUG messages with bytes / rate / ETA
 READ_BATCH = 1 << 16  # a read shorter than this waits READ_PAUSE before the next one
 READ_PAUSE = 0.02  # s; rsync's output pipe holds it (1 MiB when the kernel allows, else 64 KiB)
@@ -69,10 +79,9 @@ PR_SET_PDEATHSIG = 1
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; in fcntl since Python 3.10
 _LINE_END = re.compile(rb"[\r\n]")
 
-# "   1,234,567  12%   10.00MB/s    0:00:12 (xfr#3, to-chk=10/100)"
-_PROGRESS2 = re.compile(
-    r"^\s*(?P<bytes>[\d,.]+)\s+(?P<pct>\d+)%\s+(?P<rate>\S+/s)\s+(?P<eta>\d+:\d\d:\d\d)(?:\s+\((?P<extra>[^)]*)\))?"
-)
+# "   1,234,567  12%   10.00MB/s    0:00:12 (xfr#3, to-chk=10/100)": progress2's line and the one
+# printed on PROGRESS_SIGNAL (whose rate and time are not meaningful: the wrapper works out its own)
+_PROGRESS2 = re.compile(r"^\s*(?P<bytes>[\d,.]+)\s+(?P<pct>\d+)%\s+\S+/s\s")
 _STAT = re.compile(r"^(?P<key>[A-Za-z][A-Za-z ]+):\s+(?P<value>[\d,.]+)")
 
 # rsync's exit codes (its manual, EXIT VALUES); 255: the remote shell (ssh) failed
@@ -717,6 +726,40 @@ def shown(path: str) -> str:
     return "".join(out)
 
 
+def rsync_version(binary: str) -> tuple[int, ...] | None:
+    """The version of the rsync ``binary`` (its ``--version``), None when it does not say one."""
+    try:
+        out = subprocess.run(
+            [binary, "--version"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+            env={**os.environ, "LC_ALL": "C"},
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = _RSYNC_VERSION.match(out)
+    return tuple(int(part) for part in match.groups()) if match else None
+
+
+def catches(pid: int, signum: int) -> bool:
+    """The process ``pid`` has a handler for ``signum`` (its SigCgt in /proc): sent before rsync set
+    its handler, the signal would end it (the default action)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 _LIBC: list[Any] = []  # loaded in the parent: the child only calls prctl (no dlopen after fork)
 _PARENT: list[int] = []  # this wrapper's pid, set before each fork
 
@@ -739,8 +782,9 @@ class Wrapper:
         self.current = ""
         self.percent = 0.0
         self.bytes_done = 0
-        self.rate = ""
+        self.rate = ""  # the bytes' rate and the time left, worked out here (rsync's are per pass)
         self.eta = ""
+        self._sent: deque[tuple[float, int]] = deque()  # (time, bytes_done) of the last RATE_WINDOW
         self.changes = 0
         self.deleted_seen = 0
         self.sample: list[str] = []
@@ -760,6 +804,9 @@ class Wrapper:
         self.bytes_before = 0  # bytes of the passes before this one
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopped = False  # a signal came: no further rsync
+        self.asking = False  # this rsync is asked for its progress by PROGRESS_SIGNAL
+        self._asked = 0.0
+        self._catches = False
 
     # -- progress ------------------------------------------------------------------------------
     def _overall(self, pct: float) -> float:
@@ -770,6 +817,38 @@ class Wrapper:
         figures = f"{_human(self.bytes_done)}, {self.rate or '-'}"
         name = self.current or self.label
         return f"{name} ({figures})"
+
+    def _rate(self, pct: float) -> None:
+        """The rate of the last :data:`RATE_WINDOW` seconds (from 1 s of figures on) and, from it and
+        rsync's percent of this pass, the time left."""
+        now = time.monotonic()
+        sent = self._sent
+        sent.append((now, self.bytes_done))
+        while len(sent) > 2 and now - sent[1][0] >= RATE_WINDOW:
+            sent.popleft()
+        seconds = now - sent[0][0]
+        if seconds < 1.0:
+            return
+        rate = (self.bytes_done - sent[0][1]) / seconds
+        self.rate = f"{_human(rate)}/s"
+        done = self.bytes_done - self.bytes_before  # this pass's
+        left = done * (100.0 / pct - 1.0) if 0 < pct < 100 else 0.0
+        self.eta = _clock(left / rate) if rate > 0 and left > 0 else ""
+
+    def ask_progress(self) -> None:
+        """rsync 3.2.0+ prints one progress line (as progress2's: the bytes so far, the percent of the
+        pass's whole file list) after the file it is sending when it gets :data:`PROGRESS_SIGNAL`.
+        Asked every :data:`PROGRESS_INTERVAL`, only once rsync has its handler and never after it
+        ended (this wrapper reaps it: its pid is not reused before)."""
+        now = time.monotonic()
+        proc = self.proc
+        if self.stopped or now - self._asked < PROGRESS_INTERVAL or proc is None or proc.poll() is not None:
+            return
+        self._asked = now
+        self._catches = self._catches or catches(proc.pid, PROGRESS_SIGNAL)
+        if self._catches:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, PROGRESS_SIGNAL)
 
     def flush_progress(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -799,8 +878,7 @@ class Wrapper:
             self.percent = float(match.group("pct"))
             if self.later:  # the percent of the first pass's total
                 self.percent = 100.0 * self.bytes_done / self.total if self.total else self.percent
-            self.rate = match.group("rate")
-            self.eta = match.group("eta")
+            self._rate(float(match.group("pct")))
             self._progress_dirty = True
             return
         if text.startswith("Number of files:"):
@@ -889,6 +967,11 @@ class Wrapper:
             fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)
         pending = b""
         while True:
+            if self.asking:  # wait for output at most PROGRESS_INTERVAL, then ask for a progress line
+                ready = select.select([fd], [], [], PROGRESS_INTERVAL)[0]
+                self.ask_progress()
+                if not ready:
+                    continue
             try:
                 chunk = os.read(fd, 1 << 20)
             except InterruptedError:  # pragma: no cover - PEP 475 retries
@@ -918,8 +1001,11 @@ class Wrapper:
 
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, forward)
-        extra = [f"--max-size={sparse_from}", "--info=skip1"] if sparse_from > 0 else []
-        rc, stderr = self.run_one(command[:1] + extra + command[1:])
+        version = rsync_version(command[0])
+        by_signal = version is not None and version >= PROGRESS_BY_SIGNAL_FROM
+        extra = [] if by_signal else ["--info=progress2"]
+        extra += [f"--max-size={sparse_from}", "--info=skip1"] if sparse_from > 0 else []
+        rc, stderr = self.run_one(command[:1] + extra + command[1:], asking=by_signal)
         passes = later_passes(command, command[-2], self.large) if self.large and rc in (0, 24) else []
         if passes:
             self.total = self.stats.get("Total file size", 0)
@@ -937,7 +1023,7 @@ class Wrapper:
                 rc, stderr = 20, [f"stopped by a signal before the rsync of the large files {what}"]
                 break
             self.later, self.bytes_before, self.stats, self.in_stats = True, self.bytes_done, {}, False
-            later, stderr = self.run_one(argv)
+            later, stderr = self.run_one(argv[:1] + ["--info=progress2"] + argv[1:])  # few files
             for key, value in self.stats.items():
                 totals[key] = totals.get(key, 0) + value
             rc = later if later not in (0, 24) else max(rc, later)
@@ -949,8 +1035,9 @@ class Wrapper:
         self.stats = totals
         return self.finish(rc, stderr)
 
-    def run_one(self, argv: list[str]) -> tuple[int, list[str]]:
-        """One rsync: its exit code and its last stderr lines."""
+    def run_one(self, argv: list[str], asking: bool = False) -> tuple[int, list[str]]:
+        """One rsync: its exit code and its last stderr lines. ``asking``: ask it for its progress
+        (:meth:`ask_progress`); else it prints it itself (``--info=progress2``)."""
         env = dict(os.environ)
         env["LC_ALL"] = "C"  # numbers without locale-specific separators
         if not _LIBC:
@@ -970,6 +1057,7 @@ class Wrapper:
             return 127 if isinstance(exc, FileNotFoundError) else 1, [f"{argv[0]}: {exc}"]
         if self.stopped:  # the signal came while it started
             proc.terminate()
+        self.asking, self._catches = asking, False
         self.stderr.clear()
         self.progress.write(percent=self._overall(self.percent), item=f"{self.label}: starting rsync")
         assert proc.stdout is not None
@@ -987,6 +1075,7 @@ class Wrapper:
         """The end: the last progress, the result on stdout, the failure's reason on stderr."""
         if rc in (0, 24):
             self.percent = 100.0
+            self.bytes_done = self.stats.get("Total transferred file size", self.bytes_done)
             self._progress_dirty = True
         if rc == 24:
             self.progress.write(
