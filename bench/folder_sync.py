@@ -1,7 +1,7 @@
 """Benchmark of the folder_sync job against raw rsync, on sandbox machines (needs root).
 
     python -m bench.folder_sync [--small] [--scale F] [--size 6G] [--rounds 2] [--noops 2] [--snapshots]
-                                [--options] [--trees big,many]
+                                [--options] [--rsync-only] [--trees big,many,large]
 
 Generates two seeded trees in the sandbox machine ``source`` — "big": about 1 GB in 20k files,
 "many": 200k small files (``--scale`` multiplies both file counts; ``--small`` = ``--scale 0.05``);
@@ -18,13 +18,17 @@ their own after the first: what those cost) — then, per tree, times:
   without snapshots, unless ``--snapshots`` (then the default safety: pre and post snapshots of
   ``/home`` on both machines; the log's ``snapshot_phase_seconds`` give the snapshot phases' time);
 * the job's own rsync command line (recorded from that run) on its own, over the same ssh as raw
-  with AES-GCM first: it tells what folder_sync's rsync options cost (``-S`` for sparse files,
-  ``--numeric-ids``, the never-sync rules, ...) apart from what pc-switcher and Ansible add;
+  with AES-GCM first, asked for its progress by signal as the job's wrapper asks it (``ASKER``): it
+  tells what folder_sync's rsync options cost (``--numeric-ids``, the never-sync rules, ...) apart
+  from what pc-switcher and Ansible add;
 * raw ``rsync -aHAXS --delete``, then ``sync`` on the target: the job's guarantees (sparse files, the
   data on the target's disk when the run ends) without pc-switcher;
 * with ``--options``, the job's rsync command again without each group of its options in turn
-  (``-S``, the filter rules, progress and itemized output, ``--delete-delay``,
-  ``--numeric-ids``/``--no-inc-recursive``): what each group costs, full and no-op.
+  (the filter rules, the itemized output, ``--stats``, ``--delete-delay``, ...), with
+  ``--info=progress2`` instead of being asked, and raw ``rsync -aHAX --delete``: what each costs,
+  full and no-op (with ``--rsync-only``: full runs only, no other variant);
+* with ``--rsync-only`` (goal 2 alone): raw ``rsync -aHAX --delete`` and the job's rsync command in
+  turn, ``--rounds`` times, with the ratio of each round.
 
 The target is emptied before each full run; before every timed run btrfs's cleaner is waited for
 (``btrfs subvolume sync``: the snapshots a CLI run pruned) and dirty data is flushed (``sync``);
