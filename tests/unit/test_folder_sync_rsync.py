@@ -89,19 +89,23 @@ def run_wrapper(tmp_path: Path, seed: int, rc: int = 0, deleted: int = 3) -> Out
     written by ``WRITER`` with ``seed`` (a stand-in for rsync 3.1.3: given --info=progress2)."""
     output = tmp_path / f"rsync-{seed}.out"
     output.write_bytes(rsync_output(deleted))
-    progress = tmp_path / f"progress-{seed}.jsonl"
-    command = [stand_in(tmp_path, WRITER), str(output), str(seed), str(rc)]
+    command = ["--report", "5", "--", stand_in(tmp_path, WRITER), str(output), str(seed), str(rc)]
+    res, lines = wrap(command, tmp_path / f"progress-{seed}.jsonl", STAND_IN_VERSION="3.1.3")
+    assert (tmp_path / f"rsync-{seed}.out.argv").read_text().split("\n") == ["--info=progress2"]
+    return res.returncode, json.loads(res.stdout), lines
+
+
+def wrap(argv: list[str], progress: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], list[Any]]:
+    """The wrapper run with ``argv`` (``--label /home/`` first): how it ended, its progress lines."""
     res = subprocess.run(
-        [sys.executable, str(WRAPPER), "--label", "/home/", "--report", "5", "--", *command],
+        [sys.executable, str(WRAPPER), "--label", "/home/", *argv],
         capture_output=True,
         text=True,
-        timeout=60,
-        env={"PCSWITCHER_PROGRESS": str(progress), "PATH": "/usr/bin:/bin", "STAND_IN_VERSION": "3.1.3"},
+        timeout=120,
+        env={"PCSWITCHER_PROGRESS": str(progress), "PATH": "/usr/bin:/bin", **env},
         check=False,
     )
-    assert (tmp_path / f"rsync-{seed}.out.argv").read_text().split("\n") == ["--info=progress2"]
-    lines = [json.loads(line) for line in progress.read_text().splitlines()]
-    return res.returncode, json.loads(res.stdout), lines
+    return res, [json.loads(line) for line in progress.read_text().splitlines()]
 
 
 def test_result_and_progress_from_rsyncs_output(tmp_path: Path) -> None:
@@ -178,27 +182,24 @@ def percents(lines: list[Any]) -> list[float]:
     return [line["percent"] for line in lines if "percent" in line]
 
 
+def assert_rising(lines: list[Any]) -> None:
+    """Progress while it ran: at least four percents between 0 and 100, never going back; 100 last."""
+    between = [p for p in percents(lines) if 0 < p < 100]
+    assert between == sorted(between)
+    assert len(set(between)) >= 4, percents(lines)
+    assert percents(lines)[-1] == 100.0
+
+
 def test_rsync_3_2_is_asked_for_its_progress_by_signal(tmp_path: Path) -> None:
     """No --info=progress2 (a line per file); a signal every 0.25 s once the handler is set, each
     answered by one progress line. Fails when a signal comes before the handler (the stand-in
     dies) or none comes (no progress: exit 3)."""
-    progress, kept = tmp_path / "progress.jsonl", tmp_path / "argv"
+    kept = tmp_path / "argv"
     command = [stand_in(tmp_path, SIGNALLED), "--stats", "--out-format=/%i %n%L", str(kept)]
-    res = subprocess.run(
-        [sys.executable, str(WRAPPER), "--label", "/home/", "--", *command],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PCSWITCHER_PROGRESS": str(progress), "PATH": "/usr/bin:/bin"},
-        check=False,
-    )
+    res, lines = wrap(["--", *command], tmp_path / "progress.jsonl")
     assert res.returncode == 0, res.stderr
     assert kept.read_text().split("\n") == ["--stats", "--out-format=/%i %n%L"]
-    lines = [json.loads(line) for line in progress.read_text().splitlines()]
-    between = [p for p in percents(lines) if 0 < p < 100]
-    assert between == sorted(between)
-    assert len(set(between)) >= 4
-    assert percents(lines)[-1] == 100.0
+    assert_rising(lines)
     # the bytes of --stats at the end (10,000 = 9.8 KiB), never rsync's own rate of such a line
     assert [line for line in lines if "item" in line][-1]["item"].startswith("/home/ (9.8 KiB, ")
     assert not any("GB/s" in line.get("item", "") for line in lines)
@@ -209,27 +210,18 @@ def test_a_real_rsync_answers_the_signal(tmp_path: Path) -> None:
     the percent of the bytes and the rate come while it runs, none from --info=progress2, and the
     copy is whole."""
     version = subprocess.run(["rsync", "--version"], capture_output=True, text=True, check=True).stdout
-    assert version.split()[2] >= "3.2.0", f"this test needs rsync 3.2.0 or newer: {version.splitlines()[0]}"
-    source, target, progress = tmp_path / "src", tmp_path / "dst", tmp_path / "progress.jsonl"
+    number = tuple(int(part) for part in version.split()[2].split(".")[:3])
+    assert number >= (3, 2, 0), f"this test needs rsync 3.2.0 or newer: {version.splitlines()[0]}"
+    source, target = tmp_path / "src", tmp_path / "dst"
     for i in range(400):
         (source / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
         (source / f"d{i % 4}" / f"f{i}").write_bytes(os.urandom(2000))
     rsync = ["rsync", "-a", "--stats", "--out-format=/%i %n%L", "--bwlimit=200"]
-    res = subprocess.run(
-        [sys.executable, str(WRAPPER), "--label", "src/", "--", *rsync, f"{source}/", f"{target}/"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"PCSWITCHER_PROGRESS": str(progress), "PATH": "/usr/bin:/bin"},
-        check=False,
-    )
+    res, lines = wrap(["--", *rsync, f"{source}/", f"{target}/"], tmp_path / "progress.jsonl")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["files_transferred"] == 400
     for i in range(400):
         name = f"d{i % 4}/f{i}"
         assert (target / name).read_bytes() == (source / name).read_bytes()
-    lines = [json.loads(line) for line in progress.read_text().splitlines()]
-    between = [p for p in percents(lines) if 0 < p < 100]
-    assert between == sorted(between)
-    assert len(set(between)) >= 4, percents(lines)
+    assert_rising(lines)
     assert any(line.get("item", "").endswith(" KiB/s)") for line in lines)
