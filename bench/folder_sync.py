@@ -311,7 +311,7 @@ def options_breakdown(
     """--options: the job's rsync command against itself without each group of options (leave one
     out) and raw ``-aHAX --delete``, full and (with ``noop``) no-op, interleaved over ``rounds``:
     what each group costs (medians)."""
-    progress2 = "(--info=progress2, not asked)"  # as the job's rsync was before 2026-12-05 09:00
+    progress2 = "(--info=progress2, not asked)"  # as the job's rsync was before commit 7443926
     groups = ["(all the job's options)", "(raw -aHAX --delete)", progress2, *OPTION_GROUPS]
     times: dict[str, tuple[list[float], list[float]]] = {g: ([], []) for g in groups}
     for _ in range(rounds):
