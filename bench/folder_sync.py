@@ -54,6 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 
 import psutil
 
@@ -155,25 +156,26 @@ def raw_durable(sb: Sandbox, path: str, ssh_options: str) -> float:
 
 
 # Runs rsync (its arguments) as folder_sync's wrapper does: reads its output, and asks it for a
-# progress line by SIGVTALRM every 0.25 s once it has set its handler (the wrapper's ask_progress).
+# progress line every PROGRESS_INTERVAL once it has set its handler (the wrapper's ask_progress,
+# with the wrapper's own constants and handler check). argv[1]: the wrapper's directory.
 ASKER = r"""
-import os, select, signal, subprocess, sys, time
-proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE)
-fd, asked, catches = proc.stdout.fileno(), 0.0, False
+import os, select, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+from folder_sync_rsync import PROGRESS_INTERVAL, PROGRESS_SIGNAL, catches
+proc = subprocess.Popen(sys.argv[2:], stdout=subprocess.PIPE)
+fd, asked, caught = proc.stdout.fileno(), 0.0, False
 while True:
-    ready = select.select([fd], [], [], 0.25)[0]
-    if time.monotonic() - asked >= 0.25 and proc.poll() is None:
+    ready = select.select([fd], [], [], PROGRESS_INTERVAL)[0]
+    if time.monotonic() - asked >= PROGRESS_INTERVAL and proc.poll() is None:
         asked = time.monotonic()
-        if not catches:
-            with open(f"/proc/{proc.pid}/status") as status:
-                mask = [line.split()[1] for line in status if line.startswith("SigCgt:")][0]
-            catches = bool(int(mask, 16) >> (signal.SIGVTALRM - 1) & 1)
-        if catches:
-            os.kill(proc.pid, signal.SIGVTALRM)
+        caught = caught or catches(proc.pid, PROGRESS_SIGNAL)
+        if caught:
+            os.kill(proc.pid, PROGRESS_SIGNAL)
     if ready and not os.read(fd, 1 << 20):
         break
 sys.exit(proc.wait())
 """
+WRAPPER_DIR = str(Path(__file__).resolve().parents[1] / "roles" / "folder_sync" / "files")
 
 
 def job_options(sb: Sandbox, argv: list[str], ciphers: str) -> float:
@@ -184,7 +186,7 @@ def job_options(sb: Sandbox, argv: list[str], ciphers: str) -> float:
     argv = list(argv)
     argv[argv.index("-e") + 1] = f"{ssh_command(sb)} {ciphers}".strip()
     if "--info=progress2" not in argv:
-        argv = ["/usr/bin/python3", "-c", ASKER, *argv]
+        argv = ["/usr/bin/python3", "-c", ASKER, WRAPPER_DIR, *argv]
     return _run(sb["source"], argv)
 
 

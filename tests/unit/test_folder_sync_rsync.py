@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.unit.role_files import load_role_file
+
 WRAPPER = Path(__file__).parents[2] / "roles" / "folder_sync" / "files" / "folder_sync_rsync.py"
 
 # A stand-in for rsync: answers --version with $STAND_IN_VERSION (as rsync does), keeps the options
@@ -209,9 +211,8 @@ def test_a_real_rsync_answers_the_signal(tmp_path: Path) -> None:
     """The machine's rsync (3.2.0 or newer), slowed by --bwlimit to about 4 s: progress lines with
     the percent of the bytes and the rate come while it runs, none from --info=progress2, and the
     copy is whole."""
-    version = subprocess.run(["rsync", "--version"], capture_output=True, text=True, check=True).stdout
-    number = tuple(int(part) for part in version.split()[2].split(".")[:3])
-    assert number >= (3, 2, 0), f"this test needs rsync 3.2.0 or newer: {version.splitlines()[0]}"
+    version = load_role_file("folder_sync/files/folder_sync_rsync.py").rsync_version("rsync")
+    assert version >= (3, 2, 0), f"this test needs rsync 3.2.0 or newer, not {version}"
     source, target = tmp_path / "src", tmp_path / "dst"
     for i in range(400):
         (source / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
@@ -225,3 +226,20 @@ def test_a_real_rsync_answers_the_signal(tmp_path: Path) -> None:
         assert (target / name).read_bytes() == (source / name).read_bytes()
     assert_rising(lines)
     assert any(line.get("item", "").endswith(" KiB/s)") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("answer", "version"),
+    [
+        ('print("rsync  version 3.2.7  protocol version 31")', (3, 2, 7)),
+        ('print("rsync  version v3.1.3  protocol version 31")', (3, 1, 3)),
+        ('print("rsync  version 3.10.0  protocol version 32")', (3, 10, 0)),  # newer than 3.2, not older
+        ('print("Python 3.11.2")', None),  # not rsync: asked by nobody, given --info=progress2
+        ('print("openrsync: protocol version 29\\nrsync  version 3.2.7")', None),  # the version must lead
+        ("import sys; sys.exit(127)", None),
+    ],
+)
+def test_rsyncs_version(tmp_path: Path, answer: str, version: tuple[int, ...] | None) -> None:
+    wrapper = load_role_file("folder_sync/files/folder_sync_rsync.py")
+    assert wrapper.rsync_version(stand_in(tmp_path, answer)) == version
+    assert wrapper.rsync_version(str(tmp_path / "missing")) is None

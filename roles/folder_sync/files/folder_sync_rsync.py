@@ -804,9 +804,8 @@ class Wrapper:
         self.bytes_before = 0  # bytes of the passes before this one
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopped = False  # a signal came: no further rsync
-        self.asking = False  # this rsync is asked for its progress by PROGRESS_SIGNAL
         self._asked = 0.0
-        self._catches = False
+        self._catches = False  # the running rsync has its PROGRESS_SIGNAL handler
 
     # -- progress ------------------------------------------------------------------------------
     def _overall(self, pct: float) -> float:
@@ -962,12 +961,14 @@ class Wrapper:
                     message=f"{self.label}: over {STDERR_LOGGED} rsync messages: the rest are not logged",
                 )
 
-    def read_stdout(self, fd: int) -> None:
+    def read_stdout(self, fd: int, asking: bool = False) -> None:
+        """rsync's stdout, read in batches; ``asking``: waiting at most PROGRESS_INTERVAL for it, then
+        :meth:`ask_progress`."""
         with contextlib.suppress(OSError):
             fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)
         pending = b""
         while True:
-            if self.asking:  # wait for output at most PROGRESS_INTERVAL, then ask for a progress line
+            if asking:
                 ready = select.select([fd], [], [], PROGRESS_INTERVAL)[0]
                 self.ask_progress()
                 if not ready:
@@ -1057,7 +1058,7 @@ class Wrapper:
             return 127 if isinstance(exc, FileNotFoundError) else 1, [f"{argv[0]}: {exc}"]
         if self.stopped:  # the signal came while it started
             proc.terminate()
-        self.asking, self._catches = asking, False
+        self._catches = False
         self.stderr.clear()
         self.progress.write(percent=self._overall(self.percent), item=f"{self.label}: starting rsync")
         assert proc.stdout is not None
@@ -1066,7 +1067,7 @@ class Wrapper:
             target=self.read_stderr, args=(proc.stderr,), name="rsync-stderr", daemon=True
         )
         errors.start()
-        self.read_stdout(proc.stdout.fileno())
+        self.read_stdout(proc.stdout.fileno(), asking)
         rc = proc.wait()
         errors.join(2)  # ssh (rsync's child) shares the pipe: never wait long for its end
         return rc, list(self.stderr)
