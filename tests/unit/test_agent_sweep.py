@@ -6,14 +6,23 @@ tests/integration/test_become.py). Here a stand-in parent that behaves like sudo
 
 from __future__ import annotations
 
+import secrets
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
+
 from pcswitcher.remote import agent
 
-RUN_ID = "20200101T000000Z-5eed"
+
+@pytest.fixture
+def run_id() -> str:
+    """A run tag of this test's own: tests run in parallel (-n auto), and a sweep ends every process
+    of its tag, another test's too."""
+    return f"20200101T000000Z-{secrets.token_hex(4)}"
+
 
 # Like sudo without a terminal: runs the command, and when the command stops, stops itself with the
 # same signal; continued, it continues the command; it exits when the command has ended.
@@ -39,15 +48,15 @@ def _state(pid: int) -> str:
     return data[data.rindex(b")") + 2 :][:1].decode()
 
 
-def test_sweep_continues_a_parent_that_stopped_with_its_child() -> None:
+def test_sweep_continues_a_parent_that_stopped_with_its_child(run_id: str) -> None:
     parent = subprocess.Popen(
-        [sys.executable, "-c", SUDO_LIKE, RUN_ID], stdout=subprocess.PIPE, start_new_session=True
+        [sys.executable, "-c", SUDO_LIKE, run_id], stdout=subprocess.PIPE, start_new_session=True
     )
     try:
         assert parent.stdout is not None
         assert parent.stdout.readline() == b"ready\n"
-        (child,) = agent.find_run_processes(RUN_ID)  # the tagged command only, not its parent
-        result = agent.sweep(RUN_ID)
+        (child,) = agent.find_run_processes(run_id)  # the tagged command only, not its parent
+        result = agent.sweep(run_id)
         killed = result["killed"]
         assert isinstance(killed, list)
         assert [k["pid"] for k in killed] == [child]
@@ -61,7 +70,7 @@ def test_sweep_continues_a_parent_that_stopped_with_its_child() -> None:
             raise AssertionError(f"the parent was left in state {state}")
 
 
-def test_sweep_does_not_continue_a_stopped_process_outside_the_run() -> None:
+def test_sweep_does_not_continue_a_stopped_process_outside_the_run(run_id: str) -> None:
     # a stopped process that is no parent of the run's processes stays as it was
     other = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
@@ -71,11 +80,11 @@ def test_sweep_does_not_continue_a_stopped_process_outside_the_run() -> None:
             assert time.monotonic() < deadline
             time.sleep(0.01)
         parent = subprocess.Popen(
-            [sys.executable, "-c", SUDO_LIKE, RUN_ID], stdout=subprocess.PIPE, start_new_session=True
+            [sys.executable, "-c", SUDO_LIKE, run_id], stdout=subprocess.PIPE, start_new_session=True
         )
         assert parent.stdout is not None
         assert parent.stdout.readline() == b"ready\n"
-        agent.sweep(RUN_ID)
+        agent.sweep(run_id)
         assert parent.wait(timeout=10) == 0
         assert _state(other.pid) == "T"
     finally:
