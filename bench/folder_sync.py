@@ -18,14 +18,15 @@ their own after the first: what those cost) — then, per tree, times:
   without snapshots, unless ``--snapshots`` (then the default safety: pre and post snapshots of
   ``/home`` on both machines; the log's ``snapshot_phase_seconds`` give the snapshot phases' time);
 * the job's own rsync command line (recorded from that run) on its own, over the same ssh as raw
-  with AES-GCM first, asked for its progress by signal as the job's wrapper asks it (``ASKER``): it
-  tells what folder_sync's rsync options cost (``--numeric-ids``, the never-sync rules, ...) apart
-  from what pc-switcher and Ansible add;
+  with AES-GCM first, run as the job runs it: through folder_sync's wrapper, which reads its output
+  and asks it for its progress (``WRAPPER``): it tells what folder_sync's rsync options and their
+  reading cost (``--numeric-ids``, the never-sync rules, ...) apart from what pc-switcher and
+  Ansible add;
 * raw ``rsync -aHAXS --delete``, then ``sync`` on the target: the job's guarantees (sparse files, the
   data on the target's disk when the run ends) without pc-switcher;
 * with ``--options``, the job's rsync command again without each group of its options in turn
-  (the filter rules, the itemized output, ``--stats``, ``--delete-delay``, ...), with
-  ``--info=progress2`` instead of being asked, and raw ``rsync -aHAX --delete``: what each costs,
+  (the filter rules, the itemized output, ``--stats``, ``--delete-delay``, ...) and raw ``rsync
+  -aHAX --delete``: what each costs,
   full and no-op (with ``--rsync-only``: full runs only, no other variant);
 * with ``--rsync-only`` (goal 2 alone): raw ``rsync -aHAX --delete`` and the job's rsync command in
   turn, ``--rounds`` times, with the ratio of each round.
@@ -48,6 +49,7 @@ import json
 import random
 import shlex
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -155,39 +157,24 @@ def raw_durable(sb: Sandbox, path: str, ssh_options: str) -> float:
     return raw_rsync(sb, path, ssh_options, "-aHAXS") + _run(sb["target"], ["sync"])
 
 
-# Runs rsync (its arguments) as folder_sync's wrapper does: reads its output, and asks it for a
-# progress line every PROGRESS_INTERVAL once it has set its handler (the wrapper's ask_progress,
-# with the wrapper's own constants and handler check). argv[1]: the wrapper's directory.
-ASKER = r"""
-import os, select, subprocess, sys, time
-sys.path.insert(0, sys.argv[1])
-from folder_sync_rsync import PROGRESS_INTERVAL, PROGRESS_SIGNAL, catches
-proc = subprocess.Popen(sys.argv[2:], stdout=subprocess.PIPE)
-fd, asked, caught = proc.stdout.fileno(), 0.0, False
-while True:
-    ready = select.select([fd], [], [], PROGRESS_INTERVAL)[0]
-    if time.monotonic() - asked >= PROGRESS_INTERVAL and proc.poll() is None:
-        asked = time.monotonic()
-        caught = caught or catches(proc.pid, PROGRESS_SIGNAL)
-        if caught:
-            os.kill(proc.pid, PROGRESS_SIGNAL)
-    if ready and not os.read(fd, 1 << 20):
-        break
-sys.exit(proc.wait())
-"""
-WRAPPER_DIR = str(Path(__file__).resolve().parents[1] / "roles" / "folder_sync" / "files")
+WRAPPER = str(Path(__file__).resolve().parents[1] / "roles/folder_sync/files/folder_sync_rsync.py")
+#: what the wrapper adds to the rsync command it is given (``--sparse-from``, an rsync older than 3.2.0)
+WRAPPER_ADDS = ("--max-size=", "--info=skip1", "--info=progress2")
 
 
 def job_options(sb: Sandbox, argv: list[str], ciphers: str) -> float:
-    """The job's rsync ``argv`` (as recorded by :func:`job`) with the bench's ssh command, asked for
-    its progress as the wrapper asks (:data:`ASKER`) when it has no ``--info=progress2``."""
+    """The job's rsync ``argv`` (as recorded by :func:`job`) with the bench's ssh command, run as the
+    job runs it: through folder_sync's wrapper (``files/folder_sync_rsync.py``, with the recorded
+    ``--max-size`` as its ``--sparse-from``), which reads rsync's output and asks it for its progress
+    by signal, and adds again what it added to the recorded command."""
     if not argv:
         raise RuntimeError("the job's rsync command was not recorded")
     argv = list(argv)
     argv[argv.index("-e") + 1] = f"{ssh_command(sb)} {ciphers}".strip()
-    if "--info=progress2" not in argv:
-        argv = ["/usr/bin/python3", "-c", ASKER, WRAPPER_DIR, *argv]
-    return _run(sb["source"], argv)
+    sparse_from = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--max-size=")]
+    rsync = [arg for arg in argv if not arg.startswith(WRAPPER_ADDS)]
+    options = ["--label", "bench", *(["--sparse-from", sparse_from[0]] if sparse_from else [])]
+    return _run(sb["source"], [sys.executable, WRAPPER, *options, "--", *rsync])
 
 
 def job(sb: Sandbox, path: str, rsync_argv: list[str] | None = None) -> Timing:
@@ -313,13 +300,11 @@ def options_breakdown(
     """--options: the job's rsync command against itself without each group of options (leave one
     out) and raw ``-aHAX --delete``, full and (with ``noop``) no-op, interleaved over ``rounds``:
     what each group costs (medians)."""
-    progress2 = "(--info=progress2, not asked)"  # as the job's rsync was before commit 7443926
-    groups = ["(all the job's options)", "(raw -aHAX --delete)", progress2, *OPTION_GROUPS]
+    groups = ["(all the job's options)", "(raw -aHAX --delete)", *OPTION_GROUPS]
     times: dict[str, tuple[list[float], list[float]]] = {g: ([], []) for g in groups}
     for _ in range(rounds):
         for group in groups:
             argv = recorded if group.startswith("(all") else without(recorded, group)
-            argv = [*recorded[:1], "--info=progress2", *recorded[1:]] if group == progress2 else argv
             run: Callable[[], float] = (
                 partial(raw_rsync, sb, path, ciphers)
                 if group.startswith("(raw")
