@@ -25,11 +25,12 @@ their own after the first: what those cost) — then, per tree, times:
 * raw ``rsync -aHAXS --delete``, then ``sync`` on the target: the job's guarantees (sparse files, the
   data on the target's disk when the run ends) without pc-switcher;
 * with ``--options``, the job's rsync command again without each group of its options in turn
-  (the filter rules, the itemized output, ``--stats``, ``--delete-delay``, ...) and raw ``rsync
-  -aHAX --delete``: what each costs,
-  full and no-op (with ``--rsync-only``: full runs only, no other variant);
+  (the filter rules, the itemized output, ``--stats``, ``--delete-delay``, ...), raw ``rsync
+  -aHAX --delete`` and raw with ``--no-inc-recursive``: what each costs, full and no-op (with
+  ``--rsync-only``: full runs only, no other variant);
 * with ``--rsync-only`` (goal 2 alone): raw ``rsync -aHAX --delete`` and the job's rsync command in
-  turn, ``--rounds`` times, with the ratio of each round.
+  turn (the job first in every other round), ``--rounds`` times, with the ratio of each round, the
+  median of the ratios and its 95 % interval (:func:`median_interval`).
 
 The target is emptied before each full run; before every timed run btrfs's cleaner is waited for
 (``btrfs subvolume sync``: the snapshots a CLI run pruned) and dirty data is flushed (``sync``);
@@ -141,7 +142,7 @@ def _empty_target(sb: Sandbox, path: str) -> None:
 def raw_rsync(sb: Sandbox, path: str, ssh_options: str = "", options: str = "-aHAX") -> float:
     argv = [
         "rsync",
-        options,
+        *options.split(),
         "--delete",
         "-e",
         f"{ssh_command(sb)} {ssh_options}".strip(),
@@ -269,7 +270,8 @@ OPTION_GROUPS: dict[str, Callable[[str], bool]] = {
     "--stats": lambda a: a == "--stats",
     "--modify-window=-1, --protect-args": lambda a: a in ("--modify-window=-1", "--protect-args"),
     "--delete-delay": lambda a: a == "--delete-delay",
-    "--numeric-ids, --no-inc-recursive": lambda a: a in ("--numeric-ids", "--no-inc-recursive"),
+    "--numeric-ids": lambda a: a == "--numeric-ids",
+    "--no-inc-recursive": lambda a: a == "--no-inc-recursive",
 }
 
 
@@ -298,16 +300,19 @@ def options_breakdown(
     sb: Sandbox, path: str, recorded: list[str], ciphers: str, rounds: int, noop: bool
 ) -> None:
     """--options: the job's rsync command against itself without each group of options (leave one
-    out) and raw ``-aHAX --delete``, full and (with ``noop``) no-op, interleaved over ``rounds``:
-    what each group costs (medians)."""
-    groups = ["(all the job's options)", "(raw -aHAX --delete)", *OPTION_GROUPS]
+    out), raw ``-aHAX --delete`` and raw with the job's ``--no-inc-recursive`` (the whole file list
+    before the first file, as the job's rsync builds it), full and (with ``noop``) no-op,
+    interleaved over ``rounds`` (each round starting with the next variant): what each group costs
+    (medians)."""
+    raws = {"(raw -aHAX --delete)": "-aHAX", "(raw, --no-inc-recursive)": "-aHAX --no-inc-recursive"}
+    groups = ["(all the job's options)", *raws, *OPTION_GROUPS]
     times: dict[str, tuple[list[float], list[float]]] = {g: ([], []) for g in groups}
-    for _ in range(rounds):
-        for group in groups:
+    for index in range(rounds):
+        for group in groups[index % len(groups) :] + groups[: index % len(groups)]:  # a new first each round
             argv = recorded if group.startswith("(all") else without(recorded, group)
             run: Callable[[], float] = (
-                partial(raw_rsync, sb, path, ciphers)
-                if group.startswith("(raw")
+                partial(raw_rsync, sb, path, ciphers, raws[group])
+                if group in raws
                 else partial(job_options, sb, argv, ciphers)
             )
             _empty_target(sb, path)
@@ -360,9 +365,18 @@ def bench_large(sb: Sandbox, path: str, ciphers: str, rounds: int, noops: int) -
     return f
 
 
+def median_interval(values: list[float], resamples: int = 2000) -> tuple[float, float]:
+    """A 95 % interval of the median of ``values`` (percentile bootstrap, seeded): how far the median
+    of this many rounds can be trusted on a machine whose single rounds move by 10 % and more."""
+    rng = random.Random(len(values))  # noqa: S311 - a reproducible resampling, not a secret
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
+
+
 def bench_rsync_only(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int) -> dict[str, float]:
     """--rsync-only (goal 2 alone): one CLI run records the job's rsync command; then ``rounds``
-    times raw ``-aHAX`` and the job's command in turn (AES-GCM first both), each a full run onto an
+    times raw ``-aHAX`` and the job's command in turn (AES-GCM first both; raw first in odd rounds,
+    the job first in even ones, so that neither always runs second), each a full run onto an
     emptied target after :func:`settle`, no CLI run between them. Per-round ratios and the median."""
     recorded: list[str] = []
     _empty_target(sb, path)
@@ -378,20 +392,23 @@ def bench_rsync_only(sb: Sandbox, name: str, path: str, ciphers: str, rounds: in
             (raw, lambda: raw_rsync(sb, path, ciphers)),
             (options, lambda: job_options(sb, recorded, ciphers)),
         ]
-        for times, run in runs:
+        for times, run in runs if index % 2 == 0 else runs[::-1]:  # each first in every other round
             _empty_target(sb, path)
             settle(sb)
             times.append(run())
         print(
-            f"  round {index + 1}: raw {raw[-1]:.2f} s, "
+            f"  round {index + 1}{' (the job first)' if index % 2 else ''}: raw {raw[-1]:.2f} s, "
             f"the job's rsync {options[-1]:.2f} s ({options[-1] / raw[-1]:.3f}x)"
         )
     ratio = statistics.median(options) / statistics.median(raw)
     ratios = [o / r for o, r in zip(options, raw, strict=True)]
+    low, high = median_interval(ratios)
     print(
         f"== {name}: the job's rsync {statistics.median(options):.2f} s, raw {statistics.median(raw):.2f} s "
         f"(medians of {rounds}): {ratio:.3f}x; per round {', '.join(f'{r:.3f}' for r in ratios)} "
-        f"(their median {statistics.median(ratios):.3f}x)"
+        f"(their median {statistics.median(ratios):.3f}x, 95 % interval {low:.3f}-{high:.3f}x); "
+        f"the job minus raw, median of the rounds: "
+        f"{statistics.median(o - r for o, r in zip(options, raw, strict=True)):+.2f} s"
     )
     print(
         f"  2. the job's rsync alone: {ratio:.3f}x raw (goal <= 1.05x)  {'OK' if ratio <= 1.05 else 'MISSED'}"

@@ -1,0 +1,26 @@
+"""The interval the folder_sync bench prints for the median of its rounds (bench/folder_sync.py)."""
+
+from __future__ import annotations
+
+import statistics
+
+from bench.folder_sync import median_interval
+
+
+def test_equal_rounds_give_a_point() -> None:
+    assert median_interval([1.04] * 9) == (1.04, 1.04)
+
+
+def test_the_interval_holds_the_median_and_narrows_with_more_rounds() -> None:
+    rounds = [1.214, 0.892, 1.006, 1.091, 1.230, 1.063, 1.024, 1.160, 1.152, 1.134, 0.994]
+    low, high = median_interval(rounds)
+    assert low < statistics.median(rounds) < high
+    assert min(rounds) <= low
+    assert high <= max(rounds)
+    more_low, more_high = median_interval(rounds * 4)  # the same spread, four times the rounds
+    assert more_high - more_low < high - low
+
+
+def test_it_is_reproducible() -> None:
+    rounds = [0.984, 1.001, 1.154, 1.100, 1.032, 1.030, 1.073]
+    assert median_interval(rounds) == median_interval(list(rounds))
