@@ -377,7 +377,8 @@ def bench_rsync_only(sb: Sandbox, name: str, path: str, ciphers: str, rounds: in
     """--rsync-only (goal 2 alone): one CLI run records the job's rsync command; then ``rounds``
     times raw ``-aHAX`` and the job's command in turn (AES-GCM first both; raw first in odd rounds,
     the job first in even ones, so that neither always runs second), each a full run onto an
-    emptied target after :func:`settle`, no CLI run between them. Per-round ratios and the median."""
+    emptied target after :func:`settle`, no CLI run between them. Per-round ratios, their median
+    and its interval (:func:`median_interval`), the median difference."""
     recorded: list[str] = []
     _empty_target(sb, path)
     settle(sb)
@@ -401,14 +402,15 @@ def bench_rsync_only(sb: Sandbox, name: str, path: str, ciphers: str, rounds: in
             f"the job's rsync {options[-1]:.2f} s ({options[-1] / raw[-1]:.3f}x)"
         )
     ratio = statistics.median(options) / statistics.median(raw)
-    ratios = [o / r for o, r in zip(options, raw, strict=True)]
+    pairs = list(zip(options, raw, strict=True))
+    ratios = [o / r for o, r in pairs]
     low, high = median_interval(ratios)
     print(
         f"== {name}: the job's rsync {statistics.median(options):.2f} s, raw {statistics.median(raw):.2f} s "
         f"(medians of {rounds}): {ratio:.3f}x; per round {', '.join(f'{r:.3f}' for r in ratios)} "
         f"(their median {statistics.median(ratios):.3f}x, 95 % interval {low:.3f}-{high:.3f}x); "
         f"the job minus raw, median of the rounds: "
-        f"{statistics.median(o - r for o, r in zip(options, raw, strict=True)):+.2f} s"
+        f"{statistics.median(o - r for o, r in pairs):+.2f} s"
     )
     print(
         f"  2. the job's rsync alone: {ratio:.3f}x raw (goal <= 1.05x)  {'OK' if ratio <= 1.05 else 'MISSED'}"
