@@ -20,6 +20,7 @@ import pytest
 
 from pcswitcher.remote import agent
 from pcswitcher.remote.agent import snapshot_problems, snapshots
+from tests.waiting import wait_for
 
 GOOD: dict[str, Any] = {
     "action": "snapshot",
@@ -224,8 +225,9 @@ def test_a_sweep_during_a_snapshot_ends_what_it_started(tmp_path: Path) -> None:
         while not _children(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.01)
         (child,) = _children(proc.pid)
-        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
-        assert f"{agent.TAG}={run_id}".encode() in environ
+        tag = f"{agent.TAG}={run_id}".encode()
+        # between its fork and its exec the child still shows the agent's environment (without the tag)
+        assert wait_for(lambda: tag in Path(f"/proc/{child}/environ").read_bytes().split(b"\0"), 10)
         _say(proc, "sweep\n")
         swept = _read(proc, deadline, skip=("hb",))
         assert swept["t"] == "swept"
