@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +244,155 @@ def test_rsyncs_version(tmp_path: Path, answer: str, version: tuple[int, ...] | 
     wrapper = load_role_file("folder_sync/files/folder_sync_rsync.py")
     assert wrapper.rsync_version(stand_in(tmp_path, answer)) == version
     assert wrapper.rsync_version(str(tmp_path / "missing")) is None
+
+
+# -- the total counted beside an rsync with incremental recursion (--count-total) ----------------------
+COUNT_OPTIONS = ["--dry-run", "-rlD", "--no-inc-recursive", "--stats"]
+
+
+@pytest.mark.parametrize(
+    ("command", "kept"),
+    [
+        # the job's own shape: filters kept in order, -e's value (with " -x" in it) not taken for -x
+        (
+            ["-aHAX", "--numeric-ids", "--modify-window=-1", "--protect-args", "--timeout=120", "--stats",
+             "--out-format=/%i %n%L", "-e", "ssh -x -o BatchMode=yes", "--rsync-path=env X=1 rsync",
+             "--delete", "--delete-delay", "--filter=- .ssh/id_*", "--filter=dir-merge .pcswitcher-filter"],
+            ["--filter=- .ssh/id_*", "--filter=dir-merge .pcswitcher-filter"],
+        ),
+        # what rsync_args may add: -x (bundled too) decides the list, the others do not
+        (["-a", "-xz", "--bwlimit", "500", "--compress-level=3", "-c", "--max-delete=5"],
+         ["--one-file-system"]),
+        (["-a", "--one-file-system", "--filter", "- b", "-f+ c", "--exclude", "d", "--include=e"],
+         ["--one-file-system", "--filter=- b", "--filter=+ c", "--exclude=d", "--include=e"]),
+        # options that change the list (or that this does not know): nothing is counted
+        (["-aL"], None),
+        (["-a", "--copy-links"], None),
+        (["-a", "--files-from=/tmp/list"], None),
+        (["-a", "-R"], None),
+        (["-a", "/another/source/"], None),
+        (["-a", "--", "-x"], None),
+    ],
+)  # fmt: skip
+def test_the_count_takes_the_options_that_decide_the_list(command: list[str], kept: list[str] | None) -> None:
+    wrapper = load_role_file("folder_sync/files/folder_sync_rsync.py")
+    full = ["rsync", *command, "/home/", "host:/home/"]
+    assert wrapper.list_options(full) == kept
+    counted = wrapper.count_command(full)
+    if kept is None:
+        assert counted is None
+        return
+    nowhere = counted[-1]
+    assert counted[:-1] == ["rsync", *COUNT_OPTIONS, *kept, "--", "/home/"]
+    assert nowhere.endswith("/")
+    assert not os.path.exists(nowhere)
+
+
+_SIZES = {"B": 1, "KiB": 1024, "MiB": 1024**2}
+
+
+def test_the_percent_of_an_incremental_rsync_is_of_the_counted_total(tmp_path: Path) -> None:
+    """The machine's rsync with incremental recursion, slowed by --bwlimit to about 5 s, over 3,000
+    files in 60 directories (more than the 1,000 files rsync lists ahead of the transfer): each
+    percent is that of the bytes sent so far of the whole folder (rsync's own would be of the part
+    listed so far: far ahead), and they rise. Fails without the count (no percent before rsync's
+    list is whole, at the end) and with rsync's own percent."""
+    source, target = tmp_path / "src", tmp_path / "dst"
+    for i in range(3000):
+        (source / f"d{i % 60}").mkdir(parents=True, exist_ok=True)
+        (source / f"d{i % 60}" / f"f{i}").write_bytes(os.urandom(300))
+    rsync = ["rsync", "-a", "--stats", "--out-format=/%i %n%L", "--bwlimit=200"]
+    res, lines = wrap(["--count-total", "--", *rsync, f"{source}/", f"{target}/"], tmp_path / "p.jsonl")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["files_transferred"] == 3000
+    assert_rising(lines)
+    total = 3000 * 300  # under 1 MiB: the item's bytes to a tenth of a KiB
+    for line in lines:
+        if "percent" in line and 0 < line["percent"] < 100:
+            size, unit = line["item"].rsplit("(", 1)[1].split(",")[0].split()
+            sent = float(size) * _SIZES[unit]
+            assert abs(line["percent"] - 100 * sent / total) < 3, (line, sent)
+
+
+# A stand-in for rsync 3.2.7 for the count's life: the count (its --dry-run) notes its argv and nice
+# value in $STAND_IN_DIR/count, then sleeps $COUNT_SLEEP s before it prints its total;
+# the transfer waits until the count has started, then sleeps $MAIN_SLEEP s and prints its --stats.
+COUNTED = r"""
+import json, os, sys, time
+if sys.argv[1:] == ["--version"]:
+    print("rsync  version 3.2.7  protocol version 31")
+    sys.exit(0)
+noted = os.path.join(os.environ["STAND_IN_DIR"], "count")
+if "--dry-run" in sys.argv:
+    with open(noted + ".tmp", "w") as kept:
+        json.dump({"argv": sys.argv[1:], "nice": os.nice(0)}, kept)
+    os.rename(noted + ".tmp", noted)
+    time.sleep(float(os.environ["COUNT_SLEEP"]))
+    print("Number of files: 3\nTotal file size: 2,000 bytes")
+    sys.exit(0)
+while not os.path.exists(noted):
+    time.sleep(0.01)
+time.sleep(float(os.environ["MAIN_SLEEP"]))
+print("/>f+++++++++ a\nNumber of files: 3\nTotal file size: 2,000 bytes")
+"""
+
+
+def tagged(tag: str) -> list[int]:
+    """The processes whose environment holds the run tag ``tag`` (as the abort sweep finds them)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if f"PCSWITCHER_RUN_ID={tag}".encode() in environ.split(b"\0"):
+            found.append(int(pid))
+    return found
+
+
+def counted_run(tmp_path: Path, main_sleep: float) -> tuple[subprocess.Popen[str], str]:
+    tag = f"count-test-{os.getpid()}-{main_sleep}"
+    env = {"PATH": "/usr/bin:/bin", "STAND_IN_DIR": str(tmp_path), "COUNT_SLEEP": "600",
+           "MAIN_SLEEP": str(main_sleep), "PCSWITCHER_RUN_ID": tag}  # fmt: skip
+    command = [stand_in(tmp_path, COUNTED), "-a", "--stats", "--filter=- x", "/src/", "host:/dst/"]
+    proc = subprocess.Popen(
+        [sys.executable, str(WRAPPER), "--count-total", "--", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    return proc, tag
+
+
+def test_the_count_runs_at_a_low_priority_and_ends_with_the_transfer(tmp_path: Path) -> None:
+    """A count still running when rsync ends is ended (the wrapper does not wait for it: the
+    stand-in's count would sleep 600 s) and no process of the run is left; the count ran with the
+    job's filter rules, at nice +10."""
+    proc, tag = counted_run(tmp_path, main_sleep=0.2)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert json.loads(out)["files_transferred"] == 0
+    noted = json.loads((tmp_path / "count").read_text())
+    assert noted["nice"] == min(19, os.nice(0) + 10)
+    assert noted["argv"][:-1] == [*COUNT_OPTIONS, "--filter=- x", "--", "/src/"]
+    assert tagged(tag) == []
+
+
+def test_a_signal_ends_the_count_with_the_transfer(tmp_path: Path) -> None:
+    """SIGTERM to the wrapper while rsync and the count run: both end, nothing of the run is left."""
+    proc, tag = counted_run(tmp_path, main_sleep=600)
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "count").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(tagged(tag)) == 3  # the wrapper, the transfer and the count
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + 15, err
+    assert tagged(tag) == []
