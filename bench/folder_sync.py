@@ -175,7 +175,6 @@ def job_options(sb: Sandbox, argv: list[str], ciphers: str) -> float:
     sparse_from = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--max-size=")]
     rsync = [arg for arg in argv if not arg.startswith(WRAPPER_ADDS)]
     options = ["--label", "bench", *(["--sparse-from", sparse_from[0]] if sparse_from else [])]
-    options += [] if "--no-inc-recursive" in rsync else ["--count-total"]  # as the job's task passes it
     return _run(sb["source"], [sys.executable, WRAPPER, *options, "--", *rsync])
 
 
@@ -240,8 +239,7 @@ def _rsync_sender(driver: psutil.Process) -> list[str]:
         for proc in driver.children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 parent = proc.parent()
-                wrapped = parent and "folder_sync_rsync" in " ".join(parent.cmdline())
-                if proc.name() == "rsync" and wrapped and "--dry-run" not in proc.cmdline():  # not the count
+                if proc.name() == "rsync" and parent and "folder_sync_rsync" in " ".join(parent.cmdline()):
                     return proc.cmdline()
     return []
 

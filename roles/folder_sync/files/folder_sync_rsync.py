@@ -4,7 +4,7 @@
 Usage (run on the source by roles/folder_sync/tasks/sync.yml)::
 
     folder_sync_rsync.py [--base B] [--span S] [--label L] [--report N] [--dry-run] [--scan-keys ROOT]
-                         [--sparse-from BYTES] [--count-total] -- rsync ARGS... SOURCE/ DEST/
+                         [--sparse-from BYTES] -- rsync ARGS... SOURCE/ DEST/
 
 rsync must be given ``--stats --out-format=/%i %n%L`` (the task does). This wrapper:
 
@@ -22,9 +22,6 @@ rsync must be given ``--stats --out-format=/%i %n%L`` (the task does). This wrap
   files it skipped, one rsync with ``--sparse`` for those with holes and one without for the others
   (:func:`later_passes`; docs/jobs/folder_sync.md, "Sparse files"); the figures below are summed
   over them;
-* with ``--count-total`` (rsync runs with incremental recursion, its default), counts the first
-  rsync's total beside it for the percent: a local dry run of the same file list at a low CPU
-  priority (:func:`count_command`; rsync's own total is only of the part it has listed so far);
 * passes rsync's stderr on, line by line as it comes, to its own stderr and as WARNING messages;
   when rsync fails, its last stderr line is the reason: rsync's exit code, its meaning and rsync's
   last error lines (:func:`rsync_failure`);
@@ -44,8 +41,7 @@ rsync must be given ``--stats --out-format=/%i %n%L`` (the task does). This wrap
 
 It never daemonizes and keeps its environment (the run tag ``PCSWITCHER_RUN_ID``), so the abort
 sweep finds it and rsync; rsync also gets SIGTERM if this wrapper dies (parent-death signal), and
-SIGINT/SIGTERM/SIGHUP sent to the wrapper are passed on to rsync; the count ends with the first
-rsync. Python 3.8+, standard library only.
+SIGINT/SIGTERM/SIGHUP sent to the wrapper are passed on to rsync. Python 3.8+, standard library only.
 """
 
 from __future__ import annotations
@@ -64,7 +60,6 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -582,93 +577,6 @@ def exclude_rule(relpath: str) -> str:
     return "- " + pattern(relpath)
 
 
-# -- the first rsync's total, counted beside it ----------------------------------------------------
-# Under incremental recursion (rsync's default) rsync sends files while it still lists the folder:
-# until its list is whole ("to-chk" instead of "ir-chk" in its progress line), its total and so its
-# percent are those of the part listed so far (about a thousand files ahead of the transfer). With
-# --count-total the wrapper counts the total itself: a local dry run of rsync with the options that
-# decide the file list (the filter rules, --one-file-system) prints the same "Total file size", at
-# a low CPU priority beside the transfer (nice +10: a tenth of a transfer process's share of a busy
-# CPU, all of an idle one). See docs/jobs/folder_sync.md, "Progress".
-COUNT_NICE = 10
-_LIST_RULES = frozenset({"filter", "exclude", "include"})
-# long options that leave the file list as it is (the job's and those rsync_args may add)
-_LIST_SAME = frozenset(
-    """archive hard-links acls xattrs numeric-ids modify-window protect-args secluded-args inc-recursive
-    no-inc-recursive timeout stats out-format rsh rsync-path delete delete-delay bwlimit compress
-    compress-level zl checksum ignore-times whole-file no-whole-file no-W fsync open-noatime max-delete
-    max-size info sparse dry-run""".split()
-)
-_LIST_VALUE = _LIST_RULES | frozenset(
-    """rsh rsync-path timeout modify-window out-format bwlimit compress-level zl max-delete max-size
-    info""".split()
-)
-_SHORT_SAME = frozenset("aHAXszcIWSn")  # short options that leave the list as it is (-e, -f, -x apart)
-
-
-def list_options(command: list[str]) -> list[str] | None:
-    """The options of the rsync ``command`` (SOURCE and DEST last) that decide its file list, in
-    their order: its filter rules (``--filter=R``, ``--exclude=P``, ``--include=P``) and
-    ``--one-file-system``. None when it has an option not known to leave the list alone (an
-    allowlist: then nothing is counted) or one more source."""
-    kept: list[str] = []
-    args = iter(command[1:-2])
-    for arg in args:
-        if arg.startswith("--"):
-            name, eq, value = arg[2:].partition("=")
-            if name in _LIST_VALUE and not eq:
-                value = next(args, "")
-            if name in _LIST_RULES:
-                kept.append(f"--{name}={value}")
-            elif name == "one-file-system" and not eq:
-                kept.append(arg)
-            elif name not in _LIST_SAME:
-                return None
-        elif arg.startswith("-") and len(arg) > 1:
-            for i, letter in enumerate(arg[1:], 2):
-                if letter in "ef":  # the rest of the bundle or the next argument is its value
-                    value = arg[i:] or next(args, "")
-                    kept += ["--filter=" + value] if letter == "f" else []
-                    break
-                if letter == "x":
-                    kept.append("--one-file-system")
-                elif letter not in _SHORT_SAME:
-                    return None
-        else:
-            return None
-    return kept
-
-
-def count_command(command: list[str]) -> list[str] | None:
-    """The local dry run that prints the ``Total file size`` of the file list of ``command`` (an
-    rsync pushing SOURCE to DEST): the same source and list options, no ACLs, xattrs or hard links
-    (they do not change the total), into a path that is never created. None: see :func:`list_options`."""
-    kept = list_options(command)
-    if kept is None or len(command) < 3:
-        return None
-    nowhere = f"{tempfile.gettempdir()}/pc-switcher-count-{os.getpid()}-{os.urandom(6).hex()}/"
-    return [
-        command[0],
-        "--dry-run",
-        "-rlD",
-        "--no-inc-recursive",
-        "--stats",
-        *kept,
-        "--",
-        command[-2],
-        nowhere,
-    ]
-
-
-def _low_priority_child() -> None:  # pragma: no cover - runs in the child between fork and exec
-    _pdeathsig()
-    with contextlib.suppress(OSError):
-        os.nice(COUNT_NICE)
-
-
-_TOTAL = re.compile(rb"^Total file size: ([\d,]+)", re.MULTILINE)
-
-
 # -- large files: passes of their own after the first -------------------------------------------------
 # The first rsync skips the files over ``--sparse-from`` bytes (``--max-size``) and names each one
 # (``--info=skip1``: "NAME is over max-size"); they go in passes of their own, those with holes with
@@ -856,19 +764,6 @@ _LIBC: list[Any] = []  # loaded in the parent: the child only calls prctl (no dl
 _PARENT: list[int] = []  # this wrapper's pid, set before each fork
 
 
-def _before_fork() -> None:
-    """libc loaded (the child only calls prctl: no dlopen after fork) and this wrapper's pid noted."""
-    if not _LIBC:
-        with contextlib.suppress(OSError):
-            _LIBC.append(ctypes.CDLL(None, use_errno=True))
-    _PARENT[:] = [os.getpid()]
-
-
-def _rsync_env() -> dict[str, str]:
-    """This wrapper's environment (the run tag) with ``LC_ALL=C``: numbers without a locale's separators."""
-    return {**os.environ, "LC_ALL": "C"}
-
-
 def _pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
     with contextlib.suppress(Exception):
         _LIBC[0].prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -909,10 +804,6 @@ class Wrapper:
         self.bytes_before = 0  # bytes of the passes before this one
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopped = False  # a signal came: no further rsync
-        self.count_total: bool = getattr(args, "count_total", False)
-        self.counter: subprocess.Popen[bytes] | None = None  # the dry run counting the total
-        self.counted = 0  # its total file size (0: not yet, or not counted)
-        self.partial_list = False  # rsync's own total is that of the part of its list it has built
         self._asked = 0.0
         self._catches = False  # the running rsync has its PROGRESS_SIGNAL handler
 
@@ -925,21 +816,6 @@ class Wrapper:
         figures = f"{_human(self.bytes_done)}, {self.rate or '-'}"
         name = self.current or self.label
         return f"{name} ({figures})"
-
-    def _percent(self, pct: float, text: str) -> float:
-        """The folder's percent from rsync's progress line ``text`` (``pct``: rsync's percent); the
-        percent of this pass, for its time left. A later pass: of the first pass's total. The first
-        while rsync's list is partial (incremental recursion): of the counted total, else unchanged
-        (rsync's percent would be of the part listed so far). Never lower than before."""
-        if self.later:
-            self.percent = 100.0 * self.bytes_done / self.total if self.total else pct
-            return pct
-        if self.partial_list and "to-chk=" in text:
-            self.partial_list = False  # the list is whole: rsync's total is the folder's
-        if self.partial_list:
-            pct = min(100.0, 100.0 * self.bytes_done / self.counted) if self.counted else self.percent
-        self.percent = max(self.percent, pct)
-        return self.percent
 
     def _rate(self, pct: float) -> None:
         """The rate of the last :data:`RATE_WINDOW` seconds (from 1 s of figures on) and, from it and
@@ -998,7 +874,10 @@ class Wrapper:
         match = _PROGRESS2.match(text)
         if match and not self.in_stats:
             self.bytes_done = self.bytes_before + _number(match.group("bytes"))
-            self._rate(self._percent(float(match.group("pct")), text))
+            self.percent = float(match.group("pct"))
+            if self.later:  # the percent of the first pass's total
+                self.percent = 100.0 * self.bytes_done / self.total if self.total else self.percent
+            self._rate(float(match.group("pct")))
             self._progress_dirty = True
             return
         if text.startswith("Number of files:"):
@@ -1114,9 +993,20 @@ class Wrapper:
         """rsync ``command``; with ``sparse_from``, the first rsync skips the files over that many
         bytes and :func:`later_passes` send them, each pass only after one that succeeded and
         without a signal between them. One result for all (their figures summed)."""
+
+        def forward(signum: int, frame: object) -> None:
+            self.stopped = True
+            if self.proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.send_signal(signum)
+
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, self._forward)
-        rc, stderr = self.first_pass(command, sparse_from)
+            signal.signal(sig, forward)
+        version = rsync_version(command[0])
+        by_signal = version is not None and version >= PROGRESS_BY_SIGNAL_FROM
+        extra = [] if by_signal else ["--info=progress2"]
+        extra += [f"--max-size={sparse_from}", "--info=skip1"] if sparse_from > 0 else []
+        rc, stderr = self.run_one(command[:1] + extra + command[1:], asking=by_signal)
         passes = later_passes(command, command[-2], self.large) if self.large and rc in (0, 24) else []
         if passes:
             self.total = self.stats.get("Total file size", 0)
@@ -1134,8 +1024,7 @@ class Wrapper:
                 rc, stderr = 20, [f"stopped by a signal before the rsync of the large files {what}"]
                 break
             self.later, self.bytes_before, self.stats, self.in_stats = True, self.bytes_done, {}, False
-            # few files: a line after each; their list whole first (the pass's own percent)
-            later, stderr = self.run_one(argv[:1] + ["--info=progress2", "--no-inc-recursive"] + argv[1:])
+            later, stderr = self.run_one(argv[:1] + ["--info=progress2"] + argv[1:])  # few files
             for key, value in self.stats.items():
                 totals[key] = totals.get(key, 0) + value
             rc = later if later not in (0, 24) else max(rc, later)
@@ -1147,94 +1036,22 @@ class Wrapper:
         self.stats = totals
         return self.finish(rc, stderr)
 
-    def _forward(self, signum: int, frame: object) -> None:
-        """SIGINT/SIGTERM/SIGHUP: passed on to the running rsync (which ends the count, as it ends:
-        :meth:`first_pass`); no further rsync."""
-        self.stopped = True
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signum)
-
-    def first_pass(self, command: list[str], sparse_from: int) -> tuple[int, list[str]]:
-        """The first rsync: every file (up to ``sparse_from`` bytes when given), asked for its
-        progress by signal when it is 3.2.0 or newer; with ``--count-total``, its total counted beside it."""
-        version = rsync_version(command[0])
-        by_signal = version is not None and version >= PROGRESS_BY_SIGNAL_FROM
-        extra = [] if by_signal else ["--info=progress2"]
-        extra += [f"--max-size={sparse_from}", "--info=skip1"] if sparse_from > 0 else []
-        if self.count_total:
-            self.partial_list = True
-            if not self.dry_run:  # a dry run sends no bytes: nothing to take a percent of
-                self.start_count(command)
-        try:
-            return self.run_one(command[:1] + extra + command[1:], asking=by_signal)
-        finally:
-            self.stop_count()
-
-    def start_count(self, command: list[str]) -> None:
-        """Starts :func:`count_command` (at a low CPU priority, ended with this wrapper) and a thread
-        that reads its ``Total file size`` into :attr:`counted`."""
-        argv = count_command(command)
-        if argv is None:
-            self.progress.write(
-                level="DEBUG",
-                message=f"{self.label}: total not counted (an option that may change the file list): "
-                "no percent before rsync's list is whole",
-            )
-            return
-        _before_fork()
-        try:
-            self.counter = proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env=_rsync_env(),
-                preexec_fn=_low_priority_child,  # noqa: PLW1509
-            )
-        except OSError:
-            return
-        if self.stopped:  # the signal came while it started
-            proc.terminate()
-        args = (proc, time.monotonic())
-        threading.Thread(target=self._read_count, args=args, name="rsync-count", daemon=True).start()
-
-    def _read_count(self, proc: subprocess.Popen[bytes], started: float) -> None:
-        assert proc.stdout is not None
-        out = proc.stdout.read()
-        found = _TOTAL.search(out)
-        if proc.wait() in (0, 23, 24) and found:  # 23: some unreadable files (rsync says so itself)
-            self.counted = _number(found.group(1).decode("ascii"))
-            took = time.monotonic() - started
-            message = f"{self.label}: total counted: {_human(self.counted)} in {took:.1f} s"
-            self.progress.write(level="DEBUG", message=message)
-
-    def stop_count(self) -> None:
-        """Ends the count if it still runs (SIGTERM, SIGKILL after 5 s) and reaps it."""
-        proc = self.counter
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        self.counter = None
-
     def run_one(self, argv: list[str], asking: bool = False) -> tuple[int, list[str]]:
         """One rsync: its exit code and its last stderr lines. ``asking``: ask it for its progress
         (:meth:`ask_progress`); else it prints it itself (``--info=progress2``)."""
-        _before_fork()
+        env = dict(os.environ)
+        env["LC_ALL"] = "C"  # numbers without locale-specific separators
+        if not _LIBC:
+            with contextlib.suppress(OSError):
+                _LIBC.append(ctypes.CDLL(None, use_errno=True))
+        _PARENT[:] = [os.getpid()]
         try:
             # the stderr reader of an earlier pass only reads a pipe (no lock the child needs)
             self.proc = proc = subprocess.Popen(
                 argv,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                env=_rsync_env(),
+                env=env,
                 preexec_fn=_pdeathsig,  # noqa: PLW1509
             )
         except OSError as exc:
@@ -1348,11 +1165,6 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         metavar="BYTES",
         help="send the files over BYTES in passes of their own, those with holes with --sparse",
-    )
-    parser.add_argument(
-        "--count-total",
-        action="store_true",
-        help="rsync uses incremental recursion: count its total beside it (a local dry run) for the percent",
     )
     parser.add_argument("rsync", nargs=argparse.REMAINDER, help="-- rsync ARGS...")
     args = parser.parse_args(argv)
