@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -243,3 +245,73 @@ def test_rsyncs_version(tmp_path: Path, answer: str, version: tuple[int, ...] | 
     wrapper = load_role_file("folder_sync/files/folder_sync_rsync.py")
     assert wrapper.rsync_version(stand_in(tmp_path, answer)) == version
     assert wrapper.rsync_version(str(tmp_path / "missing")) is None
+
+
+def _itemized_stream(rng: random.Random) -> list[bytes]:
+    """rsync's output lines of a sync: itemized transfers (some with non-UTF-8 names, links' `` ->
+    TARGET``), deletions among them, a line too short to be one, progress lines, the stats."""
+    parts: list[bytes] = []
+    for i in range(3000):
+        kind = rng.random()
+        if kind < 0.1:
+            parts.append(f"/*deleting   old/f{i}".encode())
+        elif kind < 0.12:
+            parts.append(b"/>f+++++++++ bad\xff\xfename" + str(i).encode())
+        elif kind < 0.14:
+            parts.append(f"/cL+++++++++ link{i} -> target{i}".encode())
+        elif kind < 0.15:
+            parts.append(b"/x")
+        elif kind < 0.2:
+            parts.append(f"{i * 100:>15,} {i // 30:3d}%   10.00MB/s    0:00:01".encode())
+        else:
+            parts.append(f"/>f+++++++++ dir{i % 9}/file {i}.bin".encode())
+    return [*parts, b"", b"Number of files: 3,001 (reg: 3,000, dir: 1)", b"Total file size: 300 bytes"]
+
+
+@pytest.mark.parametrize(
+    ("dry_run", "later", "report", "seed"),
+    [
+        (False, False, 200, 1),
+        (False, False, 0, 2),
+        (True, False, 200, 3),
+        (True, True, 3, 4),  # a dry run's later pass: only the large files' lines count
+        (False, True, 5, 5),
+    ],
+)
+def test_itemized_lines_read_in_bulk_as_one_by_one(
+    tmp_path: Path, dry_run: bool, later: bool, report: int, seed: int
+) -> None:
+    """:meth:`Wrapper.lines` counts most itemized lines without parsing each (a sync of many small
+    files writes one a file); what it keeps and logs is what :meth:`Wrapper.line` on each line, the
+    one-by-one reading, gives: the counts, the sample, the deletions, the current file, the log
+    messages. Batches of random size, as the reads come."""
+    module = load_role_file("folder_sync/files/folder_sync_rsync.py")
+    rng = random.Random(seed)  # noqa: S311 - a reproducible stream, not a secret
+    parts = _itemized_stream(rng)
+    states = []
+    for way in ("one by one", "in batches"):
+        os.environ["PCSWITCHER_PROGRESS"] = str(tmp_path / f"{way}.jsonl")
+        args = SimpleNamespace(base=0.0, span=100.0, label="/home/", report=report, dry_run=dry_run)
+        try:
+            wrapper = module.Wrapper(args)
+        finally:
+            del os.environ["PCSWITCHER_PROGRESS"]
+        wrapper.later = later
+        wrapper.large_shown = {f"dir{i % 9}/file {i}.bin" for i in range(0, 3000, 40)} | {"link7"}
+        if way == "one by one":
+            for part in parts:
+                wrapper.line(part.decode("utf-8", errors="replace"))
+        else:
+            start = 0
+            while start < len(parts):
+                size = rng.randint(1, 400)
+                wrapper.lines(parts[start : start + size])
+                start += size
+        wrapper.progress.close()
+        kept = ("changes", "deleted_seen", "sample", "deletions", "current", "stats", "in_stats")
+        states.append(
+            ({name: getattr(wrapper, name) for name in kept}, (tmp_path / f"{way}.jsonl").read_text())
+        )
+    assert states[0] == states[1]
+    assert states[0][0]["changes"] > (40 if later and dry_run else 2000)
+    assert states[0][0]["current"]

@@ -892,9 +892,17 @@ class Wrapper:
 
     def lines(self, parts: list[bytes]) -> None:
         """A batch of output lines. rsync writes a progress2 line after every file; they are
-        right-aligned (start with a space), and only the last of a batch is parsed."""
+        right-aligned (start with a space), and only the last of a batch is parsed. The itemized
+        lines in a row go to :meth:`itemized_run` together."""
         held = b""
+        run: list[bytes] = []
         for part in parts:
+            if part[:1] == b"/" and not self.in_stats:
+                run.append(part)
+                continue
+            if run:
+                self.itemized_run(run)
+                run = []
             skipped = None
             if b" is over max-size" in part and part[:1] != b"/" and not self.in_stats:
                 skipped = _SKIPPED.match(part)
@@ -910,8 +918,30 @@ class Wrapper:
                 held = b""
             if part:
                 self.line(part.decode("utf-8", errors="replace"))
+        if run:
+            self.itemized_run(run)
         if held:
             self.line(held.decode("utf-8", errors="replace"))
+
+    def itemized_run(self, run: list[bytes]) -> None:
+        """Itemized lines (``/`` first) in a row, as :meth:`line` would take them one by one, but
+        on a sync of many small files (a line each) without decoding and parsing every one: once
+        the first ``--report`` are kept (and, in a dry run, logged), a change that is not a
+        deletion (``/*``) is only counted, and the last one's name is the current file. (A dry run
+        logs the first ``--report`` changes; the sample, taken with them, is full after them.)"""
+        bulk = not (self.later and self.dry_run)  # else each line's name decides whether it counts
+        last = b""
+        counted = 0
+        for part in run:
+            if bulk and part[1:2] != b"*" and len(part) > 13 and len(self.sample) >= self.report:
+                last = part
+                counted += 1
+                self.changes += 1
+            else:
+                self.line(part.decode("utf-8", errors="replace"))
+        if counted:
+            self.current = last[13:].decode("utf-8", errors="replace")
+            self._progress_dirty = True
 
     def itemized(self, text: str) -> None:
         code, name = text[:11].strip(), text[12:]
