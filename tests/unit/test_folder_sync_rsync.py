@@ -279,7 +279,7 @@ def _itemized_stream(rng: random.Random) -> list[bytes]:
     ],
 )
 def test_itemized_lines_read_in_bulk_as_one_by_one(
-    tmp_path: Path, dry_run: bool, later: bool, report: int, seed: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dry_run: bool, later: bool, report: int, seed: int
 ) -> None:
     """:meth:`Wrapper.lines` counts most itemized lines without parsing each (a sync of many small
     files writes one a file); what it keeps and logs is what :meth:`Wrapper.line` on each line, the
@@ -290,12 +290,9 @@ def test_itemized_lines_read_in_bulk_as_one_by_one(
     parts = _itemized_stream(rng)
     states = []
     for way in ("one by one", "in batches"):
-        os.environ["PCSWITCHER_PROGRESS"] = str(tmp_path / f"{way}.jsonl")
+        monkeypatch.setenv("PCSWITCHER_PROGRESS", str(tmp_path / f"{way}.jsonl"))
         args = SimpleNamespace(base=0.0, span=100.0, label="/home/", report=report, dry_run=dry_run)
-        try:
-            wrapper = module.Wrapper(args)
-        finally:
-            del os.environ["PCSWITCHER_PROGRESS"]
+        wrapper = module.Wrapper(args)
         wrapper.later = later
         wrapper.large_shown = {f"dir{i % 9}/file {i}.bin" for i in range(0, 3000, 40)} | {"link7"}
         if way == "one by one":
