@@ -939,7 +939,7 @@ class Wrapper:
                 self.changes += 1
             else:
                 self.line(part.decode("utf-8", errors="replace"))
-        if counted:
+        if counted:  # "/", the 11-character code, " ", then the name (as in :meth:`line`)
             self.current = last[13:].decode("utf-8", errors="replace")
             self._progress_dirty = True
 
