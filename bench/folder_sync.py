@@ -1,7 +1,7 @@
 """Benchmark of the folder_sync job against raw rsync, on sandbox machines (needs root).
 
     python -m bench.folder_sync [--small] [--scale F] [--size 6G] [--rounds 2] [--noops 2] [--snapshots]
-                                [--options] [--rsync-only] [--trees big,many,large]
+                                [--options] [--rsync-only] [--pin] [--trees big,many,large]
 
 Generates two seeded trees in the sandbox machine ``source`` — "big": about 1 GB in 20k files,
 "many": 200k small files (``--scale`` multiplies both file counts; ``--small`` = ``--scale 0.05``);
@@ -30,7 +30,9 @@ their own after the first: what those cost) — then, per tree, times:
   ``--rsync-only``: full runs only, no other variant);
 * with ``--rsync-only`` (goal 2 alone): raw ``rsync -aHAX --delete`` and the job's rsync command in
   turn (the job first in every other round), ``--rounds`` times, with the ratio of each round, the
-  median of the ratios and its 95 % interval (:func:`median_interval`).
+  median of the ratios and its 95 % interval (:func:`median_interval`);
+* with ``--pin``, everything on the source side on CPU 0 and the target machine on CPU 1
+  (:func:`pin`): two one-core machines, less noise than both competing for both cores.
 
 The target is emptied before each full run; before every timed run btrfs's cleaner is waited for
 (``btrfs subvolume sync``: the snapshots a CLI run pruned) and dirty data is flushed (``sync``);
@@ -47,6 +49,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import random
 import shlex
 import statistics
@@ -589,6 +592,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--trees", default="big,many", help="which trees to time, comma-separated (default: big,many)"
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the source side on CPU 0, the target machine on CPU 1 (two one-core machines)",
+    )
     return parser
 
 
@@ -607,6 +615,8 @@ def main(argv: list[str] | None = None) -> int:
             "location": {"source": SNAPSHOT_LOCATION, "target": SNAPSHOT_LOCATION},
             "keep": 1,
         }
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        parser.error("--pin needs two CPUs (0 and 1)")
     chosen = [name for name in ("big", "many", "large") if name in args.trees.split(",")]
     if not chosen or set(args.trees.split(",")) - {"big", "many", "large"}:
         parser.error(f"--trees {args.trees}: name big, many, large (comma-separated)")
@@ -632,11 +642,25 @@ def main(argv: list[str] | None = None) -> int:
 Tree = tuple[int, int, int]  # files, bytes, seed
 
 
+def pin(sb: Sandbox) -> None:
+    """--pin: this bench and all it starts (the source's rsync, ssh, the wrapper, the CLI) on CPU 0,
+    the target machine's processes (its sshd, hence the receiving rsync it forks) on CPU 1: two
+    one-core machines, where otherwise both machines' processes compete for both cores."""
+    os.sched_setaffinity(0, {0})
+    for name, cpus in (("source", {0}), ("target", {1})):
+        init = psutil.Process(sb[name].init_pid)
+        for proc in [init, *init.children(recursive=True)]:
+            for task in os.listdir(f"/proc/{proc.pid}/task"):
+                os.sched_setaffinity(int(task), cpus)
+
+
 def run_trees(args: argparse.Namespace, trees: dict[str, Tree], scale: float) -> dict[str, dict[str, float]]:
     """Two sandbox machines; each tree (files, bytes, seed) generated in ``source``, then timed."""
     with Sandbox(size=args.size) as sb:
         sb.add("source")
         sb.add("target")
+        if args.pin:
+            pin(sb)
         started = time.monotonic()
         for name, tree in trees.items():
             if name == "large":
