@@ -615,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
             "location": {"source": SNAPSHOT_LOCATION, "target": SNAPSHOT_LOCATION},
             "keep": 1,
         }
-    if args.pin and len(os.sched_getaffinity(0)) < 2:
+    if args.pin and not {0, 1} <= os.sched_getaffinity(0):
         parser.error("--pin needs two CPUs (0 and 1)")
     chosen = [name for name in ("big", "many", "large") if name in args.trees.split(",")]
     if not chosen or set(args.trees.split(",")) - {"big", "many", "large"}:

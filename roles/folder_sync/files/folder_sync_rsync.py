@@ -904,7 +904,7 @@ class Wrapper:
                 self.itemized_run(run)
                 run = []
             skipped = None
-            if b" is over max-size" in part and part[:1] != b"/" and not self.in_stats:
+            if b" is over max-size" in part and not self.in_stats:  # (itemized lines went to run)
                 skipped = _SKIPPED.match(part)
             if skipped:  # --sparse-from: a file for a later pass
                 self.large.append(rsync_name(skipped.group("name")))
@@ -930,16 +930,14 @@ class Wrapper:
         deletion (``/*``) is only counted, and the last one's name is the current file. (A dry run
         logs the first ``--report`` changes; the sample, taken with them, is full after them.)"""
         bulk = not (self.later and self.dry_run)  # else each line's name decides whether it counts
-        last = b""
-        counted = 0
+        last = b""  # the last line only counted (longer than 13 bytes when there is one)
         for part in run:
             if bulk and part[1:2] != b"*" and len(part) > 13 and len(self.sample) >= self.report:
                 last = part
-                counted += 1
                 self.changes += 1
             else:
                 self.line(part.decode("utf-8", errors="replace"))
-        if counted:  # "/", the 11-character code, " ", then the name (as in :meth:`line`)
+        if last:  # "/", the 11-character code, " ", then the name (as in :meth:`line`)
             self.current = last[13:].decode("utf-8", errors="replace")
             self._progress_dirty = True
 
