@@ -1,8 +1,8 @@
 # pc-switcher — the two commands of the README:
 #   make demo   set everything up, bring up a sandbox target, run a real sync into it, tear down
 #   make test   set everything up and run the whole test suite (lint, types, unit, integration),
-#               with the 15 slowest tests listed; a test that cannot run here fails, none skips
-#               (it builds the root machines' cached Debian root first when missing: make root-cache)
+#               the 15 slowest of each integration phase listed; a test that cannot run here fails,
+#               none skips (it builds the root machines' cached Debian root first when missing: make root-cache)
 # and the developer's fast loop (under 2 minutes, no sandbox machine, no root):
 #   make check  lint, types, ansible-lint and the unit tests
 # and the install (as root, or as a user with sudo: the privileged steps run through sudo):
@@ -70,11 +70,21 @@ unit: venv
 check: venv
 	@$(MAKE) --no-print-directory -j2 -O lint unit
 
-integration: bootstrap root-cache
-	$(BIN)/pytest -q tests/integration
+# The integration tests two at a time (pytest-xdist; a module's tests stay on one worker, with the
+# sandbox machines they share), then those marked `serial` alone: their interrupts must land in a
+# window of fixed length, or they compare something of the host before and after (each module says
+# which). Both phases run; either failing fails the target.
+INTEGRATION_TESTS = $(BIN)/pytest -q -n 2 --dist loadfile -m 'not serial' --durations=15 tests/integration; \
+	parallel=$$?; $(BIN)/pytest -q -m serial --durations=15 tests/integration; serial=$$?; \
+	test $$parallel = 0 && test $$serial = 0
 
+integration: bootstrap root-cache
+	@$(INTEGRATION_TESTS)
+
+# the unit tests on every core as in `make check`, then the integration tests as above
 test: bootstrap lint clean-sandboxes root-cache
-	$(BIN)/pytest -q --durations=15 tests
+	$(BIN)/pytest -q -n auto tests/unit
+	@$(INTEGRATION_TESTS)
 
 # the Debian root the root machines start from (tests/sandbox/rootfs.py): built once per recipe,
 # 30-120 s, in /var/cache/pcswitcher-sandbox/root/ (or $$PCS_SANDBOX_CACHE); a no-op when it exists

@@ -44,6 +44,10 @@ from tests.integration.helpers import (
 from tests.integration.outcome import assert_log_ends
 from tests.sandbox import Machine, Sandbox
 
+# run alone, after the others (Makefile `integration`):
+# a Ctrl+C at a random moment must land before a task ends at a fixed time
+pytestmark = pytest.mark.serial
+
 ANSIBLE_PLAYBOOK = str(REPO / ".venv" / "bin" / "ansible-playbook")
 LOCK = f"{STATE}/sync.lock"
 MiB = 1 << 20

@@ -46,6 +46,10 @@ from tests.integration.test_abort import assert_clean
 from tests.integration.test_packages_apt import JOB, apt, give_repos, ok, run
 from tests.sandbox import Machine, Sandbox
 
+# run alone, after the others (Makefile `integration`):
+# the interrupt window is calibrated from one timed sync, then used
+pytestmark = pytest.mark.serial
+
 PACKAGES = (*BENCH[:10], "pcs-slow")
 APT_PROCESSES = frozenset({"apt", "apt-get", "dpkg", "dpkg-deb", "http", "file", "gpgv"})
 # the exit codes of an interrupted sync (from the moment ObservedSync.start returns: the driver

@@ -23,6 +23,10 @@ from tests.integration.helpers import REPO, inventory_with, sync_argv, write_con
 from tests.integration.test_become import SNAPSHOTS, UID, USER
 from tests.sandbox import Machine, Sandbox
 
+# run alone, after the others (Makefile `integration`):
+# its sandbox base is its own directory, its sshd port the default one (2222)
+pytestmark = pytest.mark.serial
+
 BASE = Path("/var/lib/pcswitcher-sandbox-pristine")
 LISTED = ("/root", "/home", "/tmp", "/var/tmp")
 # every entry with type, mode, owner; regular files with size and mtime (this checkout, which the

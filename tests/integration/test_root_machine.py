@@ -43,6 +43,10 @@ from tests.integration.test_sandbox import (
 from tests.sandbox import Machine, Sandbox, SandboxError, down_all
 from tests.sandbox.rootfs import Recipe, find_cache, host_mirror, list_caches
 
+# run alone, after the others (Makefile `integration`):
+# compares the host's dpkg status and /etc/passwd before and after
+pytestmark = pytest.mark.serial
+
 ROOT_TOOLS = {**needs.ROOT_MACHINE_TOOLS, "dpkg-scanpackages": "dpkg-dev"}
 HOST_STATUS = Path("/var/lib/dpkg/status")
 PROBE = "pcs-rootm-probe"

@@ -19,6 +19,10 @@ import pytest
 from pcswitcher.remote.agent import start_ticks
 from tests.sandbox import Machine, Sandbox, down_all
 
+# run alone, after the others (Makefile `integration`):
+# waits for a PID namespace number to empty (numbers are reused)
+pytestmark = pytest.mark.serial
+
 ANSIBLE = Path(sys.executable).parent / "ansible"
 REPO = Path(__file__).resolve().parents[2]
 
