@@ -40,8 +40,9 @@ each variant runs ``--rounds`` times, interleaved, and the medians count. Prints
 ratios and the goals of issue 16: (1) the whole no-op sync with the default safety (``--snapshots``)
 ≤ raw rsync no-op + 1.5 s on the 1 GB tree; (2) the job's own rsync ≤ 1.05× raw ``rsync -aHAX
 --delete`` on both trees; (3) the whole full sync ≤ raw ``rsync -aHAXS --delete`` + ``sync`` + 2.0 s on
-both trees; (4) the no-op of the 200k-file tree ≤ raw + 2.0 s, driver peak RSS ≤ 200 MB. The
-measured runs: bench/folder_sync_results.md.
+both trees; (4) the no-op of the 200k-file tree ≤ raw + 2.0 s, driver peak RSS ≤ 200 MB. Goal 2 gets
+a verdict only from ``--rounds 25`` or more (:data:`ROUNDS_FOR_GOAL_2`): for it, ``--rsync-only
+--rounds 25``. The measured runs: bench/folder_sync_results.md.
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ TIMELINE = False  # --timeline: print each pc-switcher run's log with times
 # at the top level of each sandbox machine's btrfs, as tests/integration/test_snapshots.py)
 SNAPSHOTS: dict[str, object] | None = None
 OPTIONS = False  # --options: the job's rsync without each group of its options
+# goal 2's verdict takes this many rounds: single rounds here vary by 10 % and more; the median of
+# 25 has a 95 % interval of about ±5-8 % (bench/folder_sync_results.md, 2026-12-05 19:35)
+ROUNDS_FOR_GOAL_2 = 25
 SNAPSHOT_LOCATION = "/run/pcs-btrfs/snapshots"
 
 
@@ -415,9 +419,7 @@ def bench_rsync_only(sb: Sandbox, name: str, path: str, ciphers: str, rounds: in
         f"the job minus raw, median of the rounds: "
         f"{statistics.median(o - r for o, r in pairs):+.2f} s"
     )
-    print(
-        f"  2. the job's rsync alone: {ratio:.3f}x raw (goal <= 1.05x)  {'OK' if ratio <= 1.05 else 'MISSED'}"
-    )
+    print(f"  2. the job's rsync alone: {ratio:.3f}x raw (goal <= 1.05x)  {goal_2_verdict(ratio, rounds)}")
     return {
         "raw_full": statistics.median(raw),
         "raw_full_job_options": statistics.median(options),
@@ -441,7 +443,7 @@ def bench_tree(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int, noo
         options_breakdown(sb, path, recorded, ciphers, rounds, noops > 0)
     print(f"\n== {name}: {path} (medians of {rounds} full and {rounds * noops} no-op runs)")
     print_tree(figures)
-    print_goals(name, figures)
+    print_goals(name, figures, rounds)
     print(f"driver peak RSS {figures['peak_rss_mb']:.0f} MB")
     return figures
 
@@ -535,9 +537,16 @@ def print_tree(f: dict[str, float]) -> None:
     )
 
 
-def print_goals(name: str, f: dict[str, float]) -> None:
+def goal_2_verdict(ratio: float, rounds: int) -> str:
+    """OK or MISSED, from :data:`ROUNDS_FOR_GOAL_2` rounds on; none from fewer."""
+    if rounds < ROUNDS_FOR_GOAL_2:
+        return f"NOT DECIDED by {rounds} rounds (`--rsync-only --rounds {ROUNDS_FOR_GOAL_2}` decides it)"
+    return "OK" if ratio <= 1.05 else "MISSED"
+
+
+def print_goals(name: str, f: dict[str, float], rounds: int) -> None:
     """Issue 16's goals, each against its own raw figure (1 and 3 are about the default safety:
-    they count only in a run with ``--snapshots``)."""
+    they count only in a run with ``--snapshots``; goal 2: :func:`goal_2_verdict`)."""
     safety = "" if SNAPSHOTS is not None else " (without snapshots: run with --snapshots for this goal)"
 
     def say(text: str, ok: bool) -> None:
@@ -552,7 +561,8 @@ def print_goals(name: str, f: dict[str, float]) -> None:
             extra <= 1.5,
         )
     options = f["raw_full_job_options"] / raw_full if raw_full else float("inf")
-    say(f"2. the job's rsync alone: full {options:.2f}x raw (goal <= 1.05x)", options <= 1.05)
+    verdict = goal_2_verdict(options, rounds)
+    print(f"  2. the job's rsync alone: full {options:.2f}x raw (goal <= 1.05x)  {verdict}")
     durable = f["raw_full_durable"]
     added = f["job_full"] - durable
     say(
