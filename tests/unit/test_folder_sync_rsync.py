@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -312,3 +313,22 @@ def test_itemized_lines_read_in_bulk_as_one_by_one(
     assert states[0] == states[1]
     assert states[0][0]["changes"] > (40 if later and dry_run else 2000)
     assert states[0][0]["current"]
+
+
+def test_the_exit_watch_is_readable_once_rsync_has_ended_and_only_then() -> None:
+    """The pause between reads of rsync's output waits on this pidfd: it must not wake while rsync
+    runs (the pause would no longer batch its output), and must wake once rsync has ended (the run's
+    end would wait out the pause)."""
+    wrapper = load_role_file("folder_sync/files/folder_sync_rsync.py")
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    ended = wrapper.exit_watch(proc.pid)
+    assert ended >= 0, "no pidfd on this kernel (Linux 5.3 or newer has it)"
+    try:
+        assert select.select([ended], [], [], 0.2)[0] == [], "readable while the process runs"
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(10)
+        assert select.select([ended], [], [], 5)[0] == [ended], "not readable after the process ended"
+    finally:
+        os.close(ended)
+    assert wrapper.exit_watch(proc.pid) == -1  # reaped: no such process, the plain pause instead
