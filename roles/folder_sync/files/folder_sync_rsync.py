@@ -769,7 +769,7 @@ def exit_watch(pid: int) -> int:
     the pauses between reads then last READ_PAUSE, also after rsync's end (up to 40 ms a run)."""
     try:
         return os.pidfd_open(pid)
-    except (AttributeError, OSError):
+    except OSError:  # ENOSYS before Linux 5.3; ESRCH when it has already been reaped
         return -1
 
 
