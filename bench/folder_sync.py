@@ -17,11 +17,12 @@ their own after the first: what those cost) — then, per tree, times:
   driver's peak RSS (``VmHWM`` of the driver process, polled) and the job's own time from the log;
   without snapshots, unless ``--snapshots`` (then the default safety: pre and post snapshots of
   ``/home`` on both machines; the log's ``snapshot_phase_seconds`` give the snapshot phases' time);
-* the job's own rsync command line (recorded from that run) on its own, over the same ssh as raw
-  with AES-GCM first, run as the job runs it: through folder_sync's wrapper, which reads its output
-  and asks it for its progress (``WRAPPER``): it tells what folder_sync's rsync options and their
-  reading cost (``--numeric-ids``, the never-sync rules, ...) apart from what pc-switcher and
-  Ansible add;
+* the job's own rsync (its wrapper's arguments recorded from that run) on its own, over the same
+  ssh as raw with AES-GCM first, run as the job runs it: through folder_sync's wrapper
+  (``WRAPPER``), which scans the source for private keys, looks for per-directory filter files on
+  both machines, reads rsync's output and asks it for its progress: it tells what folder_sync's
+  rsync options and the wrapper cost (``--numeric-ids``, the never-sync rules, ...) apart from
+  what pc-switcher and Ansible add;
 * raw ``rsync -aHAXS --delete``, then ``sync`` on the target: the job's guarantees (sparse files, the
   data on the target's disk when the run ends) without pc-switcher;
 * with ``--options``, the job's rsync command again without each group of its options in turn
@@ -166,27 +167,24 @@ def raw_durable(sb: Sandbox, path: str, ssh_options: str) -> float:
 
 
 WRAPPER = str(Path(__file__).resolve().parents[1] / "roles/folder_sync/files/folder_sync_rsync.py")
-#: what the wrapper adds to the rsync command it is given (``--sparse-from``, an rsync older than 3.2.0)
-WRAPPER_ADDS = ("--max-size=", "--info=skip1", "--info=progress2")
 
 
 def job_options(sb: Sandbox, argv: list[str], ciphers: str) -> float:
-    """The job's rsync ``argv`` (as recorded by :func:`job`) with the bench's ssh command, run as the
-    job runs it: through folder_sync's wrapper (``files/folder_sync_rsync.py``, with the recorded
-    ``--max-size`` as its ``--sparse-from``), which reads rsync's output and asks it for its progress
-    by signal, and adds again what it added to the recorded command."""
-    if not argv:
+    """The job's rsync as the job runs it: folder_sync's wrapper (``files/folder_sync_rsync.py``)
+    with its arguments as recorded by :func:`job` (``argv``: its options, ``--``, the rsync command
+    it was given), the bench's ssh command in place of the job's. So with all the wrapper does
+    around rsync: the key scan, the look for per-directory filter files on both machines, the
+    large files' passes, reading rsync's output and asking it for its progress by signal."""
+    if "--" not in argv:
         raise RuntimeError("the job's rsync command was not recorded")
     argv = list(argv)
     argv[argv.index("-e") + 1] = f"{ssh_command(sb)} {ciphers}".strip()
-    sparse_from = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--max-size=")]
-    rsync = [arg for arg in argv if not arg.startswith(WRAPPER_ADDS)]
-    options = ["--label", "bench", *(["--sparse-from", sparse_from[0]] if sparse_from else [])]
-    return _run(sb["source"], [sys.executable, WRAPPER, *options, "--", *rsync])
+    return _run(sb["source"], [sys.executable, WRAPPER, *argv])
 
 
 def job(sb: Sandbox, path: str, rsync_argv: list[str] | None = None) -> Timing:
-    """The CLI run; ``rsync_argv`` (when empty) gets the command line of the job's rsync."""
+    """The CLI run; ``rsync_argv`` (when empty) gets the arguments of the job's rsync wrapper
+    (its options, ``--``, the rsync command it was given)."""
     config = folder_config([{"source": path}])
     if SNAPSHOTS is not None:
         config["snapshots"] = SNAPSHOTS
@@ -209,7 +207,7 @@ def job(sb: Sandbox, path: str, rsync_argv: list[str] | None = None) -> Timing:
                 if line.startswith("VmHWM:"):
                     peak = max(peak, int(line.split()[1]))
             if rsync_argv is not None and not rsync_argv:
-                rsync_argv.extend(_rsync_sender(sync.driver))
+                rsync_argv.extend(_wrapper_argv(sync.driver))
             time.sleep(0.05)
 
     poller = threading.Thread(target=poll, daemon=True)
@@ -240,14 +238,17 @@ def job(sb: Sandbox, path: str, rsync_argv: list[str] | None = None) -> Timing:
     return Timing(elapsed, peak / 1024, job_seconds, snapshot_seconds)
 
 
-def _rsync_sender(driver: psutil.Process) -> list[str]:
-    """The command line of the job's rsync (the one started by the wrapper), or []."""
+def _wrapper_argv(driver: psutil.Process) -> list[str]:
+    """The arguments of the job's rsync wrapper (the parent of an rsync), after its script's path; []
+    before it runs."""
     with contextlib.suppress(psutil.Error):
         for proc in driver.children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 parent = proc.parent()
-                if proc.name() == "rsync" and parent and "folder_sync_rsync" in " ".join(parent.cmdline()):
-                    return proc.cmdline()
+                cmdline = parent.cmdline() if parent and proc.name() == "rsync" else []
+                scripts = [i for i, arg in enumerate(cmdline) if arg.endswith("folder_sync_rsync.py")]
+                if scripts and "--" in cmdline:
+                    return cmdline[scripts[0] + 1 :]
     return []
 
 
@@ -316,7 +317,8 @@ def options_breakdown(
     times: dict[str, tuple[list[float], list[float]]] = {g: ([], []) for g in groups}
     for index in range(rounds):
         for group in groups[index % len(groups) :] + groups[: index % len(groups)]:  # a new first each round
-            argv = recorded if group.startswith("(all") else without(recorded, group)
+            cut = recorded.index("--") + 1  # the wrapper's options, then its rsync command
+            argv = recorded if group.startswith("(all") else recorded[:cut] + without(recorded[cut:], group)
             run: Callable[[], float] = (
                 partial(raw_rsync, sb, path, ciphers, raws[group])
                 if group in raws

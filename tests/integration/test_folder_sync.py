@@ -36,6 +36,7 @@ from tests.sandbox import Machine, Sandbox
 from tests.waiting import wait_for
 
 DATA = "/home/user/data"
+PER_DIR = "per-directory filter files (.pcswitcher-filter)"  # the wrapper's DEBUG line on them
 
 
 def _sync(sandbox: Sandbox, *args: str) -> str:
@@ -113,6 +114,9 @@ def test_mirror_is_exact_and_second_sync_is_a_noop(sandbox: Sandbox) -> None:
     final = records[-1]["jobs"][0]
     assert final["status"] == "succeeded"
     assert final["changed"] == 0, final
+    # no per-directory filter file on either machine: rsync was not told to look for one
+    said = [str(r.get("message")) for r in records]
+    assert f"/home/: {PER_DIR} left out: there are none on either machine" in said
 
 
 def _never_sync_tree(source: Machine, target: Machine) -> None:
@@ -221,6 +225,8 @@ def test_never_sync_items_and_filter_precedence(sandbox: Sandbox) -> None:
 
     _assert_fixed_rules_held(target)
     _assert_filters_held(target)
+    said = [str(r.get("message")) for r in log_records(source)]
+    assert f"/home/: {PER_DIR} read: there are some on the source" in said
 
     # never_sync is adjustable, the fixed rules are not: with an empty never_sync the keys stay out
     config["folder_sync"]["never_sync"] = []
@@ -398,6 +404,25 @@ def test_target_path_differs_from_source(sandbox: Sandbox, folders: list[dict[st
     _sync(sandbox)
     assert target.path("/home/elsewhere/a/file one").read_text() == "one\n"
     assert not target.path("/home/user").exists()
+
+
+def test_a_filter_file_on_the_target_alone_protects_there(sandbox: Sandbox) -> None:
+    """The per-directory filter files are read on both machines (rsync's dir-merge): one on the
+    target alone protects its paths from deletion; the wrapper found it through the sync's ssh."""
+    source, target = sandbox["source"], sandbox["target"]
+    sh(source, "mkdir -p /home/user/proj && echo code > /home/user/proj/main.c")
+    sh(
+        target,
+        "mkdir -p /home/user/proj && echo mine > /home/user/proj/local.db && echo old > /home/user/proj/stale"
+        " && printf -- '- local.db\\n- .pcswitcher-filter\\n' > /home/user/proj/.pcswitcher-filter",
+    )
+    write_config(source, folder_config([{"source": "/home/user"}]))
+    _sync(sandbox)
+    assert target.path("/home/user/proj/main.c").read_text() == "code\n"
+    assert target.path("/home/user/proj/local.db").read_text() == "mine\n"
+    assert not target.path("/home/user/proj/stale").exists()
+    said = [str(r.get("message")) for r in log_records(source)]
+    assert f"/home/user/: {PER_DIR} read: there are some on the target" in said
 
 
 def test_mtimes_are_compared_to_the_nanosecond(sandbox: Sandbox) -> None:

@@ -527,9 +527,10 @@ def test_the_cache_file_is_private_and_replaced_atomically(tmp_path: Path) -> No
     assert sorted(os.listdir(path.parent)) == [path.name]  # no temp file left
     head, _, body = path.read_bytes().partition(b"\n")
     header = json.loads(head)
-    assert (header["version"], header["root"], header["sha256"]) == (
-        1,
+    assert (header["version"], header["root"], header["marker"], header["sha256"]) == (
+        2,
         str(root),
+        "",
         hashlib.sha256(body).hexdigest(),
     )
     assert set(marshal.loads(body)) == {"", "a"}  # noqa: S302 - the test's own file
@@ -573,6 +574,8 @@ def _corrupt(path: Path, how: str, tmp_path: Path) -> None:
         _rewrite(path, {"python": "3.7/3"})
     elif how == "other-root":
         _rewrite(path, {"root": "/elsewhere"})
+    elif how == "other-marker":  # the entries say whether they hold another name
+        _rewrite(path, {"marker": ".rsync-filter"})
     elif how == "bad-entries":  # a hand-made file of the wrong shape, its checksum right
         _rewrite(path, dirs={rel: [e[0], e[1], e[2], e[3], [7, None]] for rel, e in dirs.items()})
     elif how == "mode-0644":
@@ -595,6 +598,7 @@ BAD_CACHES = [
     "other-version",
     "other-python",
     "other-root",
+    "other-marker",
     "bad-entries",
     "mode-0644",
     "other-owner",
@@ -714,3 +718,64 @@ def test_a_cache_that_cannot_be_written_is_a_debug_line(
     result = _scan_in_process(root, state, False, monkeypatch)
     assert result[0] == "a/.ssh/id"
     assert result[1].startswith("L: key scan: 2 of 2 directories listed; walk cache not saved: [Errno 17] ")
+
+
+# -- per-directory filter files: the walk says whether the source has one ------------------------------
+MARKER = ".pcswitcher-filter"
+
+
+def _marked_scan(root: Path, state: Path) -> tuple[bool, Any]:
+    """A scan through the cache file looking for MARKER, as the wrapper's with --per-dir-filter."""
+    cache = W.WalkCache(W.load_cache(str(state), str(root), MARKER), _settle(root), MARKER)
+    W.find_private_keys(str(root), cache)
+    W.save_cache(str(state), str(root), cache.new, MARKER)
+    return cache.marked, cache
+
+
+@pytest.mark.parametrize("link_count", [True, False], ids=["link-count-rule", "btrfs-like"])
+@pytest.mark.parametrize(
+    "where",
+    ["", "top", "a/leaf", "a/b/c/deep", ".ssh", "a/.ssh/sub", "a/leaf/symlink", "a/leaf/dir"],
+)
+def test_the_walk_finds_a_per_directory_filter_file_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link_count: bool, where: str
+) -> None:
+    """An entry named as the per-directory filter files, of any type, in any directory the walk
+    visits (the root, a directory without subdirectories, deep, in and below .ssh directories, which
+    the key scan reads instead): found, also from the cache when nothing changed; gone once it is
+    removed; found when it comes back into a cached directory."""
+    if not link_count:
+        monkeypatch.setattr(W, "_FS_LINK_COUNT", set())
+    root, state = tmp_path / "tree", tmp_path / "state"
+    for sub in ("a/leaf", "a/b/c/deep", ".ssh", "a/.ssh/sub", "e/f"):
+        (root / sub).mkdir(parents=True)
+    folder = {"": "", "top": "", "a/leaf/symlink": "a/leaf", "a/leaf/dir": "a/leaf"}.get(where, where)
+    marker = root / folder / MARKER
+    if where == "a/leaf/symlink":
+        marker.symlink_to("/nonexistent")
+    elif where == "a/leaf/dir":
+        marker.mkdir()
+    elif where:
+        marker.write_text("- x\n")
+    assert _marked_scan(root, state)[0] is bool(where)
+    found, cache = _marked_scan(root, state)  # from the cache
+    assert (found, cache.listed) == (bool(where), 0)
+    if where:
+        subprocess.run(["rm", "-r", str(marker)], check=True)
+        assert _marked_scan(root, state)[0] is False
+        marker.write_text("- y\n")
+        assert _marked_scan(root, state)[0] is True
+    assert W.find_private_keys(str(root)) == ([], [])  # without a marker: the keys alone, as before
+
+
+def test_another_marker_name_walks_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache says whether each directory holds one name: for another name it is not used."""
+    monkeypatch.setattr(W, "_FS_LINK_COUNT", set())  # every directory listed without the cache (btrfs)
+    root, state = tmp_path / "tree", tmp_path / "state"
+    (root / "a/b").mkdir(parents=True)
+    (root / "a/b/.rsync-filter").write_text("- x\n")
+    assert _marked_scan(root, state)[0] is False
+    cache = W.WalkCache(W.load_cache(str(state), str(root), ".rsync-filter"), _settle(root), ".rsync-filter")
+    W.find_private_keys(str(root), cache)
+    assert cache.marked is True
+    assert cache.listed == cache.visited == 3

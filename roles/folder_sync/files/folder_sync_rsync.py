@@ -4,7 +4,7 @@
 Usage (run on the source by roles/folder_sync/tasks/sync.yml)::
 
     folder_sync_rsync.py [--base B] [--span S] [--label L] [--report N] [--dry-run] [--scan-keys ROOT]
-                         [--sparse-from BYTES] -- rsync ARGS... SOURCE/ DEST/
+                         [--sparse-from BYTES] [--per-dir-filter NAME] -- rsync ARGS... SOURCE/ DEST/
 
 rsync must be given ``--stats --out-format=/%i %n%L`` (the task does). This wrapper:
 
@@ -18,6 +18,10 @@ rsync must be given ``--stats --out-format=/%i %n%L`` (the task does). This wrap
   directories reuses the last walk's listings where a directory's metadata is unchanged
   (:class:`WalkCache`, a file per ROOT in ``$XDG_STATE_HOME/pc-switcher/key-scan/``, read always,
   written only without ``--dry-run``);
+* with ``--per-dir-filter NAME`` (and ``--scan-keys``), leaves rsync's rule ``--filter=dir-merge
+  NAME`` out when no directory of the source (the key scan's walk, which also looks for an entry
+  NAME) or of the target (an ``rsync --list-only`` of it through the same ssh, started before the
+  walk: :func:`marker_listing`) has one: rsync would read none; says which in a DEBUG message;
 * with ``--sparse-from BYTES``, runs rsync with ``--max-size=BYTES --info=skip1`` and then, for the
   files it skipped, one rsync with ``--sparse`` for those with holes and one without for the others
   (:func:`later_passes`; docs/jobs/folder_sync.md, "Sparse files"); the figures below are summed
@@ -262,7 +266,7 @@ def _fs_type(path: str, dev: int, known: dict[int, int]) -> int:
 
 
 # -- the walk cache (as git's untracked cache) --------------------------------------------------------
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: each directory also says whether it holds an entry named as the marker
 CACHE_DIR = "key-scan"  # in pc-switcher's state directory
 RACY_NS = 1_000_000_000  # a directory changed this close to the scan is listed again next time
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -270,24 +274,27 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEX
 
 class WalkCache:
     """The subdirectory names of each directory of the last walk, by path relative to the root,
-    with the directory's (st_dev, st_ino, st_mtime_ns, st_ctime_ns): ``[dev, ino, mtime, ctime -
-    mtime (mostly 0: a shorter file), [names]]``. A listing is reused only when all four are
+    with the directory's (st_dev, st_ino, st_mtime_ns, st_ctime_ns) and whether it holds an entry
+    named ``marker`` (the per-directory filter files' name; "" for none): ``[dev, ino, mtime, ctime
+    - mtime (mostly 0: a shorter file), [names], marked]``. A listing is reused only when all four are
     unchanged (creating, removing or renaming an entry changes a directory's mtime and ctime;
     ``touch -d`` sets back mtime, never ctime), on a filesystem of :data:`_FS_CACHED`. A directory
     whose ctime or mtime is not older than ``since_ns`` (the scan's start less :data:`RACY_NS`: a
     change in the same clock tick would leave its ctime as it was) is not kept: it is listed again
     next time."""
 
-    def __init__(self, dirs: dict[str, Any] | None = None, since_ns: int = 0) -> None:
+    def __init__(self, dirs: dict[str, Any] | None = None, since_ns: int = 0, marker: str = "") -> None:
         self.old: dict[str, Any] = dirs if isinstance(dirs, dict) else {}
         self.new: dict[str, list[Any]] = {}
         self.since_ns = since_ns
+        self.marker = marker
+        self.marked = False  # a directory of the walk holds an entry named ``marker``
         self.listed = 0  # directories listed (not taken from the cache)
         self.visited = 0
 
     def reset(self) -> None:
         """Forget the last walk (a full walk follows)."""
-        self.old, self.new, self.listed, self.visited = {}, {}, 0, 0
+        self.old, self.new, self.listed, self.visited, self.marked = {}, {}, 0, 0, False
 
     @property
     def dirty(self) -> bool:
@@ -295,7 +302,8 @@ class WalkCache:
         return self.listed > 0 or len(self.new) != len(self.old)
 
     def cached(self, rel: str, st: os.stat_result) -> list[str] | None:
-        """The names kept for the directory ``rel`` when its metadata ``st`` is unchanged. An entry
+        """The names kept for the directory ``rel`` when its metadata ``st`` is unchanged (and
+        whether it holds the marker, in :attr:`marked`). An entry
         of the wrong shape (the file's checksum held: only a hand-made file) raises TypeError,
         IndexError or KeyError: :func:`_ssh_dirs` then walks without the cache."""
         entry = self.old.get(rel)
@@ -307,13 +315,16 @@ class WalkCache:
             and entry[0] == st.st_dev
         ):
             self.new[rel] = entry
+            self.marked = self.marked or bool(entry[5])
             names: list[str] = entry[4]
             return names
         return None
 
-    def keep(self, rel: str, st: os.stat_result, names: list[str]) -> None:
+    def keep(self, rel: str, st: os.stat_result, names: list[str], marked: bool = False) -> None:
+        self.marked = self.marked or marked
         if st.st_ctime_ns < self.since_ns and st.st_mtime_ns < self.since_ns:
-            self.new[rel] = [st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns - st.st_mtime_ns, names]
+            entry = [st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns - st.st_mtime_ns, names, marked]
+            self.new[rel] = entry
 
 
 def state_dir() -> str:
@@ -356,9 +367,10 @@ def _open_cache_dir(state: str, create: bool) -> int:
         raise
 
 
-def load_cache(state: str, root: str) -> dict[str, Any]:
+def load_cache(state: str, root: str, marker: str = "") -> dict[str, Any]:
     """The directories kept by the last walk of ``root`` ({} when there is no cache file, or it
-    cannot be read, is not this user's 0600 regular file, or not of this version, root and checksum)."""
+    cannot be read, is not this user's 0600 regular file, or not of this version, root, marker and
+    checksum)."""
     try:
         dir_fd = _open_cache_dir(state, create=False)
     except OSError:
@@ -369,30 +381,31 @@ def load_cache(state: str, root: str) -> dict[str, Any]:
             st = os.fstat(fh.fileno())
             if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
                 return {}
-            return _parse_cache(fh.read(), root)
+            return _parse_cache(fh.read(), root, marker)
     except (OSError, ValueError, RecursionError):
         return {}
     finally:
         os.close(dir_fd)
 
 
-def _cache_header(root: str, body: bytes) -> dict[str, Any]:
+def _cache_header(root: str, body: bytes, marker: str) -> dict[str, Any]:
     """The header line's fields: the body is :mod:`marshal` data (ten times faster to load than
     JSON), so the interpreter's version and marshal's format are part of it."""
     return {
         "version": CACHE_VERSION,
         "python": f"{sys.version_info[0]}.{sys.version_info[1]}/{marshal.version}",
         "root": root,
+        "marker": marker,
         "sha256": hashlib.sha256(body).hexdigest(),
     }
 
 
-def _parse_cache(data: bytes, root: str) -> dict[str, Any]:
+def _parse_cache(data: bytes, root: str, marker: str = "") -> dict[str, Any]:
     """The directories of a cache file: a JSON header line (:func:`_cache_header`), then the
     directories (marshal). {} when the header does not match this version, interpreter, root and
     body (its checksum: a damaged file is never unmarshalled). Raises ValueError."""
     head, _, body = data.partition(b"\n")
-    if json.loads(head) != _cache_header(root, body):
+    if json.loads(head) != _cache_header(root, body, marker):
         return {}
     try:
         dirs = marshal.loads(body)  # noqa: S302 - this user's 0600 file, written by save_cache, checksum held
@@ -401,12 +414,12 @@ def _parse_cache(data: bytes, root: str) -> dict[str, Any]:
     return dirs if type(dirs) is dict else {}
 
 
-def save_cache(state: str, root: str, dirs: dict[str, Any]) -> None:
+def save_cache(state: str, root: str, dirs: dict[str, Any], marker: str = "") -> None:
     """Replaces the cache file of ``root`` atomically (a temp file of mode 0600 beside it, then a
     rename; the temp file removed on failure, and any left by a killed run; SIGINT/SIGTERM/SIGHUP
     held meanwhile). Raises OSError."""
     body = marshal.dumps(dirs, 4)
-    data = json.dumps(_cache_header(root, body)).encode("ascii") + b"\n" + body
+    data = json.dumps(_cache_header(root, body, marker)).encode("ascii") + b"\n" + body
     name = cache_name(root)
     temp = f".{name}.{os.getpid()}.tmp"
     held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
@@ -447,17 +460,20 @@ def _write_new(name: str, data: bytes, dir_fd: int) -> None:
 
 
 # -- the walk ------------------------------------------------------------------------------------------
-def _listing(path: str) -> list[str] | None:
+def _listing(path: str, marker: str = "") -> tuple[list[str], bool] | None:
     """The names of the subdirectories of ``path`` (by the entries' types: symlinks are not
-    directories); None when it cannot be listed (rsync cannot read it either, and says so)."""
+    directories) and whether it has an entry named ``marker`` (of any type); None when it cannot be
+    listed (rsync cannot read it either, and says so)."""
     try:
         with os.scandir(path) as listing:
             names = []
+            marked = False
             for entry in listing:
+                marked = marked or entry.name == marker
                 with contextlib.suppress(OSError):
                     if entry.is_dir(follow_symlinks=False):
                         names.append(entry.name)
-            return names
+            return names, marked
     except OSError:
         return None
 
@@ -466,16 +482,23 @@ def _subdirs(path: str, rel: str, st: os.stat_result, cache: WalkCache, fs: dict
     """The subdirectory names of the directory ``path`` (``st``: its lstat, taken before listing):
     from the cache, else by listing it (the walk tries the cache first on a filesystem it knows)."""
     fs_type = _fs_type(path, st.st_dev, fs)
-    if fs_type in _FS_LINK_COUNT and st.st_nlink == 2:
-        return []  # no subdirectory: no .ssh either
+    if fs_type in _FS_LINK_COUNT and st.st_nlink == 2:  # no subdirectory: no .ssh either
+        if cache.marker and os.path.lexists(path + "/" + cache.marker):
+            cache.marked = True
+        return []
     cacheable = fs_type in _FS_CACHED
     names = cache.cached(rel, st) if cacheable else None
     if names is None:
         cache.listed += 1
-        names = _listing(path)
-        if names is not None and cacheable:
-            cache.keep(rel, st, names)
-    return names or []
+        listed = _listing(path, cache.marker)
+        if listed is None:
+            return []
+        names, marked = listed
+        if cacheable:
+            cache.keep(rel, st, names, marked)
+        else:
+            cache.marked = cache.marked or marked
+    return names
 
 
 def _ssh_dirs(root: str, cache: WalkCache | None = None) -> list[str]:
@@ -517,9 +540,10 @@ def _walk(root: str, cache: WalkCache) -> list[str]:
     return found
 
 
-def _keys_below(top: str) -> tuple[list[str], list[str]]:
+def _keys_below(top: str, cache: WalkCache) -> tuple[list[str], list[str]]:
     """The private keys among the regular files at any depth below ``top`` (a .ssh directory), and
-    the files there that cannot be read (they may be keys)."""
+    the files there that cannot be read (they may be keys); an entry named as ``cache``'s marker
+    there sets its :attr:`WalkCache.marked`."""
     keys: list[str] = []
     unreadable: list[str] = []
     stack = [top]
@@ -530,6 +554,7 @@ def _keys_below(top: str) -> tuple[list[str], list[str]]:
             continue
         with listing:
             for entry in listing:
+                cache.marked = cache.marked or entry.name == cache.marker
                 try:
                     if entry.is_dir(follow_symlinks=False):
                         stack.append(entry.path)
@@ -549,14 +574,16 @@ def find_private_keys(root: str, cache: WalkCache | None = None) -> tuple[list[s
     """The private keys in every .ssh directory under the transfer root ``root`` and the unreadable
     files there, as paths relative to ``root``, sorted. When ``root`` itself lies in a .ssh
     directory, every file below it counts. ``cache``: the last walk's listings (updated); every
-    file in a .ssh directory is read each time all the same."""
+    file in a .ssh directory is read each time all the same. Whether any directory of the walk
+    holds an entry named as ``cache``'s marker: its :attr:`WalkCache.marked`."""
     root = root.rstrip("/") or "/"
     inside = ".ssh" in root.split("/")
+    cache = cache if cache is not None else WalkCache()
     tops = [root] if inside else _ssh_dirs(root, cache)
     keys: list[str] = []
     unreadable: list[str] = []
     for top in tops:
-        found, bad = _keys_below(top)
+        found, bad = _keys_below(top, cache)
         keys += found
         unreadable += bad
     prefix = len(root.rstrip("/")) + 1
@@ -709,6 +736,46 @@ def clearing_rule(command: list[str]) -> str:
     return ""
 
 
+# -- per-directory filter files: read only where there are some ----------------------------------------
+# rsync looks for a ``dir-merge`` file in every directory on both machines (system calls for each
+# component of the directory's path); where neither machine has one, leaving the rule out changes
+# nothing else. See docs/jobs/folder_sync.md, "Filter rules and their precedence".
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._+-]+\Z")  # as the config allows: a literal rsync pattern
+_PROTECTED = ("--protect-args", "--secluded-args", "-s")  # the paths go through rsync's protocol
+
+
+def marker_listing(command: list[str], marker: str) -> list[str] | None:
+    """The rsync that lists the entries named ``marker`` in the target folder of ``command`` (its
+    last argument, ``HOST:/PATH/``) and the directories above them, through the same ssh (``-e``),
+    remote rsync (``--rsync-path``: ``sudo -n`` with become, the run tag) and ``--timeout``; a
+    folder that does not exist lists nothing. None when ``command`` does not send its paths through
+    rsync's protocol (``--protect-args``), has no remote destination or ``marker`` is not a plain
+    file name: then the target is not looked at."""
+    at = command[-1].find(":/")
+    if not _PLAIN_NAME.match(marker) or marker in (".", "..") or at <= 0:
+        return None
+    kept: list[str] = []
+    args = iter(command[1:-2])
+    for arg in args:
+        if arg == "-e":
+            kept += [arg, next(args, "")]
+        elif arg in _PROTECTED or arg.startswith(("--rsync-path=", "--timeout=", "--rsh=")):
+            kept.append(arg)
+    if not set(kept) & set(_PROTECTED):
+        return None
+    folder = command[-1][at + 1 :].rstrip("/") or "/"
+    rules = ["--filter=+ */", f"--filter=+ {marker}", "--filter=- *"]
+    return [command[0], "--list-only", "--recursive", "--prune-empty-dirs", "--ignore-missing-args"] + (
+        kept + rules + [command[-1][:at] + ":" + folder]
+    )
+
+
+def lists_a_marker(out: bytes) -> bool:
+    """The output of :func:`marker_listing`'s rsync names something other than a directory: an
+    entry named as the marker (its rules list nothing else)."""
+    return any(line.strip() and not line.startswith(b"d") for line in out.splitlines())
+
+
 def shown(path: str) -> str:
     """``path`` for a message: control characters and bytes that are not UTF-8 as rsync shows them
     (``\\#012``), so that a name cannot break a log line."""
@@ -773,6 +840,24 @@ def exit_watch(pid: int) -> int:
         return -1
 
 
+def _popen(argv: list[str]) -> subprocess.Popen[bytes]:
+    """Starts ``argv`` with its output and errors piped, ``LC_ALL=C`` (numbers without locale
+    separators) and the parent-death signal (SIGTERM when this wrapper dies). Raises OSError."""
+    env = dict(os.environ)
+    env["LC_ALL"] = "C"
+    if not _LIBC:
+        with contextlib.suppress(OSError):
+            _LIBC.append(ctypes.CDLL(None, use_errno=True))
+    _PARENT[:] = [os.getpid()]
+    return subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=_pdeathsig,  # noqa: PLW1509
+    )
+
+
 def _pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
     with contextlib.suppress(Exception):
         _LIBC[0].prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -801,6 +886,7 @@ class Wrapper:
         self.stats: dict[str, int] = {}
         self.in_stats = False
         self.keys: list[str] = []
+        self.source_marked = True  # the key scan found the per-directory filter files' name (or did not look)
         self.stderr: deque[str] = deque(maxlen=STDERR_KEPT)
         self.stderr_seen = 0
         self._last_progress = 0.0
@@ -1080,21 +1166,9 @@ class Wrapper:
     def run_one(self, argv: list[str], asking: bool = False) -> tuple[int, list[str]]:
         """One rsync: its exit code and its last stderr lines. ``asking``: ask it for its progress
         (:meth:`ask_progress`); else it prints it itself (``--info=progress2``)."""
-        env = dict(os.environ)
-        env["LC_ALL"] = "C"  # numbers without locale-specific separators
-        if not _LIBC:
-            with contextlib.suppress(OSError):
-                _LIBC.append(ctypes.CDLL(None, use_errno=True))
-        _PARENT[:] = [os.getpid()]
         try:
             # the stderr reader of an earlier pass only reads a pipe (no lock the child needs)
-            self.proc = proc = subprocess.Popen(
-                argv,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                preexec_fn=_pdeathsig,  # noqa: PLW1509
-            )
+            self.proc = proc = _popen(argv)
         except OSError as exc:
             return 127 if isinstance(exc, FileNotFoundError) else 1, [f"{argv[0]}: {exc}"]
         if self.stopped:  # the signal came while it started
@@ -1149,27 +1223,29 @@ class Wrapper:
         sys.stdout.flush()
         return rc if rc >= 0 else 128 - rc
 
-    def scan_keys(self, root: str) -> tuple[list[str], list[str]]:
+    def scan_keys(self, root: str, marker: str = "") -> tuple[list[str], list[str]]:
         """:func:`find_private_keys` with the walk cache of ``root`` in pc-switcher's state directory:
         read, and written when it changed (never by a dry-run); a cache that cannot be written is a
-        DEBUG message, never a failure."""
+        DEBUG message, never a failure. Whether a directory of the walk holds an entry named
+        ``marker``: :attr:`source_marked`."""
         state, root = state_dir(), root.rstrip("/") or "/"
-        cache = WalkCache(load_cache(state, root), time.time_ns() - RACY_NS)
+        cache = WalkCache(load_cache(state, root, marker), time.time_ns() - RACY_NS, marker)
         keys, unreadable = find_private_keys(root, cache)
+        self.source_marked = cache.marked or not marker
         note = f"{cache.listed} of {cache.visited} directories listed"
         if cache.dirty and not self.dry_run:
             try:
-                save_cache(state, root, cache.new)
+                save_cache(state, root, cache.new, marker)
             except OSError as exc:
                 note += f"; walk cache not saved: {exc}"
         self.progress.write(level="DEBUG", message=f"{self.label}: key scan: {shown(note)}")
         return keys, unreadable
 
-    def exclude_keys(self, root: str, command: list[str]) -> list[str]:
+    def exclude_keys(self, root: str, command: list[str], marker: str = "") -> list[str]:
         """``command`` with a rule excluding each private key in the .ssh directories under ``root``
         before every other option (so before every other filter rule: rsync uses the first rule
         that matches). Each key is named in the log; the result lists them (the dry-run's list)."""
-        keys, unreadable = self.scan_keys(root)
+        keys, unreadable = self.scan_keys(root, marker)
         base = root.rstrip("/") + "/"
         self.keys = [shown(base + key) for key in keys + unreadable]
         for key in keys:
@@ -1190,6 +1266,44 @@ class Wrapper:
             )
         rules = ["--filter=" + exclude_rule(path) for path in keys + unreadable]
         return command[:1] + rules + command[1:]
+
+    def list_markers(self, command: list[str], marker: str) -> subprocess.Popen[bytes] | None:
+        """Starts :func:`marker_listing`'s rsync when ``command`` has the rule ``dir-merge MARKER``
+        (it lists the target while the key scan walks the source); None when there is none to run."""
+        argv = marker_listing(command, marker) if f"--filter=dir-merge {marker}" in command else None
+        if argv is None:
+            return None
+        try:
+            return _popen(argv)
+        except OSError:
+            return None
+
+    def per_dir_filter(self, command: list[str], marker: str, listing: subprocess.Popen[bytes]) -> list[str]:
+        """``command`` without its rule ``dir-merge MARKER`` when no directory of the source (the key
+        scan's walk) or of the target (``listing``) holds an entry named ``marker``: rsync would read
+        none. Else ``command`` as it is, also when the target could not be listed. Says which."""
+        if self.source_marked:
+            listing.terminate()  # not needed: the rule stays
+            try:
+                listing.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                listing.kill()
+                listing.communicate()
+            found = "read: there are some on the source"
+        else:
+            out, err = listing.communicate()
+            if listing.returncode != 0:
+                reason = rsync_failure(listing.returncode, err.decode("utf-8", "replace").splitlines())
+                found = f"read: the target could not be listed ({reason})"
+            elif lists_a_marker(out):
+                found = "read: there are some on the target"
+            else:
+                found = "left out: there are none on either machine"
+                command = [arg for arg in command if arg != f"--filter=dir-merge {marker}"]
+        self.progress.write(
+            level="DEBUG", message=f"{self.label}: per-directory filter files ({marker}) {found}"
+        )
+        return command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1212,6 +1326,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="BYTES",
         help="send the files over BYTES in passes of their own, those with holes with --sparse",
     )
+    parser.add_argument(
+        "--per-dir-filter",
+        metavar="NAME",
+        default="",
+        help="leave out rsync's rule 'dir-merge NAME' when neither machine has a file NAME in the folder",
+    )
     parser.add_argument("rsync", nargs=argparse.REMAINDER, help="-- rsync ARGS...")
     args = parser.parse_args(argv)
     command = args.rsync[1:] if args.rsync[:1] == ["--"] else args.rsync
@@ -1227,7 +1347,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"folder_sync: a filter rule that clears the rule list ({where}) would sync private keys "
                 "and pc-switcher's state: remove it",
             )
-        command = wrapper.exclude_keys(args.scan_keys, command)
+        listing = wrapper.list_markers(command, args.per_dir_filter) if args.per_dir_filter else None
+        command = wrapper.exclude_keys(args.scan_keys, command, args.per_dir_filter if listing else "")
+        if listing is not None:
+            command = wrapper.per_dir_filter(command, args.per_dir_filter, listing)
     return wrapper.run(command, args.sparse_from)
 
 
