@@ -31,7 +31,8 @@ their own after the first: what those cost) — then, per tree, times:
   ``--rsync-only``: full runs only, no other variant);
 * with ``--rsync-only`` (goal 2 alone): raw ``rsync -aHAX --delete`` and the job's rsync command in
   turn (the job first in every other round), ``--rounds`` times, with the ratio of each round, the
-  median of the ratios and its 95 % interval (:func:`median_interval`);
+  median of the ratios and its 95 % interval (:func:`median_interval`); both through one ssh master
+  connection (:func:`ssh_master`), as the job's rsync goes through the run's: no handshake in either;
 * with ``--pin``, everything on the source side on CPU 0 and the target machine on CPU 1
   (:func:`pin`): two one-core machines, less noise than both competing for both cores.
 
@@ -55,10 +56,11 @@ import os
 import random
 import shlex
 import statistics
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -382,6 +384,29 @@ def median_interval(values: list[float], resamples: int = 2000) -> tuple[float, 
     return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
 
 
+@contextlib.contextmanager
+def ssh_master(sb: Sandbox, ciphers: str) -> Iterator[str]:
+    """--rsync-only: one ssh master connection from the source to the target for all the rounds
+    (its cipher: ``ciphers``), as the job's rsync goes through the run's own master; yields the ssh
+    options that send raw's rsync and the job's (the wrapper's look at the target included) through
+    it, so that neither pays a handshake. Ended (its handle's SIGTERM, then SIGKILL by the
+    parent-death signal) on the way out."""
+    sock = f"/tmp/pcs-bench-{os.getpid()}.sock"
+    argv = [*shlex.split(ssh_command(sb)), *shlex.split(ciphers), "-M", "-N", "-o", f"ControlPath={sock}"]
+    quiet = subprocess.DEVNULL
+    master = sb["source"].popen([*argv, sb["target"].address], stdin=quiet, stdout=quiet, stderr=quiet)
+    try:
+        deadline = time.monotonic() + 30
+        while not sb["source"].path(sock).exists():
+            if master.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the ssh master connection did not start")
+            time.sleep(0.05)
+        yield f"{ciphers} -o ControlPath={sock} -o ControlMaster=no".strip()
+    finally:
+        master.terminate()
+        master.wait(timeout=30)
+
+
 def bench_rsync_only(sb: Sandbox, name: str, path: str, ciphers: str, rounds: int) -> dict[str, float]:
     """--rsync-only (goal 2 alone): one CLI run records the job's rsync command; then ``rounds``
     times raw ``-aHAX`` and the job's command in turn (AES-GCM first both; raw first in odd rounds,
@@ -690,7 +715,8 @@ def run_trees(args: argparse.Namespace, trees: dict[str, Tree], scale: float) ->
         print(f"pc-switcher's cipher option: {' '.join(preference) or '(none: ssh defaults)'}")
         rounds, noops = args.rounds, args.noops
         if args.rsync_only:
-            return {name: bench_rsync_only(sb, name, f"/home/{name}", ciphers, rounds) for name in trees}
+            with ssh_master(sb, ciphers) as master:
+                return {name: bench_rsync_only(sb, name, f"/home/{name}", master, rounds) for name in trees}
         return {
             name: (bench_large if name == "large" else partial(bench_tree, name=name))(
                 sb, path=f"/home/{name}", ciphers=ciphers, rounds=rounds, noops=noops
