@@ -181,7 +181,7 @@ def job_options(sb: Sandbox, argv: list[str], ciphers: str) -> float:
         raise RuntimeError("the job's rsync command was not recorded")
     argv = list(argv)
     argv[argv.index("-e") + 1] = f"{ssh_command(sb)} {ciphers}".strip()
-    return _run(sb["source"], [sys.executable, WRAPPER, *argv])
+    return _run(sb["source"], [sys.executable, "-I", "-S", WRAPPER, *argv])  # as the job's task runs it
 
 
 def job(sb: Sandbox, path: str, rsync_argv: list[str] | None = None) -> Timing:

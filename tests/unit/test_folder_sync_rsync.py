@@ -246,6 +246,11 @@ def test_rsyncs_version(tmp_path: Path, answer: str, version: tuple[int, ...] | 
     wrapper = load_role_file("folder_sync/files/folder_sync_rsync.py")
     assert wrapper.rsync_version(stand_in(tmp_path, answer)) == version
     assert wrapper.rsync_version(str(tmp_path / "missing")) is None
+    # asked early (the wrapper asks while its key scan runs), read later: the same answer
+    asked = wrapper.ask_version(stand_in(tmp_path, answer))
+    assert wrapper.rsync_version("unused", asked) == version
+    assert asked.returncode is not None  # waited for
+    assert wrapper.ask_version(str(tmp_path / "missing")) is None
 
 
 def _itemized_stream(rng: random.Random) -> list[bytes]:

@@ -793,17 +793,30 @@ def shown(path: str) -> str:
     return "".join(out)
 
 
-def rsync_version(binary: str) -> tuple[int, ...] | None:
-    """The version of the rsync ``binary`` (its ``--version``), None when it does not say one."""
+def ask_version(binary: str) -> subprocess.Popen[bytes] | None:
+    """Starts ``binary --version`` (read by :func:`rsync_version`); None when it cannot start."""
     try:
-        out = subprocess.run(
+        return subprocess.Popen(
             [binary, "--version"],
-            capture_output=True,
-            timeout=30,
-            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             env={**os.environ, "LC_ALL": "C"},
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
+        )
+    except OSError:
+        return None
+
+
+def rsync_version(binary: str, asked: subprocess.Popen[bytes] | None = None) -> tuple[int, ...] | None:
+    """The version of the rsync ``binary`` (its ``--version``; ``asked``: that command started
+    earlier by :func:`ask_version`, so that it ran beside other work), None when it does not say one."""
+    asked = asked or ask_version(binary)
+    if asked is None:
+        return None
+    try:
+        out = asked.communicate(timeout=30)[0]
+    except subprocess.TimeoutExpired:
+        asked.kill()
+        asked.communicate()
         return None
     match = _RSYNC_VERSION.match(out)
     return tuple(int(part) for part in match.groups()) if match else None
@@ -899,6 +912,7 @@ class Wrapper:
         self.bytes_before = 0  # bytes of the passes before this one
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopped = False  # a signal came: no further rsync
+        self.asked: subprocess.Popen[bytes] | None = None  # rsync --version, started early (ask_version)
         self._asked = 0.0
         self._catches = False  # the running rsync has its PROGRESS_SIGNAL handler
 
@@ -1129,7 +1143,7 @@ class Wrapper:
 
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, forward)
-        version = rsync_version(command[0])
+        version = rsync_version(command[0], self.asked)
         by_signal = version is not None and version >= PROGRESS_BY_SIGNAL_FROM
         extra = [] if by_signal else ["--info=progress2"]
         extra += [f"--max-size={sparse_from}", "--info=skip1"] if sparse_from > 0 else []
@@ -1347,6 +1361,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"folder_sync: a filter rule that clears the rule list ({where}) would sync private keys "
                 "and pc-switcher's state: remove it",
             )
+        wrapper.asked = ask_version(command[0])  # answers while the key scan runs
         listing = wrapper.list_markers(command, args.per_dir_filter) if args.per_dir_filter else None
         command = wrapper.exclude_keys(args.scan_keys, command, args.per_dir_filter if listing else "")
         if listing is not None:
