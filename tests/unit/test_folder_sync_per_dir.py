@@ -1,12 +1,13 @@
-"""folder_sync's wrapper reads per-directory filter files only where there are some: the rsync that
-lists the target's (files/folder_sync_rsync.py, marker_listing), run for real through a stand-in
-for ssh that runs the remote command here (as ssh would on the target: through a shell), and what
-the wrapper makes of it. The sync over real ssh: tests/integration/test_folder_sync.py."""
+"""folder_sync's wrapper reads per-directory filter files only where there are some: its look at the
+target (files/folder_sync_rsync.py, marker_check), run for real through a stand-in for ssh that
+runs the remote command here (as ssh would on the target: through a shell), and what the wrapper
+makes of it. The sync over real ssh: tests/integration/test_folder_sync.py."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -50,43 +51,35 @@ def ssh(tmp_path: Path) -> str:
     return str(script)
 
 
-def test_the_listing_keeps_the_syncs_connection_and_never_a_shell_for_paths() -> None:
+def test_the_look_goes_through_the_syncs_connection_and_never_puts_a_path_on_a_command_line() -> None:
     command = [
         "rsync",
         "-aHAX",
         "--protect-args",
         "--timeout=30",
-        "--stats",
         "-e",
-        "ssh -p 2222 -o BatchMode=yes",
+        "ssh -p 2222 -o BatchMode=yes -l 'a user'",
         "--rsync-path=sudo -n env PCSWITCHER_RUN_ID=r1 rsync",
         "--filter=- .ssh/id_*",
         RULE,
         "/home/a b/",
         "[::1]:/home/a b/",
     ]
-    assert W.marker_listing(command, MARKER) == [
-        "rsync",
-        "--list-only",
-        "--recursive",
-        "--prune-empty-dirs",
-        "--ignore-missing-args",
-        "--protect-args",
-        "--timeout=30",
-        "-e",
-        "ssh -p 2222 -o BatchMode=yes",
-        "--rsync-path=sudo -n env PCSWITCHER_RUN_ID=r1 rsync",
-        "--filter=+ */",
-        f"--filter=+ {MARKER}",
-        "--filter=- *",
-        "[::1]:/home/a b",  # without the slash: a folder that does not exist lists nothing
-    ]
-    assert W.marker_listing([*command[:-1], "host:/"], MARKER)[-1] == "host:/"
-    # not looked at: paths through the remote shell, a local target, a name that is a pattern
-    assert W.marker_listing([a for a in command if a != "--protect-args"], MARKER) is None
-    assert W.marker_listing([*command[:-1], "/mnt/backup/"], MARKER) is None
+    argv, given = W.marker_check(command, MARKER, "/usr/bin/python3")
+    assert argv[:-1] == ["ssh", "-p", "2222", "-o", "BatchMode=yes", "-l", "a user", "::1"]
+    assert argv[-1] == f"sudo -n env PCSWITCHER_RUN_ID=r1 /usr/bin/python3 -c {shlex.quote(W.MARKER_PROGRAM)}"
+    assert json.loads(given) == {"folder": "/home/a b", "name": MARKER}  # on stdin
+    assert (
+        W.marker_check([*command[:-1], "host:/"], MARKER)[1]
+        == b'{"folder": "/", "name": ".pcswitcher-filter"}'
+    )
+    plain = [a for a in command if not a.startswith("--rsync-path")]
+    assert W.marker_check(plain, MARKER)[0][-1].startswith("python3 -c ")
+    # not looked at: a local target, a remote rsync that is not a plain "... rsync", a name that is a pattern
+    assert W.marker_check([*command[:-1], "/mnt/backup/"], MARKER) is None
+    assert W.marker_check([*plain[:-2], "--rsync-path=rsync; x", *plain[-2:]], MARKER) is None
     for name in ("", ".", "..", "*.rules", "a/b", "x[1]", "a b"):
-        assert W.marker_listing(command, name) is None, name
+        assert W.marker_check(command, name) is None, name
 
 
 def _decide(tmp_path: Path, ssh: str, target: str, source_marked: bool) -> tuple[list[str], str, Any]:
@@ -99,12 +92,12 @@ def _decide(tmp_path: Path, ssh: str, target: str, source_marked: bool) -> tuple
         wrapper = W.Wrapper(args)
     wrapper.source_marked = source_marked
     command = _command(ssh, tmp_path / "src", target)
-    listing = wrapper.list_markers(command, MARKER)
-    assert listing is not None
-    decided = wrapper.per_dir_filter(command, MARKER, listing)
+    look = wrapper.look_for_markers(command, MARKER, sys.executable)
+    assert look is not None
+    decided = wrapper.per_dir_filter(command, MARKER, look)
     wrapper.progress.close()
     message = json.loads(progress.read_text().splitlines()[-1])["message"]
-    return decided, message, listing
+    return decided, message, look
 
 
 def test_the_rule_is_left_out_only_where_neither_machine_has_a_file(tmp_path: Path, ssh: str) -> None:
@@ -127,16 +120,16 @@ def test_the_rule_is_left_out_only_where_neither_machine_has_a_file(tmp_path: Pa
     assert message.endswith("read: there are some on the target")
 
     # on the source: the listing is stopped, the rule stays
-    decided, message, listing = _decide(tmp_path, ssh, f"h:{tmp_path}/new/", source_marked=True)
+    decided, message, look = _decide(tmp_path, ssh, f"h:{tmp_path}/new/", source_marked=True)
     assert RULE in decided
     assert message.endswith("read: there are some on the source")
-    assert listing.returncode is not None  # waited for: no process left
+    assert look.returncode is not None  # waited for: no process left
 
-    # a target that cannot be listed (its parent is a file) counts as having some
+    # a target that cannot be looked at (its parent is a file) counts as having some
     (tmp_path / "file").write_text("x")
     decided, message, _ = _decide(tmp_path, ssh, f"h:{tmp_path}/file/sub/", source_marked=False)
     assert RULE in decided
-    assert "read: the target could not be listed (rsync exit 23" in message
+    assert "read: the target could not be looked at (NotADirectoryError" in message
 
 
 def _wrapper(tmp_path: Path, ssh: str) -> tuple[dict[str, Any], list[str]]:
@@ -145,6 +138,7 @@ def _wrapper(tmp_path: Path, ssh: str) -> tuple[dict[str, Any], list[str]]:
     src = tmp_path / "src"
     command = _command(ssh, src, f"h:{tmp_path}/dst/")
     options = ["--label", "L", "--scan-keys", str(src), "--per-dir-filter", MARKER]
+    options += ["--target-python", sys.executable]
     res = subprocess.run(
         [sys.executable, str(WRAPPER), *options, "--", *command],
         capture_output=True,

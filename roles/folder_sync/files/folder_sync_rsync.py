@@ -4,7 +4,8 @@
 Usage (run on the source by roles/folder_sync/tasks/sync.yml)::
 
     folder_sync_rsync.py [--base B] [--span S] [--label L] [--report N] [--dry-run] [--scan-keys ROOT]
-                         [--sparse-from BYTES] [--per-dir-filter NAME] -- rsync ARGS... SOURCE/ DEST/
+                         [--sparse-from BYTES] [--per-dir-filter NAME [--target-python PATH]]
+                         -- rsync ARGS... SOURCE/ DEST/
 
 rsync must be given ``--stats --out-format=/%i %n%L`` (the task does). This wrapper:
 
@@ -20,8 +21,8 @@ rsync must be given ``--stats --out-format=/%i %n%L`` (the task does). This wrap
   written only without ``--dry-run``);
 * with ``--per-dir-filter NAME`` (and ``--scan-keys``), leaves rsync's rule ``--filter=dir-merge
   NAME`` out when no directory of the source (the key scan's walk, which also looks for an entry
-  NAME) or of the target (an ``rsync --list-only`` of it through the same ssh, started before the
-  walk: :func:`marker_listing`) has one: rsync would read none; says which in a DEBUG message;
+  NAME) or of the target (a walk there by ``--target-python``, through the same ssh, started before
+  the key scan: :func:`marker_check`) has one: rsync would read none; says which in a DEBUG message;
 * with ``--sparse-from BYTES``, runs rsync with ``--max-size=BYTES --info=skip1`` and then, for the
   files it skipped, one rsync with ``--sparse`` for those with holes and one without for the others
   (:func:`later_passes`; docs/jobs/folder_sync.md, "Sparse files"); the figures below are summed
@@ -60,6 +61,7 @@ import marshal
 import os
 import re
 import select
+import shlex
 import signal
 import stat
 import subprocess
@@ -741,39 +743,51 @@ def clearing_rule(command: list[str]) -> str:
 # component of the directory's path); where neither machine has one, leaving the rule out changes
 # nothing else. See docs/jobs/folder_sync.md, "Filter rules and their precedence".
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9._+-]+\Z")  # as the config allows: a literal rsync pattern
-_PROTECTED = ("--protect-args", "--secluded-args", "-s")  # the paths go through rsync's protocol
+# The target's look, a fixed program (``python3 -c PROGRAM``, the same text every run; the folder and
+# the name as JSON on stdin, never on a command line): a walk of the target folder by its listings
+# alone (the entries' types come with them: no stat of a file), until an entry of that name. Prints
+# "found" or "none" (a folder that does not exist holds none); anything else (an error: a directory
+# it cannot list) and the rule stays.
+MARKER_PROGRAM = r"""
+import json, os, sys
+data = json.load(sys.stdin)
+try:
+    os.lstat(data["folder"])
+except FileNotFoundError:
+    print("none")
+    sys.exit(0)
+stack = [data["folder"]]
+while stack:
+    with os.scandir(stack.pop()) as listing:
+        for entry in listing:
+            if entry.name == data["name"]:
+                print("found")
+                sys.exit(0)
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+print("none")
+"""
 
 
-def marker_listing(command: list[str], marker: str) -> list[str] | None:
-    """The rsync that lists the entries named ``marker`` in the target folder of ``command`` (its
-    last argument, ``HOST:/PATH/``) and the directories above them, through the same ssh (``-e``),
-    remote rsync (``--rsync-path``: ``sudo -n`` with become, the run tag) and ``--timeout``; a
-    folder that does not exist lists nothing. None when ``command`` does not send its paths through
-    rsync's protocol (``--protect-args``), has no remote destination or ``marker`` is not a plain
-    file name: then the target is not looked at."""
+def marker_check(command: list[str], marker: str, python: str = "python3") -> tuple[list[str], bytes] | None:
+    """The ssh command that looks for an entry named ``marker`` in the target folder of ``command``
+    (its last argument, ``HOST:/PATH/``), and its input: :data:`MARKER_PROGRAM` run by ``python``
+    through the sync's own ssh (``-e``) as the user the sync's rsync runs as (its ``--rsync-path``:
+    ``sudo -n`` with become, the run tag). None when ``command`` has no remote destination, its
+    remote rsync is not a plain ``... rsync`` or ``marker`` is not a plain file name: then the
+    target is not looked at."""
     at = command[-1].find(":/")
-    if not _PLAIN_NAME.match(marker) or marker in (".", "..") or at <= 0:
+    ssh = [command[i + 1] for i, arg in enumerate(command[:-3]) if arg == "-e"]
+    remote = [arg.split("=", 1)[1] for arg in command if arg.startswith("--rsync-path=")] or ["rsync"]
+    if not _PLAIN_NAME.match(marker) or marker in (".", "..") or at <= 0 or not ssh:
         return None
-    kept: list[str] = []
-    args = iter(command[1:-2])
-    for arg in args:
-        if arg == "-e":
-            kept += [arg, next(args, "")]
-        elif arg in _PROTECTED or arg.startswith(("--rsync-path=", "--timeout=", "--rsh=")):
-            kept.append(arg)
-    if not set(kept) & set(_PROTECTED):
+    if remote[-1] != "rsync" and not remote[-1].endswith(" rsync"):
         return None
+    host = command[-1][:at]
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # ssh takes IPv6 bare
+    run = remote[-1][: -len("rsync")] + shlex.quote(python) + " -c " + shlex.quote(MARKER_PROGRAM)
     folder = command[-1][at + 1 :].rstrip("/") or "/"
-    rules = ["--filter=+ */", f"--filter=+ {marker}", "--filter=- *"]
-    return [command[0], "--list-only", "--recursive", "--prune-empty-dirs", "--ignore-missing-args"] + (
-        kept + rules + [command[-1][:at] + ":" + folder]
-    )
-
-
-def lists_a_marker(out: bytes) -> bool:
-    """The output of :func:`marker_listing`'s rsync names something other than a directory: an
-    entry named as the marker (its rules list nothing else)."""
-    return any(line.strip() and not line.startswith(b"d") for line in out.splitlines())
+    return [*shlex.split(ssh[-1]), host, run], json.dumps({"folder": folder, "name": marker}).encode()
 
 
 def shown(path: str) -> str:
@@ -853,7 +867,7 @@ def exit_watch(pid: int) -> int:
         return -1
 
 
-def _popen(argv: list[str]) -> subprocess.Popen[bytes]:
+def _popen(argv: list[str], stdin: int | None = None) -> subprocess.Popen[bytes]:
     """Starts ``argv`` with its output and errors piped, ``LC_ALL=C`` (numbers without locale
     separators) and the parent-death signal (SIGTERM when this wrapper dies). Raises OSError."""
     env = dict(os.environ)
@@ -864,6 +878,7 @@ def _popen(argv: list[str]) -> subprocess.Popen[bytes]:
     _PARENT[:] = [os.getpid()]
     return subprocess.Popen(
         argv,
+        stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
@@ -1281,39 +1296,49 @@ class Wrapper:
         rules = ["--filter=" + exclude_rule(path) for path in keys + unreadable]
         return command[:1] + rules + command[1:]
 
-    def list_markers(self, command: list[str], marker: str) -> subprocess.Popen[bytes] | None:
-        """Starts :func:`marker_listing`'s rsync when ``command`` has the rule ``dir-merge MARKER``
-        (it lists the target while the key scan walks the source); None when there is none to run."""
-        argv = marker_listing(command, marker) if f"--filter=dir-merge {marker}" in command else None
-        if argv is None:
+    def look_for_markers(
+        self, command: list[str], marker: str, python: str
+    ) -> subprocess.Popen[bytes] | None:
+        """Starts :func:`marker_check` on the target when ``command`` has the rule ``dir-merge
+        MARKER`` (it looks there while the key scan walks the source); None when there is none to run."""
+        check = marker_check(command, marker, python) if f"--filter=dir-merge {marker}" in command else None
+        if check is None:
             return None
         try:
-            return _popen(argv)
+            proc = _popen(check[0], stdin=subprocess.PIPE)
+            assert proc.stdin is not None
+            with contextlib.suppress(OSError):  # a few bytes: the pipe holds them
+                proc.stdin.write(check[1])
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            proc.stdin = None  # given: communicate() only reads
+            return proc
         except OSError:
             return None
 
-    def per_dir_filter(self, command: list[str], marker: str, listing: subprocess.Popen[bytes]) -> list[str]:
+    def per_dir_filter(self, command: list[str], marker: str, look: subprocess.Popen[bytes]) -> list[str]:
         """``command`` without its rule ``dir-merge MARKER`` when no directory of the source (the key
-        scan's walk) or of the target (``listing``) holds an entry named ``marker``: rsync would read
-        none. Else ``command`` as it is, also when the target could not be listed. Says which."""
+        scan's walk) or of the target (``look``) holds an entry named ``marker``: rsync would read
+        none. Else ``command`` as it is, also when the target could not be looked at. Says which."""
         if self.source_marked:
-            listing.terminate()  # not needed: the rule stays
+            look.terminate()  # not needed: the rule stays
             try:
-                listing.communicate(timeout=5)
+                look.communicate(timeout=5)
             except subprocess.TimeoutExpired:
-                listing.kill()
-                listing.communicate()
+                look.kill()
+                look.communicate()
             found = "read: there are some on the source"
         else:
-            out, err = listing.communicate()
-            if listing.returncode != 0:
-                reason = rsync_failure(listing.returncode, err.decode("utf-8", "replace").splitlines())
-                found = f"read: the target could not be listed ({reason})"
-            elif lists_a_marker(out):
-                found = "read: there are some on the target"
-            else:
+            out, err = look.communicate()
+            answer = out.decode("utf-8", "replace").strip()
+            if look.returncode == 0 and answer == "none":
                 found = "left out: there are none on either machine"
                 command = [arg for arg in command if arg != f"--filter=dir-merge {marker}"]
+            elif look.returncode == 0 and answer == "found":
+                found = "read: there are some on the target"
+            else:
+                why = (err.decode("utf-8", "replace").strip().splitlines() or [f"exit {look.returncode}"])[-1]
+                found = f"read: the target could not be looked at ({shown(why)})"
         self.progress.write(
             level="DEBUG", message=f"{self.label}: per-directory filter files ({marker}) {found}"
         )
@@ -1346,6 +1371,12 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="leave out rsync's rule 'dir-merge NAME' when neither machine has a file NAME in the folder",
     )
+    parser.add_argument(
+        "--target-python",
+        default="python3",
+        metavar="PATH",
+        help="the target's Python, which looks for the files of --per-dir-filter there",
+    )
     parser.add_argument("rsync", nargs=argparse.REMAINDER, help="-- rsync ARGS...")
     args = parser.parse_args(argv)
     command = args.rsync[1:] if args.rsync[:1] == ["--"] else args.rsync
@@ -1362,10 +1393,11 @@ def main(argv: list[str] | None = None) -> int:
                 "and pc-switcher's state: remove it",
             )
         wrapper.asked = ask_version(command[0])  # answers while the key scan runs
-        listing = wrapper.list_markers(command, args.per_dir_filter) if args.per_dir_filter else None
-        command = wrapper.exclude_keys(args.scan_keys, command, args.per_dir_filter if listing else "")
-        if listing is not None:
-            command = wrapper.per_dir_filter(command, args.per_dir_filter, listing)
+        marker = args.per_dir_filter
+        look = wrapper.look_for_markers(command, marker, args.target_python) if marker else None
+        command = wrapper.exclude_keys(args.scan_keys, command, marker if look else "")
+        if look is not None:
+            command = wrapper.per_dir_filter(command, marker, look)
     return wrapper.run(command, args.sparse_from)
 
 
