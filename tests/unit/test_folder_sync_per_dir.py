@@ -67,14 +67,15 @@ def test_the_look_goes_through_the_syncs_connection_and_never_puts_a_path_on_a_c
     ]
     argv, given = W.marker_check(command, MARKER, "/usr/bin/python3")
     assert argv[:-1] == ["ssh", "-p", "2222", "-o", "BatchMode=yes", "-l", "a user", "::1"]
-    assert argv[-1] == f"sudo -n env PCSWITCHER_RUN_ID=r1 /usr/bin/python3 -c {shlex.quote(W.MARKER_PROGRAM)}"
+    program = shlex.quote(W.MARKER_PROGRAM)
+    assert argv[-1] == f"sudo -n env PCSWITCHER_RUN_ID=r1 /usr/bin/python3 -I -S -c {program}"
     assert json.loads(given) == {"folder": "/home/a b", "name": MARKER}  # on stdin
     assert (
         W.marker_check([*command[:-1], "host:/"], MARKER)[1]
         == b'{"folder": "/", "name": ".pcswitcher-filter"}'
     )
     plain = [a for a in command if not a.startswith("--rsync-path")]
-    assert W.marker_check(plain, MARKER)[0][-1].startswith("python3 -c ")
+    assert W.marker_check(plain, MARKER)[0][-1].startswith("python3 -I -S -c ")
     # not looked at: a local target, a remote rsync that is not a plain "... rsync", a name that is a pattern
     assert W.marker_check([*command[:-1], "/mnt/backup/"], MARKER) is None
     assert W.marker_check([*plain[:-2], "--rsync-path=rsync; x", *plain[-2:]], MARKER) is None

@@ -743,7 +743,7 @@ def clearing_rule(command: list[str]) -> str:
 # component of the directory's path); where neither machine has one, leaving the rule out changes
 # nothing else. See docs/jobs/folder_sync.md, "Filter rules and their precedence".
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9._+-]+\Z")  # as the config allows: a literal rsync pattern
-# The target's look, a fixed program (``python3 -c PROGRAM``, the same text every run; the folder and
+# The target's look, a fixed program (``python3 -I -S -c PROGRAM``, the same text every run; the folder and
 # the name as JSON on stdin, never on a command line): a walk of the target folder by its listings
 # alone (the entries' types come with them: no stat of a file), until an entry of that name. Prints
 # "found" or "none" (a folder that does not exist holds none); anything else (an error: a directory
@@ -785,7 +785,7 @@ def marker_check(command: list[str], marker: str, python: str = "python3") -> tu
         return None
     host = command[-1][:at]
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # ssh takes IPv6 bare
-    run = remote[-1][: -len("rsync")] + shlex.quote(python) + " -c " + shlex.quote(MARKER_PROGRAM)
+    run = remote[-1][: -len("rsync")] + shlex.quote(python) + " -I -S -c " + shlex.quote(MARKER_PROGRAM)
     folder = command[-1][at + 1 :].rstrip("/") or "/"
     return [*shlex.split(ssh[-1]), host, run], json.dumps({"folder": folder, "name": marker}).encode()
 
