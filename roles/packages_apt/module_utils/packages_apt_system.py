@@ -494,25 +494,41 @@ def half_installed() -> List[str]:
     return sorted(found)
 
 
+def _configure_all() -> "subprocess.CompletedProcess[str]":
+    return run(["dpkg", "--force-confdef", "--force-confold", "--configure", "-a"])
+
+
+def _configure_failed(done: "subprocess.CompletedProcess[str]") -> RuntimeError:
+    return RuntimeError("dpkg --configure -a failed: " + (done.stdout.strip().splitlines() or ["exit {}".format(done.returncode)])[-1])
+
+
 def repair(lock_timeout: int) -> Tuple[bool, str]:
     """What an interrupted dpkg run left, when ``dpkg --audit`` finds it: ``dpkg --configure -a``
     (unpacked, half-configured packages), then ``apt-get install --reinstall`` of the half-installed
-    ones (their candidate version: the sync's install sets the source's after). (repaired, what)."""
+    ones (their candidate version: the sync's install sets the source's after). dpkg refuses to
+    configure a package with the ``reinstreq`` flag ("in a very bad inconsistent state"): when
+    ``--configure -a`` failed and there are such packages, it runs once more after they are
+    installed again. (repaired, what)."""
     audit = run(["dpkg", "--audit"]).stdout.strip()
     if not audit:
         return False, ""
-    done = run(["dpkg", "--force-confdef", "--force-confold", "--configure", "-a"])
-    if done.returncode != 0:
-        raise RuntimeError("dpkg --configure -a failed: " + (done.stdout.strip().splitlines() or ["exit {}".format(done.returncode)])[-1])
-    what = "repaired an interrupted dpkg run (dpkg --configure -a"
+    done = _configure_all()
     again = half_installed()
+    if done.returncode != 0 and not again:
+        raise _configure_failed(done)
+    what = "repaired an interrupted dpkg run (dpkg --configure -a"
     if again:
         argv = ["apt-get", "-q", "-y", "-o", "DPkg::Lock::Timeout={}".format(lock_timeout), "install", "--reinstall"]
-        done = run(argv + install_flags() + again)
-        if done.returncode != 0:
-            reason = "; ".join(plan_lib.apt_errors(done.stdout)) or done.stdout.strip()[-400:]
+        installed = run(argv + install_flags() + again)
+        if installed.returncode != 0:
+            reason = "; ".join(plan_lib.apt_errors(installed.stdout)) or installed.stdout.strip()[-400:]
             raise RuntimeError("{} half-installed by an interrupted dpkg run, and installing it again failed: {}".format(", ".join(again), reason))
         what += "; apt-get install --reinstall " + " ".join(again)
+        if done.returncode != 0:
+            done = _configure_all()
+            if done.returncode != 0:
+                raise _configure_failed(done)
+            what += "; dpkg --configure -a"
     return True, what + "); dpkg --audit said: " + " ".join(audit.split())[:400]
 
 
