@@ -21,7 +21,7 @@ rsync must be given ``--stats --out-format=/%i %n%L`` (the task does). This wrap
   written only without ``--dry-run``);
 * with ``--per-dir-filter NAME`` (and ``--scan-keys``), leaves rsync's rule ``--filter=dir-merge
   NAME`` out when no directory of the source (the key scan's walk, which also looks for an entry
-  NAME) or of the target (a walk there by ``--target-python``, through the same ssh, started before
+  NAME) or of the target (``find`` there, started by ``--target-python`` through the same ssh before
   the key scan: :func:`marker_check`) has one: rsync would read none; says which in a DEBUG message;
 * with ``--sparse-from BYTES``, runs rsync with ``--max-size=BYTES --info=skip1`` and then, for the
   files it skipped, one rsync with ``--sparse`` for those with holes and one without for the others
@@ -743,29 +743,21 @@ def clearing_rule(command: list[str]) -> str:
 # component of the directory's path); where neither machine has one, leaving the rule out changes
 # nothing else. See docs/jobs/folder_sync.md, "Filter rules and their precedence".
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9._+-]+\Z")  # as the config allows: a literal rsync pattern
-# The target's look, a fixed program (``python3 -I -S -c PROGRAM``, the same text every run; the folder and
-# the name as JSON on stdin, never on a command line): a walk of the target folder by its listings
-# alone (the entries' types come with them: no stat of a file), until an entry of that name. Prints
-# "found" or "none" (a folder that does not exist holds none); anything else (an error: a directory
-# it cannot list) and the rule stays.
+# The target's look, a fixed program (``python3 -I -S -c PROGRAM``, the same text every run; the
+# folder and the name as JSON on stdin, never on a command line) that runs find(1) with them as its
+# arguments (no shell): ``find FOLDER -name NAME -print -quit``, which walks by the directories'
+# listings (the entries' types come with them: no stat of a file, no symlink followed) until an
+# entry of that name. Prints its path (found) or nothing ("none"); a folder that does not exist
+# holds none; anything else (find cannot list a directory: it exits 1) and the rule stays.
 MARKER_PROGRAM = r"""
 import json, os, sys
 data = json.load(sys.stdin)
 try:
     os.lstat(data["folder"])
 except FileNotFoundError:
-    print("none")
     sys.exit(0)
-stack = [data["folder"]]
-while stack:
-    with os.scandir(stack.pop()) as listing:
-        for entry in listing:
-            if entry.name == data["name"]:
-                print("found")
-                sys.exit(0)
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(entry.path)
-print("none")
+sys.stdout.flush()
+os.execvp("find", ["find", data["folder"], "-name", data["name"], "-print", "-quit"])
 """
 
 
@@ -1330,11 +1322,10 @@ class Wrapper:
             found = "read: there are some on the source"
         else:
             out, err = look.communicate()
-            answer = out.decode("utf-8", "replace").strip()
-            if look.returncode == 0 and answer == "none":
+            if look.returncode == 0 and not out:
                 found = "left out: there are none on either machine"
                 command = [arg for arg in command if arg != f"--filter=dir-merge {marker}"]
-            elif look.returncode == 0 and answer == "found":
+            elif look.returncode == 0:
                 found = "read: there are some on the target"
             else:
                 why = (err.decode("utf-8", "replace").strip().splitlines() or [f"exit {look.returncode}"])[-1]
