@@ -802,12 +802,7 @@ def shown(path: str) -> str:
 def ask_version(binary: str) -> subprocess.Popen[bytes] | None:
     """Starts ``binary --version`` (read by :func:`rsync_version`); None when it cannot start."""
     try:
-        return subprocess.Popen(
-            [binary, "--version"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "LC_ALL": "C"},
-        )
+        return _popen([binary, "--version"])
     except OSError:
         return None
 
