@@ -168,15 +168,16 @@ def raw_durable(sb: Sandbox, path: str, ssh_options: str) -> float:
     return raw_rsync(sb, path, ssh_options, "-aHAXS") + _run(sb["target"], ["sync"])
 
 
-WRAPPER = str(Path(__file__).resolve().parents[1] / "roles/folder_sync/files/folder_sync_rsync.py")
+WRAPPER = str(Path(__file__).resolve().parents[1] / "roles/folder_sync/files/folder_sync_start.py")
 
 
 def job_options(sb: Sandbox, argv: list[str], ciphers: str) -> float:
-    """The job's rsync as the job runs it: folder_sync's wrapper (``files/folder_sync_rsync.py``)
-    with its arguments as recorded by :func:`job` (``argv``: its options, ``--``, the rsync command
-    it was given), the bench's ssh command in place of the job's. So with all the wrapper does
-    around rsync: the key scan, the look for per-directory filter files on both machines, the
-    large files' passes, reading rsync's output and asking it for its progress by signal."""
+    """The job's rsync as the job runs it: folder_sync's wrapper (``files/folder_sync_rsync.py``,
+    through its starter) with its arguments as recorded by :func:`job` (``argv``: the role's files
+    directory, its options, ``--``, the rsync command it was given), the bench's ssh command in
+    place of the job's. So with all the wrapper does around rsync: the key scan, the look for
+    per-directory filter files on both machines, the large files' passes, reading rsync's output
+    and asking it for its progress by signal."""
     if "--" not in argv:
         raise RuntimeError("the job's rsync command was not recorded")
     argv = list(argv)
@@ -241,14 +242,14 @@ def job(sb: Sandbox, path: str, rsync_argv: list[str] | None = None) -> Timing:
 
 
 def _wrapper_argv(driver: psutil.Process) -> list[str]:
-    """The arguments of the job's rsync wrapper (the parent of an rsync), after its script's path; []
+    """The arguments of the job's rsync wrapper (the parent of an rsync), after its starter's path; []
     before it runs."""
     with contextlib.suppress(psutil.Error):
         for proc in driver.children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 parent = proc.parent()
                 cmdline = parent.cmdline() if parent and proc.name() == "rsync" else []
-                scripts = [i for i, arg in enumerate(cmdline) if arg.endswith("folder_sync_rsync.py")]
+                scripts = [i for i, arg in enumerate(cmdline) if arg.endswith("folder_sync_start.py")]
                 if scripts and "--" in cmdline:
                     return cmdline[scripts[0] + 1 :]
     return []

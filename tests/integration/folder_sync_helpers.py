@@ -189,7 +189,7 @@ def rsync_processes(machine: Machine) -> list[str]:
     found = []
     for proc in machine.processes():
         try:
-            if proc.name() == "rsync" or "folder_sync_rsync" in " ".join(proc.cmdline()):
+            if proc.name() == "rsync" or "folder_sync_start" in " ".join(proc.cmdline()):
                 found.append(f"{proc.pid} {' '.join(proc.cmdline())[:120]}")
         except Exception:  # noqa: S112 - a process that just ended
             continue
