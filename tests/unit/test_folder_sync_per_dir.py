@@ -69,11 +69,8 @@ def test_the_look_goes_through_the_syncs_connection_and_never_puts_a_path_on_a_c
     assert argv[:-1] == ["ssh", "-p", "2222", "-o", "BatchMode=yes", "-l", "a user", "::1"]
     program = shlex.quote(W.MARKER_PROGRAM)
     assert argv[-1] == f"sudo -n env PCSWITCHER_RUN_ID=r1 /usr/bin/python3 -I -S -c {program}"
-    assert json.loads(given) == {"folder": "/home/a b", "name": MARKER}  # on stdin
-    assert (
-        W.marker_check([*command[:-1], "host:/"], MARKER)[1]
-        == b'{"folder": "/", "name": ".pcswitcher-filter"}'
-    )
+    assert given == b"/home/a b\0" + MARKER.encode()  # on stdin: the folder, a NUL, the name
+    assert W.marker_check([*command[:-1], "host:/"], MARKER)[1] == b"/\0.pcswitcher-filter"
     plain = [a for a in command if not a.startswith("--rsync-path")]
     assert W.marker_check(plain, MARKER)[0][-1].startswith("python3 -I -S -c ")
     # not looked at: a local target, a remote rsync that is not a plain "... rsync", a name that is a pattern

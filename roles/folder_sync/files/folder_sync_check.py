@@ -103,7 +103,8 @@ for target in data["targets"]:
             break
         if stat.S_ISLNK(st.st_mode):
             say("target folder %s on %s: %s is a symlink (to %s): rsync would write where it points: "
-                "replace the link by a directory or set another target" % (t, host, cur, shown(os.readlink(cur))))
+                "replace the link by a directory or set another target"
+                % (t, host, cur, shown(os.readlink(cur))))
             state = "link"
             break
         if not stat.S_ISDIR(st.st_mode):
@@ -118,7 +119,8 @@ for target in data["targets"]:
         say("target folder %s on %s is not writable by %s: %s" % (t, host, user(), root))
     elif state == "missing" and cur == t:
         if not become and not os.access(p, os.W_OK):
-            say("the parent %s of the target folder %s on %s is not writable by %s: %s" % (p, t, host, user(), root))
+            say("the parent %s of the target folder %s on %s is not writable by %s: %s"
+                % (p, t, host, user(), root))
     elif state == "missing":
         say("the parent %s of the target folder %s does not exist on %s: create it" % (p, t, host))
 sys.stdout.write("MARK\n" + "".join(line + "\n" for line in out))
