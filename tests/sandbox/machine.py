@@ -234,8 +234,11 @@ def _bindable(address: str, port: int) -> bool:
 # --------------------------------------------------------------------------- teardown
 
 
-def _teardown_machine(rec: dict[str, Any], timeout: float = 15.0) -> list[str]:
-    """Stop one machine from its state record; returns problems (empty when clean)."""
+def _teardown_machine(rec: dict[str, Any], timeout: float = 60.0) -> list[str]:
+    """Stop one machine from its state record; returns problems (empty when clean). A process of the
+    namespace outlives the SIGKILL only while in uninterruptible sleep (I/O on the machine's loop
+    device, which can stall for many seconds when the host's disk is busy): ``timeout`` bounds that
+    wait, and a problem names each process left with its state."""
     problems: list[str] = []
     name = rec.get("name", "?")
     started = time.monotonic()
@@ -261,9 +264,13 @@ def _teardown_machine(rec: dict[str, Any], timeout: float = 15.0) -> list[str]:
         _describe(_pids_in_ns("mnt", mntns)) if mntns else "-",
     )
     if pidns and not _wait_until(lambda: not _pids_in_ns("pid", pidns), timeout):
-        problems.append(f"{name}: processes left in its PID namespace: {_pids_in_ns('pid', pidns)}")
+        problems.append(
+            f"{name}: processes left in its PID namespace: {_describe(_pids_in_ns('pid', pidns))}"
+        )
     if mntns and not _wait_until(lambda: not _pids_in_ns("mnt", mntns), timeout):
-        problems.append(f"{name}: processes still hold its mount namespace: {_pids_in_ns('mnt', mntns)}")
+        problems.append(
+            f"{name}: processes still hold its mount namespace: {_describe(_pids_in_ns('mnt', mntns))}"
+        )
     log.debug("%s: namespace empty after %.2fs", name, time.monotonic() - started)
     image = rec.get("image")
     if image and Path(image).exists():
