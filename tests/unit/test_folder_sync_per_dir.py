@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -128,6 +129,25 @@ def test_the_rule_is_left_out_only_where_neither_machine_has_a_file(tmp_path: Pa
     decided, message, _ = _decide(tmp_path, ssh, f"h:{tmp_path}/file/sub/", source_marked=False)
     assert RULE in decided
     assert "read: the target could not be looked at (NotADirectoryError" in message
+
+
+def test_a_hostile_target_folder_name_reaches_find_as_it_is(tmp_path: Path, ssh: str) -> None:
+    """The folder goes to the target's program on stdin (a NUL after it), never through the shell
+    that runs the remote command: a name with a newline, quotes, a command substitution and a byte
+    that is not UTF-8 is looked in as it is, and nothing of it is run."""
+    (tmp_path / "src").mkdir()
+    raw = b'we\'ird\n$(touch pwned) "x" \xff'
+    folder = tmp_path / os.fsdecode(raw)
+    (folder / "deep").mkdir(parents=True)
+    target = f"h:{folder}/"
+    decided, message, _ = _decide(tmp_path, ssh, target, source_marked=False)
+    assert RULE not in decided, message
+    (folder / "deep" / MARKER).write_text("- keep\n")
+    decided, message, _ = _decide(tmp_path, ssh, target, source_marked=False)
+    assert RULE in decided
+    assert message.endswith("read: there are some on the target")
+    assert not list(tmp_path.rglob("pwned"))
+    assert not Path("pwned").exists()
 
 
 def _wrapper(tmp_path: Path, ssh: str) -> tuple[dict[str, Any], list[str]]:
