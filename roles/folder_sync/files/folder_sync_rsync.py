@@ -762,11 +762,11 @@ def clearing_rule(command: list[str]) -> str:
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9._+-]+\Z")  # as the config allows: a literal rsync pattern
 # The target's look, a fixed program (``python3 -I -S -c PROGRAM``, the same text every run; the
 # folder and the name on stdin, a NUL between them, never on a command line; no json import: 10 ms of
-# the target's Python start) that runs find(1) with them as its
-# arguments (no shell): ``find FOLDER -name NAME -print -quit``, which walks by the directories'
-# listings (the entries' types come with them: no stat of a file, no symlink followed) until an
-# entry of that name. Prints its path (found) or nothing ("none"); a folder that does not exist
-# holds none; anything else (find cannot list a directory: it exits 1) and the rule stays.
+# the target's Python start) that runs find(1) with them as its arguments (no shell): ``find FOLDER
+# -name NAME -print -quit``, which walks by the directories' listings (the entries' types come with
+# them: no stat of a file, no symlink followed) until an entry of that name. Prints its path (found)
+# or nothing ("none"); a folder that does not exist holds none; anything else (find cannot list a
+# directory: it exits 1; input of the wrong shape) and the rule stays.
 MARKER_PROGRAM = r"""
 import os, sys
 folder, name = sys.stdin.buffer.read().split(b"\0")
