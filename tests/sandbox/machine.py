@@ -236,9 +236,9 @@ def _bindable(address: str, port: int) -> bool:
 
 def _teardown_machine(rec: dict[str, Any], timeout: float = 60.0) -> list[str]:
     """Stop one machine from its state record; returns problems (empty when clean). A process of the
-    namespace outlives the SIGKILL only while in uninterruptible sleep (I/O on the machine's loop
-    device, which can stall for many seconds when the host's disk is busy): ``timeout`` bounds that
-    wait, and a problem names each process left with its state."""
+    namespace outlives the SIGKILL only while in uninterruptible sleep (such as I/O that the host's
+    busy disk holds up): ``timeout`` bounds that wait, and a problem names each process left with its
+    state and command."""
     problems: list[str] = []
     name = rec.get("name", "?")
     started = time.monotonic()

@@ -530,7 +530,6 @@ def _walk(root: str, cache: WalkCache) -> list[str]:
     thousands), most of them from the cache, and each run waits for it before rsync starts."""
     found: list[str] = []
     fs: dict[int, int] = {}
-    cacheable: set[int] = set()  # devices whose filesystem is in _FS_CACHED
     prefix = root.rstrip("/") + "/"
     lstat, cached = os.lstat, cache.cached
     stack = [""]
@@ -544,11 +543,9 @@ def _walk(root: str, cache: WalkCache) -> list[str]:
         if not stat.S_ISDIR(st.st_mode):
             continue  # replaced by a file or a symlink since its parent was listed
         cache.visited += 1
-        names = cached(rel, st) if st.st_dev in cacheable else None
+        names = cached(rel, st) if fs.get(st.st_dev) in _FS_CACHED else None
         if names is None:
             names = _subdirs(path, rel, st, cache, fs)
-            if fs[st.st_dev] in _FS_CACHED:
-                cacheable.add(st.st_dev)
         if not names:
             continue
         head = rel + "/" if rel else ""
