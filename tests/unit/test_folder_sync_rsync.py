@@ -320,10 +320,75 @@ def test_itemized_lines_read_in_bulk_as_one_by_one(
     assert states[0][0]["current"]
 
 
+# A stand-in for rsync that writes LINES itemized lines (about 9 MiB: over two of the wrapper's
+# FREE_STEP) in pieces of random size, with pauses now and then, then the stats, and exits 0.
+MANY_LINES = r"""
+import random, sys, time
+rng = random.Random(7)
+lines = int(sys.argv[-1])
+data = b"".join(b"/>f+++++++++ dir %d/file %d.bin\n" % (i % 97, i) for i in range(lines))
+data += b"\nNumber of files: %d\nNumber of regular files transferred: %d\n" % (lines, lines)
+pos = 0
+while pos < len(data):
+    size = rng.randint(1, 1 << 17)
+    sys.stdout.buffer.write(data[pos:pos + size])
+    sys.stdout.buffer.flush()
+    pos += size
+    if rng.random() < 0.05:
+        time.sleep(0.01)
+"""
+
+
+@pytest.mark.parametrize("pidfd", [True, False])
+def test_an_output_larger_than_what_is_freed_is_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pidfd: bool
+) -> None:
+    """rsync's output goes into a file in memory that the wrapper frees behind what it has read
+    (:func:`free_read`): every line of 9 MiB of output still counts, in order, with the pidfd that
+    tells rsync's end and without it (Linux before 5.3: the wrapper looks after each wait). Freeing
+    what was not read yet, or reading past the end, loses or mangles lines."""
+    module = load_role_file("folder_sync/files/folder_sync_rsync.py")
+    if not pidfd:
+        monkeypatch.setattr(module, "exit_watch", lambda pid: -1)
+    monkeypatch.setenv("PCSWITCHER_PROGRESS", str(tmp_path / "progress.jsonl"))
+    lines = 280_000
+    args = SimpleNamespace(base=0.0, span=100.0, label="/home/", report=3, dry_run=False)
+    wrapper = module.Wrapper(args)
+    rc, stderr = wrapper.run_one([stand_in(tmp_path, MANY_LINES), str(lines)])
+    assert (rc, stderr) == (0, [])
+    assert lines * 33 > 2 * module.FREE_STEP
+    assert wrapper.changes == lines
+    assert wrapper.sample == [f">f+++++++++ dir {i}/file {i}.bin" for i in range(3)]
+    assert wrapper.current == f"dir {(lines - 1) % 97}/file {lines - 1}.bin"
+    assert wrapper.stats == {"Number of files": lines, "Number of regular files transferred": lines}
+
+
+def test_free_read_frees_only_what_was_read_in_whole_steps() -> None:
+    """What has been read is freed in whole FREE_STEPs (the file keeps its size, so rsync's offset
+    stays valid); what has not been read is kept, byte for byte."""
+    module = load_role_file("folder_sync/files/folder_sync_rsync.py")
+    step = module.FREE_STEP
+    fd = module.output_file()
+    try:
+        data = os.urandom(step // 4) * 10  # 2.5 steps
+        os.write(fd, data)
+        assert module.free_read(fd, 0, step - 1) == 0  # less than a step read: nothing freed
+        before = os.fstat(fd).st_blocks
+        assert module.free_read(fd, 0, 2 * step + 100) == 2 * step
+        after = os.fstat(fd)
+        assert after.st_size == len(data)
+        assert (before - after.st_blocks) * 512 == 2 * step
+        assert os.pread(fd, len(data), 2 * step) == data[2 * step :]
+        assert os.pread(fd, 16, 0) == bytes(16)  # freed: reads as zeros (never read again)
+        assert module.free_read(fd, 2 * step, 2 * step + 200) == 2 * step  # nothing more to free
+    finally:
+        os.close(fd)
+
+
 def test_the_exit_watch_is_readable_once_rsync_has_ended_and_only_then() -> None:
-    """The pause between reads of rsync's output waits on this pidfd: it must not wake while rsync
-    runs (the pause would no longer batch its output), and must wake once rsync has ended (the run's
-    end would wait out the pause)."""
+    """The wait between reads of rsync's output is on this pidfd: it must not wake while rsync runs
+    (the reads would no longer come once a PROGRESS_INTERVAL), and must wake once rsync has ended
+    (the run's end would wait out the interval)."""
     wrapper = load_role_file("folder_sync/files/folder_sync_rsync.py")
     proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     ended = wrapper.exit_watch(proc.pid)
