@@ -870,10 +870,10 @@ def exit_watch(pid: int) -> int:
 
 def output_file() -> int:
     """A file in memory (``memfd_create``: no name, gone with its last descriptor) for rsync's
-    output. rsync writes a line at a time, flushing each (log.c); into a pipe, even one read in
-    batches, that made a transfer of 20,000 small files 0.08-0.17 s slower than raw rsync, into a
-    file it costs nothing measurable (bench/folder_sync_results.md, 2026-12-06). rsync writes at the
-    file's shared offset; :meth:`Wrapper.read_stdout` reads at its own (``pread``). Raises OSError."""
+    output. rsync writes a line a file, flushing each (log.c): into a pipe, even one read in
+    batches, that slowed a transfer of many small files; into a file it costs nothing measurable
+    (bench/folder_sync_results.md, 2026-12-06 04:03). rsync writes at the file's shared offset;
+    :meth:`Wrapper.read_stdout` reads at its own (``pread``). Raises OSError."""
     return os.memfd_create("rsync-output", os.MFD_CLOEXEC)
 
 
