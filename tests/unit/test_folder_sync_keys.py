@@ -9,6 +9,7 @@ import json
 import marshal
 import os
 import random
+import stat
 import subprocess
 import sys
 import zlib
@@ -326,9 +327,7 @@ def test_a_per_directory_clear_keeps_the_key_rules(tmp_path: Path, keys: dict[st
 
 def test_the_walk_finds_every_ssh_directory(tmp_path: Path) -> None:
     """Against os.walk: a random tree of directories with .ssh directories anywhere — a directory
-    whose only subdirectory is .ssh, an empty .ssh, .ssh at the root, deep ones — all found, also
-    where the walk skips directories by their link count (ext4, xfs, tmpfs: the test's tmp_path is
-    one on this host; on another filesystem every directory is listed)."""
+    whose only subdirectory is .ssh, an empty .ssh, .ssh at the root, deep ones — all found."""
     rng = random.Random(20261203)  # noqa: S311 - a reproducible tree, not a secret
     root = tmp_path / "tree"
     root.mkdir()
@@ -462,35 +461,60 @@ def _mutations(root: Path, outside: Path, dirs: list[Path], rng: random.Random) 
     return [(f.__name__, f) for f in [*steps, file_instead, ssh_at_root, add_ssh, touch_back]]
 
 
-@pytest.mark.parametrize("link_count", [True, False], ids=["link-count-rule", "btrfs-like"])
+def _reference_size(root: Path) -> int:
+    """The size of the regular files a full walk visits (not below .ssh: the key scan reads those)."""
+    size = 0
+    for path, subdirs, files in os.walk(root):
+        subdirs[:] = [d for d in subdirs if d != ".ssh" and not os.path.islink(os.path.join(path, d))]
+        for name in files:
+            st = os.lstat(os.path.join(path, name))
+            size += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return size
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_the_cached_walk_sees_every_change(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link_count: bool, seed: int
-) -> None:
+def test_the_cached_walk_sees_every_change(tmp_path: Path, seed: int) -> None:
     """A random tree scanned through the cache file after each change deep inside it finds exactly
-    what a full walk finds; with nothing changed no directory is listed again. ``btrfs-like``: the
-    link-count rule off (as on btrfs, where every directory would be listed without the cache)."""
-    if not link_count:
-        monkeypatch.setattr(W, "_FS_LINK_COUNT", set())
+    what a full walk finds, and the same size of its files (rsync's progress total); with nothing
+    changed no directory is listed again."""
     rng = random.Random(seed)  # noqa: S311 - a reproducible tree, not a secret
     root, outside, state = tmp_path / "tree", tmp_path / "outside", tmp_path / "state"
     root.mkdir()
     dirs = _random_tree(root, rng, 600)
+    for i, folder in enumerate(dirs):
+        if rng.random() < 0.5:
+            (folder / f"file{i}").write_bytes(b"x" * rng.randrange(5000))
+    (root / "link").symlink_to("d0")  # neither a directory nor a regular file: no size
     (outside / "old/c/d/.ssh").mkdir(parents=True)
     (outside / "old/e").mkdir()
+    (outside / "old/e/moved-in").write_bytes(b"y" * 777)
     found, cache = _cached_scan(root, state, _settle(root, outside))
     assert found == _reference(root) == set(W._ssh_dirs(str(root)))
-    # no cache file yet: every directory listed (but those the link count says have no subdirectory)
-    assert cache.listed == len(cache.new) if link_count else cache.listed == cache.visited
+    assert cache.listed == cache.visited  # no cache file yet: every directory listed
+    assert cache.size == _reference_size(root) > 0
     found, cache = _cached_scan(root, state, _settle(root, outside))
     assert found == _reference(root)
-    assert (cache.listed, cache.dirty) == (0, False)  # nothing changed: nothing listed
+    assert (cache.listed, cache.dirty, cache.size) == (0, False, _reference_size(root))  # nothing listed
     for name, change in _mutations(root, outside, dirs, rng):
         change()
         found, cache = _cached_scan(root, state, _settle(root, outside))
         assert found == _reference(root), name
         assert 0 < cache.listed < cache.visited, name
+        assert cache.size == _reference_size(root), name
         assert found == set(W._ssh_dirs(str(root))), name
+
+
+def test_the_walks_size_is_the_files_size_when_their_directory_was_listed(tmp_path: Path) -> None:
+    """The size total is an estimate: a file that grows in place leaves its directory as it was, so
+    the cache keeps its old size until an entry of that directory is created, removed or renamed."""
+    root, state = tmp_path / "tree", tmp_path / "state"
+    (root / "a").mkdir(parents=True)
+    (root / "a/log").write_bytes(b"x" * 100)
+    assert _cached_scan(root, state, _settle(root))[1].size == 100
+    (root / "a/log").write_bytes(b"x" * 1000)  # in place
+    assert _cached_scan(root, state, _settle(root))[1].size == 100
+    (root / "a/new").write_bytes(b"x" * 10)
+    assert _cached_scan(root, state, _settle(root))[1].size == 1010
 
 
 def test_a_change_within_the_clock_tick_of_the_scan_is_listed_again(
@@ -498,7 +522,6 @@ def test_a_change_within_the_clock_tick_of_the_scan_is_listed_again(
 ) -> None:
     """A directory whose ctime is not older than the scan's start (less the margin) is not kept:
     a change in the same clock tick could leave its metadata as it was."""
-    monkeypatch.setattr(W, "_FS_LINK_COUNT", set())  # every directory listed without the cache (btrfs)
     root, state = tmp_path / "tree", tmp_path / "state"
     (root / "a/b").mkdir(parents=True)
     since = _settle(root)
@@ -528,7 +551,7 @@ def test_the_cache_file_is_private_and_replaced_atomically(tmp_path: Path) -> No
     head, _, body = path.read_bytes().partition(b"\n")
     header = json.loads(head)
     assert (header["version"], header["root"], header["marker"], header["crc32"]) == (
-        3,
+        4,
         str(root),
         "",
         zlib.crc32(body),
@@ -579,6 +602,8 @@ def _corrupt(path: Path, how: str, tmp_path: Path) -> None:
         _rewrite(path, {"marker": ".rsync-filter"})
     elif how == "bad-entries":  # a hand-made file of the wrong shape, its checksum right
         _rewrite(path, dirs={rel: [e[0], e[1], e[2], e[3], [7, None]] for rel, e in dirs.items()})
+    elif how == "no-sizes":  # version 3's entries, without the files' size, under this version's header
+        _rewrite(path, dirs={rel: e[:6] for rel, e in dirs.items()})
     elif how == "mode-0644":
         path.chmod(0o644)
     elif how == "other-owner":
@@ -601,6 +626,7 @@ BAD_CACHES = [
     "other-root",
     "other-marker",
     "bad-entries",
+    "no-sizes",
     "mode-0644",
     "other-owner",
     "symlink",
@@ -645,7 +671,6 @@ def _scan_in_process(root: Path, state: Path, dry_run: bool, monkeypatch: pytest
     monkeypatch.setenv("XDG_STATE_HOME", str(state))
     monkeypatch.setenv("PCSWITCHER_PROGRESS", str(progress))
     monkeypatch.setattr(W, "RACY_NS", 0)  # the tree was settled: the scan's start is past every ctime
-    monkeypatch.setattr(W, "_FS_LINK_COUNT", set())  # every directory listed without the cache (btrfs)
     args = argparse.Namespace(base=0.0, span=100.0, label="L", report=10, dry_run=dry_run)
     wrapper = W.Wrapper(args)
     keys, _ = wrapper.scan_keys(str(root) + "/")
@@ -690,7 +715,6 @@ def test_a_dry_run_reads_the_cache_and_never_writes_one(
 def test_odd_names_survive_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Directory names with newlines, bytes that are not UTF-8, shell and glob characters, leading
     dashes: kept and found again through the cache file (and the folder's own path odd too)."""
-    monkeypatch.setattr(W, "_FS_LINK_COUNT", set())
     root, state = tmp_path / "odd\nroot \udcff", tmp_path / "state"
     odd = ["new\nline", os.fsdecode(b"\xff\xfe"), "-rf", "$(touch pwned)", " sp ace ", "*?[x", "back\\slash"]
     for name in odd:
@@ -733,20 +757,15 @@ def _marked_scan(root: Path, state: Path) -> tuple[bool, Any]:
     return cache.marked, cache
 
 
-@pytest.mark.parametrize("link_count", [True, False], ids=["link-count-rule", "btrfs-like"])
 @pytest.mark.parametrize(
     "where",
     ["", "top", "a/leaf", "a/b/c/deep", ".ssh", "a/.ssh/sub", "a/leaf/symlink", "a/leaf/dir"],
 )
-def test_the_walk_finds_a_per_directory_filter_file_anywhere(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link_count: bool, where: str
-) -> None:
+def test_the_walk_finds_a_per_directory_filter_file_anywhere(tmp_path: Path, where: str) -> None:
     """An entry named as the per-directory filter files, of any type, in any directory the walk
     visits (the root, a directory without subdirectories, deep, in and below .ssh directories, which
     the key scan reads instead): found, also from the cache when nothing changed; gone once it is
     removed; found when it comes back into a cached directory."""
-    if not link_count:
-        monkeypatch.setattr(W, "_FS_LINK_COUNT", set())
     root, state = tmp_path / "tree", tmp_path / "state"
     for sub in ("a/leaf", "a/b/c/deep", ".ssh", "a/.ssh/sub", "e/f"):
         (root / sub).mkdir(parents=True)
@@ -771,7 +790,6 @@ def test_the_walk_finds_a_per_directory_filter_file_anywhere(
 
 def test_another_marker_name_walks_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The cache says whether each directory holds one name: for another name it is not used."""
-    monkeypatch.setattr(W, "_FS_LINK_COUNT", set())  # every directory listed without the cache (btrfs)
     root, state = tmp_path / "tree", tmp_path / "state"
     (root / "a/b").mkdir(parents=True)
     (root / "a/b/.rsync-filter").write_text("- x\n")

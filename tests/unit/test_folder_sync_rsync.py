@@ -96,7 +96,9 @@ def run_wrapper(tmp_path: Path, seed: int, rc: int = 0, deleted: int = 3) -> Out
     output.write_bytes(rsync_output(deleted))
     command = ["--report", "5", "--", stand_in(tmp_path, WRITER), str(output), str(seed), str(rc)]
     res, lines = wrap(command, tmp_path / f"progress-{seed}.jsonl", STAND_IN_VERSION="3.1.3")
-    assert (tmp_path / f"rsync-{seed}.out.argv").read_text().split("\n") == ["--info=progress2"]
+    # no --scan-keys: no total of its own, so rsync lists every file first
+    argv = (tmp_path / f"rsync-{seed}.out.argv").read_text().split("\n")
+    assert argv == ["--info=progress2", "--no-inc-recursive"]
     return res.returncode, json.loads(res.stdout), lines
 
 
@@ -203,17 +205,19 @@ def test_rsync_3_2_is_asked_for_its_progress_by_signal(tmp_path: Path) -> None:
     command = [stand_in(tmp_path, SIGNALLED), "--stats", "--out-format=/%i %n%L", str(kept)]
     res, lines = wrap(["--", *command], tmp_path / "progress.jsonl")
     assert res.returncode == 0, res.stderr
-    assert kept.read_text().split("\n") == ["--stats", "--out-format=/%i %n%L"]
+    assert kept.read_text().split("\n") == ["--no-inc-recursive", "--stats", "--out-format=/%i %n%L"]
     assert_rising(lines)
     # the bytes of --stats at the end (10,000 = 9.8 KiB), never rsync's own rate of such a line
     assert [line for line in lines if "item" in line][-1]["item"].startswith("/home/ (9.8 KiB, ")
     assert not any("GB/s" in line.get("item", "") for line in lines)
 
 
-def test_a_real_rsync_answers_the_signal(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scan", [False, True], ids=["whole-list-first", "walk-total"])
+def test_a_real_rsync_answers_the_signal(tmp_path: Path, scan: bool) -> None:
     """The machine's rsync (3.2.0 or newer), slowed by --bwlimit to about 4 s: progress lines with
     the percent of the bytes and the rate come while it runs, none from --info=progress2, and the
-    copy is whole."""
+    copy is whole. ``walk-total``: as the job runs it, with the key scan, whose walk gives the total
+    (rsync's incremental recursion); else rsync lists every file first and its percent counts."""
     version = load_role_file("folder_sync/files/folder_sync_rsync.py").rsync_version("rsync")
     assert version >= (3, 2, 0), f"this test needs rsync 3.2.0 or newer, not {version}"
     source, target = tmp_path / "src", tmp_path / "dst"
@@ -221,7 +225,12 @@ def test_a_real_rsync_answers_the_signal(tmp_path: Path) -> None:
         (source / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
         (source / f"d{i % 4}" / f"f{i}").write_bytes(os.urandom(2000))
     rsync = ["rsync", "-a", "--stats", "--out-format=/%i %n%L", "--bwlimit=200"]
-    res, lines = wrap(["--", *rsync, f"{source}/", f"{target}/"], tmp_path / "progress.jsonl")
+    keys = ["--scan-keys", f"{source}/"] if scan else []
+    res, lines = wrap(
+        [*keys, "--", *rsync, f"{source}/", f"{target}/"],
+        tmp_path / "progress.jsonl",
+        XDG_STATE_HOME=str(tmp_path / "state"),
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["files_transferred"] == 400
     for i in range(400):
@@ -229,6 +238,8 @@ def test_a_real_rsync_answers_the_signal(tmp_path: Path) -> None:
         assert (target / name).read_bytes() == (source / name).read_bytes()
     assert_rising(lines)
     assert any(line.get("item", "").endswith(" KiB/s)") for line in lines)
+    scanned = [line["message"] for line in lines if "key scan" in line.get("message", "")]
+    assert scanned == (["/home/: key scan: 5 of 5 directories listed, 781.2 KiB in files"] if scan else [])
 
 
 @pytest.mark.parametrize(
@@ -402,3 +413,58 @@ def test_the_exit_watch_is_readable_once_rsync_has_ended_and_only_then() -> None
     finally:
         os.close(ended)
     assert wrapper.exit_watch(proc.pid) == -1  # reaped: no such process, the plain pause instead
+
+
+def _progress(done: int, pct: int, chk: str = "ir-chk=1000/1100") -> str:
+    return f"{done:>15,} {pct:3d}%   10.00MB/s    0:00:01 (xfr#1, {chk})"
+
+
+def test_the_percent_is_of_the_walks_total_and_goes_on_through_the_large_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rsync's incremental recursion gives the percent of the files it has listed so far (95 % all
+    along here): the first pass's percent is of the key scan's total instead, short of 100 until
+    rsync ends; the large files' passes go on from where it stood to 100 by their own bytes."""
+    module = load_role_file("folder_sync/files/folder_sync_rsync.py")
+    monkeypatch.setenv("PCSWITCHER_PROGRESS", str(tmp_path / "progress.jsonl"))
+    wrapper = module.Wrapper(SimpleNamespace(base=0.0, span=100.0, label="/home/", report=3, dry_run=False))
+    wrapper.estimate = 10_000
+    seen = []
+    for done in (2_000, 5_000, 1_000, 12_000):  # a line that comes late never takes the percent back
+        wrapper.line(_progress(done, 95))
+        seen.append(wrapper.percent)
+    assert seen == [20.0, 50.0, 50.0, 99.0]  # more than the walk found (files grew): short of 100
+    wrapper.line(_progress(4_000, 95, "to-chk=0/1100"))  # the whole list, the first pass's end
+    # the large files (4,000 bytes, not counted above): from the first pass's percent to 100
+    wrapper.later, wrapper.bytes_before, wrapper.later_from = True, 4_000, (40.0, 4_000, 4_000)
+    wrapper.percent = 40.0
+    for done, expected in ((1_000, 55.0), (3_000, 85.0), (4_000, 100.0)):
+        wrapper.line(_progress(done, done * 100 // 4_000, "to-chk=0/2"))
+        assert wrapper.percent == expected
+    # without a total of its own (no key scan, or a folder on NFS): rsync's percent, whole list first
+    plain = module.Wrapper(SimpleNamespace(base=0.0, span=100.0, label="/home/", report=3, dry_run=False))
+    plain.line(_progress(2_000, 37, "to-chk=10/1100"))
+    assert plain.percent == 37.0
+    wrapper.progress.close()
+    plain.progress.close()
+
+
+def test_no_total_where_listings_are_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a filesystem whose listings the walk cache does not trust (NFS, FUSE) the walk takes no
+    file sizes (an lstat of each file on every sync): no total, so rsync lists every file first."""
+    module = load_role_file("folder_sync/files/folder_sync_rsync.py")
+    root = tmp_path / "tree"
+    (root / "a").mkdir(parents=True)
+    (root / "a/f").write_bytes(b"x" * 300)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("PCSWITCHER_PROGRESS", str(tmp_path / "progress.jsonl"))
+    args = SimpleNamespace(base=0.0, span=100.0, label="/home/", report=3, dry_run=False)
+    counted = module.Wrapper(args)
+    counted.scan_keys(f"{root}/")
+    assert counted.estimate == 300
+    monkeypatch.setattr(module, "_FS_CACHED", set())
+    uncounted = module.Wrapper(args)
+    uncounted.scan_keys(f"{root}/")
+    assert uncounted.estimate == 0
+    for wrapper in (counted, uncounted):
+        wrapper.progress.close()

@@ -3,7 +3,9 @@ with the real rsync on this machine (a local source and target: no ssh). The fir
 files over the threshold and names them; the wrapper sends those with holes in an rsync with
 ``--sparse`` (they stay sparse) and the others in one without it; the first alone deletes. Hard
 links, awkward names (the names come back through rsync's escapes), a file that gains holes, the
-dry-run's list, the job's filter rules in every pass, a signal between the passes."""
+dry-run's list, the job's filter rules in every pass, a signal between the passes. As the job runs
+it: with the key scan (``--scan-keys``), whose walk gives the progress total, so rsync's incremental
+recursion (hard links across directories included)."""
 
 from __future__ import annotations
 
@@ -31,7 +33,6 @@ RSYNC = [
     "--delete-delay",
     "--numeric-ids",
     "--modify-window=-1",
-    "--no-inc-recursive",
 ]
 RSYNC += ["--stats", "--out-format=/%i %n%L"]
 
@@ -54,7 +55,8 @@ def wrapper(
 ) -> list[str]:
     flags = ["--dry-run"] if dry_run else []
     return [
-        sys.executable, str(WRAPPER), "--label", "src", "--sparse-from", str(threshold), *flags, "--",
+        sys.executable, str(WRAPPER), "--label", "src", "--sparse-from", str(threshold), *flags,
+        "--scan-keys", f"{src}/", "--",
         *RSYNC[:1], *flags, *RSYNC[1:], *extra, f"{src}/", f"{dst}/",
     ]  # fmt: skip
 
@@ -94,6 +96,12 @@ AWKWARD = ["sp ace.img", "-lead.img", "star*.img", "q?.img", "[br].img", "back\\
 AWKWARD += ["new\nline.img", "tab\tname.img", "x is over max-size", "ünï.img", "\udcff-not-utf8.img"]
 
 
+@pytest.fixture(autouse=True)
+def _state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key scan's walk cache in the test's directory, never in this user's home."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
 @pytest.fixture
 def tree(tmp_path: Path) -> tuple[Path, Path]:
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -129,6 +137,13 @@ def test_large_files_apart_and_the_holed_ones_stay_sparse(tree: tuple[Path, Path
     assert result["files_transferred"] == 17  # 19 files, two of them second links
     messages = [line.get("message", "") for line in result["log"]]
     assert "src: 16 files over 4.0 MiB apart: 14 with holes (with --sparse), 2 without holes" in messages
+    # the walk's total (every regular file's size, links each time, as rsync counts them)
+    total = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
+    assert f"src: key scan: 4 of 4 directories listed, {total / MIB:.1f} MiB in files" in messages
+    percents = [line["percent"] for line in result["log"] if "percent" in line]
+    assert percents == sorted(percents)
+    assert percents[-1] == 100.0
+    assert max(percents[:-1]) < 100.0
     again = sync(src, dst)
     assert (again["changes"], again["deleted"], again["files_transferred"]) == (0, 0, 0)
 

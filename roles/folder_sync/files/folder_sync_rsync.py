@@ -249,13 +249,10 @@ def _read_head(path: str) -> tuple[bytes, int] | None:
         os.close(fd)
 
 
-# Filesystems by type (statfs f_type). ext2/3/4, xfs, tmpfs keep the link-count rule: a directory's
-# link count is 2 + its subdirectories, so one with 2 links has none and is not listed (btrfs: always
-# 1). btrfs, ext4, xfs, tmpfs update a directory's mtime and ctime whenever an entry is created,
-# removed or renamed in it: the walk cache trusts a listing there only (an allowlist: NFS caches
-# attributes, FUSE may do anything).
-_FS_LINK_COUNT = {0xEF53, 0x58465342, 0x01021994}
-_FS_CACHED = _FS_LINK_COUNT | {0x9123683E}
+# Filesystems by type (statfs f_type): ext2/3/4, xfs, tmpfs, btrfs update a directory's mtime and ctime
+# whenever an entry is created, removed or renamed in it: the walk cache trusts a listing there only
+# (an allowlist: NFS caches attributes, FUSE may do anything).
+_FS_CACHED = {0xEF53, 0x58465342, 0x01021994, 0x9123683E}
 
 
 def _fs_type(path: str, dev: int, known: dict[int, int]) -> int:
@@ -271,18 +268,26 @@ def _fs_type(path: str, dev: int, known: dict[int, int]) -> int:
 
 
 # -- the walk cache (as git's untracked cache) --------------------------------------------------------
-CACHE_VERSION = 3  # 2: each directory also says whether it holds an entry named as the marker;
-# 3: CRC-32 (zlib) for the file name and the body's checksum, not SHA-256 (hashlib: 4 ms to import)
+CACHE_VERSION = 4  # 2: each directory also says whether it holds an entry named as the marker;
+# 3: CRC-32 (zlib) for the file name and the body's checksum, not SHA-256 (hashlib: 4 ms to import);
+# 4: each directory also keeps the size of its regular files (rsync's progress total), and a directory
+# without subdirectories is kept too (listed on ext4, xfs and tmpfs as well: its files' sizes)
 CACHE_DIR = "key-scan"  # in pc-switcher's state directory
 RACY_NS = 1_000_000_000  # a directory changed this close to the scan is listed again next time
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
+Listing = tuple[list[str], bool, int]  # a directory's subdirectory names, marker found, files' size
+
+
 class WalkCache:
     """The subdirectory names of each directory of the last walk, by path relative to the root,
-    with the directory's (st_dev, st_ino, st_mtime_ns, st_ctime_ns) and whether it holds an entry
-    named ``marker`` (the per-directory filter files' name; "" for none): ``[dev, ino, mtime, ctime
-    - mtime (mostly 0: a shorter file), [names], marked]``. A listing is reused only when all four are
+    with the directory's (st_dev, st_ino, st_mtime_ns, st_ctime_ns), whether it holds an entry
+    named ``marker`` (the per-directory filter files' name; "" for none) and the size of its
+    regular files when it was listed: ``[dev, ino, mtime, ctime - mtime (mostly 0: a shorter file),
+    [names], marked, size]``. The sizes summed over the walk (:attr:`size`) are the total of rsync's
+    progress, an estimate: a file that grew in place since its directory was listed counts at its
+    old size. A listing is reused only when all four are
     unchanged (creating, removing or renaming an entry changes a directory's mtime and ctime;
     ``touch -d`` sets back mtime, never ctime), on a filesystem of :data:`_FS_CACHED`. A directory
     whose ctime or mtime is not older than ``since_ns`` (the scan's start less :data:`RACY_NS`: a
@@ -297,10 +302,13 @@ class WalkCache:
         self.marked = False  # a directory of the walk holds an entry named ``marker``
         self.listed = 0  # directories listed (not taken from the cache)
         self.visited = 0
+        self.size = 0  # the regular files' size in the directories of the walk
+        self.sized = True  # ... of every one of them (not on a filesystem whose listings are not kept)
 
     def reset(self) -> None:
         """Forget the last walk (a full walk follows)."""
         self.old, self.new, self.listed, self.visited, self.marked = {}, {}, 0, 0, False
+        self.size, self.sized = 0, True
 
     @property
     def dirty(self) -> bool:
@@ -320,17 +328,20 @@ class WalkCache:
             and entry[1] == st.st_ino
             and entry[0] == st.st_dev
         ):
+            self.size += entry[6]
             self.new[rel] = entry
             self.marked = self.marked or bool(entry[5])
             names: list[str] = entry[4]
             return names
         return None
 
-    def keep(self, rel: str, st: os.stat_result, names: list[str], marked: bool = False) -> None:
+    def keep(self, rel: str, st: os.stat_result, listed: Listing) -> None:
+        names, marked, size = listed
         self.marked = self.marked or marked
+        self.size += size
         if st.st_ctime_ns < self.since_ns and st.st_mtime_ns < self.since_ns:
-            entry = [st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns - st.st_mtime_ns, names, marked]
-            self.new[rel] = entry
+            changed = st.st_ctime_ns - st.st_mtime_ns
+            self.new[rel] = [st.st_dev, st.st_ino, st.st_mtime_ns, changed, names, marked, size]
 
 
 def state_dir() -> str:
@@ -470,44 +481,46 @@ def _write_new(name: str, data: bytes, dir_fd: int) -> None:
 
 
 # -- the walk ------------------------------------------------------------------------------------------
-def _listing(path: str, marker: str = "") -> tuple[list[str], bool] | None:
+def _listing(path: str, marker: str = "", sizes: bool = True) -> Listing | None:
     """The names of the subdirectories of ``path`` (by the entries' types: symlinks are not
-    directories) and whether it has an entry named ``marker`` (of any type); None when it cannot be
+    directories), whether it has an entry named ``marker`` (of any type) and, with ``sizes``, the
+    size of its regular files (an ``lstat`` each; rsync's progress total); None when it cannot be
     listed (rsync cannot read it either, and says so)."""
     try:
         with os.scandir(path) as listing:
             names = []
             marked = False
+            size = 0
             for entry in listing:
                 marked = marked or entry.name == marker
                 with contextlib.suppress(OSError):
                     if entry.is_dir(follow_symlinks=False):
                         names.append(entry.name)
-            return names, marked
+                    elif sizes and entry.is_file(follow_symlinks=False):
+                        size += entry.stat(follow_symlinks=False).st_size
+            return names, marked, size
     except OSError:
         return None
 
 
 def _subdirs(path: str, rel: str, st: os.stat_result, cache: WalkCache, fs: dict[int, int]) -> list[str]:
     """The subdirectory names of the directory ``path`` (``st``: its lstat, taken before listing):
-    from the cache, else by listing it (the walk tries the cache first on a filesystem it knows)."""
-    fs_type = _fs_type(path, st.st_dev, fs)
-    if fs_type in _FS_LINK_COUNT and st.st_nlink == 2:  # no subdirectory: no .ssh either
-        if cache.marker and os.path.lexists(path + "/" + cache.marker):
-            cache.marked = True
-        return []
-    cacheable = fs_type in _FS_CACHED
+    from the cache, else by listing it (the walk tries the cache first on a filesystem it knows).
+    On a filesystem whose listings are not kept, the files' sizes are not taken either (an
+    ``lstat`` a file on every sync, over NFS): the walk's total is then unknown."""
+    cacheable = _fs_type(path, st.st_dev, fs) in _FS_CACHED
     names = cache.cached(rel, st) if cacheable else None
     if names is None:
         cache.listed += 1
-        listed = _listing(path, cache.marker)
+        listed = _listing(path, cache.marker, sizes=cacheable)
         if listed is None:
             return []
-        names, marked = listed
+        names = listed[0]
         if cacheable:
-            cache.keep(rel, st, names, marked)
+            cache.keep(rel, st, listed)
         else:
-            cache.marked = cache.marked or marked
+            cache.marked = cache.marked or listed[1]
+            cache.sized = False
     return names
 
 
@@ -635,6 +648,14 @@ def rsync_name(raw: bytes) -> str:
     """A name as rsync prints it (``\\#ooo`` for a control character, a byte that is not printable
     and a backslash that would look like one) back as the path it is."""
     return os.fsdecode(_RSYNC_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), raw))
+
+
+def _size(path: str) -> int:
+    """``path``'s size (not followed when a symlink); 0 when it is gone."""
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return 0
 
 
 def has_hole(path: str) -> bool:
@@ -957,8 +978,9 @@ class Wrapper:
         self._progress_dirty = False
         self.large: list[str] = []  # the files the first rsync skipped (--sparse-from), by path
         self.large_shown: set[str] = set()  # ... as rsync's itemized lines name them
-        self.total = 0  # the first rsync's total file size: the later passes' percent of it
+        self.estimate = 0  # the key scan's total of the files' size (0: none; rsync's own percent)
         self.later = False  # a pass after the first
+        self.later_from = (0.0, 0, 0)  # the percent and the bytes when the later passes start, their size
         self.bytes_before = 0  # bytes of the passes before this one
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopped = False  # a signal came: no further rsync
@@ -1025,6 +1047,22 @@ class Wrapper:
                 )
             self._last_message = now
 
+    def _pass_percent(self, pct: float) -> float:
+        """Sets :attr:`percent` from a progress line's bytes and ``pct`` (rsync's percent of the
+        file list it has so far); returns the percent of this pass. The first pass: the bytes of
+        the key scan's :attr:`estimate` (rsync's incremental recursion lists the files as it goes),
+        short of 100 until rsync ends; else ``pct`` (rsync had the whole list first). A later pass
+        (the large files): from the percent where the first ended to 100, by their bytes."""
+        if self.later:
+            start, before, size = self.later_from
+            done = min(1.0, (self.bytes_done - before) / size) if size else 0.0
+            self.percent = max(self.percent, start + (100.0 - start) * done)
+            return pct
+        if self.estimate:
+            pct = min(99.0, 100.0 * self.bytes_done / self.estimate)
+        self.percent = max(self.percent, pct)
+        return pct
+
     # -- rsync output ----------------------------------------------------------------------------
     def line(self, raw: str) -> None:
         text = raw.rstrip("\n")
@@ -1033,10 +1071,7 @@ class Wrapper:
         match = _PROGRESS2.match(text)
         if match and not self.in_stats:
             self.bytes_done = self.bytes_before + _number(match.group("bytes"))
-            self.percent = float(match.group("pct"))
-            if self.later:  # the percent of the first pass's total
-                self.percent = 100.0 * self.bytes_done / self.total if self.total else self.percent
-            self._rate(float(match.group("pct")))
+            self._rate(self._pass_percent(float(match.group("pct"))))
             self._progress_dirty = True
             return
         if text.startswith("Number of files:"):
@@ -1198,11 +1233,13 @@ class Wrapper:
         version = rsync_version(command[0], self.asked)
         by_signal = version is not None and version >= PROGRESS_BY_SIGNAL_FROM
         extra = [] if by_signal else ["--info=progress2"]
+        extra += [] if self.estimate else ["--no-inc-recursive"]  # no total of our own: rsync's whole list
         extra += [f"--max-size={sparse_from}", "--info=skip1"] if sparse_from > 0 else []
         rc, stderr = self.run_one(command[:1] + extra + command[1:], asking=by_signal)
         passes = later_passes(command, command[-2], self.large) if self.large and rc in (0, 24) else []
         if passes:
-            self.total = self.stats.get("Total file size", 0)
+            size = sum(_size(os.path.join(command[-2], path)) for path in self.large)
+            self.later_from = (self.percent, self.bytes_done, size)
             counts = ", ".join(
                 f"{count} {what}" + (" (with --sparse)" if what == "with holes" else "")
                 for what, count, _ in passes
@@ -1303,7 +1340,9 @@ class Wrapper:
         cache = WalkCache(load_cache(state, root, marker), time.time_ns() - RACY_NS, marker)
         keys, unreadable = find_private_keys(root, cache)
         self.source_marked = cache.marked or not marker
+        self.estimate = cache.size if cache.sized and cache.visited else 0
         note = f"{cache.listed} of {cache.visited} directories listed"
+        note += f", {_human(self.estimate)} in files" if self.estimate else ""
         if cache.dirty and not self.dry_run:
             try:
                 save_cache(state, root, cache.new, marker)
