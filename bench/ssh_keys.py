@@ -11,9 +11,10 @@ directories right after the scan) and the tree older than the walk cache's racy 
 ``--rounds`` times interleaved:
 
 * the first scan: the wrapper's ``Wrapper.scan_keys`` (``roles/folder_sync/files/folder_sync_rsync.py``)
-  without a walk cache file — a walk of every directory by ``os.scandir`` and the entries' types
-  (on btrfs the link count tells nothing), an ``lstat`` of each, reading the first 16 KiB of each
-  file in a ``.ssh`` directory only — which writes the cache file, timed in-process;
+  without a walk cache file — a walk of every directory by ``os.scandir`` and the entries' types,
+  an ``lstat`` of each directory and of each regular file (its size: rsync's progress total),
+  reading the first 16 KiB of each file in a ``.ssh`` directory only — which writes the cache file,
+  timed in-process;
 * the repeated scan: the same with the cache file (loaded, each directory ``lstat``-ed, none listed
   again, every file in ``.ssh`` read again, nothing written), timed in-process;
 * ``find DIR -type d`` (the raw tool: the walk in C, its output to /dev/null), timed around the
