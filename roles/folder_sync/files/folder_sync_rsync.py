@@ -1051,13 +1051,13 @@ class Wrapper:
         """Sets :attr:`percent` from a progress line's bytes and ``pct`` (rsync's percent of the
         file list it has so far); returns the percent of this pass. The first pass: the bytes of
         the key scan's :attr:`estimate` (rsync's incremental recursion lists the files as it goes),
-        short of 100 until rsync ends; else ``pct`` (rsync had the whole list first). A later pass
-        (the large files): from the percent where the first ended to 100, by their bytes."""
+        short of 100 until rsync ends; else ``pct`` (rsync had the whole list first). The later
+        passes (the large files): from the percent where the first ended to 100, by their bytes."""
         if self.later:
             start, before, size = self.later_from
             done = min(1.0, (self.bytes_done - before) / size) if size else 0.0
             self.percent = max(self.percent, start + (100.0 - start) * done)
-            return pct
+            return 100.0 * done
         if self.estimate:
             pct = min(99.0, 100.0 * self.bytes_done / self.estimate)
         self.percent = max(self.percent, pct)
