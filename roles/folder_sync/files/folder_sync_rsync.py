@@ -1340,7 +1340,7 @@ class Wrapper:
         cache = WalkCache(load_cache(state, root, marker), time.time_ns() - RACY_NS, marker)
         keys, unreadable = find_private_keys(root, cache)
         self.source_marked = cache.marked or not marker
-        self.estimate = cache.size if cache.sized and cache.visited else 0
+        self.estimate = max(0, cache.size) if cache.sized and cache.visited else 0
         note = f"{cache.listed} of {cache.visited} directories listed"
         note += f", {_human(self.estimate)} in files" if self.estimate else ""
         if cache.dirty and not self.dry_run:
