@@ -36,7 +36,9 @@ their own after the first: what those cost) — then, per tree, times:
 * with ``--pin``, everything on the source side on CPU 0 and the target machine on CPU 1
   (:func:`pin`): two one-core machines, less noise than both competing for both cores.
 
-The target is emptied before each full run; before every timed run btrfs's cleaner is waited for
+The target is emptied before each full run, and folder_sync's record of the folder's syncs removed
+(a full run is a first sync: rsync's incremental recursion; the no-op runs after it are later syncs,
+whose rsync lists the files first); before every timed run btrfs's cleaner is waited for
 (``btrfs subvolume sync``: the snapshots a CLI run pruned) and dirty data is flushed (``sync``);
 each variant runs ``--rounds`` times, interleaved, and the medians count. Prints the figures, the
 ratios and the goals of issue 16: (1) the whole no-op sync with the default safety (``--snapshots``)
@@ -145,8 +147,15 @@ def _run(machine: Machine, argv: list[str], timeout: float = 3600) -> float:
 
 
 def _empty_target(sb: Sandbox, path: str) -> None:
+    """Before a full run: the target folder removed, and folder_sync's record of the source's syncs
+    (``key-scan/*.synced``, which makes a later sync list the files first): a first sync again."""
     sb["target"].run(["rm", "-rf", path], timeout=600)
     sb["target"].run(["sync"], timeout=600)
+    sb["source"].run(["sh", "-c", f"rm -f {SYNCED_RECORDS}"], timeout=60)
+
+
+#: folder_sync's records of the folders' syncs in the source machine (root's state directory)
+SYNCED_RECORDS = '"${XDG_STATE_HOME:-$HOME/.local/state}"/pc-switcher/key-scan/*.synced'
 
 
 def raw_rsync(sb: Sandbox, path: str, ssh_options: str = "", options: str = "-aHAX") -> float:

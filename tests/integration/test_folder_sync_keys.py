@@ -55,8 +55,8 @@ SYNCED = [
 KEY_SCAN = "/root/.local/state/pc-switcher/key-scan"  # the walk cache of the key scan (source)
 
 
-def _cache_name(folder: str) -> str:
-    return f"{zlib.crc32(folder.encode()):08x}.cache"
+def _cache_name(folder: str, kind: str = "cache") -> str:
+    return f"{zlib.crc32(folder.encode()):08x}.{kind}"
 
 
 def _shown(path: str) -> str:
@@ -85,9 +85,10 @@ def _assert_keys_kept_off(source: Machine, target: Machine) -> None:
     assert sorted(named) == sorted(_shown(key) for key in KEYS)
     assert not any("PRIVATE KEY-----" in m or "PuTTY-User-Key" in m for m in messages)
 
-    # the walk cache: one private file per folder in the source's state directory, never synced
+    # the walk cache and the record of the folder's syncs: private files per folder in the source's
+    # state directory, never synced
     caches = sorted(p.name for p in source.path(KEY_SCAN).iterdir())
-    assert caches == sorted(_cache_name(folder) for folder in ("/home", "/root"))
+    assert caches == sorted(_cache_name(f, kind) for f in ("/home", "/root") for kind in ("cache", "synced"))
     assert source.path(KEY_SCAN).stat().st_mode & 0o777 == 0o700
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in source.path(KEY_SCAN).iterdir())
     assert not target.path("/root/.local/state/pc-switcher/key-scan").exists()

@@ -49,7 +49,8 @@ DOCUMENTED = {
         rf"{STATE}/logs(/[^/]+\.jsonl)?",
         rf"{STATE}/runs(/.*)?",
         rf"{STATE}/history\.json",
-        rf"{STATE}/key-scan(/[0-9a-f]{{64}}\.cache)?",  # folder_sync's walk cache, one file per folder
+        # folder_sync's walk cache and the record of its syncs, one of each per folder
+        rf"{STATE}/key-scan(/[0-9a-f]{{8}}\.(cache|synced))?",
     ],
     "target": [r"root/\.local", r"root/\.local/state", STATE, rf"{STATE}/history\.json"],
 }

@@ -468,3 +468,72 @@ def test_no_total_where_listings_are_not_kept(tmp_path: Path, monkeypatch: pytes
     assert uncounted.estimate == 0
     for wrapper in (counted, uncounted):
         wrapper.progress.close()
+
+
+# rsync 3.2.7 that keeps whether it was given --no-inc-recursive in the file named by its last argument
+# (the destination) and exits with $RC
+KEEPS_THE_WAY = r"""
+import os, sys
+if sys.argv[1:] == ["--version"]:
+    print("rsync  version 3.2.7  protocol version 31")
+    sys.exit(0)
+with open(sys.argv[-1], "w") as kept:
+    kept.write("whole list first" if "--no-inc-recursive" in sys.argv else "incremental")
+sys.exit(int(os.environ.get("RC", "0")))
+"""
+
+
+def test_the_first_sync_to_a_target_is_incremental_and_the_later_ones_list_first(tmp_path: Path) -> None:
+    """rsync's incremental recursion sends while it lists (faster when most files must be sent);
+    the whole list first checks faster (a sync after a sync). The wrapper keeps, per folder, the
+    destinations an rsync of it succeeded to: the first sync to one is incremental, the later ones
+    are not; a dry run or a failed rsync records nothing; a record not this user's 0600 file counts
+    for nothing."""
+    module = load_role_file("folder_sync/files/folder_sync_rsync.py")
+    source, state = tmp_path / "src", tmp_path / "state"
+    (source / "a").mkdir(parents=True)
+    (source / "a/f").write_bytes(b"x" * 1000)
+    rsync = stand_in(tmp_path, KEEPS_THE_WAY)
+
+    def way(destination: str, *flags: str, rc: str = "0") -> str:
+        argv = [
+            *flags,
+            "--scan-keys",
+            f"{source}/",
+            "--",
+            rsync,
+            "-a",
+            f"{source}/",
+            str(tmp_path / destination),
+        ]
+        res, lines = wrap(argv, tmp_path / "progress.jsonl", XDG_STATE_HOME=str(state), RC=rc)
+        assert res.returncode == int(rc), res.stderr
+        (tmp_path / "progress.jsonl").unlink()
+        kept = (tmp_path / destination).read_text()
+        said = (
+            "as it sends (the first sync to this target)"
+            if kept == "incremental"
+            else "first (mostly checking)"
+        )
+        assert {"level": "DEBUG", "message": f"/home/: rsync lists the files {said}"} in lines
+        return kept
+
+    assert way("one", "--dry-run") == "incremental"  # nothing recorded by a dry run
+    assert way("one", rc="23") == "incremental"  # nor by an rsync that failed
+    assert way("one") == "incremental"
+    assert way("one") == "whole list first"
+    assert way("two") == "incremental"
+    assert way("one") == way("two") == "whole list first"
+    record = state / "pc-switcher" / "key-scan" / module.cache_name(str(source), "synced")
+    assert record.stat().st_mode & 0o777 == 0o600
+    assert json.loads(record.read_text()) == {
+        "root": str(source),
+        "targets": [str(tmp_path / d) for d in ("one", "two")],
+    }
+    assert module.load_synced(str(state / "pc-switcher"), "/elsewhere") == []  # another folder's name
+    record.chmod(0o644)  # readable by others: not this wrapper's record
+    assert way("one") == "incremental"
+    # without a total of its own (no key scan) always the whole list first
+    res, _ = wrap(["--", rsync, "-a", f"{source}/", str(tmp_path / "three")], tmp_path / "progress.jsonl")
+    assert res.returncode == 0
+    assert (tmp_path / "three").read_text() == "whole list first"

@@ -353,10 +353,11 @@ def state_dir() -> str:
     return os.path.join(base, "pc-switcher")
 
 
-def cache_name(root: str) -> str:
+def cache_name(root: str, kind: str = "cache") -> str:
     """The cache file's name for the transfer root ``root``: the CRC-32 of its path (the header
-    names the root: two roots of one name would only miss the cache)."""
-    return f"{zlib.crc32(os.fsencode(root)):08x}.cache"
+    names the root: two roots of one name would only miss the cache); ``kind`` "synced": the
+    record of its syncs (:func:`load_synced`)."""
+    return f"{zlib.crc32(os.fsencode(root)):08x}.{kind}"
 
 
 def _open_cache_dir(state: str, create: bool) -> int:
@@ -385,25 +386,57 @@ def _open_cache_dir(state: str, create: bool) -> int:
         raise
 
 
+def _read_private(state: str, name: str) -> bytes:
+    """The content of ``STATE/key-scan/NAME`` (b"" when there is none, or it cannot be read, or is
+    not this user's 0600 regular file; never through a symlink)."""
+    try:
+        dir_fd = _open_cache_dir(state, create=False)
+    except OSError:
+        return b""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        with open(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+                return b""
+            return fh.read()
+    except OSError:
+        return b""
+    finally:
+        os.close(dir_fd)
+
+
 def load_cache(state: str, root: str, marker: str = "") -> dict[str, Any]:
     """The directories kept by the last walk of ``root`` ({} when there is no cache file, or it
     cannot be read, is not this user's 0600 regular file, or not of this version, root, marker and
     checksum)."""
+    data = _read_private(state, cache_name(root))
     try:
-        dir_fd = _open_cache_dir(state, create=False)
-    except OSError:
+        return _parse_cache(data, root, marker) if data else {}
+    except (ValueError, RecursionError):
         return {}
+
+
+SYNCED_KEPT = 16  # destinations a record keeps, the latest
+
+
+def load_synced(state: str, root: str) -> list[str]:
+    """The destinations (rsync's last argument, ``HOST:/PATH/``) that the folder ``root`` was synced
+    to before, by an rsync that succeeded; [] when there is no record or it is not this user's
+    0600 file of this root."""
     try:
-        fd = os.open(cache_name(root), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
-        with open(fd, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-                return {}
-            return _parse_cache(fh.read(), root, marker)
-    except (OSError, ValueError, RecursionError):
-        return {}
-    finally:
-        os.close(dir_fd)
+        record = json.loads(_read_private(state, cache_name(root, "synced")) or b"{}")
+    except ValueError:
+        return []
+    targets = record.get("targets") if isinstance(record, dict) and record.get("root") == root else None
+    return [t for t in targets if isinstance(t, str)] if isinstance(targets, list) else []
+
+
+def save_synced(state: str, root: str, targets: list[str]) -> None:
+    """Replaces the record of ``root``'s destinations (the last :data:`SYNCED_KEPT`), as
+    :func:`save_cache` its cache. Raises OSError."""
+    record = {"root": root, "targets": targets[-SYNCED_KEPT:]}
+    _save_private(state, cache_name(root, "synced"), json.dumps(record).encode("ascii"))
 
 
 def _cache_header(root: str, body: bytes, marker: str) -> dict[str, Any]:
@@ -436,12 +469,17 @@ _V2_NAME = re.compile(r"[0-9a-f]{64}\.cache")  # version 2's files, named by SHA
 
 
 def save_cache(state: str, root: str, dirs: dict[str, Any], marker: str = "") -> None:
-    """Replaces the cache file of ``root`` atomically (a temp file of mode 0600 beside it, then a
-    rename; the temp file removed on failure, and any left by a killed run; SIGINT/SIGTERM/SIGHUP
-    held meanwhile). Raises OSError."""
+    """Replaces the cache file of ``root`` (:func:`_save_private`). Raises OSError."""
     body = marshal.dumps(dirs, 4)
-    data = json.dumps(_cache_header(root, body, marker)).encode("ascii") + b"\n" + body
-    name = cache_name(root)
+    _save_private(
+        state, cache_name(root), json.dumps(_cache_header(root, body, marker)).encode("ascii") + b"\n" + body
+    )
+
+
+def _save_private(state: str, name: str, data: bytes) -> None:
+    """Replaces ``STATE/key-scan/NAME`` with ``data`` atomically (a temp file of mode 0600 beside
+    it, then a rename; the temp file removed on failure, and any left by a killed run;
+    SIGINT/SIGTERM/SIGHUP held meanwhile). Raises OSError."""
     temp = f".{name}.{os.getpid()}.tmp"
     held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, held)
@@ -979,6 +1017,8 @@ class Wrapper:
         self.large: list[str] = []  # the files the first rsync skipped (--sparse-from), by path
         self.large_shown: set[str] = set()  # ... as rsync's itemized lines name them
         self.estimate = 0  # the key scan's total of the files' size (0: none; rsync's own percent)
+        self.record: tuple[str, str] | None = None  # (state directory, root) of the record of syncs
+        self.synced: list[str] = []  # ... the destinations in it
         self.later = False  # a pass after the first
         self.later_from = (0.0, 0, 0)  # the percent and the bytes when the later passes start, their size
         self.bytes_before = 0  # bytes of the passes before this one
@@ -1233,9 +1273,11 @@ class Wrapper:
         version = rsync_version(command[0], self.asked)
         by_signal = version is not None and version >= PROGRESS_BY_SIGNAL_FROM
         extra = [] if by_signal else ["--info=progress2"]
-        extra += [] if self.estimate else ["--no-inc-recursive"]  # no total of our own: rsync's whole list
+        extra += [] if self.incremental(command[-1]) else ["--no-inc-recursive"]
         extra += [f"--max-size={sparse_from}", "--info=skip1"] if sparse_from > 0 else []
         rc, stderr = self.run_one(command[:1] + extra + command[1:], asking=by_signal)
+        if rc in (0, 24):
+            self.keep_synced(command[-1])
         passes = later_passes(command, command[-2], self.large) if self.large and rc in (0, 24) else []
         if passes:
             size = sum(_size(os.path.join(command[-2], path)) for path in self.large)
@@ -1265,6 +1307,27 @@ class Wrapper:
             self.progress.write(level="DEBUG", message=f"{self.label}: the large files' rsyncs took {took}")
         self.stats = totals
         return self.finish(rc, stderr)
+
+    def incremental(self, destination: str) -> bool:
+        """Whether rsync lists the files as it sends them (its incremental recursion) rather than
+        the whole list first: on the first sync of the folder to ``destination`` (most files to
+        send: sending starts at once), and only with a total of its own (:attr:`estimate`). A sync
+        after one that succeeded mostly checks files, which rsync does faster with the whole list."""
+        first = destination not in self.synced
+        if self.estimate and self.record is not None:
+            way = "as it sends (the first sync to this target)" if first else "first (mostly checking)"
+            self.progress.write(level="DEBUG", message=f"{self.label}: rsync lists the files {way}")
+        return first and bool(self.estimate)
+
+    def keep_synced(self, destination: str) -> None:
+        """Adds ``destination`` to the record of the folder's syncs after its rsync succeeded
+        (never in a dry run); one that cannot be written is a DEBUG message."""
+        if self.record is None or self.dry_run or destination in self.synced:
+            return
+        try:
+            save_synced(*self.record, [*self.synced, destination])
+        except OSError as exc:
+            self.progress.write(level="DEBUG", message=f"{self.label}: record of syncs not saved: {exc}")
 
     def run_one(self, argv: list[str], asking: bool = False) -> tuple[int, list[str]]:
         """One rsync: its exit code and its last stderr lines. ``asking``: ask it for its progress
@@ -1341,6 +1404,7 @@ class Wrapper:
         keys, unreadable = find_private_keys(root, cache)
         self.source_marked = cache.marked or not marker
         self.estimate = max(0, cache.size) if cache.sized and cache.visited else 0
+        self.record, self.synced = (state, root), load_synced(state, root)
         note = f"{cache.listed} of {cache.visited} directories listed"
         note += f", {_human(self.estimate)} in files" if self.estimate else ""
         if cache.dirty and not self.dry_run:
