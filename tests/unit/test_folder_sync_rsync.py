@@ -533,6 +533,10 @@ def test_the_first_sync_to_a_target_is_incremental_and_the_later_ones_list_first
     assert module.load_synced(str(state / "pc-switcher"), "/elsewhere") == []  # another folder's name
     record.chmod(0o644)  # readable by others: not this wrapper's record
     assert way("one") == "incremental"
+    for damaged in (b"[" * 100_000, b"\xff{", b'{"root": 1}', b'{"root": "%s", "targets": {}}' % bytes(source)):
+        record.write_bytes(damaged)  # hand-made: ignored, then replaced
+        assert way("two") == "incremental"
+        assert way("two") == "whole list first"
     # without a total of its own (no key scan) always the whole list first
     res, _ = wrap(["--", rsync, "-a", f"{source}/", str(tmp_path / "three")], tmp_path / "progress.jsonl")
     assert res.returncode == 0

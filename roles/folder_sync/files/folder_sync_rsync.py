@@ -426,7 +426,7 @@ def load_synced(state: str, root: str) -> list[str]:
     0600 file of this root."""
     try:
         record = json.loads(_read_private(state, cache_name(root, "synced")) or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # a hand-made file: damaged, or nested too deep
         return []
     targets = record.get("targets") if isinstance(record, dict) and record.get("root") == root else None
     return [t for t in targets if isinstance(t, str)] if isinstance(targets, list) else []
