@@ -533,7 +533,8 @@ def test_the_first_sync_to_a_target_is_incremental_and_the_later_ones_list_first
     assert module.load_synced(str(state / "pc-switcher"), "/elsewhere") == []  # another folder's name
     record.chmod(0o644)  # readable by others: not this wrapper's record
     assert way("one") == "incremental"
-    for damaged in (b"[" * 100_000, b"\xff{", b'{"root": 1}', b'{"root": "%s", "targets": {}}' % bytes(source)):
+    wrong_shape = b'{"root": "%s", "targets": {}}' % bytes(source)
+    for damaged in (b"[" * 100_000, b"\xff{", b'{"root": 1}', wrong_shape):
         record.write_bytes(damaged)  # hand-made: ignored, then replaced
         assert way("two") == "incremental"
         assert way("two") == "whole list first"
