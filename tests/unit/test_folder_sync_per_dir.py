@@ -150,9 +150,14 @@ def test_a_hostile_target_folder_name_reaches_find_as_it_is(tmp_path: Path, ssh:
     assert not Path("pwned").exists()
 
 
-def _wrapper(tmp_path: Path, ssh: str) -> tuple[dict[str, Any], list[str]]:
+def _wrapper(tmp_path: Path, ssh: str, first: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """The wrapper end to end; ``first``: as a first sync to the target (its record of syncs removed:
+    rsync's incremental recursion), else as it comes (the first run incremental, the later ones with
+    the whole list first). Its result and the per-directory filter's messages."""
     progress = tmp_path / "progress.jsonl"
     progress.unlink(missing_ok=True)
+    for record in tmp_path.glob("pc-switcher/key-scan/*.synced") if first else []:
+        record.unlink()
     src = tmp_path / "src"
     command = _command(ssh, src, f"h:{tmp_path}/dst/")
     options = ["--label", "L", "--scan-keys", str(src), "--per-dir-filter", MARKER]
@@ -167,12 +172,18 @@ def _wrapper(tmp_path: Path, ssh: str) -> tuple[dict[str, Any], list[str]]:
     )
     assert res.returncode == 0, res.stderr
     messages = [json.loads(line).get("message", "") for line in progress.read_text().splitlines()]
+    ways = [m for m in messages if "rsync lists the files" in m]
+    assert len(ways) == 1
+    assert not first or ways == ["L: rsync lists the files as it sends (the first sync to this target)"]
     return json.loads(res.stdout), [m for m in messages if "per-directory" in m]
 
 
-def test_the_sync_is_the_same_with_the_rule_or_without(tmp_path: Path, ssh: str) -> None:
+@pytest.mark.parametrize("first", [False, True], ids=["as-it-comes", "every-sync-first"])
+def test_the_sync_is_the_same_with_the_rule_or_without(tmp_path: Path, ssh: str, first: bool) -> None:
     """End to end (the wrapper and two real rsyncs): a target's own file protects from deletion, a
-    source's keeps a file out; with none left, the rule is left out and the mirror exact."""
+    source's keeps a file out; with none left, the rule is left out and the mirror exact. The same
+    whichever way rsync lists the files: ``every-sync-first`` makes each sync a first sync to the
+    target (incremental recursion), as after a lost record."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     (src / "proj/build").mkdir(parents=True)
     (src / "proj/build/out.o").write_text("built")
@@ -182,7 +193,7 @@ def test_the_sync_is_the_same_with_the_rule_or_without(tmp_path: Path, ssh: str)
     (dst / "local/other").write_text("gone")
     (dst / "local" / MARKER).write_text(f"- mine\n- {MARKER}\n")
 
-    result, said = _wrapper(tmp_path, ssh)
+    result, said = _wrapper(tmp_path, ssh, first)
     assert said[-1].endswith("read: there are some on the target")
     assert (dst / "local/mine").exists()
     assert not (dst / "local/other").exists()
@@ -190,17 +201,17 @@ def test_the_sync_is_the_same_with_the_rule_or_without(tmp_path: Path, ssh: str)
 
     (src / "proj" / MARKER).write_text("- build/\n")
     subprocess.run(["rm", "-r", str(dst / "local"), str(dst / "proj")], check=True)
-    result, said = _wrapper(tmp_path, ssh)
+    result, said = _wrapper(tmp_path, ssh, first)
     assert said[-1].endswith("read: there are some on the source")
     assert (dst / "proj/main.c").exists()
     assert not (dst / "proj/build").exists()
 
     (src / "proj" / MARKER).unlink()
-    result, said = _wrapper(tmp_path, ssh)
+    result, said = _wrapper(tmp_path, ssh, first)
     assert said[-1].endswith("read: there are some on the target")  # the copy sent last time, deleted now
     assert not (dst / "proj" / MARKER).exists()
     assert (dst / "proj/build/out.o").exists()
-    result, said = _wrapper(tmp_path, ssh)
+    result, said = _wrapper(tmp_path, ssh, first)
     assert said[-1].endswith("left out: there are none on either machine")
     assert result["files_transferred"] == 0
     listing = subprocess.run(["diff", "-r", str(src), str(dst)], capture_output=True, text=True, check=False)
