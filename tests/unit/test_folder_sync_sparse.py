@@ -4,8 +4,9 @@ files over the threshold and names them; the wrapper sends those with holes in a
 ``--sparse`` (they stay sparse) and the others in one without it; the first alone deletes. Hard
 links, awkward names (the names come back through rsync's escapes), a file that gains holes, the
 dry-run's list, the job's filter rules in every pass, a signal between the passes. As the job runs
-it: with the key scan (``--scan-keys``), whose walk gives the progress total, so rsync's incremental
-recursion (hard links across directories included)."""
+it: with the key scan (``--scan-keys``), whose walk gives the progress total, so a first sync with
+rsync's incremental recursion (hard links across directories included) and later ones with the whole
+file list first."""
 
 from __future__ import annotations
 
@@ -98,7 +99,8 @@ AWKWARD += ["new\nline.img", "tab\tname.img", "x is over max-size", "ünï.img",
 
 @pytest.fixture(autouse=True)
 def _state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The key scan's walk cache in the test's directory, never in this user's home."""
+    """The key scan's walk cache and the record of syncs in the test's directory, never in this
+    user's home."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
 
 

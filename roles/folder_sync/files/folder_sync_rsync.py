@@ -1313,11 +1313,12 @@ class Wrapper:
         the whole list first: on the first sync of the folder to ``destination`` (most files to
         send: sending starts at once), and only with a total of its own (:attr:`estimate`). A sync
         after one that succeeded mostly checks files, which rsync does faster with the whole list."""
+        if not self.estimate:  # no key scan, or a walk without sizes
+            return False
         first = destination not in self.synced
-        if self.estimate and self.record is not None:
-            way = "as it sends (the first sync to this target)" if first else "first (mostly checking)"
-            self.progress.write(level="DEBUG", message=f"{self.label}: rsync lists the files {way}")
-        return first and bool(self.estimate)
+        way = "as it sends (the first sync to this target)" if first else "first (mostly checking)"
+        self.progress.write(level="DEBUG", message=f"{self.label}: rsync lists the files {way}")
+        return first
 
     def keep_synced(self, destination: str) -> None:
         """Adds ``destination`` to the record of the folder's syncs after its rsync succeeded
