@@ -524,11 +524,14 @@ def test_the_first_sync_to_a_target_is_incremental_and_the_later_ones_list_first
     assert way("one") == "whole list first"
     assert way("two") == "incremental"
     assert way("one") == way("two") == "whole list first"
+    odd = "new\nline $(touch pwned) \udcff"  # a destination's name kept as it is (JSON, not a shell)
+    assert (way(odd), way(odd)) == ("incremental", "whole list first")
+    assert not list(tmp_path.rglob("pwned"))
     record = state / "pc-switcher" / "key-scan" / module.cache_name(str(source), "synced")
     assert record.stat().st_mode & 0o777 == 0o600
     assert json.loads(record.read_text()) == {
         "root": str(source),
-        "targets": [str(tmp_path / d) for d in ("one", "two")],
+        "targets": [str(tmp_path / d) for d in ("one", "two", odd)],
     }
     assert module.load_synced(str(state / "pc-switcher"), "/elsewhere") == []  # another folder's name
     record.chmod(0o644)  # readable by others: not this wrapper's record
